@@ -1,0 +1,1 @@
+export { ExpressAppEnvironment, type ExpressLike } from "../sdk/frameworks.ts";

@@ -1,0 +1,1 @@
+export { FastifyAppEnvironment, type FastifyLike } from "../sdk/frameworks.ts";

@@ -1,0 +1,1 @@
+export { HonoAppEnvironment, type HonoLike } from "../sdk/frameworks.ts";

@@ -1,0 +1,26 @@
+// The `caravan` entry point: declarations, configuration and the programmatic API.
+export {
+  AppEnvironment,
+  TaskEnvironment,
+  Environment,
+  isEnvironment,
+  type AppEnvironmentOptions,
+  type EnvironmentOptions,
+  type EnvironmentKind,
+  type Scaling,
+  type Timeouts,
+  type Port,
+  type Link,
+  type Ingress,
+  type Readiness,
+  type SecretRef,
+  type Task,
+  type TaskOptions,
+} from "../sdk/environment.ts";
+export { Image } from "../sdk/image.ts";
+export { Input, AppEndpoint, RunOutput, File, Dir, type InputValue } from "../sdk/inputs.ts";
+export type { Resources } from "../sdk/resources.ts";
+export { getInput, inRuntime } from "../sdk/context.ts";
+export { init, type CaravanConfig } from "../sdk/config.ts";
+export { CaravanError, isCaravanError, type ErrorCode } from "../errors.ts";
+// export { plan, deploy, type Deployment, type DeployOptions } from "../api.ts";

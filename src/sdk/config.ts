@@ -1,0 +1,143 @@
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parse as parseYaml } from "yaml";
+import { CaravanError, describeValue } from "../errors.ts";
+import { shared } from "./global.ts";
+import { NAME_PATTERN, isPlainObject } from "./validation.ts";
+
+/** What `caravan.config.{ts,json,yaml}` may say. */
+export interface CaravanConfig {
+  /** @default "default" */
+  project?: string;
+  /** @default "development" */
+  domain?: string;
+  /** @default "local" */
+  backend?: "local" | "kubernetes";
+  /** Address of a running control plane, e.g. "http://127.0.0.1:7070". */
+  controlPlane?: string;
+}
+
+export interface ResolvedConfig {
+  project: string;
+  domain: string;
+  backend: "local" | "kubernetes";
+  controlPlane?: string;
+  /** The config file used, if any. */
+  file?: string;
+}
+
+export const CONFIG_FILES = [
+  "caravan.config.ts",
+  "caravan.config.json",
+  "caravan.config.yaml",
+  "caravan.config.yml",
+];
+
+/** Finds the nearest config file from `startDir` upwards. */
+export function findConfigFile(startDir: string): string | undefined {
+  let dir = resolve(startDir);
+  for (;;) {
+    for (const name of CONFIG_FILES) {
+      const file = join(dir, name);
+      if (existsSync(file)) return file;
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+async function readConfigFile(file: string): Promise<unknown> {
+  try {
+    if (file.endsWith(".ts")) {
+      const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+      return mod.default;
+    }
+    const text = readFileSync(file, "utf8");
+    return file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new CaravanError("CONFIG", `${file}: cannot be read: ${(e as Error).message}`, { file });
+  }
+}
+
+export function validateConfig(raw: unknown, file: string): CaravanConfig {
+  if (raw === undefined || raw === null) return {};
+  if (!isPlainObject(raw)) {
+    throw new CaravanError(
+      "CONFIG",
+      `${file}: expected an object with project, domain, backend, controlPlane; got ${describeValue(raw)}`,
+      { file },
+    );
+  }
+  const out: CaravanConfig = {};
+  for (const [key, value] of Object.entries(raw)) {
+    const bad = (rule: string): never => {
+      throw new CaravanError(
+        "CONFIG",
+        `${file}: field "${key}" ${rule}, got ${describeValue(value)}`,
+        { file, field: key },
+      );
+    };
+    switch (key) {
+      case "project":
+      case "domain":
+        if (typeof value !== "string" || !NAME_PATTERN.test(value))
+          bad('must be a DNS-1123 label like "my-project"');
+        out[key] = value as string;
+        break;
+      case "backend":
+        if (value !== "local" && value !== "kubernetes") bad('must be "local" or "kubernetes"');
+        out.backend = value as "local" | "kubernetes";
+        break;
+      case "controlPlane":
+        if (typeof value !== "string" || !/^https?:\/\/[^\s]+$/.test(value))
+          bad('must be a URL like "http://127.0.0.1:7070"');
+        out.controlPlane = value as string;
+        break;
+      default:
+        bad("is not a caravan setting (known: project, domain, backend, controlPlane)");
+    }
+  }
+  return out;
+}
+
+/** Loads the config for `dir` (nearest file upwards), then applies overrides. */
+export async function loadConfig(
+  dir: string,
+  overrides: { project?: string | undefined; domain?: string | undefined } = {},
+): Promise<ResolvedConfig> {
+  const file = findConfigFile(dir);
+  const fromFile = file ? validateConfig(await readConfigFile(file), file) : {};
+  const fromInit = shared().config ?? {};
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value !== undefined && !NAME_PATTERN.test(value)) {
+      throw new CaravanError(
+        "USAGE",
+        `--${key} ${describeValue(value)} is not a DNS-1123 label like "my-project"`,
+      );
+    }
+  }
+  return {
+    project: overrides.project ?? fromInit.project ?? fromFile.project ?? "default",
+    domain: overrides.domain ?? fromInit.domain ?? fromFile.domain ?? "development",
+    backend: fromFile.backend ?? "local",
+    ...(fromFile.controlPlane ? { controlPlane: fromFile.controlPlane } : {}),
+    ...(file ? { file } : {}),
+  };
+}
+
+/**
+ * Sets up caravan for a script (the seed's `init_from_config`): reads the config file found
+ * from `rootDir` upwards; `project`/`domain` here win over the file.
+ * @example await init({ rootDir: new URL(".", import.meta.url).pathname })
+ */
+export async function init(
+  opts: { rootDir?: string; project?: string; domain?: string } = {},
+): Promise<ResolvedConfig> {
+  const rootDir = opts.rootDir ?? process.cwd();
+  shared().config = {};
+  const config = await loadConfig(rootDir, { project: opts.project, domain: opts.domain });
+  shared().config = { rootDir, project: config.project, domain: config.domain };
+  return config;
+}

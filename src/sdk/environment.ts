@@ -1,0 +1,585 @@
+import { CaravanError, describeValue } from "../errors.ts";
+import { ENV_BRAND, shared } from "./global.ts";
+import { Image } from "./image.ts";
+import { checkInputs, type Input } from "./inputs.ts";
+import { normalizeResources, type NormalizedResources, type Resources } from "./resources.ts";
+import { callerSite, formatSite, type Site } from "./site.ts";
+import {
+  fail,
+  isPlainObject,
+  validateEnvVarName,
+  validateEnvVars,
+  validateName,
+  validatePort,
+} from "./validation.ts";
+
+export type EnvironmentKind = "app" | "task";
+
+/** A secret injected as an environment variable: `"API_KEY"` or `{ key, envVar }`. */
+export type SecretRef = string | { key: string; envVar?: string };
+
+/** Fields every environment has. */
+export interface EnvironmentOptions {
+  /** DNS-1123 label, at most 63 characters: `"backend-api"`. */
+  name: string;
+  /** Environments deployed (and ready) before this one starts. */
+  dependsOn?: Environment[];
+  image?: Image;
+  resources?: Resources;
+  /** Plain environment variables for the process. */
+  envVars?: Record<string, string>;
+  secrets?: SecretRef[];
+  description?: string;
+}
+
+/** @example { replicas: [1, 3], scaledownAfter: 300 } */
+export interface Scaling {
+  /** `[min, max]` replicas, or one number for a fixed count. @default [0, 1] */
+  replicas?: [number, number] | number;
+  /** In-flight requests per replica before another is added. */
+  concurrency?: number;
+  /** Seconds of low load before a replica is removed. @default 900 */
+  scaledownAfter?: number;
+}
+
+export interface Timeouts {
+  /** Seconds a request may take, 0–3600. */
+  request?: number;
+  /** Seconds an app may take to become ready. @default 60 */
+  start?: number;
+}
+
+export interface Port {
+  port: number;
+  name?: string;
+}
+
+export interface Link {
+  path: string;
+  title: string;
+  isRelative?: boolean;
+}
+
+/** The seed SDK's `domain` setting: how the app is reached from outside. */
+export interface Ingress {
+  subdomain?: string;
+  customDomain?: string;
+}
+
+export interface Readiness {
+  /** HTTP path that must answer 2xx; without it, a TCP connect and any HTTP answer suffice. */
+  path?: string;
+}
+
+export interface AppEnvironmentOptions extends EnvironmentOptions {
+  /** The port the app listens on inside its process. @default 8080 */
+  port?: number | Port;
+  /** A command to run instead of a served JS app (any language). `$PORT`, `$NAME` expand. */
+  command?: string | string[];
+  args?: string[];
+  scaling?: Scaling;
+  timeouts?: Timeouts;
+  links?: Link[];
+  /** Files (relative to the declaring file) a command app needs at run time. */
+  include?: string[];
+  ingress?: Ingress;
+  /** Whether the public endpoint needs a token. @default true */
+  requiresAuth?: boolean;
+  inputs?: Input[];
+  readiness?: Readiness;
+}
+
+/** How an app is served: by caravan's runtime (a framework) or as a command. */
+export type ServeKind = "fastify" | "hono" | "express" | "command";
+
+/** A running server the runtime can close gracefully. */
+export interface ServerHandle {
+  close(): Promise<void>;
+}
+
+const COMMON_KEYS = [
+  "name",
+  "dependsOn",
+  "image",
+  "resources",
+  "envVars",
+  "secrets",
+  "description",
+];
+const APP_KEYS = [
+  ...COMMON_KEYS,
+  "port",
+  "command",
+  "args",
+  "scaling",
+  "timeouts",
+  "links",
+  "include",
+  "ingress",
+  "requiresAuth",
+  "inputs",
+  "readiness",
+  "app",
+];
+
+/**
+ * Base of every environment. Not constructed directly: use `AppEnvironment`,
+ * `TaskEnvironment` or a framework flavour.
+ */
+export abstract class Environment {
+  abstract readonly [ENV_BRAND]: EnvironmentKind;
+  readonly name: string;
+  readonly dependsOn: Environment[] = [];
+  readonly image?: Image;
+  readonly resources?: NormalizedResources;
+  readonly envVars: Record<string, string>;
+  readonly secrets: { key: string; envVar: string }[];
+  readonly description?: string;
+  /** Where this environment was declared, for error messages. */
+  readonly declaredAt?: Site;
+  /** The class name users wrote (`FastifyAppEnvironment`...), for messages. */
+  protected readonly typeLabel: string;
+
+  protected constructor(opts: EnvironmentOptions, what: string, allowedKeys: string[]) {
+    this.typeLabel = what;
+    if (!isPlainObject(opts))
+      fail("VALIDATION", what, `expected an options object, got ${describeValue(opts)}`);
+    this.name = validateName(opts.name, what);
+    const where = `${what} "${this.name}"`;
+    for (const key of Object.keys(opts)) {
+      if (!allowedKeys.includes(key)) {
+        fail(
+          "VALIDATION",
+          where,
+          `unknown option "${key}"; known options: ${allowedKeys.join(", ")}`,
+        );
+      }
+    }
+    this.declaredAt = callerSite();
+    if (
+      opts.image !== undefined &&
+      !(opts.image instanceof Image) &&
+      typeof (opts.image as Image)?.dockerfile !== "function"
+    ) {
+      fail(
+        "VALIDATION",
+        where,
+        `image must be an Image (Image.fromDebianBase(...)), got ${describeValue(opts.image)}`,
+      );
+    }
+    if (opts.image) this.image = opts.image;
+    const resources = normalizeResources(opts.resources, where);
+    if (resources) this.resources = resources;
+    this.envVars = validateEnvVars(opts.envVars, where);
+    this.secrets = normalizeSecrets(opts.secrets, where);
+    if (opts.description !== undefined) this.description = String(opts.description);
+    if (opts.dependsOn !== undefined) {
+      if (!Array.isArray(opts.dependsOn)) {
+        fail(
+          "INVALID_DEPENDENCY",
+          where,
+          `dependsOn must be an array of environments, got ${describeValue(opts.dependsOn)}`,
+        );
+      }
+      this.addDependency(...opts.dependsOn);
+    }
+  }
+
+  /** Called last by concrete constructors, so a half-validated environment is never discovered. */
+  protected register(): void {
+    shared().environments.push(this);
+  }
+
+  get kind(): EnvironmentKind {
+    return this[ENV_BRAND];
+  }
+
+  /** Adds dependencies after construction (as the seed SDK's `add_dependency`). */
+  addDependency(...envs: Environment[]): this {
+    envs.forEach((dep, i) => {
+      if (!isEnvironment(dep)) {
+        throw new CaravanError(
+          "INVALID_DEPENDENCY",
+          `${this.typeLabel} "${this.name}": dependsOn[${this.dependsOn.length + i}] is not an environment: ${describeValue(dep)}. Pass the environment object itself, e.g. dependsOn: [backendEnv]`,
+          { value: describeValue(dep) },
+        );
+      }
+    });
+    for (const dep of envs) if (!this.dependsOn.includes(dep)) this.dependsOn.push(dep);
+    return this;
+  }
+
+  /** The normalised declaration (no functions, no app objects): what the plan hashes. */
+  spec(): Record<string, unknown> {
+    return {
+      kind: this.kind,
+      name: this.name,
+      dependsOn: this.dependsOn.map((d) => d.name).sort(),
+      image: this.image?.toJSON(),
+      resources: this.resources,
+      envVars: this.envVars,
+      secrets: this.secrets,
+      description: this.description,
+    };
+  }
+
+  toString(): string {
+    return `${this.typeLabel}(${this.name}) declared at ${formatSite(this.declaredAt)}`;
+  }
+}
+
+/**
+ * A long-running HTTP service.
+ * @example
+ * const api = new AppEnvironment({ name: "api", command: ["python3", "-m", "http.server", "$PORT"] });
+ */
+export class AppEnvironment extends Environment {
+  readonly [ENV_BRAND] = "app" as const;
+  readonly port: Port;
+  readonly command?: string[];
+  readonly args: string[];
+  readonly scaling: { replicas: [number, number]; concurrency?: number; scaledownAfter: number };
+  readonly timeouts: { request?: number; start: number };
+  readonly links: Link[];
+  readonly include: string[];
+  readonly ingress?: Ingress;
+  readonly requiresAuth: boolean;
+  readonly inputs: Input[];
+  readonly readiness: Readiness;
+
+  constructor(opts: AppEnvironmentOptions) {
+    super(opts, new.target?.name ?? "AppEnvironment", APP_KEYS);
+    const where = `${new.target?.name ?? "AppEnvironment"} "${this.name}"`;
+    this.port = normalizePort(opts.port, where);
+    if (opts.command !== undefined) {
+      const cmd =
+        typeof opts.command === "string" ? opts.command.split(/\s+/).filter(Boolean) : opts.command;
+      if (!Array.isArray(cmd) || cmd.length === 0 || cmd.some((c) => typeof c !== "string")) {
+        fail(
+          "VALIDATION",
+          where,
+          `command must be a non-empty string or array of strings, got ${describeValue(opts.command)}`,
+        );
+      }
+      this.command = cmd;
+    }
+    if (
+      opts.args !== undefined &&
+      (!Array.isArray(opts.args) || opts.args.some((a) => typeof a !== "string"))
+    ) {
+      fail(
+        "VALIDATION",
+        where,
+        `args must be an array of strings, got ${describeValue(opts.args)}`,
+      );
+    }
+    this.args = opts.args ?? [];
+    this.scaling = normalizeScaling(opts.scaling, where);
+    this.timeouts = normalizeTimeouts(opts.timeouts, where);
+    this.links = opts.links ?? [];
+    this.include = opts.include ?? [];
+    if (opts.ingress) this.ingress = opts.ingress;
+    this.requiresAuth = opts.requiresAuth ?? true;
+    if (typeof this.requiresAuth !== "boolean")
+      fail(
+        "VALIDATION",
+        where,
+        `requiresAuth must be true or false, got ${describeValue(opts.requiresAuth)}`,
+      );
+    this.inputs = checkInputs(opts.inputs, where);
+    if (opts.readiness !== undefined) {
+      const path = opts.readiness?.path;
+      if (
+        !isPlainObject(opts.readiness) ||
+        (path !== undefined && (typeof path !== "string" || !path.startsWith("/")))
+      ) {
+        fail(
+          "VALIDATION",
+          where,
+          `readiness must be { path: "/healthz" } (a path starting with "/"), got ${describeValue(opts.readiness)}`,
+        );
+      }
+    }
+    this.readiness = opts.readiness ?? {};
+    this.register();
+  }
+
+  /** How this app is served. Framework flavours override it. */
+  get serveKind(): ServeKind {
+    return "command";
+  }
+
+  /**
+   * This app's URL. Inside a running app that depends on it: its internal endpoint. In a
+   * script after `deploy()`: the deployed endpoint. Anywhere else it is not known yet.
+   */
+  get endpoint(): string {
+    const state = shared();
+    const fromRuntime = state.runtime?.endpoints[this.name];
+    if (fromRuntime) return fromRuntime;
+    const deployed = state.deployedEndpoints.get(this.name);
+    if (deployed) return state.runtime ? deployed.internalEndpoint : deployed.endpoint;
+    const inside = state.runtime
+      ? `app "${state.runtime.name}" does not depend on it; add it to dependsOn`
+      : "deploy it first (caravan deploy, or await deploy(env) in a script)";
+    throw new CaravanError(
+      "ENDPOINT_UNKNOWN",
+      `the endpoint of app "${this.name}" is not known here: ${inside}`,
+      { app: this.name },
+    );
+  }
+
+  /**
+   * Starts serving on `port` (used by caravan's runtime inside the app's process).
+   * @internal
+   */
+  async serveOn(_port: number, _host: string): Promise<ServerHandle> {
+    throw new CaravanError(
+      "VALIDATION",
+      `AppEnvironment "${this.name}" has nothing to serve: give it a command, or use FastifyAppEnvironment / HonoAppEnvironment / ExpressAppEnvironment with an app`,
+    );
+  }
+
+  override spec(): Record<string, unknown> {
+    return {
+      ...super.spec(),
+      serveKind: this.serveKind,
+      port: this.port,
+      command: this.command,
+      args: this.args,
+      scaling: this.scaling,
+      timeouts: this.timeouts,
+      links: this.links,
+      include: this.include,
+      ingress: this.ingress,
+      requiresAuth: this.requiresAuth,
+      inputs: this.inputs.map((i) => i.toJSON()),
+      readiness: this.readiness,
+    };
+  }
+}
+
+export interface TaskOptions {
+  /** @default the function's name */
+  name?: string;
+  /** @default 0 */
+  retries?: number;
+  /** Seconds. */
+  timeout?: number;
+  concurrency?: number;
+}
+
+/** A registered task: callable locally, identified as `<env>.<name>`. */
+export type Task<A extends unknown[] = unknown[], R = unknown> = ((
+  ...args: A
+) => Promise<Awaited<R>>) & {
+  readonly id: string;
+  readonly taskName: string;
+  readonly environment: TaskEnvironment;
+  readonly options: Readonly<Omit<TaskOptions, "name">>;
+};
+
+/**
+ * A place where tasks run. Apps may depend on it: it is ready when its tasks are registered.
+ * @example
+ * const training = new TaskEnvironment({ name: "training-env" });
+ * export const train = training.task(async function train(epochs: number) { return { epochs }; });
+ */
+export class TaskEnvironment extends Environment {
+  readonly [ENV_BRAND] = "task" as const;
+  readonly tasks = new Map<string, Task<any[], any>>();
+
+  constructor(opts: EnvironmentOptions) {
+    super(opts, "TaskEnvironment", COMMON_KEYS);
+    this.register();
+  }
+
+  task<A extends unknown[], R>(fn: (...args: A) => R, options: TaskOptions = {}): Task<A, R> {
+    const where = `TaskEnvironment "${this.name}"`;
+    if (typeof fn !== "function")
+      fail("VALIDATION", where, `task() needs a function, got ${describeValue(fn)}`);
+    const taskName = options.name ?? fn.name;
+    if (!taskName || !/^[A-Za-z_][A-Za-z0-9_-]*$/.test(taskName)) {
+      fail(
+        "VALIDATION",
+        where,
+        `task name ${describeValue(taskName)} is not valid: name the function or pass { name: "train" }`,
+      );
+    }
+    if (this.tasks.has(taskName))
+      fail("VALIDATION", where, `task "${taskName}" is registered twice`);
+    for (const key of ["retries", "timeout", "concurrency"] as const) {
+      const v = options[key];
+      if (v !== undefined && (typeof v !== "number" || !(v >= 0))) {
+        fail(
+          "VALIDATION",
+          `${where} task "${taskName}"`,
+          `${key} must be a non-negative number, got ${describeValue(v)}`,
+        );
+      }
+    }
+    const call = async (...args: A) => await fn(...args);
+    const { name: _name, ...rest } = options;
+    const task = Object.assign(call, {
+      id: `${this.name}.${taskName}`,
+      taskName,
+      environment: this,
+      options: rest,
+    }) as Task<A, R>;
+    this.tasks.set(taskName, task as Task<any[], any>);
+    return task;
+  }
+
+  override spec(): Record<string, unknown> {
+    return {
+      ...super.spec(),
+      tasks: [...this.tasks.values()]
+        .map((t) => ({ id: t.id, ...t.options }))
+        .sort((a, b) => a.id.localeCompare(b.id)),
+    };
+  }
+}
+
+/** True for any caravan environment, from any copy of the package. */
+export function isEnvironment(value: unknown): value is Environment {
+  if (!value || typeof value !== "object") return false;
+  const brand = (value as Record<symbol, unknown>)[ENV_BRAND];
+  return brand === "app" || brand === "task";
+}
+
+export function isAppEnvironment(value: unknown): value is AppEnvironment {
+  return isEnvironment(value) && value.kind === "app";
+}
+
+function normalizePort(port: unknown, where: string): Port {
+  if (port === undefined) return { port: 8080 };
+  if (typeof port === "number") return { port: validatePort(port, where) };
+  if (isPlainObject(port)) {
+    const out: Port = { port: validatePort(port.port, where) };
+    if (port.name !== undefined) out.name = String(port.name);
+    return out;
+  }
+  return fail(
+    "INVALID_PORT",
+    where,
+    `port must be a number or { port, name }, got ${describeValue(port)}`,
+    port,
+  );
+}
+
+function normalizeScaling(scaling: unknown, where: string): AppEnvironment["scaling"] {
+  if (scaling === undefined) return { replicas: [0, 1], scaledownAfter: 900 };
+  if (!isPlainObject(scaling))
+    fail(
+      "INVALID_SCALING",
+      where,
+      `scaling must be { replicas: [min, max] }, got ${describeValue(scaling)}`,
+    );
+  let replicas: [number, number] = [0, 1];
+  if (typeof scaling.replicas === "number") replicas = [scaling.replicas, scaling.replicas];
+  else if (Array.isArray(scaling.replicas) && scaling.replicas.length === 2)
+    replicas = scaling.replicas as [number, number];
+  else if (scaling.replicas !== undefined) {
+    fail(
+      "INVALID_SCALING",
+      where,
+      `scaling.replicas must be [min, max] or a number, got ${describeValue(scaling.replicas)}`,
+      scaling.replicas,
+    );
+  }
+  const [min, max] = replicas;
+  if (!Number.isInteger(min) || !Number.isInteger(max) || min < 0 || min > max || max < 1) {
+    fail(
+      "INVALID_SCALING",
+      where,
+      `scaling.replicas ${describeValue(scaling.replicas)} breaks the rule 0 <= min <= max and max >= 1 (whole numbers)`,
+      scaling.replicas,
+    );
+  }
+  const out: AppEnvironment["scaling"] = { replicas: [min, max], scaledownAfter: 900 };
+  if (scaling.concurrency !== undefined) {
+    if (
+      typeof scaling.concurrency !== "number" ||
+      !Number.isInteger(scaling.concurrency) ||
+      scaling.concurrency < 1
+    ) {
+      fail(
+        "INVALID_SCALING",
+        where,
+        `scaling.concurrency must be a whole number >= 1, got ${describeValue(scaling.concurrency)}`,
+      );
+    }
+    out.concurrency = scaling.concurrency;
+  }
+  if (scaling.scaledownAfter !== undefined) {
+    if (typeof scaling.scaledownAfter !== "number" || !(scaling.scaledownAfter >= 0)) {
+      fail(
+        "INVALID_SCALING",
+        where,
+        `scaling.scaledownAfter must be seconds >= 0, got ${describeValue(scaling.scaledownAfter)}`,
+      );
+    }
+    out.scaledownAfter = scaling.scaledownAfter;
+  }
+  return out;
+}
+
+function normalizeTimeouts(timeouts: unknown, where: string): AppEnvironment["timeouts"] {
+  if (timeouts === undefined) return { start: 60 };
+  if (!isPlainObject(timeouts))
+    fail(
+      "INVALID_TIMEOUT",
+      where,
+      `timeouts must be { request?, start? } in seconds, got ${describeValue(timeouts)}`,
+    );
+  const out: AppEnvironment["timeouts"] = { start: 60 };
+  if (timeouts.request !== undefined) {
+    const r = timeouts.request;
+    if (typeof r !== "number" || !(r >= 0 && r <= 3600)) {
+      fail(
+        "INVALID_TIMEOUT",
+        where,
+        `timeouts.request must be between 0 and 3600 seconds, got ${describeValue(r)}`,
+        r,
+      );
+    }
+    out.request = r;
+  }
+  if (timeouts.start !== undefined) {
+    const s = timeouts.start;
+    if (typeof s !== "number" || !(s > 0 && s <= 3600)) {
+      fail(
+        "INVALID_TIMEOUT",
+        where,
+        `timeouts.start must be more than 0 and at most 3600 seconds, got ${describeValue(s)}`,
+        s,
+      );
+    }
+    out.start = s;
+  }
+  return out;
+}
+
+function normalizeSecrets(secrets: unknown, where: string): { key: string; envVar: string }[] {
+  if (secrets === undefined) return [];
+  if (!Array.isArray(secrets))
+    fail(
+      "VALIDATION",
+      where,
+      `secrets must be an array of names or { key, envVar }, got ${describeValue(secrets)}`,
+    );
+  return secrets.map((s) => {
+    if (typeof s === "string") return { key: s, envVar: validateEnvVarName(s, `${where} secret`) };
+    if (isPlainObject(s) && typeof s.key === "string" && s.key !== "") {
+      return {
+        key: s.key,
+        envVar: validateEnvVarName(s.envVar ?? s.key, `${where} secret "${s.key}"`),
+      };
+    }
+    return fail(
+      "VALIDATION",
+      where,
+      `a secret must be a name or { key, envVar }, got ${describeValue(s)}`,
+    );
+  });
+}

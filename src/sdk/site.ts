@@ -1,0 +1,27 @@
+import { fileURLToPath } from "node:url";
+import { dirname } from "node:path";
+
+const SDK_DIR = dirname(fileURLToPath(import.meta.url));
+
+/** Where a declaration happened: the first stack frame outside caravan's SDK. */
+export interface Site {
+  file: string;
+  line: number;
+}
+
+export function callerSite(): Site | undefined {
+  const stack = new Error().stack ?? "";
+  for (const raw of stack.split("\n").slice(1)) {
+    const m = /\(?((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(raw.trim());
+    if (!m) continue;
+    const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
+    if (file.startsWith(SDK_DIR)) continue;
+    if (file.includes("/node_modules/") && !file.includes("/node_modules/.caravan")) continue;
+    return { file, line: Number(m[2]) };
+  }
+  return undefined;
+}
+
+export function formatSite(site: Site | undefined): string {
+  return site ? `${site.file}:${site.line}` : "(unknown location)";
+}
