@@ -1,2 +1,281 @@
-// placeholder replaced below
-export {};
+/**
+ * The programmatic API (`plan`, `deploy`), shared by scripts and the CLI: load config, plan,
+ * snapshot the code, and run the plan through the engine against the configured backend.
+ * Heavy pieces (esbuild, the control plane client) load lazily, so importing `caravan`
+ * inside an app costs nothing.
+ */
+import type { Backend, DeployRequest, Endpoints, Scope } from "./backends/contract.ts";
+import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
+import { CaravanError } from "./errors.ts";
+import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
+import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
+import { isAppEnvironment, isEnvironment, type Environment } from "./sdk/environment.ts";
+import { shared } from "./sdk/global.ts";
+import { inputValueKind, type AppEndpoint } from "./sdk/inputs.ts";
+import { sha256, stableStringify } from "./sdk/stable.ts";
+
+export interface DeployOptions {
+  /** Restart environments even when unchanged. */
+  force?: boolean;
+  /** Most environments deploying at once. @default unbounded */
+  concurrency?: number;
+  project?: string;
+  domain?: string;
+  /**
+   * The module to snapshot: it must construct every environment deployed.
+   * @default the file that declared the first environment
+   */
+  entry?: string;
+  /** Progress events (the CLI renders them). */
+  onEvent?: (event: EngineEvent) => void;
+  /** Where to deploy. @default the configured backend (the local control plane) */
+  backend?: Backend;
+}
+
+/** One environment's result, as the seed's `flyte.deploy` returns them. */
+export class Deployment {
+  constructor(
+    readonly env: Environment,
+    readonly outcome: EnvironmentOutcome,
+  ) {}
+  get name(): string {
+    return this.outcome.name;
+  }
+  get status(): EnvironmentOutcome["status"] {
+    return this.outcome.status;
+  }
+  get endpoint(): string | undefined {
+    return this.outcome.endpoint;
+  }
+  get revision(): string | undefined {
+    return this.outcome.revision;
+  }
+  /** A one-line description: `app2-calls-app1 (app) ready at http://127.0.0.1:41234 [rev 1a2b3c]`. */
+  envRepr(): string {
+    const o = this.outcome;
+    const where = o.endpoint ? ` at ${o.endpoint}` : "";
+    const rev = o.revision ? ` [rev ${o.revision}]` : "";
+    const why = o.error ? `: ${o.error.split("\n")[0]}` : "";
+    return `${o.name} (${o.kind}) ${o.status}${where}${rev}${why}`;
+  }
+  toJSON() {
+    const o = this.outcome;
+    return {
+      name: o.name,
+      kind: o.kind,
+      status: o.status,
+      revision: o.revision ?? null,
+      endpoint: o.endpoint ?? null,
+      internalEndpoint: o.internalEndpoint ?? null,
+      error: o.error ?? null,
+    };
+  }
+}
+
+function splitArgs(args: unknown[]): { envs: unknown[]; opts: DeployOptions } {
+  const last = args.at(-1);
+  if (
+    args.length &&
+    !isEnvironment(last) &&
+    last &&
+    typeof last === "object" &&
+    !Array.isArray(last)
+  ) {
+    return { envs: args.slice(0, -1), opts: last as DeployOptions };
+  }
+  return { envs: args, opts: {} };
+}
+
+/** The plan for these environments, as `caravan plan --json` prints it. Starts nothing. */
+export async function plan(...args: [...Environment[], DeployOptions] | Environment[]) {
+  const { envs, opts } = splitArgs(args);
+  const config = await loadConfig(process.cwd(), { project: opts.project, domain: opts.domain });
+  return planToJSON(planDeployment(envs, config));
+}
+
+/**
+ * Deploys environments and everything they depend on; resolves when all are ready.
+ * Throws `DEPLOY_FAILED` (with every result in `details.deployments`) if any failed.
+ * @example const [d] = await deploy(env2); console.log(d.envRepr());
+ */
+export async function deploy(
+  ...args: [...Environment[], DeployOptions] | Environment[]
+): Promise<Deployment[]> {
+  if (shared().runtime?.loading) {
+    // A script's own top-level deploy() while an app process imports it: not for us.
+    return [];
+  }
+  const { envs, opts } = splitArgs(args);
+  const config = await loadConfig(shared().config?.rootDir ?? process.cwd(), {
+    project: opts.project,
+    domain: opts.domain,
+  });
+  const { deployments } = await deployEnvironments(envs, config, opts);
+  const failed = deployments.filter((d) => d.status === "failed" || d.status === "skipped");
+  if (failed.length) {
+    throw new CaravanError(
+      "DEPLOY_FAILED",
+      `deploy failed: ${failed.map((d) => d.envRepr()).join("; ")}`,
+      { deployments: deployments.map((d) => d.toJSON()) },
+    );
+  }
+  return deployments;
+}
+
+/** Opens the configured backend (starting the local control plane if needed). */
+export async function openBackend(config: ResolvedConfig): Promise<Backend> {
+  if (config.backend === "kubernetes") {
+    throw new CaravanError(
+      "CONFIG",
+      `${config.file}: backend "kubernetes" is not available in this version; use "local"`,
+    );
+  }
+  const [{ ensureDaemon }, { HttpBackend }] = await Promise.all([
+    import("./backends/local/daemon.ts"),
+    import("./backends/local/client.ts"),
+  ]);
+  const daemon = await ensureDaemon();
+  return new HttpBackend(config.controlPlane ?? daemon.url, daemon.token);
+}
+
+/** Plans, snapshots and deploys; never throws for a failed environment (see the outcomes). */
+export async function deployEnvironments(
+  envs: unknown[],
+  config: ResolvedConfig,
+  opts: DeployOptions,
+): Promise<{ plan: Plan; deployments: Deployment[] }> {
+  const scope: Scope = { project: config.project, domain: config.domain };
+  // Validate before starting anything (a daemon included).
+  planDeployment(envs, { ...scope, deployedApps: new Set(referencedApps(envs)) });
+  const backend = opts.backend ?? (await openBackend(config));
+  try {
+    const deployed = await backend.status(scope);
+    const plan = planDeployment(envs, {
+      ...scope,
+      deployedApps: new Set(deployed.map((d) => d.name)),
+    });
+    const entry =
+      opts.entry ?? plan.environments.find((e) => e.env.declaredAt)?.env.declaredAt?.file;
+    if (!entry)
+      throw new CaravanError(
+        "BUNDLE_FAILED",
+        "cannot tell which file declares these environments; pass { entry }",
+      );
+    const { snapshotCode } = await import("./backends/snapshot.ts");
+    const { homePaths } = await import("./backends/local/home.ts");
+    const snapshot = await snapshotCode(entry, homePaths().bundles);
+    const known = new Map<string, Endpoints>();
+    for (const d of deployed)
+      if (d.endpoint && d.internalEndpoint)
+        known.set(d.name, { endpoint: d.endpoint, internalEndpoint: d.internalEndpoint });
+
+    const { executePlan } = await import("./engine/engine.ts");
+    const outcomes = await executePlan(plan, backend, {
+      ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+      ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+      request: (env, ready) => {
+        for (const [name, r] of ready)
+          if (r.endpoint && r.internalEndpoint)
+            known.set(name, { endpoint: r.endpoint, internalEndpoint: r.internalEndpoint });
+        return buildRequest(
+          env,
+          scope,
+          snapshot.code,
+          snapshot.codeHashOf(env.env),
+          known,
+          opts.force ?? false,
+        );
+      },
+    });
+    for (const o of outcomes) {
+      if (o.endpoint && o.internalEndpoint)
+        shared().deployedEndpoints.set(o.name, {
+          endpoint: o.endpoint,
+          internalEndpoint: o.internalEndpoint,
+        });
+    }
+    return {
+      plan,
+      deployments: outcomes.map((o) => new Deployment(plan.byName.get(o.name)!.env, o)),
+    };
+  } finally {
+    if (!opts.backend) await backend.close();
+  }
+}
+
+/** App names that `AppEndpoint` inputs refer to (they may already be deployed). */
+function referencedApps(envs: unknown[]): string[] {
+  const names: string[] = [];
+  const seen = new Set<unknown>();
+  const stack = [...envs];
+  while (stack.length) {
+    const e = stack.pop();
+    if (!isEnvironment(e) || seen.has(e)) continue;
+    seen.add(e);
+    stack.push(...e.dependsOn);
+    if (isAppEnvironment(e))
+      for (const i of e.inputs)
+        if (inputValueKind(i.value) === "app-endpoint")
+          names.push((i.value as AppEndpoint).appName);
+  }
+  return names;
+}
+
+function buildRequest(
+  planned: PlannedEnvironment,
+  scope: Scope,
+  code: DeployRequest["code"],
+  codeHash: string,
+  known: Map<string, Endpoints>,
+  force: boolean,
+): DeployRequest {
+  const env = planned.env;
+  const dependencies: Record<string, Endpoints> = {};
+  for (const dep of planned.dependsOn) {
+    const ep = known.get(dep);
+    if (ep) dependencies[dep] = ep;
+  }
+  const inputs: Record<string, string> = {};
+  if (isAppEnvironment(env)) {
+    for (const input of env.inputs) {
+      const kind = inputValueKind(input.value);
+      if (kind === "string") inputs[input.name] = input.value as string;
+      else if (kind === "app-endpoint") {
+        const ref = input.value as AppEndpoint;
+        const ep = known.get(ref.appName);
+        if (!ep) {
+          throw new CaravanError(
+            "UNKNOWN_APP_ENDPOINT",
+            `app "${env.name}" input "${input.name}": app "${ref.appName}" has no endpoint yet; add it to dependsOn so it is ready first`,
+          );
+        }
+        inputs[input.name] = ref.public ? ep.endpoint : ep.internalEndpoint;
+      } else if (kind === "file" || kind === "dir") {
+        inputs[input.name] = (input.value as { path: string }).path;
+      } else {
+        throw new CaravanError(
+          "INVALID_INPUT",
+          `app "${env.name}" input "${input.name}": RunOutput inputs need task runs, which this control plane does not have yet`,
+        );
+      }
+    }
+  }
+  const spec = env.spec();
+  const revision = sha256(
+    planned.specHash,
+    codeHash,
+    stableStringify(inputs),
+    stableStringify(dependencies),
+  ).slice(0, 12);
+  return {
+    scope,
+    name: env.name,
+    kind: env.kind,
+    spec,
+    revision,
+    code,
+    inputs,
+    dependencies,
+    force,
+  };
+}

@@ -23,4 +23,4 @@ export type { Resources } from "../sdk/resources.ts";
 export { getInput, inRuntime } from "../sdk/context.ts";
 export { init, type CaravanConfig } from "../sdk/config.ts";
 export { CaravanError, isCaravanError, type ErrorCode } from "../errors.ts";
-// export { plan, deploy, type Deployment, type DeployOptions } from "../api.ts";
+export { plan, deploy, Deployment, type DeployOptions } from "../api.ts";

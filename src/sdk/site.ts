@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url";
-import { dirname } from "node:path";
+import { dirname, sep } from "node:path";
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 
@@ -15,7 +15,8 @@ export function callerSite(): Site | undefined {
     const m = /\(?((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(raw.trim());
     if (!m) continue;
     const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
-    if (file.startsWith(SDK_DIR)) continue;
+    // SDK modules are skipped; files beside them that are not the SDK (its tests) are callers.
+    if (file.startsWith(SDK_DIR + sep) && !/\.test(-d)?\.[cm]?[jt]s$/.test(file)) continue;
     if (file.includes("/node_modules/") && !file.includes("/node_modules/.caravan")) continue;
     return { file, line: Number(m[2]) };
   }

@@ -1,0 +1,89 @@
+/**
+ * What the engine needs from a place that runs environments. The local control plane
+ * implements it (in-process for `serve`, over HTTP for the daemon); a Kubernetes backend
+ * implements the same calls with manifests and rollouts. Everything here is plain JSON so
+ * it can cross a process or network boundary.
+ */
+import type { EnvironmentKind } from "../sdk/environment.ts";
+
+export interface Scope {
+  project: string;
+  domain: string;
+}
+
+/** An immutable, content-addressed snapshot of the user's code. */
+export interface CodeRef {
+  /** Content hash of the bundle directory. */
+  hash: string;
+  /** Absolute path of the bundle's entry module (under `$CARAVAN_HOME/bundles/<hash>/`). */
+  entry: string;
+  /** Directory the user's code came from: bare imports resolve from its node_modules. */
+  sourceRoot: string;
+}
+
+export interface Endpoints {
+  /** Through the gateway, for people and tools (authenticated when requiresAuth). */
+  endpoint: string;
+  /** For app-to-app calls. */
+  internalEndpoint: string;
+}
+
+export interface DeployRequest {
+  scope: Scope;
+  name: string;
+  kind: EnvironmentKind;
+  /** The environment's normalised spec (`Environment.spec()`): JSON only. */
+  spec: Record<string, any>;
+  /** Identity of what would run: spec, code and resolved inputs. Equal revision: unchanged. */
+  revision: string;
+  code: CodeRef;
+  /** Input values with `AppEndpoint`s already resolved to URLs, by input name. */
+  inputs: Record<string, string>;
+  /** Endpoints of the apps this environment may call (its app dependencies), by name. */
+  dependencies: Record<string, Endpoints>;
+  /** Restart even when the revision is unchanged. */
+  force?: boolean;
+}
+
+export interface DeployResult extends Partial<Endpoints> {
+  status: "ready" | "unchanged";
+  revision: string;
+}
+
+export type EnvironmentState = "starting" | "ready" | "restarting" | "failed" | "stopped";
+
+export interface EnvironmentStatus extends Partial<Endpoints> {
+  project: string;
+  domain: string;
+  name: string;
+  kind: EnvironmentKind;
+  state: EnvironmentState;
+  revision: string;
+  restarts: number;
+  pids: number[];
+  dependsOn: string[];
+  /** Last failure, when state is failed or restarting. */
+  error?: string;
+  updatedAt: string;
+}
+
+export interface LogsOptions {
+  tail?: number;
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface Backend {
+  /** Deploys one environment; resolves once it is ready (or unchanged), rejects with a CaravanError. */
+  deploy(request: DeployRequest): Promise<DeployResult>;
+  /** Everything deployed in `scope`, or in every scope when omitted. */
+  status(scope?: Scope): Promise<EnvironmentStatus[]>;
+  /** Stops the named environments (dependents first), keeping their definitions. */
+  stop(scope: Scope, names: string[], opts?: { cascade?: boolean }): Promise<string[]>;
+  /** Stops and forgets the named environments (dependents first). */
+  delete(scope: Scope, names: string[], opts?: { cascade?: boolean }): Promise<string[]>;
+  /** An app's log lines. */
+  logs(scope: Scope, name: string, opts?: LogsOptions): AsyncIterable<string>;
+  /** Releases connections (not the environments). */
+  close(): Promise<void>;
+}

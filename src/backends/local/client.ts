@@ -1,0 +1,112 @@
+/** The backend contract over the daemon's HTTP API. */
+import { CaravanError } from "../../errors.ts";
+import type {
+  Backend,
+  DeployRequest,
+  DeployResult,
+  EnvironmentStatus,
+  LogsOptions,
+  Scope,
+} from "../contract.ts";
+
+export class HttpBackend implements Backend {
+  constructor(
+    private readonly url: string,
+    private readonly token: string,
+  ) {}
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.url}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    } catch (e) {
+      throw new CaravanError(
+        "SERVER_UNREACHABLE",
+        `cannot reach the control plane at ${this.url}: ${(e as Error).message}; check caravan server status`,
+      );
+    }
+    const json = (await res.json().catch(() => ({}))) as {
+      error?: { code?: string; message?: string };
+    } & T;
+    if (!res.ok)
+      throw CaravanError.fromJSON(
+        json.error ?? { code: "INTERNAL", message: `control plane answered ${res.status}` },
+      );
+    return json;
+  }
+
+  deploy(request: DeployRequest): Promise<DeployResult> {
+    return this.call("POST", "/v1/deploy", request);
+  }
+
+  async status(scope?: Scope): Promise<EnvironmentStatus[]> {
+    const query = scope
+      ? `?${new URLSearchParams({ project: scope.project, domain: scope.domain })}`
+      : "";
+    return (await this.call<{ environments: EnvironmentStatus[] }>("GET", `/v1/status${query}`))
+      .environments;
+  }
+
+  async stop(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
+    return (
+      await this.call<{ done: string[] }>("POST", "/v1/stop", {
+        scope,
+        names,
+        cascade: opts.cascade,
+      })
+    ).done;
+  }
+
+  async delete(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
+    return (
+      await this.call<{ done: string[] }>("POST", "/v1/delete", {
+        scope,
+        names,
+        cascade: opts.cascade,
+      })
+    ).done;
+  }
+
+  async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {
+    const query = new URLSearchParams({
+      project: scope.project,
+      domain: scope.domain,
+      name,
+      follow: String(!!opts.follow),
+    });
+    if (opts.tail !== undefined) query.set("tail", String(opts.tail));
+    const res = await fetch(`${this.url}/v1/logs?${query}`, {
+      headers: { authorization: `Bearer ${this.token}` },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    if (!res.ok) {
+      const json = (await res.json().catch(() => ({}))) as {
+        error?: { code?: string; message?: string };
+      };
+      throw CaravanError.fromJSON(
+        json.error ?? { message: `control plane answered ${res.status}` },
+      );
+    }
+    const decoder = new TextDecoder();
+    let partial = "";
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        const lines = (partial + decoder.decode(chunk, { stream: true })).split("\n");
+        partial = lines.pop() ?? "";
+        yield* lines;
+      }
+    } catch (e) {
+      if (!opts.signal?.aborted) throw e;
+    }
+    if (partial) yield partial;
+  }
+
+  async close(): Promise<void> {}
+}

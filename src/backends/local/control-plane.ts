@@ -1,0 +1,491 @@
+/**
+ * The local control plane: keeps environments running as supervised processes on this
+ * machine. It implements the backend contract directly (used in-process by `serve`), and
+ * the daemon exposes the same object over HTTP. All state that must survive a restart is
+ * in the store; `recover()` adopts what still runs and restarts what died.
+ */
+import {
+  copyFileSync,
+  existsSync,
+  openSync,
+  readSync,
+  closeSync,
+  statSync,
+  truncateSync,
+} from "node:fs";
+import { CaravanError } from "../../errors.ts";
+import type {
+  Backend,
+  DeployRequest,
+  DeployResult,
+  EnvironmentStatus,
+  LogsOptions,
+  Scope,
+} from "../contract.ts";
+import type { HomePaths } from "./home.ts";
+import { logFile } from "./home.ts";
+import { endpointsFor, freePort, isAlive } from "./os.ts";
+import { runtimeMain, CARAVAN_ROOT } from "./runtime-build.ts";
+import { Store, type EnvironmentRow } from "./store.ts";
+import { adopt, launch, type AppProcess, type LaunchSpec } from "./supervisor.ts";
+
+const MAX_LOG_BYTES = 10 * 1024 * 1024;
+/** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
+const BACKOFF_FIRST_MS = 250;
+const BACKOFF_MAX_MS = 30_000;
+/** A process that stayed up this long resets the backoff. */
+const STABLE_AFTER_MS = 30_000;
+
+const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
+
+export class ControlPlane implements Backend {
+  readonly store: Store;
+  private readonly procs = new Map<string, { proc: AppProcess; since: number }>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly restartTimers = new Map<string, NodeJS.Timeout>();
+  private readonly crashCounts = new Map<string, number>();
+  private readonly housekeeping: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly paths: HomePaths) {
+    this.store = new Store(paths.db);
+    this.housekeeping = setInterval(() => this.rotateLogs(), 30_000);
+    this.housekeeping.unref();
+  }
+
+  /** Adopts processes a previous control plane left running; restarts what died. */
+  async recover(): Promise<void> {
+    const alive = new Map<string, { pid: number; startTime: string }>();
+    for (const p of this.store.allProcesses()) {
+      if (isAlive(p.pid, p.startTime)) alive.set(keyOf(p, p.name), p);
+      else this.store.removeProcess(p.pid, p.startTime);
+    }
+    for (const row of this.store.list()) {
+      const key = keyOf(row, row.name);
+      const found = alive.get(key);
+      if (row.kind !== "app" || row.desired !== "running") continue;
+      if (found) {
+        const proc = adopt(found.pid, found.startTime);
+        this.procs.set(key, { proc, since: Date.now() });
+        this.watch(row, proc);
+        if (row.state !== "ready") this.store.setState(row, row.name, "ready");
+        this.store.event(row, row.name, "adopted", `pid ${found.pid}`);
+      } else if (row.state === "ready" || row.state === "restarting" || row.state === "starting") {
+        this.store.event(row, row.name, "lost", "not running after a control plane restart");
+        this.scheduleRestart(row, 0);
+      }
+    }
+  }
+
+  async deploy(req: DeployRequest): Promise<DeployResult> {
+    const scope = req.scope;
+    const key = keyOf(scope, req.name);
+    return this.serialized(key, async () => {
+      const row = this.store.get(scope, req.name);
+      const running = req.kind === "task" || this.procs.has(key);
+      if (
+        row &&
+        row.revision === req.revision &&
+        !req.force &&
+        row.desired === "running" &&
+        row.state === "ready" &&
+        running
+      ) {
+        this.store.event(scope, req.name, "unchanged", req.revision);
+        return {
+          status: "unchanged",
+          revision: req.revision,
+          ...(row.port ? endpointsFor(row.port) : {}),
+        };
+      }
+      const port =
+        row?.port ?? (req.kind === "app" ? await freePort(this.store.usedPorts()) : null);
+      const next: EnvironmentRow = {
+        project: scope.project,
+        domain: scope.domain,
+        name: req.name,
+        kind: req.kind,
+        revision: req.revision,
+        request: { ...req, force: false },
+        port,
+        state: "starting",
+        desired: "running",
+        restarts: row && row.revision === req.revision ? row.restarts : 0,
+        error: null,
+        updatedAt: new Date().toISOString(),
+      };
+      this.cancelRestart(key);
+      this.store.upsert(next);
+      this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
+      this.store.event(scope, req.name, "deploy", req.revision);
+      if (req.kind === "task") {
+        // Tasks run on demand; the environment is ready once its tasks are registered.
+        this.store.setState(scope, req.name, "ready");
+        return { status: "ready", revision: req.revision };
+      }
+      await this.stopProcess(key);
+      try {
+        await this.startProcess(next);
+      } catch (e) {
+        this.store.setState(scope, req.name, "failed", (e as Error).message);
+        this.store.event(scope, req.name, "failed", (e as Error).message);
+        throw e;
+      }
+      this.store.setState(scope, req.name, "ready");
+      return { status: "ready", revision: req.revision, ...endpointsFor(port!) };
+    });
+  }
+
+  async status(scope?: Scope): Promise<EnvironmentStatus[]> {
+    return this.store.list(scope).map((row) => {
+      const current = this.procs.get(keyOf(row, row.name));
+      return this.store.toStatus(row, current ? [current.proc.pid] : []);
+    });
+  }
+
+  stop(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
+    return this.takeDown(scope, names, opts, false);
+  }
+
+  delete(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
+    return this.takeDown(scope, names, opts, true);
+  }
+
+  async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {
+    if (!this.store.get(scope, name)) throw notDeployed(scope, [name], this.store.list(scope));
+    const file = logFile(this.paths, scope.project, scope.domain, name);
+    let offset = 0;
+    if (existsSync(file)) {
+      const size = statSync(file).size;
+      const text = readRange(file, Math.max(0, size - 4 * 1024 * 1024), size);
+      const lines = text.split("\n");
+      if (lines.at(-1) === "") lines.pop();
+      const tail = opts.tail === undefined ? lines : lines.slice(-opts.tail);
+      for (const line of tail) yield line;
+      offset = size;
+    }
+    let partial = "";
+    while (opts.follow && !opts.signal?.aborted) {
+      await new Promise((r) => setTimeout(r, 200));
+      if (!existsSync(file)) continue;
+      const size = statSync(file).size;
+      if (size < offset) offset = 0; // rotated
+      if (size === offset) continue;
+      const chunk = partial + readRange(file, offset, size);
+      offset = size;
+      const lines = chunk.split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) yield line;
+    }
+  }
+
+  /** Stops every app (dependents first) when `stopApps`; always releases the store. */
+  async shutdown(opts: { stopApps: boolean }): Promise<void> {
+    if (opts.stopApps) {
+      const rows = this.store.list().filter((r) => r.desired === "running");
+      const byScope = new Map<string, EnvironmentRow[]>();
+      for (const r of rows)
+        byScope.set(`${r.project}/${r.domain}`, [
+          ...(byScope.get(`${r.project}/${r.domain}`) ?? []),
+          r,
+        ]);
+      for (const scoped of byScope.values()) {
+        await this.takeDown(
+          scoped[0]!,
+          scoped.map((r) => r.name),
+          { cascade: true },
+          false,
+        );
+      }
+    }
+    await this.close();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.housekeeping);
+    for (const t of this.restartTimers.values()) clearTimeout(t);
+    await Promise.allSettled(this.locks.values());
+    this.store.close();
+  }
+
+  // --- internals ---
+
+  private async takeDown(
+    scope: Scope,
+    names: string[],
+    opts: { cascade?: boolean },
+    forget: boolean,
+  ): Promise<string[]> {
+    const rows = this.store.list(scope);
+    const byName = new Map(rows.map((r) => [r.name, r]));
+    const missing = names.filter((n) => !byName.has(n));
+    if (missing.length) throw notDeployed(scope, missing, rows);
+    const targets = new Set(names);
+    const blocking: string[] = [];
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const r of rows) {
+        if (targets.has(r.name) || r.desired !== "running") continue;
+        const deps = (r.request.spec.dependsOn as string[] | undefined) ?? [];
+        if (!deps.some((d) => targets.has(d))) continue;
+        if (opts.cascade) {
+          targets.add(r.name);
+          grew = true;
+        } else if (!blocking.includes(r.name)) blocking.push(r.name);
+      }
+    }
+    if (blocking.length) {
+      const verb = forget ? "delete" : "stop";
+      throw new CaravanError(
+        "DEPENDENTS_EXIST",
+        `cannot ${verb} ${names.join(", ")}: ${blocking.join(", ")} depend${blocking.length === 1 ? "s" : ""} on it and ${blocking.length === 1 ? "is" : "are"} running. ${verb[0]!.toUpperCase()}${verb.slice(1)} ${blocking.length === 1 ? "it" : "them"} too, or pass --cascade`,
+        { dependents: blocking },
+      );
+    }
+    const order = dependentsFirst([...targets], byName);
+    for (const name of order) {
+      const key = keyOf(scope, name);
+      await this.serialized(key, async () => {
+        this.cancelRestart(key);
+        this.store.setDesired(scope, name, "stopped");
+        await this.stopProcess(key);
+        if (forget) this.store.remove(scope, name);
+        else this.store.setState(scope, name, "stopped");
+        this.store.event(scope, name, forget ? "deleted" : "stopped");
+      });
+    }
+    return order;
+  }
+
+  private async startProcess(row: EnvironmentRow): Promise<void> {
+    const key = keyOf(row, row.name);
+    const spec = await this.launchSpec(row);
+    const proc = await launch(spec);
+    this.procs.set(key, { proc, since: Date.now() });
+    this.store.addProcess({
+      pid: proc.pid,
+      startTime: proc.startTime,
+      project: row.project,
+      domain: row.domain,
+      name: row.name,
+      revision: row.revision,
+    });
+    this.watch(row, proc);
+  }
+
+  private watch(row: EnvironmentRow, proc: AppProcess): void {
+    const key = keyOf(row, row.name);
+    void proc.exited.then((info) => {
+      if (this.closed) return;
+      this.store.removeProcess(proc.pid, proc.startTime);
+      const current = this.procs.get(key);
+      if (current?.proc !== proc) return;
+      this.procs.delete(key);
+      if (proc.isStopping) return;
+      const latest = this.store.get(row, row.name);
+      if (!latest || latest.desired !== "running") return;
+      const how = info.signal
+        ? `was killed by ${info.signal}`
+        : info.code === null
+          ? "exited"
+          : `exited with code ${info.code}`;
+      if (Date.now() - current.since > STABLE_AFTER_MS) this.crashCounts.delete(key);
+      this.store.bumpRestarts(row, row.name);
+      this.store.event(row, row.name, "crashed", how);
+      this.scheduleRestart(latest, undefined, `${row.name} ${how}`);
+    });
+  }
+
+  private scheduleRestart(row: EnvironmentRow, delayMs?: number, why?: string): void {
+    const key = keyOf(row, row.name);
+    const attempt = this.crashCounts.get(key) ?? 0;
+    this.crashCounts.set(key, attempt + 1);
+    const delay = delayMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+    this.store.setState(
+      row,
+      row.name,
+      "restarting",
+      why ? `${why}; restarting in ${delay} ms` : null,
+    );
+    this.cancelRestart(key);
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(key);
+      void this.serialized(key, async () => {
+        const latest = this.store.get(row, row.name);
+        if (this.closed || !latest || latest.desired !== "running" || this.procs.has(key)) return;
+        try {
+          await this.startProcess(latest);
+          this.store.setState(row, row.name, "ready");
+          this.store.event(row, row.name, "restarted");
+        } catch (e) {
+          this.store.event(row, row.name, "restart-failed", (e as Error).message);
+          this.scheduleRestart(latest, undefined, (e as Error).message.split("\n")[0]);
+        }
+      });
+    }, delay);
+    timer.unref();
+    this.restartTimers.set(key, timer);
+  }
+
+  private cancelRestart(key: string): void {
+    const t = this.restartTimers.get(key);
+    if (t) clearTimeout(t);
+    this.restartTimers.delete(key);
+  }
+
+  private async stopProcess(key: string): Promise<void> {
+    const current = this.procs.get(key);
+    if (!current) return;
+    await current.proc.stop();
+    this.procs.delete(key);
+  }
+
+  private async launchSpec(row: EnvironmentRow): Promise<LaunchSpec> {
+    const req = row.request;
+    const spec = req.spec;
+    const port = row.port!;
+    const env: Record<string, string> = { ...(spec.envVars as Record<string, string>) };
+    for (const input of (spec.inputs as { name: string; envVar: string }[]) ?? []) {
+      const value = req.inputs[input.name];
+      if (value !== undefined) env[input.envVar] = value;
+    }
+    for (const [dep, ep] of Object.entries(req.dependencies)) {
+      env[`CARAVAN_ENDPOINT_${dep.toUpperCase().replace(/[^A-Z0-9]/g, "_")}`] = ep.internalEndpoint;
+    }
+    Object.assign(env, {
+      CARAVAN_APP_NAME: row.name,
+      CARAVAN_PROJECT: row.project,
+      CARAVAN_DOMAIN: row.domain,
+    });
+    const base = {
+      name: row.name,
+      port,
+      logFile: logFile(this.paths, row.project, row.domain, row.name),
+      startTimeoutMs: ((spec.timeouts as { start?: number })?.start ?? 60) * 1000,
+      env,
+    };
+    if (spec.serveKind === "command") {
+      const vars: Record<string, string> = { ...env, PORT: String(port), NAME: row.name };
+      const argv = [...(spec.command as string[]), ...(spec.args as string[])].map((a) =>
+        expandVars(a, vars, row.name),
+      );
+      return {
+        ...base,
+        mode: {
+          kind: "command",
+          argv,
+          cwd: req.code.sourceRoot,
+          ...(spec.readiness?.path ? { readinessPath: spec.readiness.path } : {}),
+        },
+      };
+    }
+    return {
+      ...base,
+      mode: {
+        kind: "runtime",
+        runtimeMain: await runtimeMain(this.paths.runtime),
+        config: {
+          name: row.name,
+          project: row.project,
+          domain: row.domain,
+          entry: req.code.entry,
+          sourceRoot: req.code.sourceRoot,
+          caravanRoot: CARAVAN_ROOT,
+          port,
+          host: "127.0.0.1",
+          endpoints: Object.fromEntries(
+            Object.entries(req.dependencies).map(([n, e]) => [n, e.internalEndpoint]),
+          ),
+          publicEndpoints: Object.fromEntries(
+            Object.entries(req.dependencies).map(([n, e]) => [n, e.endpoint]),
+          ),
+          inputs: req.inputs,
+        },
+      },
+    };
+  }
+
+  private rotateLogs(): void {
+    for (const row of this.store.list()) {
+      const file = logFile(this.paths, row.project, row.domain, row.name);
+      try {
+        if (statSync(file).size > MAX_LOG_BYTES) {
+          // copy-truncate: the app keeps its O_APPEND descriptor and writes on at the new end.
+          copyFileSync(file, `${file}.1`);
+          truncateSync(file, 0);
+        }
+      } catch {
+        /* no log yet */
+      }
+    }
+  }
+
+  /** Runs `fn` after every earlier operation on the same environment. */
+  private serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const settled = run.catch(() => {});
+    this.locks.set(key, settled);
+    void settled.then(() => {
+      if (this.locks.get(key) === settled) this.locks.delete(key);
+    });
+    return run;
+  }
+}
+
+/** `$PORT`, `${PORT}`, `$NAME` and any declared variable; an unknown `${X}` is an error. */
+export function expandVars(arg: string, vars: Record<string, string>, app: string): string {
+  return arg.replace(
+    /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g,
+    (whole, braced: string, bare: string) => {
+      const name = braced ?? bare;
+      const value = vars[name];
+      if (value !== undefined) return value;
+      if (bare !== undefined && !["PORT", "NAME"].includes(bare)) return whole;
+      throw new CaravanError(
+        "VALIDATION",
+        `app "${app}": argument ${JSON.stringify(arg)} uses \${${name}}, which is not defined; known: ${Object.keys(vars).sort().join(", ")}`,
+      );
+    },
+  );
+}
+
+function dependentsFirst(names: string[], byName: Map<string, EnvironmentRow>): string[] {
+  const set = new Set(names);
+  const order: string[] = [];
+  const visited = new Set<string>();
+  // Post-order over dependencies gives dependencies first; reversed, dependents first.
+  const visit = (n: string) => {
+    if (visited.has(n)) return;
+    visited.add(n);
+    for (const d of ((byName.get(n)?.request.spec.dependsOn as string[]) ?? [])
+      .filter((d) => set.has(d))
+      .sort())
+      visit(d);
+    order.push(n);
+  };
+  for (const n of [...names].sort()) visit(n);
+  return order.reverse();
+}
+
+function notDeployed(scope: Scope, names: string[], rows: EnvironmentRow[]): CaravanError {
+  const known = rows.map((r) => r.name);
+  return new CaravanError(
+    "NOT_DEPLOYED",
+    `${names.map((n) => `"${n}"`).join(", ")} ${names.length === 1 ? "is" : "are"} not deployed in ${scope.project}/${scope.domain}; ${known.length ? `deployed: ${known.join(", ")}` : "nothing is deployed there"} (see caravan status --all)`,
+    { names },
+  );
+}
+
+function readRange(file: string, start: number, end: number): string {
+  const fd = openSync(file, "r");
+  try {
+    const buf = Buffer.alloc(end - start);
+    readSync(fd, buf, 0, buf.length, start);
+    return buf.toString("utf8");
+  } finally {
+    closeSync(fd);
+  }
+}

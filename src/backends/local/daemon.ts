@@ -1,0 +1,181 @@
+/**
+ * The control plane daemon: `runDaemon` is the daemon itself (`caravan server run`);
+ * `ensureDaemon`, `daemonStatus` and `stopDaemon` are what clients use to find, start
+ * and stop it. The daemon's address and token live under `$CARAVAN_HOME` (mode 0600).
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { CaravanError } from "../../errors.ts";
+import { buildApi } from "../../server/api.ts";
+import { ControlPlane } from "./control-plane.ts";
+import { homePaths, type HomePaths } from "./home.ts";
+import { isAlive, processStartTime } from "./os.ts";
+import { logTail } from "./supervisor.ts";
+
+const BIN = join(dirname(fileURLToPath(import.meta.url)), "../../../bin/caravan.js");
+
+export interface DaemonInfo {
+  pid: number;
+  /** Kernel start time of the daemon's process, to tell it from a reused pid. */
+  startTime: string;
+  url: string;
+}
+
+/** The access token, created on first use; only the owner may read it. */
+export function ensureToken(paths: HomePaths): string {
+  if (!existsSync(paths.token)) {
+    try {
+      writeFileSync(paths.token, randomBytes(32).toString("hex"), { mode: 0o600, flag: "wx" });
+    } catch {
+      /* created concurrently */
+    }
+  }
+  return readFileSync(paths.token, "utf8").trim();
+}
+
+function readInfo(paths: HomePaths): DaemonInfo | undefined {
+  try {
+    const info = JSON.parse(readFileSync(paths.daemonFile, "utf8")) as DaemonInfo;
+    return isAlive(info.pid, info.startTime) ? info : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function healthy(info: DaemonInfo, token: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${info.url}/v1/health`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(2000),
+    });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+export async function daemonStatus(
+  paths = homePaths(),
+): Promise<{ running: boolean; pid: number | null; url: string | null }> {
+  const info = readInfo(paths);
+  if (info && (await healthy(info, ensureToken(paths))))
+    return { running: true, pid: info.pid, url: info.url };
+  return { running: false, pid: null, url: null };
+}
+
+/** Returns the running daemon, starting one (detached) if there is none. */
+export async function ensureDaemon(
+  paths = homePaths(),
+): Promise<DaemonInfo & { token: string; started: boolean }> {
+  const token = ensureToken(paths);
+  const existing = readInfo(paths);
+  if (existing && (await healthy(existing, token))) return { ...existing, token, started: false };
+
+  const log = openSync(paths.daemonLog, "a");
+  const child = spawn(process.execPath, [BIN, "server", "run"], {
+    detached: true,
+    stdio: ["ignore", log, log],
+    env: { ...process.env, CARAVAN_HOME: paths.home },
+    cwd: paths.home,
+  });
+  closeSync(log);
+  child.unref();
+  let exited = false;
+  child.once("exit", () => (exited = true));
+  const deadline = Date.now() + 20_000;
+  for (let delay = 10; Date.now() < deadline; delay = Math.min(delay * 2, 100)) {
+    await new Promise((r) => setTimeout(r, delay));
+    const info = readInfo(paths);
+    if (info && (await healthy(info, token)))
+      return { ...info, token, started: info.pid === child.pid };
+    if (exited && !readInfo(paths)) break;
+  }
+  throw new CaravanError(
+    "SERVER_UNREACHABLE",
+    `the control plane did not start (see ${paths.daemonLog}):\n${logTail(paths.daemonLog, 0, 15)}`,
+  );
+}
+
+/** Stops the daemon; with `stopApps` (the default) its apps too, dependents first. */
+export async function stopDaemon(paths = homePaths(), stopApps = true): Promise<boolean> {
+  const info = readInfo(paths);
+  if (!info) return false;
+  const token = ensureToken(paths);
+  await fetch(`${info.url}/v1/shutdown`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ stopApps }),
+  }).catch(() => {});
+  for (let i = 0; i < 600 && isAlive(info.pid, info.startTime); i++)
+    await new Promise((r) => setTimeout(r, 50));
+  return true;
+}
+
+/** The daemon process itself: one per `$CARAVAN_HOME`. */
+export async function runDaemon(paths = homePaths()): Promise<void> {
+  const other = readInfo(paths);
+  if (other && other.pid !== process.pid) {
+    process.stderr.write(
+      `a control plane already runs for ${paths.home} (pid ${other.pid}, ${other.url})\n`,
+    );
+    return;
+  }
+  if (!acquireLock(paths)) {
+    process.stderr.write(`another control plane is starting for ${paths.home}\n`);
+    return;
+  }
+  const token = ensureToken(paths);
+  const plane = new ControlPlane(paths);
+  await plane.recover();
+  let stopping = false;
+  const stop = async (stopApps: boolean) => {
+    if (stopping) return;
+    stopping = true;
+    await api.close();
+    await plane.shutdown({ stopApps });
+    rmSync(paths.daemonFile, { force: true });
+    rmSync(paths.daemonLock, { force: true });
+    process.exit(0);
+  };
+  const api = buildApi(plane, token, (stopApps) => void stop(stopApps));
+  const url = await api.listen({ port: 0, host: "127.0.0.1" });
+  const info: DaemonInfo = {
+    pid: process.pid,
+    startTime: processStartTime(process.pid) ?? "",
+    url,
+  };
+  writeFileSync(paths.daemonFile, JSON.stringify(info), { mode: 0o600 });
+  // Apps keep running when the daemon is told to stop by a signal; `server stop` stops them.
+  process.on("SIGTERM", () => void stop(false));
+  process.on("SIGINT", () => void stop(false));
+  process.stderr.write(`caravan control plane ${url} pid ${process.pid}\n`);
+}
+
+/** An exclusive lock file holding our pid; a stale one (dead pid) is taken over. */
+function acquireLock(paths: HomePaths): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(
+        paths.daemonLock,
+        JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) }),
+        { flag: "wx", mode: 0o600 },
+      );
+      return true;
+    } catch {
+      try {
+        const held = JSON.parse(readFileSync(paths.daemonLock, "utf8")) as {
+          pid: number;
+          startTime: string;
+        };
+        if (isAlive(held.pid, held.startTime)) return false;
+      } catch {
+        /* unreadable: stale */
+      }
+      rmSync(paths.daemonLock, { force: true });
+    }
+  }
+  return false;
+}

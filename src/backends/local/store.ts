@@ -1,0 +1,234 @@
+/**
+ * The control plane's state in SQLite (WAL): what should run (environments, with everything
+ * needed to start them again), what runs (processes), revisions and events. The daemon is
+ * the only writer; a restarted daemon rebuilds everything from here.
+ */
+import Database from "better-sqlite3";
+import type { DeployRequest, EnvironmentState, EnvironmentStatus, Scope } from "../contract.ts";
+import { endpointsFor } from "./os.ts";
+
+export interface EnvironmentRow {
+  project: string;
+  domain: string;
+  name: string;
+  kind: "app" | "task";
+  revision: string;
+  /** The last deploy request, so the environment can be started again without a client. */
+  request: DeployRequest;
+  port: number | null;
+  state: EnvironmentState;
+  desired: "running" | "stopped";
+  restarts: number;
+  error: string | null;
+  updatedAt: string;
+}
+
+export interface ProcessRow {
+  pid: number;
+  /** Kernel start time of the process: a pid alone can be reused. */
+  startTime: string;
+  project: string;
+  domain: string;
+  name: string;
+  revision: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS environments (
+  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL,
+  kind TEXT NOT NULL, revision TEXT NOT NULL, request TEXT NOT NULL,
+  port INTEGER, state TEXT NOT NULL, desired TEXT NOT NULL,
+  restarts INTEGER NOT NULL DEFAULT 0, error TEXT, updated_at TEXT NOT NULL,
+  PRIMARY KEY (project, domain, name)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS environments_port ON environments(port) WHERE port IS NOT NULL;
+CREATE TABLE IF NOT EXISTS processes (
+  pid INTEGER NOT NULL, start_time TEXT NOT NULL,
+  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, revision TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  PRIMARY KEY (pid, start_time)
+);
+CREATE TABLE IF NOT EXISTS revisions (
+  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, revision TEXT NOT NULL,
+  spec TEXT NOT NULL, code_hash TEXT NOT NULL, created_at TEXT NOT NULL,
+  PRIMARY KEY (project, domain, name, revision)
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
+  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, message TEXT
+);
+`;
+
+type Raw = Record<string, any>;
+
+export class Store {
+  private db: Database.Database;
+  private stmts;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.exec(SCHEMA);
+    const db = this.db;
+    this.stmts = {
+      get: db.prepare("SELECT * FROM environments WHERE project = ? AND domain = ? AND name = ?"),
+      list: db.prepare("SELECT * FROM environments WHERE project = ? AND domain = ? ORDER BY name"),
+      listAll: db.prepare("SELECT * FROM environments ORDER BY project, domain, name"),
+      upsert:
+        db.prepare(`INSERT INTO environments (project, domain, name, kind, revision, request, port, state, desired, restarts, error, updated_at)
+        VALUES (@project, @domain, @name, @kind, @revision, @request, @port, @state, @desired, @restarts, @error, @updatedAt)
+        ON CONFLICT (project, domain, name) DO UPDATE SET kind = excluded.kind, revision = excluded.revision,
+          request = excluded.request, port = excluded.port, state = excluded.state, desired = excluded.desired,
+          restarts = excluded.restarts, error = excluded.error, updated_at = excluded.updated_at`),
+      setState: db.prepare(
+        "UPDATE environments SET state = ?, error = ?, updated_at = ? WHERE project = ? AND domain = ? AND name = ?",
+      ),
+      setDesired: db.prepare(
+        "UPDATE environments SET desired = ?, updated_at = ? WHERE project = ? AND domain = ? AND name = ?",
+      ),
+      bumpRestarts: db.prepare(
+        "UPDATE environments SET restarts = restarts + 1 WHERE project = ? AND domain = ? AND name = ?",
+      ),
+      remove: db.prepare("DELETE FROM environments WHERE project = ? AND domain = ? AND name = ?"),
+      ports: db.prepare("SELECT port FROM environments WHERE port IS NOT NULL"),
+      addProcess: db.prepare(
+        "INSERT OR REPLACE INTO processes (pid, start_time, project, domain, name, revision, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      ),
+      removeProcess: db.prepare("DELETE FROM processes WHERE pid = ? AND start_time = ?"),
+      processesOf: db.prepare(
+        "SELECT * FROM processes WHERE project = ? AND domain = ? AND name = ?",
+      ),
+      allProcesses: db.prepare("SELECT * FROM processes"),
+      addRevision: db.prepare(
+        "INSERT OR IGNORE INTO revisions (project, domain, name, revision, spec, code_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      ),
+      addEvent: db.prepare(
+        "INSERT INTO events (at, project, domain, name, type, message) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+    };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  get(scope: Scope, name: string): EnvironmentRow | undefined {
+    const raw = this.stmts.get.get(scope.project, scope.domain, name) as Raw | undefined;
+    return raw && toRow(raw);
+  }
+
+  list(scope?: Scope): EnvironmentRow[] {
+    const raws = (
+      scope ? this.stmts.list.all(scope.project, scope.domain) : this.stmts.listAll.all()
+    ) as Raw[];
+    return raws.map(toRow);
+  }
+
+  upsert(row: EnvironmentRow): void {
+    this.stmts.upsert.run({ ...row, request: JSON.stringify(row.request) });
+  }
+
+  setState(scope: Scope, name: string, state: EnvironmentState, error: string | null = null): void {
+    this.stmts.setState.run(state, error, now(), scope.project, scope.domain, name);
+  }
+
+  setDesired(scope: Scope, name: string, desired: "running" | "stopped"): void {
+    this.stmts.setDesired.run(desired, now(), scope.project, scope.domain, name);
+  }
+
+  bumpRestarts(scope: Scope, name: string): void {
+    this.stmts.bumpRestarts.run(scope.project, scope.domain, name);
+  }
+
+  remove(scope: Scope, name: string): void {
+    this.stmts.remove.run(scope.project, scope.domain, name);
+  }
+
+  usedPorts(): Set<number> {
+    return new Set((this.stmts.ports.all() as Raw[]).map((r) => r.port as number));
+  }
+
+  addProcess(p: ProcessRow): void {
+    this.stmts.addProcess.run(p.pid, p.startTime, p.project, p.domain, p.name, p.revision, now());
+  }
+
+  removeProcess(pid: number, startTime: string): void {
+    this.stmts.removeProcess.run(pid, startTime);
+  }
+
+  processesOf(scope: Scope, name: string): ProcessRow[] {
+    return (this.stmts.processesOf.all(scope.project, scope.domain, name) as Raw[]).map(toProcess);
+  }
+
+  allProcesses(): ProcessRow[] {
+    return (this.stmts.allProcesses.all() as Raw[]).map(toProcess);
+  }
+
+  addRevision(scope: Scope, name: string, revision: string, spec: unknown, codeHash: string): void {
+    this.stmts.addRevision.run(
+      scope.project,
+      scope.domain,
+      name,
+      revision,
+      JSON.stringify(spec),
+      codeHash,
+      now(),
+    );
+  }
+
+  event(scope: Scope, name: string, type: string, message = ""): void {
+    this.stmts.addEvent.run(now(), scope.project, scope.domain, name, type, message);
+  }
+
+  toStatus(row: EnvironmentRow, pids: number[]): EnvironmentStatus {
+    const status: EnvironmentStatus = {
+      project: row.project,
+      domain: row.domain,
+      name: row.name,
+      kind: row.kind,
+      state: row.state,
+      revision: row.revision,
+      restarts: row.restarts,
+      pids,
+      dependsOn: (row.request.spec.dependsOn as string[] | undefined) ?? [],
+      updatedAt: row.updatedAt,
+    };
+    if (row.port !== null) Object.assign(status, endpointsFor(row.port));
+    if (row.error) status.error = row.error;
+    return status;
+  }
+}
+
+export function now(): string {
+  return new Date().toISOString();
+}
+
+function toRow(r: Raw): EnvironmentRow {
+  return {
+    project: r.project,
+    domain: r.domain,
+    name: r.name,
+    kind: r.kind,
+    revision: r.revision,
+    request: JSON.parse(r.request),
+    port: r.port,
+    state: r.state,
+    desired: r.desired,
+    restarts: r.restarts,
+    error: r.error,
+    updatedAt: r.updated_at,
+  };
+}
+
+function toProcess(r: Raw): ProcessRow {
+  return {
+    pid: r.pid,
+    startTime: r.start_time,
+    project: r.project,
+    domain: r.domain,
+    name: r.name,
+    revision: r.revision,
+  };
+}

@@ -1,0 +1,303 @@
+/**
+ * Starting, watching and stopping app processes. Apps run detached in their own process
+ * group with stdout/stderr going straight to their log file, so they outlive the control
+ * plane (a new one adopts them) and never block on a pipe nobody reads.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readSync, statSync, writeSync } from "node:fs";
+import { Socket } from "node:net";
+import { request } from "node:http";
+import { CaravanError } from "../../errors.ts";
+import type { RuntimeConfig, RuntimeMessage } from "../../runtime/protocol.ts";
+import { RUNTIME_ENV } from "../../runtime/protocol.ts";
+import { isAlive, processStartTime, signalGroup } from "./os.ts";
+
+export type LaunchMode =
+  | { kind: "runtime"; runtimeMain: string; config: RuntimeConfig }
+  | { kind: "command"; argv: string[]; cwd: string; readinessPath?: string };
+
+export interface LaunchSpec {
+  name: string;
+  port: number;
+  logFile: string;
+  startTimeoutMs: number;
+  env: Record<string, string>;
+  mode: LaunchMode;
+}
+
+export interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+}
+
+/** A process we started or adopted. */
+export class AppProcess {
+  readonly exited: Promise<ExitInfo>;
+  private stopping = false;
+
+  constructor(
+    readonly pid: number,
+    readonly startTime: string,
+    exited: Promise<ExitInfo>,
+    private readonly child?: ChildProcess,
+  ) {
+    this.exited = exited;
+  }
+
+  /** True once `stop()` was called: an exit is then expected, not a crash. */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /** SIGTERM to the group, SIGKILL after `graceMs`. Resolves when the process is gone. */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopping = true;
+    signalGroup(this.pid, "SIGTERM");
+    const timer = setTimeout(() => signalGroup(this.pid, "SIGKILL"), graceMs);
+    timer.unref();
+    await this.exited;
+    clearTimeout(timer);
+    // Stray children of a command app that ignored SIGTERM.
+    signalGroup(this.pid, "SIGKILL");
+  }
+
+  send(message: unknown): void {
+    if (this.child?.connected) this.child.send(message as never);
+  }
+}
+
+/** Last `n` lines of a log written since `fromOffset`. */
+export function logTail(file: string, fromOffset: number, n = 20): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const size = statSync(file).size;
+    const start = Math.max(fromOffset, size - 64 * 1024);
+    const buf = Buffer.alloc(Math.max(0, size - start));
+    readSync(fd, buf, 0, buf.length, start);
+    return buf.toString("utf8").trimEnd().split("\n").slice(-n).join("\n");
+  } catch {
+    return "";
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function fileSize(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Starts an app and resolves once it is ready. Rejects at once when the process exits
+ * before that (with its log tail), or when it is not ready within the start timeout.
+ * `gate` is awaited between loading and starting (the two-phase protocol).
+ */
+export async function launch(
+  spec: LaunchSpec,
+  gate: Promise<void> = Promise.resolve(),
+): Promise<AppProcess> {
+  const offset = fileSize(spec.logFile);
+  const fd = openSync(spec.logFile, "a");
+  writeSync(
+    fd,
+    `[caravan] ${new Date().toISOString()} starting ${spec.name} on port ${spec.port}\n`,
+  );
+  let child: ChildProcess;
+  try {
+    const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env, PORT: String(spec.port) };
+    if (spec.mode.kind === "runtime") {
+      env[RUNTIME_ENV] = JSON.stringify(spec.mode.config);
+      child = spawn(process.execPath, [spec.mode.runtimeMain], {
+        stdio: ["ignore", fd, fd, "ipc"],
+        detached: true,
+        env,
+        cwd: spec.mode.config.sourceRoot,
+      });
+    } else {
+      const [cmd, ...args] = spec.mode.argv;
+      child = spawn(cmd!, args, {
+        stdio: ["ignore", fd, fd],
+        detached: true,
+        env,
+        cwd: spec.mode.cwd,
+      });
+    }
+  } finally {
+    closeSync(fd);
+  }
+
+  const exited = new Promise<ExitInfo>((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+    child.once("error", () => resolve({ code: -1, signal: null }));
+  });
+  const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
+  if (child.pid === undefined) {
+    const err = await spawnError;
+    throw new CaravanError(
+      "APP_EXITED",
+      `${spec.name}: could not start ${describeCommand(spec)}: ${err.message}`,
+    );
+  }
+  const pid = child.pid;
+  child.unref();
+  const proc = new AppProcess(pid, processStartTime(pid) ?? String(Date.now()), exited, child);
+
+  const failure = (why: string) => {
+    const tail = logTail(spec.logFile, offset);
+    return new CaravanError(
+      "APP_EXITED",
+      `${spec.name} ${why}${tail ? `; last lines of its log:\n${indent(tail)}` : " (its log is empty)"}`,
+      {
+        app: spec.name,
+        logTail: tail,
+      },
+    );
+  };
+
+  const ready =
+    spec.mode.kind === "runtime"
+      ? runtimeReady(child, gate)
+      : gate.then(() =>
+          probeReady(spec.port, (spec.mode as { readinessPath?: string }).readinessPath, exited),
+        );
+
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(
+        new CaravanError(
+          "START_TIMEOUT",
+          `${spec.name} was not ready within ${spec.startTimeoutMs / 1000}s (timeouts.start); last lines of its log:\n${indent(logTail(spec.logFile, offset) || "(empty)")}`,
+          { app: spec.name },
+        ),
+      );
+    }, spec.startTimeoutMs);
+  });
+  const died = exited.then((info) => {
+    throw failure(
+      `exited ${info.signal ? `on ${info.signal}` : `with code ${info.code}`} before it was ready`,
+    );
+  });
+  try {
+    await Promise.race([ready, timeout, died]);
+    return proc;
+  } catch (e) {
+    await proc.stop(2000);
+    throw e instanceof CaravanError ? e : failure(`failed to start: ${(e as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+    died.catch(() => {});
+  }
+}
+
+/** Adopts a process left by a previous control plane; `exited` is found by polling. */
+export function adopt(pid: number, startTime: string, pollMs = 500): AppProcess {
+  const exited = new Promise<ExitInfo>((resolve) => {
+    const timer = setInterval(() => {
+      if (!isAlive(pid, startTime)) {
+        clearInterval(timer);
+        resolve({ code: null, signal: null });
+      }
+    }, pollMs);
+    timer.unref();
+  });
+  return new AppProcess(pid, startTime, exited);
+}
+
+function runtimeReady(child: ChildProcess, gate: Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    child.on("message", (m: RuntimeMessage) => {
+      if (m?.type === "loaded")
+        void gate.then(() => child.connected && child.send({ type: "start" }));
+      else if (m?.type === "ready") resolve();
+      // "failed" is followed by exit(1); the exit is reported with the log tail, which has the stack.
+    });
+  });
+}
+
+/**
+ * Readiness of a command app: a TCP connect, then an HTTP answer (any status, or 2xx on
+ * `path`). Probes fast at first (10 ms) and backs off to 500 ms.
+ */
+async function probeReady(
+  port: number,
+  path: string | undefined,
+  exited: Promise<ExitInfo>,
+): Promise<void> {
+  let delay = 10;
+  let gone = false;
+  void exited.then(() => (gone = true));
+  while (!gone) {
+    if ((await tcpOpen(port)) && (await httpAnswers(port, path))) return;
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 500);
+  }
+}
+
+function tcpOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once("error", () => done(false));
+    socket.connect(port, "127.0.0.1", () => done(true));
+  });
+}
+
+function httpAnswers(port: number, path: string | undefined): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request(
+      { host: "127.0.0.1", port, path: path ?? "/", method: "GET", timeout: 2000 },
+      (res) => {
+        res.resume();
+        const code = res.statusCode ?? 0;
+        resolve(path ? code >= 200 && code < 300 : code > 0);
+      },
+    );
+    req.once("timeout", () => req.destroy());
+    req.once("error", () => resolve(false));
+    req.end();
+  });
+}
+
+/**
+ * What an app inherits from the control plane: only the basics. Anything else it needs is
+ * declared (envVars, inputs, secrets), so an app behaves the same whoever started the daemon.
+ */
+function baseEnv(): NodeJS.ProcessEnv {
+  const keep = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SHELL",
+    "CARAVAN_HOME",
+  ];
+  const env: NodeJS.ProcessEnv = {};
+  for (const k of keep) if (process.env[k] !== undefined) env[k] = process.env[k];
+  return env;
+}
+
+function describeCommand(spec: LaunchSpec): string {
+  return spec.mode.kind === "command"
+    ? JSON.stringify(spec.mode.argv.join(" "))
+    : "the caravan runtime";
+}
+
+function indent(text: string): string {
+  return text
+    .split("\n")
+    .map((l) => `    ${l}`)
+    .join("\n");
+}

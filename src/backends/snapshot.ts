@@ -1,0 +1,111 @@
+/**
+ * Code snapshots: the user's entry file bundled with esbuild into an immutable,
+ * content-addressed directory. Packages from node_modules stay external (resolved from the
+ * project at run time); the user's own files are frozen, so editing them after a deploy
+ * changes nothing until the next one.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { build, type Metafile } from "esbuild";
+import { CaravanError } from "../errors.ts";
+import type { Environment } from "../sdk/environment.ts";
+import { sha256 } from "../sdk/stable.ts";
+import type { CodeRef } from "./contract.ts";
+
+export interface Snapshot {
+  code: CodeRef;
+  /** Hash of the code an environment can reach: its declaring file and what that imports. */
+  codeHashOf(env: Environment): string;
+}
+
+export async function snapshotCode(entryFile: string, bundlesDir: string): Promise<Snapshot> {
+  const entry = resolve(entryFile);
+  const workDir = dirname(entry);
+  let result;
+  try {
+    result = await build({
+      entryPoints: [entry],
+      absWorkingDir: workDir,
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      packages: "external",
+      sourcemap: "linked",
+      metafile: true,
+      write: false,
+      outdir: "out",
+      entryNames: "entry",
+      logLevel: "silent",
+    });
+  } catch (e) {
+    const errors =
+      (e as { errors?: { text: string; location?: { file: string; line: number } }[] }).errors ??
+      [];
+    const first = errors[0];
+    const where = first?.location ? `${first.location.file}:${first.location.line}: ` : "";
+    throw new CaravanError(
+      "BUNDLE_FAILED",
+      `could not snapshot ${entryFile}: ${where}${first?.text ?? (e as Error).message}`,
+      { file: entry },
+    );
+  }
+  const files = result.outputFiles.map((f) => ({ name: basename(f.path), contents: f.contents }));
+  const { hash, dir } = writeContentAddressed(bundlesDir, files);
+  const code: CodeRef = { hash, entry: join(dir, "entry.js"), sourceRoot: workDir };
+  const closureHash = closureHasher(result.metafile, workDir);
+  return {
+    code,
+    codeHashOf: (env) => (env.declaredAt && closureHash(env.declaredAt.file)) || hash,
+  };
+}
+
+/**
+ * Writes files into `<baseDir>/<hash of their names and contents>/`, atomically (a rename),
+ * once: an existing directory with that hash already holds the same files.
+ */
+export function writeContentAddressed(
+  baseDir: string,
+  files: { name: string; contents: Uint8Array }[],
+): { hash: string; dir: string } {
+  const hash = sha256(
+    ...files.flatMap((f) => [f.name, Buffer.from(f.contents).toString("base64")]),
+  ).slice(0, 16);
+  const dir = join(baseDir, hash);
+  if (!existsSync(dir)) {
+    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+    for (const f of files) {
+      mkdirSync(dirname(join(tmp, f.name)), { recursive: true });
+      writeFileSync(join(tmp, f.name), f.contents);
+    }
+    try {
+      renameSync(tmp, dir);
+    } catch {
+      rmSync(tmp, { recursive: true, force: true }); // written meanwhile by another deploy
+    }
+  }
+  return { hash, dir };
+}
+
+/** Hashes, per source file, the contents of everything it imports transitively. */
+function closureHasher(meta: Metafile, workDir: string): (file: string) => string | undefined {
+  const cache = new Map<string, string>();
+  const contentHash = (input: string) => sha256(readFileSync(resolve(workDir, input), "utf8"));
+  return (file: string) => {
+    const key = relative(workDir, file);
+    if (!meta.inputs[key]) return undefined;
+    const cached = cache.get(key);
+    if (cached) return cached;
+    const seen = new Set<string>();
+    const stack = [key];
+    while (stack.length) {
+      const input = stack.pop()!;
+      if (seen.has(input) || !meta.inputs[input]) continue;
+      seen.add(input);
+      for (const imp of meta.inputs[input]!.imports) if (!imp.external) stack.push(imp.path);
+    }
+    const hash = sha256(...[...seen].sort().map((i) => `${i}:${contentHash(i)}`));
+    cache.set(key, hash);
+    return hash;
+  };
+}

@@ -1,0 +1,71 @@
+import { type Command, Option } from "commander";
+import { deployEnvironments, type Deployment } from "../../api.ts";
+import { CaravanError } from "../../errors.ts";
+import type { CommandContext } from "../main.ts";
+import { color, info, printJSON } from "../output.ts";
+import { progressReporter } from "../progress.ts";
+import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
+
+export function parseConcurrency(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new CaravanError(
+      "USAGE",
+      `--concurrency must be a whole number >= 1, got ${JSON.stringify(value)}`,
+    );
+  return n;
+}
+
+export function registerDeploy(program: Command, ctx: CommandContext): void {
+  scopeOptions(
+    program
+      .command("deploy")
+      .description(
+        "Deploy environments and their dependencies: each ready before its dependents. Waits until all are ready or failed.",
+      )
+      .argument("<file>", "TypeScript file that declares environments")
+      .argument(
+        "[env...]",
+        "environments to deploy (with their dependencies); default: all in the file",
+      )
+      .option("--json", "print the result as JSON on stdout")
+      .option("--force", "restart environments even if unchanged")
+      .addOption(
+        new Option(
+          "--concurrency <n>",
+          "most environments starting at once (default: no limit)",
+        ).argParser(parseConcurrency),
+      ),
+  ).action(
+    async (
+      file: string,
+      names: string[],
+      opts: ScopeFlags & { json?: boolean; force?: boolean; concurrency?: number },
+    ) => {
+      const project = await loadProject(file, names, opts);
+      const progress = opts.json ? undefined : progressReporter();
+      const { deployments } = await deployEnvironments(project.selected, project.config, {
+        entry: project.file,
+        force: opts.force ?? false,
+        ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+        ...(progress ? { onEvent: progress.onEvent } : {}),
+      }).finally(() => progress?.done());
+      const failed = deployments.some((d) => d.status === "failed" || d.status === "skipped");
+      if (failed) ctx.exitCode = 1;
+      if (opts.json) return printJSON({ deployments: deployments.map((d) => d.toJSON()) });
+      printSummary(deployments, `${project.config.project}/${project.config.domain}`);
+    },
+  );
+}
+
+function printSummary(deployments: Deployment[], scope: string): void {
+  const count = (s: string) => deployments.filter((d) => d.status === s).length;
+  for (const d of deployments) {
+    if (d.status === "failed") info(`\n${color.red(`${d.name} failed:`)} ${d.outcome.error}`);
+  }
+  const parts = ["ready", "unchanged", "failed", "skipped"].map((s) => `${count(s)} ${s}`);
+  info(`\n${scope}: ${parts.join(", ")}`);
+  for (const d of deployments) {
+    if (d.endpoint) process.stdout.write(`${d.name}  ${d.endpoint}\n`);
+  }
+}

@@ -1,0 +1,43 @@
+import { type Command, Option } from "commander";
+import { openBackend } from "../../api.ts";
+import { CaravanError } from "../../errors.ts";
+import type { CommandContext } from "../main.ts";
+import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
+
+export function registerLogs(program: Command, _ctx: CommandContext): void {
+  scopeOptions(
+    program
+      .command("logs")
+      .description("Show an app's logs (stdout and stderr, with caravan's start/stop lines).")
+      .argument("<app>", "app name")
+      .option("-f, --follow", "keep printing new lines until Ctrl-C")
+      .addOption(
+        new Option("-n, --tail <n>", "only the last n lines").argParser((v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 0)
+            throw new CaravanError(
+              "USAGE",
+              `--tail must be a whole number >= 0, got ${JSON.stringify(v)}`,
+            );
+          return n;
+        }),
+      ),
+  ).action(async (app: string, opts: ScopeFlags & { follow?: boolean; tail?: number }) => {
+    const config = await loadScope(opts);
+    const backend = await openBackend(config);
+    const abort = new AbortController();
+    const onSignal = () => abort.abort();
+    process.once("SIGINT", onSignal);
+    try {
+      for await (const line of backend.logs(config, app, {
+        follow: opts.follow ?? false,
+        signal: abort.signal,
+        ...(opts.tail !== undefined ? { tail: opts.tail } : {}),
+      })) {
+        process.stdout.write(line + "\n");
+      }
+    } finally {
+      process.off("SIGINT", onSignal);
+    }
+  });
+}

@@ -1,0 +1,82 @@
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { type Command, Option } from "commander";
+import { deployEnvironments } from "../../api.ts";
+import { ControlPlane } from "../../backends/local/control-plane.ts";
+import { caravanHome, homePaths } from "../../backends/local/home.ts";
+import type { CommandContext } from "../main.ts";
+import { color, info } from "../output.ts";
+import { progressReporter } from "../progress.ts";
+import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
+import { parseConcurrency } from "./deploy.ts";
+
+const PALETTE = [color.cyan, color.magenta, color.yellow, color.green, color.blue, color.red];
+
+export function registerServe(program: Command, ctx: CommandContext): void {
+  scopeOptions(
+    program
+      .command("serve")
+      .description(
+        "Foreground dev mode: deploy with an in-process control plane, stream every app's logs, Ctrl-C stops all (dependents first).",
+      )
+      .argument("<file>", "TypeScript file that declares environments")
+      .argument("[env...]", "environments to serve (with their dependencies); default: all")
+      .addOption(
+        new Option("--concurrency <n>", "most environments starting at once").argParser(
+          parseConcurrency,
+        ),
+      ),
+  ).action(async (file: string, names: string[], opts: ScopeFlags & { concurrency?: number }) => {
+    const project = await loadProject(file, names, opts);
+    // Its own state, apart from the daemon's: nothing of a serve session outlives it.
+    const paths = homePaths(join(caravanHome(), "serve", String(process.pid)));
+    const plane = new ControlPlane(paths);
+    const abort = new AbortController();
+    let stopping: Promise<void> | undefined;
+    const stop = () =>
+      (stopping ??= (async () => {
+        abort.abort();
+        info(color.dim("\nstopping (dependents first)..."));
+        await plane.shutdown({ stopApps: true });
+        rmSync(paths.home, { recursive: true, force: true });
+      })());
+    const onSignal = () => void stop().then(() => process.exit(ctx.exitCode));
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+
+    const progress = progressReporter();
+    const { plan, deployments } = await deployEnvironments(project.selected, project.config, {
+      entry: project.file,
+      backend: plane,
+      onEvent: progress.onEvent,
+      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+    }).finally(() => progress.done());
+    const failed = deployments.filter((d) => d.status === "failed" || d.status === "skipped");
+    if (failed.length) {
+      ctx.exitCode = 1;
+      for (const d of failed) info(color.red(`${d.name} ${d.status}: ${d.outcome.error}`));
+    }
+    for (const d of deployments) if (d.endpoint) info(`${d.name}  ${d.endpoint}`);
+    info(color.dim("serving; Ctrl-C stops everything"));
+    const width = Math.max(...plan.order.map((n) => n.length));
+    await Promise.all(
+      plan.environments
+        .filter((e) => e.kind === "app")
+        .map(async (e, i) => {
+          const paint = PALETTE[i % PALETTE.length]!;
+          const prefix = paint(`${e.name.padEnd(width)} |`);
+          try {
+            for await (const line of plane.logs(project.config, e.name, {
+              follow: true,
+              signal: abort.signal,
+            })) {
+              process.stdout.write(`${prefix} ${line}\n`);
+            }
+          } catch {
+            /* not deployed (skipped) */
+          }
+        }),
+    );
+    await stopping;
+  });
+}

@@ -1,0 +1,63 @@
+import type { Command } from "commander";
+import { openBackend } from "../../api.ts";
+import type { CommandContext } from "../main.ts";
+import { color, info, printJSON } from "../output.ts";
+import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
+
+export function registerStatus(program: Command, _ctx: CommandContext): void {
+  scopeOptions(
+    program
+      .command("status")
+      .description("Every deployed environment with its state, revision, restarts and endpoints.")
+      .option("--all", "every project and domain, not just the current one")
+      .option("--json", "print JSON on stdout"),
+  ).action(async (opts: ScopeFlags & { all?: boolean; json?: boolean }) => {
+    const config = await loadScope(opts);
+    const backend = await openBackend(config);
+    const envs = await backend.status(opts.all ? undefined : config);
+    if (opts.json) {
+      return printJSON({
+        environments: envs.map((e) => ({
+          name: e.name,
+          kind: e.kind,
+          state: e.state,
+          revision: e.revision,
+          endpoint: e.endpoint ?? null,
+          internalEndpoint: e.internalEndpoint ?? null,
+          restarts: e.restarts,
+          pids: e.pids,
+          project: e.project,
+          domain: e.domain,
+          dependsOn: e.dependsOn,
+          ...(e.error ? { error: e.error } : {}),
+        })),
+      });
+    }
+    if (envs.length === 0) {
+      info(
+        `nothing is deployed in ${opts.all ? "any project" : `${config.project}/${config.domain}`} (caravan deploy <file> deploys)`,
+      );
+      return;
+    }
+    const rows = envs.map((e) => [
+      opts.all ? `${e.project}/${e.domain}/${e.name}` : e.name,
+      e.kind,
+      e.state,
+      e.revision,
+      String(e.restarts),
+      e.pids.join(",") || "-",
+      e.endpoint ?? "-",
+    ]);
+    const head = ["NAME", "KIND", "STATE", "REVISION", "RESTARTS", "PIDS", "ENDPOINT"];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const fmt = (r: string[]) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd();
+    process.stdout.write(color.bold(fmt(head)) + "\n");
+    for (const r of rows) process.stdout.write(fmt(r) + "\n");
+    for (const e of envs)
+      if (e.error && e.state !== "ready") info(color.red(`${e.name}: ${e.error.split("\n")[0]}`));
+  });
+}

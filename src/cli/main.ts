@@ -1,0 +1,55 @@
+import { Command, CommanderError } from "commander";
+import { reportError } from "./output.ts";
+import { registerPlan } from "./commands/plan.ts";
+import { registerGraph } from "./commands/graph.ts";
+import { registerDeploy } from "./commands/deploy.ts";
+import { registerServe } from "./commands/serve.ts";
+import { registerStatus } from "./commands/status.ts";
+import { registerLogs } from "./commands/logs.ts";
+import { registerStopDelete } from "./commands/stop.ts";
+import { registerServer } from "./commands/server.ts";
+
+/** Each command sets this instead of calling process.exit, so output is flushed. */
+export interface CommandContext {
+  exitCode: number;
+}
+
+export function buildProgram(ctx: CommandContext): Command {
+  const program = new Command("caravan")
+    .description("Deploy graphs of services: dependencies first, each ready before its dependents.")
+    .version("0.1.0")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerPlan(program, ctx);
+  registerGraph(program, ctx);
+  registerDeploy(program, ctx);
+  registerServe(program, ctx);
+  registerStatus(program, ctx);
+  registerLogs(program, ctx);
+  registerStopDelete(program, ctx);
+  registerServer(program, ctx);
+  for (const cmd of program.commands) cmd.exitOverride();
+  return program;
+}
+
+/** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */
+export async function main(argv: string[]): Promise<number> {
+  const ctx: CommandContext = { exitCode: 0 };
+  const program = buildProgram(ctx);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return ctx.exitCode;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (
+        e.code === "commander.helpDisplayed" ||
+        e.code === "commander.version" ||
+        e.code === "commander.help"
+      )
+        return 0;
+      return 2;
+    }
+    return reportError(e, argv.includes("--json"));
+  }
+}

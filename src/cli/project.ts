@@ -1,0 +1,43 @@
+import { dirname } from "node:path";
+import type { Command } from "commander";
+import { loadConfig, type ResolvedConfig } from "../sdk/config.ts";
+import type { Environment } from "../sdk/environment.ts";
+import { loadEnvironments, selectEnvironments } from "../sdk/loader.ts";
+
+export interface ScopeFlags {
+  project?: string;
+  domain?: string;
+}
+
+/** Adds --project/--domain (they override the config file). */
+export function scopeOptions(cmd: Command): Command {
+  return cmd
+    .option("--project <name>", 'project (default: from caravan.config.*, else "default")')
+    .option("--domain <name>", 'domain (default: from caravan.config.*, else "development")');
+}
+
+export interface LoadedProject {
+  file: string;
+  environments: Environment[];
+  selected: Environment[];
+  config: ResolvedConfig;
+}
+
+/** Loads the config (from the file's directory upwards) and the file's environments. */
+export async function loadProject(
+  file: string,
+  names: string[],
+  flags: ScopeFlags,
+): Promise<LoadedProject> {
+  const loaded = await loadEnvironments(file);
+  const config = await loadConfig(dirname(loaded.file), {
+    project: flags.project,
+    domain: flags.domain,
+  });
+  return { ...loaded, selected: selectEnvironments(loaded.environments, names), config };
+}
+
+/** The scope of commands that take no file: config from the working directory. */
+export async function loadScope(flags: ScopeFlags): Promise<ResolvedConfig> {
+  return loadConfig(process.cwd(), { project: flags.project, domain: flags.domain });
+}

@@ -1,0 +1,141 @@
+/**
+ * The engine runs a plan against a backend. Each environment starts the moment all of its
+ * dependencies are ready (never a whole "level" at a time); independent ones run in
+ * parallel up to `concurrency`; a failure skips everything that depends on it, while
+ * independent branches finish. It knows nothing about processes or HTTP.
+ */
+import type { Backend, DeployRequest, DeployResult } from "../backends/contract.ts";
+import { CaravanError, isCaravanError } from "../errors.ts";
+import type { Plan, PlannedEnvironment } from "../plan/plan.ts";
+
+export type Outcome = "ready" | "unchanged" | "failed" | "skipped";
+
+export interface EnvironmentOutcome {
+  name: string;
+  kind: "app" | "task";
+  status: Outcome;
+  revision?: string;
+  endpoint?: string;
+  internalEndpoint?: string;
+  error?: string;
+  /** Milliseconds from the start of the deploy. */
+  startedAt?: number;
+  finishedAt: number;
+}
+
+export type EngineEvent =
+  | { type: "waiting"; name: string; on: string[]; at: number }
+  | { type: "starting"; name: string; at: number }
+  | { type: "done"; outcome: EnvironmentOutcome; at: number };
+
+export interface ExecuteOptions {
+  /** Most environments deploying at once. @default Infinity */
+  concurrency?: number;
+  /** Builds the backend request once the environment's dependencies are ready. */
+  request: (
+    env: PlannedEnvironment,
+    ready: ReadonlyMap<string, DeployResult>,
+  ) => Promise<DeployRequest> | DeployRequest;
+  onEvent?: (event: EngineEvent) => void;
+}
+
+export async function executePlan(
+  plan: Plan,
+  backend: Backend,
+  opts: ExecuteOptions,
+): Promise<EnvironmentOutcome[]> {
+  const t0 = performance.now();
+  const now = () => Math.round(performance.now() - t0);
+  const emit = opts.onEvent ?? (() => {});
+  const limit = opts.concurrency ?? Infinity;
+  if (!(limit >= 1))
+    throw new CaravanError("USAGE", `--concurrency must be at least 1, got ${opts.concurrency}`);
+
+  const pending = new Map<string, number>();
+  const outcomes = new Map<string, EnvironmentOutcome>();
+  const results = new Map<string, DeployResult>();
+  const queue: PlannedEnvironment[] = [];
+  let running = 0;
+  let finish!: () => void;
+  const allDone = new Promise<void>((r) => (finish = r));
+
+  const settle = (outcome: EnvironmentOutcome) => {
+    outcomes.set(outcome.name, outcome);
+    emit({ type: "done", outcome, at: outcome.finishedAt });
+    if (outcomes.size === plan.environments.length) finish();
+  };
+
+  const skipDependents = (failed: string) => {
+    const stack = [...plan.byName.get(failed)!.dependents];
+    while (stack.length) {
+      const name = stack.pop()!;
+      if (outcomes.has(name)) continue;
+      const p = plan.byName.get(name)!;
+      settle({
+        name,
+        kind: p.kind,
+        status: "skipped",
+        error: `dependency ${failed} failed`,
+        finishedAt: now(),
+      });
+      stack.push(...p.dependents);
+    }
+  };
+
+  const pump = () => {
+    while (running < limit && queue.length) {
+      const env = queue.shift()!;
+      running++;
+      void start(env).finally(() => {
+        running--;
+        pump();
+      });
+    }
+  };
+
+  const start = async (env: PlannedEnvironment) => {
+    const startedAt = now();
+    emit({ type: "starting", name: env.name, at: startedAt });
+    try {
+      const request = await opts.request(env, results);
+      const result = await backend.deploy(request);
+      results.set(env.name, result);
+      settle({
+        name: env.name,
+        kind: env.kind,
+        status: result.status,
+        revision: result.revision,
+        ...(result.endpoint ? { endpoint: result.endpoint } : {}),
+        ...(result.internalEndpoint ? { internalEndpoint: result.internalEndpoint } : {}),
+        startedAt,
+        finishedAt: now(),
+      });
+      for (const d of env.dependents) {
+        const left = pending.get(d)! - 1;
+        pending.set(d, left);
+        if (left === 0 && !outcomes.has(d)) queue.push(plan.byName.get(d)!);
+      }
+    } catch (e) {
+      const message = isCaravanError(e) ? e.message : `internal error: ${(e as Error)?.stack ?? e}`;
+      settle({
+        name: env.name,
+        kind: env.kind,
+        status: "failed",
+        error: message,
+        startedAt,
+        finishedAt: now(),
+      });
+      skipDependents(env.name);
+    }
+  };
+
+  if (plan.environments.length === 0) return [];
+  for (const env of plan.environments) {
+    pending.set(env.name, env.dependsOn.length);
+    if (env.dependsOn.length === 0) queue.push(env);
+    else emit({ type: "waiting", name: env.name, on: env.dependsOn, at: 0 });
+  }
+  pump();
+  await allDone;
+  return plan.order.map((n) => outcomes.get(n)!);
+}

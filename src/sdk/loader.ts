@@ -1,0 +1,78 @@
+import { existsSync, statSync } from "node:fs";
+import { relative, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { CaravanError, isCaravanError } from "../errors.ts";
+import { isEnvironment, type Environment } from "./environment.ts";
+import { shared } from "./global.ts";
+
+/**
+ * Imports a user's file (TypeScript through tsx, which the CLI registers) and returns every
+ * environment constructed while it loaded — exported or not, from any copy of caravan.
+ */
+export async function loadEnvironments(
+  file: string,
+): Promise<{ file: string; environments: Environment[] }> {
+  const path = resolve(file);
+  if (!existsSync(path) || !statSync(path).isFile()) {
+    throw new CaravanError(
+      "LOAD_FAILED",
+      `${file}: no such file. Give the path of a .ts file that declares environments`,
+      { file },
+    );
+  }
+  const registry = shared().environments;
+  const before = registry.length;
+  try {
+    await import(pathToFileURL(path).href);
+  } catch (e) {
+    if (isCaravanError(e)) throw e;
+    const err = e as Error;
+    const at = userFrame(err, path);
+    throw new CaravanError(
+      "LOAD_FAILED",
+      `${at ?? relative(process.cwd(), path)}: ${err?.message ?? String(e)} (thrown while loading ${relative(process.cwd(), path) || path})`,
+      { file: path, at },
+    );
+  }
+  // A file imported before (same module) registers nothing new: fall back to what it declared.
+  let found = registry.slice(before).filter(isEnvironment);
+  if (found.length === 0)
+    found = registry.filter(isEnvironment).filter((e) => e.declaredAt?.file === path);
+  if (found.length === 0) {
+    throw new CaravanError(
+      "NO_ENVIRONMENTS",
+      `${file} declares no environment. Construct at least one AppEnvironment or TaskEnvironment in it (exported or not)`,
+      { file },
+    );
+  }
+  return { file: path, environments: [...new Set(found)] };
+}
+
+/** `file:line` of the first stack frame in the user's code (not node internals or node_modules). */
+function userFrame(err: Error, entry: string): string | undefined {
+  const stack = err?.stack ?? "";
+  const frames = [...stack.matchAll(/((?:file:\/\/)?\/[^\s():]+):(\d+):(\d+)/g)].map((m) => {
+    const f = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
+    return { file: f, line: m[2]! };
+  });
+  const user =
+    frames.find((f) => f.file === entry) ?? frames.find((f) => !f.file.includes("/node_modules/"));
+  return user ? `${relative(process.cwd(), user.file) || user.file}:${user.line}` : undefined;
+}
+
+/** Picks environments by name, or all of them. */
+export function selectEnvironments(all: Environment[], names: string[]): Environment[] {
+  if (names.length === 0) return all;
+  const byName = new Map(all.map((e) => [e.name, e]));
+  return names.map((n) => {
+    const env = byName.get(n);
+    if (!env) {
+      throw new CaravanError(
+        "UNKNOWN_ENVIRONMENT",
+        `no environment named "${n}" in this file; it declares: ${[...byName.keys()].sort().join(", ")}`,
+        { name: n },
+      );
+    }
+    return env;
+  });
+}
