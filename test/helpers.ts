@@ -1,0 +1,120 @@
+/**
+ * Integration-test harness: every test gets its own CARAVAN_HOME (a fully isolated control
+ * plane) and runs the real CLI in a child process. `cleanup()` stops the control plane and
+ * its apps, then checks that no process of that home is left.
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dirname, "..");
+export const BIN = join(ROOT, "bin/caravan.js");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Sandbox {
+  home: string;
+  env: NodeJS.ProcessEnv;
+  /** Runs `caravan <args>` and waits for it. */
+  run(args: string[], opts?: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
+  /** Starts `caravan <args>` without waiting (for serve, logs --follow). */
+  start(args: string[], opts?: { cwd?: string; env?: NodeJS.ProcessEnv }): ChildProcess;
+  /** Pids of every live process started for this home (the daemon and the apps). */
+  processes(): number[];
+  cleanup(): Promise<void>;
+}
+
+export function sandbox(): Sandbox {
+  const home = mkdtempSync(join(tmpdir(), "caravan-test-"));
+  const env: NodeJS.ProcessEnv = { ...process.env, CARAVAN_HOME: home, NO_COLOR: "1" };
+  delete env.CI; // progress output is plain either way: stderr is not a TTY here
+  const started: ChildProcess[] = [];
+  const sb: Sandbox = {
+    home,
+    env,
+    run(args, opts = {}) {
+      return new Promise((resolvePromise) => {
+        execFile(
+          process.execPath,
+          [BIN, ...args],
+          { cwd: opts.cwd ?? ROOT, env: { ...env, ...opts.env }, timeout: opts.timeoutMs ?? 90_000, maxBuffer: 16 * 1024 * 1024 },
+          (err, stdout, stderr) => {
+            const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+            resolvePromise({ code, stdout, stderr });
+          },
+        );
+      });
+    },
+    start(args, opts = {}) {
+      const child = spawn(process.execPath, [BIN, ...args], {
+        cwd: opts.cwd ?? ROOT,
+        env: { ...env, ...opts.env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      started.push(child);
+      return child;
+    },
+    processes() {
+      return processesWithHome(home);
+    },
+    async cleanup() {
+      await sb.run(["server", "stop"]).catch(() => undefined);
+      for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+      const left = processesWithHome(home);
+      for (const pid of left) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+      rmSync(home, { recursive: true, force: true });
+      if (left.length) throw new Error(`processes left running for ${home}: ${left.join(", ")}`);
+    },
+  };
+  return sb;
+}
+
+/** Live processes whose environment has CARAVAN_HOME=home. */
+export function processesWithHome(home: string): number[] {
+  const needle = `CARAVAN_HOME=${home}\0`;
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const environ = readFileSync(`/proc/${entry}/environ`, "latin1");
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) continue;
+      if ((environ + "\0").includes(needle)) pids.push(Number(entry));
+    } catch {
+      /* exited meanwhile, or not ours to read */
+    }
+  }
+  return pids;
+}
+
+/** Polls `fn` until it returns a truthy value (no fixed sleeps in tests). */
+export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function getText(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url);
+  return { status: res.status, body: await res.text() };
+}
