@@ -111,7 +111,7 @@ export async function launch(
     const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env, PORT: String(spec.port) };
     if (spec.mode.kind === "runtime") {
       env[RUNTIME_ENV] = JSON.stringify(spec.mode.config);
-      child = spawn(process.execPath, [spec.mode.runtimeMain], {
+      child = spawn(process.execPath, ["--enable-source-maps", spec.mode.runtimeMain], {
         stdio: ["ignore", fd, fd, "ipc"],
         detached: true,
         env,

@@ -29,7 +29,11 @@ export function registerServe(program: Command, ctx: CommandContext): void {
   ).action(async (file: string, names: string[], opts: ScopeFlags & { concurrency?: number }) => {
     const project = await loadProject(file, names, opts);
     // Its own state, apart from the daemon's: nothing of a serve session outlives it.
-    const paths = homePaths(join(caravanHome(), "serve", String(process.pid)));
+    // (Content-addressed code and runtime builds are shared with the daemon's home.)
+    const paths = {
+      ...homePaths(join(caravanHome(), "serve", String(process.pid))),
+      runtime: homePaths().runtime,
+    };
     const plane = new ControlPlane(paths);
     const abort = new AbortController();
     let stopping: Promise<void> | undefined;
@@ -41,8 +45,9 @@ export function registerServe(program: Command, ctx: CommandContext): void {
         rmSync(paths.home, { recursive: true, force: true });
       })());
     const onSignal = () => void stop().then(() => process.exit(ctx.exitCode));
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+    // A second Ctrl-C while stopping changes nothing: leaving apps behind would be worse.
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
 
     const progress = progressReporter();
     const { plan, deployments } = await deployEnvironments(project.selected, project.config, {
