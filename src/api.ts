@@ -30,6 +30,8 @@ export interface DeployOptions {
   onEvent?: (event: EngineEvent) => void;
   /** Where to deploy. @default the configured backend (the local control plane) */
   backend?: Backend;
+  /** Where snapshots and the compiled runtime go. @default under $CARAVAN_HOME */
+  paths?: { bundles: string; runtime: string };
 }
 
 /** One environment's result, as the seed's `flyte.deploy` returns them. */
@@ -163,7 +165,7 @@ export async function deployEnvironments(
       );
     const { snapshotCode } = await import("./backends/snapshot.ts");
     const { homePaths } = await import("./backends/local/home.ts");
-    const snapshot = await snapshotCode(entry, homePaths().bundles);
+    const snapshot = await snapshotCode(entry, opts.paths ?? homePaths());
     const known = new Map<string, Endpoints>();
     for (const d of deployed)
       if (d.endpoint && d.internalEndpoint)

@@ -17,8 +17,10 @@ export interface CodeRef {
   hash: string;
   /** Absolute path of the bundle's entry module (under `$CARAVAN_HOME/bundles/<hash>/`). */
   entry: string;
-  /** Directory the user's code came from: bare imports resolve from its node_modules. */
+  /** Directory the user's code came from (the working directory of its processes). */
   sourceRoot: string;
+  /** The compiled caravan runtime the snapshot's `caravan` imports point at (its main module). */
+  runtime: string;
 }
 
 export interface Endpoints {

@@ -4,13 +4,22 @@
  * project at run time); the user's own files are frozen, so editing them after a deploy
  * changes nothing until the next one.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";
-import { build, type Metafile } from "esbuild";
+import { build, type Metafile, type Plugin } from "esbuild";
 import { CaravanError } from "../errors.ts";
 import type { Environment } from "../sdk/environment.ts";
 import { sha256 } from "../sdk/stable.ts";
 import type { CodeRef } from "./contract.ts";
+import { PUBLIC_ENTRIES, buildRuntime, runtimeMainOf } from "./local/runtime-build.ts";
 
 export interface Snapshot {
   code: CodeRef;
@@ -18,9 +27,37 @@ export interface Snapshot {
   codeHashOf(env: Environment): string;
 }
 
-export async function snapshotCode(entryFile: string, bundlesDir: string): Promise<Snapshot> {
+/**
+ * `caravan` imports point at the compiled runtime the app will run in, so the app and the
+ * runtime share one SDK (one registry, one runtime context) with no resolution hooks.
+ */
+function caravanImports(runtimeDir: string): Plugin {
+  return {
+    name: "caravan-runtime",
+    setup(b) {
+      b.onResolve({ filter: /^caravan(\/[a-z]+)?$/ }, (args) => {
+        const target = PUBLIC_ENTRIES[args.path];
+        return target ? { path: join(runtimeDir, `${target}.js`), external: true } : undefined;
+      });
+    },
+  };
+}
+
+/** The nearest `node_modules` above `dir`: the snapshot's packages resolve from there. */
+function nearestNodeModules(dir: string): string | undefined {
+  for (let d = dir; ; d = dirname(d)) {
+    if (existsSync(join(d, "node_modules"))) return join(d, "node_modules");
+    if (dirname(d) === d) return undefined;
+  }
+}
+
+export async function snapshotCode(
+  entryFile: string,
+  paths: { bundles: string; runtime: string },
+): Promise<Snapshot> {
   const entry = resolve(entryFile);
   const workDir = dirname(entry);
+  const runtimeDir = await buildRuntime(paths.runtime);
   let result;
   try {
     result = await build({
@@ -31,6 +68,7 @@ export async function snapshotCode(entryFile: string, bundlesDir: string): Promi
       format: "esm",
       target: "node20",
       packages: "external",
+      plugins: [caravanImports(runtimeDir)],
       sourcemap: "linked",
       metafile: true,
       write: false,
@@ -51,8 +89,13 @@ export async function snapshotCode(entryFile: string, bundlesDir: string): Promi
     );
   }
   const files = result.outputFiles.map((f) => ({ name: basename(f.path), contents: f.contents }));
-  const { hash, dir } = writeContentAddressed(bundlesDir, files);
-  const code: CodeRef = { hash, entry: join(dir, "entry.js"), sourceRoot: workDir };
+  const { hash, dir } = writeContentAddressed(paths.bundles, files, nearestNodeModules(workDir));
+  const code: CodeRef = {
+    hash,
+    entry: join(dir, "entry.js"),
+    sourceRoot: workDir,
+    runtime: runtimeMainOf(runtimeDir),
+  };
   const closureHash = closureHasher(result.metafile, workDir);
   return {
     code,
@@ -67,8 +110,10 @@ export async function snapshotCode(entryFile: string, bundlesDir: string): Promi
 export function writeContentAddressed(
   baseDir: string,
   files: { name: string; contents: Uint8Array }[],
+  nodeModules?: string,
 ): { hash: string; dir: string } {
   const hash = sha256(
+    nodeModules ?? "",
     ...files.flatMap((f) => [f.name, Buffer.from(f.contents).toString("base64")]),
   ).slice(0, 16);
   const dir = join(baseDir, hash);
@@ -78,6 +123,7 @@ export function writeContentAddressed(
       mkdirSync(dirname(join(tmp, f.name)), { recursive: true });
       writeFileSync(join(tmp, f.name), f.contents);
     }
+    if (nodeModules) symlinkSync(nodeModules, join(tmp, "node_modules"), "dir");
     try {
       renameSync(tmp, dir);
     } catch {

@@ -3,8 +3,6 @@
  * waits for the go-ahead, serves it, reports ready, and closes gracefully on SIGTERM.
  * Runs inside user processes: it never imports the control plane.
  */
-import { register } from "node:module";
-import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { isAppEnvironment, type ServerHandle } from "../sdk/environment.ts";
 import { shared } from "../sdk/global.ts";
@@ -29,23 +27,6 @@ async function main(): Promise<void> {
   if (!raw)
     fatal(new Error(`${RUNTIME_ENV} is not set: this program is started by caravan, not by hand`));
   const config = JSON.parse(raw) as RuntimeConfig;
-  // Built layout: <root>/runtime/main.js, <root>/runtime/hooks.js, <root>/public/*.js, <root>/chunks/.
-  const root = dirname(dirname(new URL(import.meta.url).pathname));
-  const entries: Record<string, string> = {};
-  for (const sub of ["", "/fastify", "/hono", "/express", "/runtime"]) {
-    entries[`caravan${sub}`] = pathToFileURL(
-      `${root}/public/${sub ? sub.slice(1) : "index"}.js`,
-    ).href;
-  }
-  register(new URL("./hooks.js", import.meta.url), {
-    data: {
-      entries,
-      runtimeDir: pathToFileURL(root + "/").href,
-      caravanRoot: pathToFileURL(`${config.caravanRoot}/package.json`).href,
-      bundleDir: pathToFileURL(dirname(config.entry) + "/").href,
-      sourceRoot: pathToFileURL(`${config.sourceRoot}/`).href,
-    },
-  });
 
   const state = shared();
   state.runtime = {

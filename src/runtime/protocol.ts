@@ -21,10 +21,8 @@ export interface RuntimeConfig {
   domain: string;
   /** Absolute path of the snapshot's entry module. */
   entry: string;
-  /** Where the user's code came from: its bare imports resolve from there. */
+  /** Where the user's code came from: the process's working directory. */
   sourceRoot: string;
-  /** Directory of caravan's own package: caravan's dependencies resolve from there. */
-  caravanRoot: string;
   port: number;
   host: string;
   endpoints: Record<string, string>;

@@ -25,7 +25,6 @@ import type {
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive } from "./os.ts";
-import { runtimeMain, CARAVAN_ROOT } from "./runtime-build.ts";
 import { Store, type EnvironmentRow } from "./store.ts";
 import { adopt, launch, type AppProcess, type LaunchSpec } from "./supervisor.ts";
 
@@ -261,7 +260,7 @@ export class ControlPlane implements Backend {
 
   private async startProcess(row: EnvironmentRow): Promise<void> {
     const key = keyOf(row, row.name);
-    const spec = await this.launchSpec(row);
+    const spec = this.launchSpec(row);
     const proc = await launch(spec);
     this.procs.set(key, { proc, since: Date.now() });
     this.store.addProcess({
@@ -342,7 +341,7 @@ export class ControlPlane implements Backend {
     this.procs.delete(key);
   }
 
-  private async launchSpec(row: EnvironmentRow): Promise<LaunchSpec> {
+  private launchSpec(row: EnvironmentRow): LaunchSpec {
     const req = row.request;
     const spec = req.spec;
     const port = row.port!;
@@ -385,14 +384,13 @@ export class ControlPlane implements Backend {
       ...base,
       mode: {
         kind: "runtime",
-        runtimeMain: await runtimeMain(this.paths.runtime),
+        runtimeMain: req.code.runtime,
         config: {
           name: row.name,
           project: row.project,
           domain: row.domain,
           entry: req.code.entry,
           sourceRoot: req.code.sourceRoot,
-          caravanRoot: CARAVAN_ROOT,
           port,
           host: "127.0.0.1",
           endpoints: Object.fromEntries(

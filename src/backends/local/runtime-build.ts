@@ -1,35 +1,48 @@
 /**
  * Compiles caravan's runtime (and the public entry points the user's code imports) to plain
  * JavaScript once, into `$CARAVAN_HOME/runtime/<hash>/`, so an app process starts with
- * `node main.js` and pays no TypeScript compiler at start-up.
+ * `node main.js` and pays no TypeScript compiler and no module-resolution hooks at start-up.
+ * Layout: `runtime/main.js`, `public/<entry>.js`, `chunks/`, and a `node_modules` link to
+ * the directory caravan's own dependencies are installed in.
  */
+import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { writeContentAddressed } from "../snapshot.ts";
 
 const SRC = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
-/** The package root: caravan's own dependencies resolve from here. */
-export const CARAVAN_ROOT = dirname(SRC);
 
-let built: Promise<string> | undefined;
+/** The public entry points, as a user's code imports them. */
+export const PUBLIC_ENTRIES: Record<string, string> = {
+  caravan: "public/index",
+  "caravan/fastify": "public/fastify",
+  "caravan/hono": "public/hono",
+  "caravan/express": "public/express",
+  "caravan/runtime": "public/runtime",
+};
 
-/** Path of the compiled runtime's main module (built at most once per process). */
-export function runtimeMain(runtimeDir: string): Promise<string> {
-  built ??= buildRuntime(runtimeDir);
-  return built;
+const built = new Map<string, Promise<string>>();
+
+/** Directory of the compiled runtime (built at most once per process and directory). */
+export function buildRuntime(runtimeDir: string): Promise<string> {
+  let dir = built.get(runtimeDir);
+  if (!dir) built.set(runtimeDir, (dir = compile(runtimeDir)));
+  return dir;
 }
 
-async function buildRuntime(runtimeDir: string): Promise<string> {
-  const entries = [
-    "runtime/main",
-    "runtime/hooks",
-    "public/index",
-    "public/fastify",
-    "public/hono",
-    "public/express",
-    "public/runtime",
-  ];
+export function runtimeMainOf(dir: string): string {
+  return join(dir, "runtime/main.js");
+}
+
+/** The `node_modules` directory caravan's dependencies resolve from. */
+function dependenciesDir(): string {
+  const esbuildEntry = createRequire(import.meta.url).resolve("esbuild");
+  return esbuildEntry.slice(0, esbuildEntry.lastIndexOf("/node_modules/") + "/node_modules".length);
+}
+
+async function compile(runtimeDir: string): Promise<string> {
+  const entries = ["runtime/main", ...Object.values(PUBLIC_ENTRIES)];
   const result = await build({
     entryPoints: Object.fromEntries(entries.map((e) => [e, join(SRC, `${e}.ts`)])),
     bundle: true,
@@ -47,6 +60,5 @@ async function buildRuntime(runtimeDir: string): Promise<string> {
     name: relative("/out", f.path),
     contents: f.contents,
   }));
-  const { dir } = writeContentAddressed(runtimeDir, files);
-  return join(dir, "runtime/main.js");
+  return writeContentAddressed(runtimeDir, files, dependenciesDir()).dir;
 }
