@@ -112,7 +112,13 @@ export async function deploy(
     project: opts.project,
     domain: opts.domain,
   });
-  const { deployments } = await deployEnvironments(envs, config, opts);
+  const result = await deployEnvironments(envs, config, opts);
+  // The environments asked for come first (the seed prints `deployments[0]`), then their dependencies.
+  const asked = new Set(envs);
+  const deployments = [
+    ...result.deployments.filter((d) => asked.has(d.env)),
+    ...result.deployments.filter((d) => !asked.has(d.env)),
+  ];
   const failed = deployments.filter((d) => d.status === "failed" || d.status === "skipped");
   if (failed.length) {
     throw new CaravanError(

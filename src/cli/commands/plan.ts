@@ -1,8 +1,20 @@
 import type { Command } from "commander";
+import type { Scope } from "../../backends/contract.ts";
 import { planDeployment, planToJSON } from "../../plan/plan.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON } from "../output.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
+
+/** Apps already deployed, if a control plane runs (planning never starts one). */
+async function deployedApps(scope: Scope): Promise<Set<string>> {
+  const { daemonStatus, ensureToken } = await import("../../backends/local/daemon.ts");
+  const daemon = await daemonStatus();
+  if (!daemon.running || !daemon.url) return new Set();
+  const { HttpBackend } = await import("../../backends/local/client.ts");
+  const { homePaths } = await import("../../backends/local/home.ts");
+  const envs = await new HttpBackend(daemon.url, ensureToken(homePaths())).status(scope);
+  return new Set(envs.filter((e) => e.kind === "app").map((e) => e.name));
+}
 
 export function registerPlan(program: Command, _ctx: CommandContext): void {
   scopeOptions(
@@ -20,8 +32,8 @@ export function registerPlan(program: Command, _ctx: CommandContext): void {
   ).action(async (file: string, names: string[], opts: ScopeFlags & { json?: boolean }) => {
     const project = await loadProject(file, names, opts);
     const plan = planDeployment(project.selected, {
-      project: project.config.project,
-      domain: project.config.domain,
+      ...project.config,
+      deployedApps: await deployedApps(project.config),
     });
     if (opts.json) return printJSON(planToJSON(plan));
     const width = Math.max(...plan.order.map((n) => n.length));
