@@ -28,9 +28,15 @@ export async function loadEnvironments(
     if (isCaravanError(e)) throw e;
     const err = e as Error;
     const at = userFrame(err, path);
+    // tsx compiles a .ts file outside an ESM package as CommonJS, which cannot import ESM.
+    const hint = /require\(\) ES Module|ERR_REQUIRE_ESM|ERR_REQUIRE_CYCLE_MODULE/.test(
+      `${err?.message} ${(err as { code?: string })?.code}`,
+    )
+      ? `. ${file} is loaded as CommonJS: add "type": "module" to the nearest package.json, or rename it to .mts`
+      : "";
     throw new CaravanError(
       "LOAD_FAILED",
-      `${at ?? relative(process.cwd(), path)}: ${err?.message ?? String(e)} (thrown while loading ${relative(process.cwd(), path) || path})`,
+      `${at ?? relative(process.cwd(), path)}: ${err?.message ?? String(e)} (thrown while loading ${relative(process.cwd(), path) || path})${hint}`,
       { file: path, at },
     );
   }
@@ -51,10 +57,13 @@ export async function loadEnvironments(
 /** `file:line` of the first stack frame in the user's code (not node internals or node_modules). */
 function userFrame(err: Error, entry: string): string | undefined {
   const stack = err?.stack ?? "";
-  const frames = [...stack.matchAll(/((?:file:\/\/)?\/[^\s():]+):(\d+):(\d+)/g)].map((m) => {
-    const f = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
-    return { file: f, line: m[2]! };
-  });
+  // Frames look like "at fn (/abs/file.ts:12:7)" or "at file:///abs/file.ts:12:7"; skip node:internal ones.
+  const frames = [...stack.matchAll(/(?:\(|at )((?:file:\/\/)?\/[^\s():]+):(\d+):(\d+)/g)].map(
+    (m) => {
+      const f = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
+      return { file: f, line: m[2]! };
+    },
+  );
   const user =
     frames.find((f) => f.file === entry) ?? frames.find((f) => !f.file.includes("/node_modules/"));
   return user ? `${relative(process.cwd(), user.file) || user.file}:${user.line}` : undefined;
