@@ -176,11 +176,17 @@ export async function deployEnvironments(
     for (const d of deployed)
       if (d.endpoint && d.internalEndpoint)
         known.set(d.name, { endpoint: d.endpoint, internalEndpoint: d.internalEndpoint });
+    // Endpoints are stable, so with them reserved every request can be built up front and
+    // the backend can load dependents' code while their dependencies start.
+    const apps = plan.environments.filter((e) => e.kind === "app").map((e) => e.name);
+    const reserved = backend.reserve && apps.length ? await backend.reserve(scope, apps) : {};
+    for (const [name, ep] of Object.entries(reserved)) known.set(name, ep);
 
     const { executePlan } = await import("./engine/engine.ts");
     const outcomes = await executePlan(plan, backend, {
       ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
       ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+      preload: backend.reserve !== undefined,
       request: (env, ready) => {
         for (const [name, r] of ready)
           if (r.endpoint && r.internalEndpoint)

@@ -84,6 +84,15 @@ export interface Backend {
   stop(scope: Scope, names: string[], opts?: { cascade?: boolean }): Promise<string[]>;
   /** Stops and forgets the named environments (dependents first). */
   delete(scope: Scope, names: string[], opts?: { cascade?: boolean }): Promise<string[]>;
+  /**
+   * Two-phase start (optional). `reserve` gives the endpoints of these apps, allocating what
+   * they lack, so every request can be built before any dependency is up; `prepare` loads a
+   * new revision's code without starting it, so a later `deploy` of the same revision only
+   * has to start it; `discard` drops a prepared revision that will not be deployed.
+   */
+  reserve?(scope: Scope, names: string[]): Promise<Record<string, Endpoints>>;
+  prepare?(request: DeployRequest): Promise<void>;
+  discard?(scope: Scope, name: string): Promise<void>;
   /** An app's log lines. */
   logs(scope: Scope, name: string, opts?: LogsOptions): AsyncIterable<string>;
   /** Releases connections (not the environments). */

@@ -67,6 +67,10 @@ export async function snapshotCode(
       platform: "node",
       format: "esm",
       target: "node20",
+      // Bundling may rename a function that shares a name with another binding (a task
+      // declared as `export const train = env.task(async function train ...)`); keep `.name`,
+      // which task names default to.
+      keepNames: true,
       packages: "external",
       plugins: [caravanImports(runtimeDir)],
       sourcemap: "linked",

@@ -37,6 +37,13 @@ export interface ExecuteOptions {
     ready: ReadonlyMap<string, DeployResult>,
   ) => Promise<DeployRequest> | DeployRequest;
   onEvent?: (event: EngineEvent) => void;
+  /**
+   * Let the backend load the code of environments that wait for dependencies while those
+   * start (two-phase start); they still start only once their dependencies are ready.
+   * Needs requests that can be built up front. Ignored with a concurrency limit, which is
+   * there to bound the load on the machine. @default false
+   */
+  preload?: boolean;
 }
 
 export async function executePlan(
@@ -65,11 +72,14 @@ export async function executePlan(
     if (outcomes.size === plan.environments.length) finish();
   };
 
+  const scope = { project: plan.project, domain: plan.domain };
+  const preloaded = new Set<string>();
   const skipDependents = (failed: string) => {
     const stack = [...plan.byName.get(failed)!.dependents];
     while (stack.length) {
       const name = stack.pop()!;
       if (outcomes.has(name)) continue;
+      if (preloaded.has(name)) void backend.discard?.(scope, name).catch(() => {});
       const p = plan.byName.get(name)!;
       settle({
         name,
@@ -134,6 +144,18 @@ export async function executePlan(
     pending.set(env.name, env.dependsOn.length);
     if (env.dependsOn.length === 0) queue.push(env);
     else emit({ type: "waiting", name: env.name, on: env.dependsOn, at: 0 });
+  }
+  if (opts.preload && backend.prepare && limit === Infinity) {
+    for (const env of plan.environments) {
+      if (env.dependsOn.length === 0) continue;
+      preloaded.add(env.name);
+      // Best effort: a request that cannot be built or prepared yet fails again, with its
+      // reason, when the environment is deployed.
+      void Promise.resolve()
+        .then(() => opts.request(env, results))
+        .then((request) => backend.prepare!(request))
+        .catch(() => {});
+    }
   }
   pump();
   await allDone;

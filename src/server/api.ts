@@ -50,6 +50,18 @@ export function buildApi(
 
   app.post<{ Body: DeployRequest }>("/v1/deploy", async (req) => plane.deploy(req.body));
 
+  app.post<{ Body: { scope: Scope; names: string[] } }>("/v1/reserve", async (req) => ({
+    endpoints: await plane.reserve(req.body.scope, req.body.names),
+  }));
+  app.post<{ Body: DeployRequest }>("/v1/prepare", async (req) => {
+    await plane.prepare(req.body);
+    return { ok: true };
+  });
+  app.post<{ Body: { scope: Scope; name: string } }>("/v1/discard", async (req) => {
+    await plane.discard(req.body.scope, req.body.name);
+    return { ok: true };
+  });
+
   app.get<{ Querystring: Partial<Scope> }>("/v1/status", async (req) => {
     const { project, domain } = req.query;
     return {

@@ -4,6 +4,7 @@ import type {
   Backend,
   DeployRequest,
   DeployResult,
+  Endpoints,
   EnvironmentStatus,
   LogsOptions,
   Scope,
@@ -72,6 +73,23 @@ export class HttpBackend implements Backend {
         cascade: opts.cascade,
       })
     ).done;
+  }
+
+  async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
+    return (
+      await this.call<{ endpoints: Record<string, Endpoints> }>("POST", "/v1/reserve", {
+        scope,
+        names,
+      })
+    ).endpoints;
+  }
+
+  async prepare(request: DeployRequest): Promise<void> {
+    await this.call("POST", "/v1/prepare", request);
+  }
+
+  async discard(scope: Scope, name: string): Promise<void> {
+    await this.call("POST", "/v1/discard", { scope, name });
   }
 
   async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {

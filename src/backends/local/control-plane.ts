@@ -18,6 +18,7 @@ import type {
   Backend,
   DeployRequest,
   DeployResult,
+  Endpoints,
   EnvironmentStatus,
   LogsOptions,
   Scope,
@@ -26,7 +27,7 @@ import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive } from "./os.ts";
 import { Store, type EnvironmentRow } from "./store.ts";
-import { adopt, launch, type AppProcess, type LaunchSpec } from "./supervisor.ts";
+import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
 
 const MAX_LOG_BYTES = 10 * 1024 * 1024;
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
@@ -34,6 +35,9 @@ const BACKOFF_FIRST_MS = 250;
 const BACKOFF_MAX_MS = 30_000;
 /** A process that stayed up this long resets the backoff. */
 const STABLE_AFTER_MS = 30_000;
+
+/** A prepared process nobody starts (its client went away) is dropped after this long. */
+const PREPARED_TTL_MS = 10 * 60_000;
 
 const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
 
@@ -43,8 +47,17 @@ export class ControlPlane implements Backend {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private readonly crashCounts = new Map<string, number>();
+  /** Loaded but not started revisions (two-phase start), by environment key. */
+  private readonly prepared = new Map<
+    string,
+    { revision: string; launch: Launch; go: () => void }
+  >();
+  /** Port allocation is serialised: two allocations must never pick the same free port. */
+  private portLock: Promise<unknown> = Promise.resolve();
   private readonly housekeeping: NodeJS.Timeout;
   private closed = false;
+  /** Set when shutdown begins: from then on nothing new is started. */
+  private stopping = false;
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
@@ -80,6 +93,12 @@ export class ControlPlane implements Backend {
     const scope = req.scope;
     const key = keyOf(scope, req.name);
     return this.serialized(key, async () => {
+      if (this.stopping || this.closed) {
+        throw new CaravanError(
+          "SERVER_UNREACHABLE",
+          `${req.name} was not started: the control plane is shutting down`,
+        );
+      }
       const row = this.store.get(scope, req.name);
       const running = req.kind === "task" || this.procs.has(key);
       if (
@@ -97,22 +116,8 @@ export class ControlPlane implements Backend {
           ...(row.port ? endpointsFor(row.port) : {}),
         };
       }
-      const port =
-        row?.port ?? (req.kind === "app" ? await freePort(this.store.usedPorts()) : null);
-      const next: EnvironmentRow = {
-        project: scope.project,
-        domain: scope.domain,
-        name: req.name,
-        kind: req.kind,
-        revision: req.revision,
-        request: { ...req, force: false },
-        port,
-        state: "starting",
-        desired: "running",
-        restarts: row && row.revision === req.revision ? row.restarts : 0,
-        error: null,
-        updatedAt: new Date().toISOString(),
-      };
+      const port = req.kind === "app" ? await this.portFor(scope, req.name) : null;
+      const next = rowOf(req, port, row && row.revision === req.revision ? row.restarts : 0);
       this.cancelRestart(key);
       this.store.upsert(next);
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
@@ -133,6 +138,39 @@ export class ControlPlane implements Backend {
       this.store.setState(scope, req.name, "ready");
       return { status: "ready", revision: req.revision, ...endpointsFor(port!) };
     });
+  }
+
+  async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
+    const out: Record<string, Endpoints> = {};
+    for (const name of names) out[name] = endpointsFor(await this.portFor(scope, name));
+    return out;
+  }
+
+  /** Spawns a JS app's new revision; it loads now and starts when `deploy` says so. */
+  async prepare(req: DeployRequest): Promise<void> {
+    if (req.kind !== "app" || req.spec.serveKind === "command") return; // a command starts as it spawns
+    const key = keyOf(req.scope, req.name);
+    await this.serialized(key, async () => {
+      if (this.stopping || this.closed) return;
+      const row = this.store.get(req.scope, req.name);
+      const unchanged =
+        row?.revision === req.revision && row.state === "ready" && this.procs.has(key);
+      if ((unchanged && !req.force) || this.prepared.get(key)?.revision === req.revision) return;
+      this.discardPrepared(key);
+      const port = await this.portFor(req.scope, req.name);
+      let go!: () => void;
+      const gate = new Promise<void>((resolve) => (go = resolve));
+      const launch = spawnApp(this.launchSpec(rowOf(req, port, 0)), gate);
+      this.prepared.set(key, { revision: req.revision, launch, go });
+      setTimeout(() => {
+        if (this.prepared.get(key)?.launch === launch) this.discardPrepared(key);
+      }, PREPARED_TTL_MS).unref();
+    });
+  }
+
+  async discard(scope: Scope, name: string): Promise<void> {
+    const key = keyOf(scope, name);
+    await this.serialized(key, async () => this.discardPrepared(key));
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
@@ -180,6 +218,7 @@ export class ControlPlane implements Backend {
 
   /** Stops every app (dependents first) when `stopApps`; always releases the store. */
   async shutdown(opts: { stopApps: boolean }): Promise<void> {
+    this.stopping = true;
     if (opts.stopApps) {
       const rows = this.store.list().filter((r) => r.desired === "running");
       const byScope = new Map<string, EnvironmentRow[]>();
@@ -205,6 +244,7 @@ export class ControlPlane implements Backend {
     this.closed = true;
     clearInterval(this.housekeeping);
     for (const t of this.restartTimers.values()) clearTimeout(t);
+    for (const key of [...this.prepared.keys()]) this.discardPrepared(key);
     await Promise.allSettled(this.locks.values());
     this.store.close();
   }
@@ -221,6 +261,8 @@ export class ControlPlane implements Backend {
     const byName = new Map(rows.map((r) => [r.name, r]));
     const missing = names.filter((n) => !byName.has(n));
     if (missing.length) throw notDeployed(scope, missing, rows);
+    // Every running dependent, direct or transitive: with --cascade they go too; without,
+    // they are all named (stopping just the direct ones would be refused again).
     const targets = new Set(names);
     const blocking: string[] = [];
     for (let grew = true; grew;) {
@@ -229,13 +271,12 @@ export class ControlPlane implements Backend {
         if (targets.has(r.name) || r.desired !== "running") continue;
         const deps = (r.request.spec.dependsOn as string[] | undefined) ?? [];
         if (!deps.some((d) => targets.has(d))) continue;
-        if (opts.cascade) {
-          targets.add(r.name);
-          grew = true;
-        } else if (!blocking.includes(r.name)) blocking.push(r.name);
+        targets.add(r.name);
+        blocking.push(r.name);
+        grew = true;
       }
     }
-    if (blocking.length) {
+    if (blocking.length && !opts.cascade) {
       const verb = forget ? "delete" : "stop";
       throw new CaravanError(
         "DEPENDENTS_EXIST",
@@ -250,18 +291,31 @@ export class ControlPlane implements Backend {
         this.cancelRestart(key);
         this.store.setDesired(scope, name, "stopped");
         await this.stopProcess(key);
-        if (forget) this.store.remove(scope, name);
-        else this.store.setState(scope, name, "stopped");
+        if (forget) {
+          this.discardPrepared(key);
+          this.store.remove(scope, name);
+          this.store.releasePort(scope, name);
+        } else this.store.setState(scope, name, "stopped");
         this.store.event(scope, name, forget ? "deleted" : "stopped");
       });
     }
     return order;
   }
 
+  /** Starts the row's revision: the prepared process if there is one, else a new one. */
   private async startProcess(row: EnvironmentRow): Promise<void> {
     const key = keyOf(row, row.name);
-    const spec = this.launchSpec(row);
-    const proc = await launch(spec);
+    const prepared = this.prepared.get(key);
+    this.prepared.delete(key);
+    let launch: Launch;
+    if (prepared?.revision === row.revision) {
+      launch = prepared.launch;
+      prepared.go();
+    } else {
+      if (prepared) void prepared.launch.proc?.stop(2000);
+      launch = spawnApp(this.launchSpec(row));
+    }
+    const proc = await launch.ready;
     this.procs.set(key, { proc, since: Date.now() });
     this.store.addProcess({
       pid: proc.pid,
@@ -313,7 +367,8 @@ export class ControlPlane implements Backend {
       this.restartTimers.delete(key);
       void this.serialized(key, async () => {
         const latest = this.store.get(row, row.name);
-        if (this.closed || !latest || latest.desired !== "running" || this.procs.has(key)) return;
+        if (this.closed || this.stopping) return;
+        if (!latest || latest.desired !== "running" || this.procs.has(key)) return;
         try {
           await this.startProcess(latest);
           this.store.setState(row, row.name, "ready");
@@ -326,6 +381,25 @@ export class ControlPlane implements Backend {
     }, delay);
     timer.unref();
     this.restartTimers.set(key, timer);
+  }
+
+  private discardPrepared(key: string): void {
+    const prepared = this.prepared.get(key);
+    this.prepared.delete(key);
+    void prepared?.launch.proc?.stop(2000);
+  }
+
+  /** The app's port: allocated once, kept across redeploys and restarts until delete. */
+  private portFor(scope: Scope, name: string): Promise<number> {
+    const run = this.portLock.then(async () => {
+      const existing = this.store.portOf(scope, name);
+      if (existing !== undefined) return existing;
+      const port = await freePort(this.store.usedPorts());
+      this.store.assignPort(scope, name, port);
+      return port;
+    });
+    this.portLock = run.catch(() => {});
+    return run;
   }
 
   private cancelRestart(key: string): void {
@@ -431,6 +505,23 @@ export class ControlPlane implements Backend {
     });
     return run;
   }
+}
+
+function rowOf(req: DeployRequest, port: number | null, restarts: number): EnvironmentRow {
+  return {
+    project: req.scope.project,
+    domain: req.scope.domain,
+    name: req.name,
+    kind: req.kind,
+    revision: req.revision,
+    request: { ...req, force: false },
+    port,
+    state: "starting",
+    desired: "running",
+    restarts,
+    error: null,
+    updatedAt: new Date().toISOString(),
+  };
 }
 
 /** `$PORT`, `${PORT}`, `$NAME` and any declared variable; an unknown `${X}` is an error. */

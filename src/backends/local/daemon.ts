@@ -91,7 +91,8 @@ export async function ensureDaemon(
     const info = readInfo(paths);
     if (info && (await healthy(info, token)))
       return { ...info, token, started: info.pid === child.pid };
-    if (exited && !readInfo(paths)) break;
+    // Our child gives way when another client's daemon is starting: wait for that one.
+    if (exited && !readInfo(paths) && !lockHeld(paths)) break;
   }
   throw new CaravanError(
     "SERVER_UNREACHABLE",
@@ -152,6 +153,19 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
   process.on("SIGTERM", () => void stop(false));
   process.on("SIGINT", () => void stop(false));
   process.stderr.write(`caravan control plane ${url} pid ${process.pid}\n`);
+}
+
+/** Whether a live process holds the start-up lock (a daemon is starting or running). */
+function lockHeld(paths: HomePaths): boolean {
+  try {
+    const held = JSON.parse(readFileSync(paths.daemonLock, "utf8")) as {
+      pid: number;
+      startTime: string;
+    };
+    return isAlive(held.pid, held.startTime);
+  } catch {
+    return false;
+  }
 }
 
 /** An exclusive lock file holding our pid; a stale one (dead pid) is taken over. */

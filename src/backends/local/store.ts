@@ -15,6 +15,7 @@ export interface EnvironmentRow {
   revision: string;
   /** The last deploy request, so the environment can be started again without a client. */
   request: DeployRequest;
+  /** From the ports table (not stored with the environment): null for task environments. */
   port: number | null;
   state: EnvironmentState;
   desired: "running" | "stopped";
@@ -37,11 +38,15 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS environments (
   project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL,
   kind TEXT NOT NULL, revision TEXT NOT NULL, request TEXT NOT NULL,
-  port INTEGER, state TEXT NOT NULL, desired TEXT NOT NULL,
+  state TEXT NOT NULL, desired TEXT NOT NULL,
   restarts INTEGER NOT NULL DEFAULT 0, error TEXT, updated_at TEXT NOT NULL,
   PRIMARY KEY (project, domain, name)
 );
-CREATE UNIQUE INDEX IF NOT EXISTS environments_port ON environments(port) WHERE port IS NOT NULL;
+-- An app's port is allocated once (reserved before its first start) and kept until delete.
+CREATE TABLE IF NOT EXISTS ports (
+  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, port INTEGER NOT NULL UNIQUE,
+  PRIMARY KEY (project, domain, name)
+);
 CREATE TABLE IF NOT EXISTS processes (
   pid INTEGER NOT NULL, start_time TEXT NOT NULL,
   project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, revision TEXT NOT NULL,
@@ -61,6 +66,9 @@ CREATE TABLE IF NOT EXISTS events (
 
 type Raw = Record<string, any>;
 
+const WITH_PORT =
+  "SELECT e.*, p.port FROM environments e LEFT JOIN ports p USING (project, domain, name)";
+
 export class Store {
   private db: Database.Database;
   private stmts;
@@ -73,14 +81,14 @@ export class Store {
     this.db.exec(SCHEMA);
     const db = this.db;
     this.stmts = {
-      get: db.prepare("SELECT * FROM environments WHERE project = ? AND domain = ? AND name = ?"),
-      list: db.prepare("SELECT * FROM environments WHERE project = ? AND domain = ? ORDER BY name"),
-      listAll: db.prepare("SELECT * FROM environments ORDER BY project, domain, name"),
+      get: db.prepare(`${WITH_PORT} WHERE e.project = ? AND e.domain = ? AND e.name = ?`),
+      list: db.prepare(`${WITH_PORT} WHERE e.project = ? AND e.domain = ? ORDER BY e.name`),
+      listAll: db.prepare(`${WITH_PORT} ORDER BY e.project, e.domain, e.name`),
       upsert:
-        db.prepare(`INSERT INTO environments (project, domain, name, kind, revision, request, port, state, desired, restarts, error, updated_at)
-        VALUES (@project, @domain, @name, @kind, @revision, @request, @port, @state, @desired, @restarts, @error, @updatedAt)
+        db.prepare(`INSERT INTO environments (project, domain, name, kind, revision, request, state, desired, restarts, error, updated_at)
+        VALUES (@project, @domain, @name, @kind, @revision, @request, @state, @desired, @restarts, @error, @updatedAt)
         ON CONFLICT (project, domain, name) DO UPDATE SET kind = excluded.kind, revision = excluded.revision,
-          request = excluded.request, port = excluded.port, state = excluded.state, desired = excluded.desired,
+          request = excluded.request, state = excluded.state, desired = excluded.desired,
           restarts = excluded.restarts, error = excluded.error, updated_at = excluded.updated_at`),
       setState: db.prepare(
         "UPDATE environments SET state = ?, error = ?, updated_at = ? WHERE project = ? AND domain = ? AND name = ?",
@@ -92,7 +100,10 @@ export class Store {
         "UPDATE environments SET restarts = restarts + 1 WHERE project = ? AND domain = ? AND name = ?",
       ),
       remove: db.prepare("DELETE FROM environments WHERE project = ? AND domain = ? AND name = ?"),
-      ports: db.prepare("SELECT port FROM environments WHERE port IS NOT NULL"),
+      ports: db.prepare("SELECT port FROM ports"),
+      portOf: db.prepare("SELECT port FROM ports WHERE project = ? AND domain = ? AND name = ?"),
+      assignPort: db.prepare("INSERT INTO ports (project, domain, name, port) VALUES (?, ?, ?, ?)"),
+      releasePort: db.prepare("DELETE FROM ports WHERE project = ? AND domain = ? AND name = ?"),
       addProcess: db.prepare(
         "INSERT OR REPLACE INTO processes (pid, start_time, project, domain, name, revision, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
       ),
@@ -126,8 +137,10 @@ export class Store {
     return raws.map(toRow);
   }
 
+  /** Saves everything but the port, which `assignPort` owns. */
   upsert(row: EnvironmentRow): void {
-    this.stmts.upsert.run({ ...row, request: JSON.stringify(row.request) });
+    const { port: _port, ...fields } = row;
+    this.stmts.upsert.run({ ...fields, request: JSON.stringify(row.request) });
   }
 
   setState(scope: Scope, name: string, state: EnvironmentState, error: string | null = null): void {
@@ -144,6 +157,18 @@ export class Store {
 
   remove(scope: Scope, name: string): void {
     this.stmts.remove.run(scope.project, scope.domain, name);
+  }
+
+  portOf(scope: Scope, name: string): number | undefined {
+    return (this.stmts.portOf.get(scope.project, scope.domain, name) as Raw | undefined)?.port;
+  }
+
+  assignPort(scope: Scope, name: string, port: number): void {
+    this.stmts.assignPort.run(scope.project, scope.domain, name, port);
+  }
+
+  releasePort(scope: Scope, name: string): void {
+    this.stmts.releasePort.run(scope.project, scope.domain, name);
   }
 
   usedPorts(): Set<number> {
@@ -213,7 +238,7 @@ function toRow(r: Raw): EnvironmentRow {
     kind: r.kind,
     revision: r.revision,
     request: JSON.parse(r.request),
-    port: r.port,
+    port: r.port ?? null,
     state: r.state,
     desired: r.desired,
     restarts: r.restarts,

@@ -4,7 +4,7 @@
  * plane (a new one adopts them) and never block on a pipe nobody reads.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, openSync, readSync, statSync, writeSync } from "node:fs";
+import { appendFileSync, closeSync, openSync, readSync, statSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
 import { request } from "node:http";
 import { CaravanError } from "../../errors.ts";
@@ -53,10 +53,17 @@ export class AppProcess {
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
     signalGroup(this.pid, "SIGTERM");
+    // Both timers keep the event loop alive until the exit is seen: the child handle is
+    // unref'd (and an adopted process is only polled), so a control plane shutting down
+    // would otherwise exit half-way and leave the apps it had not signalled yet running.
     const timer = setTimeout(() => signalGroup(this.pid, "SIGKILL"), graceMs);
-    timer.unref();
-    await this.exited;
-    clearTimeout(timer);
+    const keepAlive = setInterval(() => {}, 60_000);
+    try {
+      await this.exited;
+    } finally {
+      clearTimeout(timer);
+      clearInterval(keepAlive);
+    }
     // Stray children of a command app that ignored SIGTERM.
     signalGroup(this.pid, "SIGKILL");
   }
@@ -91,21 +98,32 @@ function fileSize(file: string): number {
   }
 }
 
+/** A spawned app on its way to ready. */
+export interface Launch {
+  /** Undefined when the program could not even be spawned (then `ready` rejects). */
+  proc: AppProcess | undefined;
+  /** Resolves once the app is ready; rejects (after stopping it) when it cannot be. */
+  ready: Promise<AppProcess>;
+}
+
 /**
- * Starts an app and resolves once it is ready. Rejects at once when the process exits
- * before that (with its log tail), or when it is not ready within the start timeout.
- * `gate` is awaited between loading and starting (the two-phase protocol).
+ * Spawns an app. It loads at once but starts only when `gate` resolves (the two-phase
+ * protocol: a prepared dependent loads while its dependencies start). `ready` rejects at
+ * once when the process exits before it is ready (with its log tail), or when it is not
+ * ready within the start timeout, counted from the gate.
  */
-export async function launch(
-  spec: LaunchSpec,
-  gate: Promise<void> = Promise.resolve(),
-): Promise<AppProcess> {
+export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve()): Launch {
   const offset = fileSize(spec.logFile);
   const fd = openSync(spec.logFile, "a");
-  writeSync(
-    fd,
-    `[caravan] ${new Date().toISOString()} starting ${spec.name} on port ${spec.port}\n`,
-  );
+  // "starting" marks the start phase: a JS app first loads, and starts when the gate opens.
+  const startLine = () =>
+    `[caravan] ${new Date().toISOString()} starting ${spec.name} on port ${spec.port}\n`;
+  if (spec.mode.kind === "runtime") {
+    writeSync(fd, `[caravan] ${new Date().toISOString()} loading ${spec.name}\n`);
+    void gate.then(() => appendFileSync(spec.logFile, startLine()));
+  } else {
+    writeSync(fd, startLine());
+  }
   let child: ChildProcess;
   try {
     const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env, PORT: String(spec.port) };
@@ -130,18 +148,24 @@ export async function launch(
     closeSync(fd);
   }
 
+  if (child.pid === undefined) {
+    const ready = new Promise<never>((_, reject) =>
+      child.once("error", (err) =>
+        reject(
+          new CaravanError(
+            "APP_EXITED",
+            `${spec.name}: could not start ${describeCommand(spec)}: ${err.message}`,
+          ),
+        ),
+      ),
+    );
+    ready.catch(() => {});
+    return { proc: undefined, ready };
+  }
   const exited = new Promise<ExitInfo>((resolve) => {
     child.once("exit", (code, signal) => resolve({ code, signal }));
     child.once("error", () => resolve({ code: -1, signal: null }));
   });
-  const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
-  if (child.pid === undefined) {
-    const err = await spawnError;
-    throw new CaravanError(
-      "APP_EXITED",
-      `${spec.name}: could not start ${describeCommand(spec)}: ${err.message}`,
-    );
-  }
   const pid = child.pid;
   child.unref();
   const proc = new AppProcess(pid, processStartTime(pid) ?? String(Date.now()), exited, child);
@@ -151,47 +175,55 @@ export async function launch(
     return new CaravanError(
       "APP_EXITED",
       `${spec.name} ${why}${tail ? `; last lines of its log:\n${indent(tail)}` : " (its log is empty)"}`,
-      {
-        app: spec.name,
-        logTail: tail,
-      },
+      { app: spec.name, logTail: tail },
     );
   };
-
-  const ready =
+  const listening =
     spec.mode.kind === "runtime"
       ? runtimeReady(child, gate)
       : gate.then(() =>
           probeReady(spec.port, (spec.mode as { readinessPath?: string }).readinessPath, exited),
         );
-
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      reject(
-        new CaravanError(
-          "START_TIMEOUT",
-          `${spec.name} was not ready within ${spec.startTimeoutMs / 1000}s (timeouts.start); last lines of its log:\n${indent(logTail(spec.logFile, offset) || "(empty)")}`,
-          { app: spec.name },
-        ),
-      );
-    }, spec.startTimeoutMs);
-  });
+  const timeout = gate.then(
+    () =>
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          reject(
+            new CaravanError(
+              "START_TIMEOUT",
+              `${spec.name} was not ready within ${spec.startTimeoutMs / 1000}s (timeouts.start); last lines of its log:\n${indent(logTail(spec.logFile, offset) || "(empty)")}`,
+              { app: spec.name },
+            ),
+          );
+        }, spec.startTimeoutMs);
+      }),
+  );
   const died = exited.then((info) => {
     throw failure(
       `exited ${info.signal ? `on ${info.signal}` : `with code ${info.code}`} before it was ready`,
     );
   });
-  try {
-    await Promise.race([ready, timeout, died]);
-    return proc;
-  } catch (e) {
-    await proc.stop(2000);
-    throw e instanceof CaravanError ? e : failure(`failed to start: ${(e as Error).message}`);
-  } finally {
-    clearTimeout(timer);
-    died.catch(() => {});
-  }
+  const ready = (async () => {
+    try {
+      await Promise.race([listening, timeout, died]);
+      return proc;
+    } catch (e) {
+      await proc.stop(2000);
+      throw e instanceof CaravanError ? e : failure(`failed to start: ${(e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+      died.catch(() => {});
+      timeout.catch(() => {});
+    }
+  })();
+  ready.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
+  return { proc, ready };
+}
+
+/** Starts an app now and resolves once it is ready. */
+export function launch(spec: LaunchSpec): Promise<AppProcess> {
+  return spawnApp(spec).ready;
 }
 
 /** Adopts a process left by a previous control plane; `exited` is found by polling. */
