@@ -26,7 +26,7 @@ import type {
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive } from "./os.ts";
-import { Store, type EnvironmentRow } from "./store.ts";
+import { Store, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
 
 const MAX_LOG_BYTES = 10 * 1024 * 1024;
@@ -67,22 +67,41 @@ export class ControlPlane implements Backend {
 
   /** Adopts processes a previous control plane left running; restarts what died. */
   async recover(): Promise<void> {
-    const alive = new Map<string, { pid: number; startTime: string }>();
+    // Every process is recorded from the moment it is spawned, so none can be orphaned by a
+    // control plane that died mid-start. Adopt what is ready and current; stop the rest.
+    const adopted = new Map<string, ProcessRow>();
     for (const p of this.store.allProcesses()) {
-      if (isAlive(p.pid, p.startTime)) alive.set(keyOf(p, p.name), p);
-      else this.store.removeProcess(p.pid, p.startTime);
+      if (!isAlive(p.pid, p.startTime)) {
+        this.store.removeProcess(p.pid, p.startTime);
+        continue;
+      }
+      const key = keyOf(p, p.name);
+      const row = this.store.get(p, p.name);
+      const current =
+        row?.kind === "app" &&
+        row.desired === "running" &&
+        row.state === "ready" &&
+        row.revision === p.revision &&
+        !adopted.has(key);
+      if (current) {
+        adopted.set(key, p);
+      } else {
+        // Half-started, superseded, a prepared revision, or a second copy: never keep it.
+        const stray = adopt(p.pid, p.startTime);
+        void stray.stop(2000).then(() => this.store.removeProcess(p.pid, p.startTime));
+        this.store.event(p, p.name, "stray-stopped", `pid ${p.pid}`);
+      }
     }
     for (const row of this.store.list()) {
-      const key = keyOf(row, row.name);
-      const found = alive.get(key);
       if (row.kind !== "app" || row.desired !== "running") continue;
+      const key = keyOf(row, row.name);
+      const found = adopted.get(key);
       if (found) {
         const proc = adopt(found.pid, found.startTime);
         this.procs.set(key, { proc, since: Date.now() });
         this.watch(row, proc);
-        if (row.state !== "ready") this.store.setState(row, row.name, "ready");
         this.store.event(row, row.name, "adopted", `pid ${found.pid}`);
-      } else if (row.state === "ready" || row.state === "restarting" || row.state === "starting") {
+      } else if (row.state !== "failed" && row.state !== "stopped") {
         this.store.event(row, row.name, "lost", "not running after a control plane restart");
         this.scheduleRestart(row, 0);
       }
@@ -160,7 +179,9 @@ export class ControlPlane implements Backend {
       const port = await this.portFor(req.scope, req.name);
       let go!: () => void;
       const gate = new Promise<void>((resolve) => (go = resolve));
-      const launch = spawnApp(this.launchSpec(rowOf(req, port, 0)), gate);
+      const row0 = rowOf(req, port, 0);
+      const launch = spawnApp(this.launchSpec(row0), gate);
+      this.record(row0, launch);
       this.prepared.set(key, { revision: req.revision, launch, go });
       setTimeout(() => {
         if (this.prepared.get(key)?.launch === launch) this.discardPrepared(key);
@@ -312,19 +333,12 @@ export class ControlPlane implements Backend {
       launch = prepared.launch;
       prepared.go();
     } else {
-      if (prepared) void prepared.launch.proc?.stop(2000);
+      if (prepared) this.stopLaunch(prepared.launch);
       launch = spawnApp(this.launchSpec(row));
+      this.record(row, launch);
     }
     const proc = await launch.ready;
     this.procs.set(key, { proc, since: Date.now() });
-    this.store.addProcess({
-      pid: proc.pid,
-      startTime: proc.startTime,
-      project: row.project,
-      domain: row.domain,
-      name: row.name,
-      revision: row.revision,
-    });
     this.watch(row, proc);
   }
 
@@ -386,7 +400,30 @@ export class ControlPlane implements Backend {
   private discardPrepared(key: string): void {
     const prepared = this.prepared.get(key);
     this.prepared.delete(key);
-    void prepared?.launch.proc?.stop(2000);
+    if (prepared) this.stopLaunch(prepared.launch);
+  }
+
+  /** Records a spawned process at once; forgets it when it exits before it was ready. */
+  private record(row: EnvironmentRow, launch: Launch): void {
+    const proc = launch.proc;
+    if (!proc) return;
+    this.store.addProcess({
+      pid: proc.pid,
+      startTime: proc.startTime,
+      project: row.project,
+      domain: row.domain,
+      name: row.name,
+      revision: row.revision,
+    });
+    launch.ready.catch(() => this.closed || this.store.removeProcess(proc.pid, proc.startTime));
+  }
+
+  private stopLaunch(launch: Launch): void {
+    const proc = launch.proc;
+    if (!proc) return;
+    void proc
+      .stop(2000)
+      .then(() => this.closed || this.store.removeProcess(proc.pid, proc.startTime));
   }
 
   /** The app's port: allocated once, kept across redeploys and restarts until delete. */
