@@ -19,13 +19,19 @@ describe("the seed's example: app2 calls app1", () => {
       ["app2-calls-app1", "ready"],
     ]);
     const [app1, app2] = deployments;
-    expect(await getText(`${app2.endpoint}/greeting/World`)).toEqual({ status: 200, body: "Hello, World!" });
+    expect(await getText(`${app2.endpoint}/greeting/World`)).toEqual({
+      status: 200,
+      body: "Hello, World!",
+    });
     expect((await getText(`${app2.endpoint}/app1-endpoint`)).body).toBe(app1.internalEndpoint);
 
     const again = await sb.run(["deploy", "examples/app-calling-app.ts", "--json"]);
     expect(again.code, again.stderr).toBe(0);
     const second = JSON.parse(again.stdout).deployments;
     expect(second.map((d: { status: string }) => d.status)).toEqual(["unchanged", "unchanged"]);
-    expect(second.map((d: { endpoint: string }) => d.endpoint)).toEqual([app1.endpoint, app2.endpoint]);
+    expect(second.map((d: { endpoint: string }) => d.endpoint)).toEqual([
+      app1.endpoint,
+      app2.endpoint,
+    ]);
   });
 });

@@ -21,7 +21,10 @@ export interface Sandbox {
   home: string;
   env: NodeJS.ProcessEnv;
   /** Runs `caravan <args>` and waits for it. */
-  run(args: string[], opts?: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
+  run(
+    args: string[],
+    opts?: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv },
+  ): Promise<CliResult>;
   /** Starts `caravan <args>` without waiting (for serve, logs --follow). */
   start(args: string[], opts?: { cwd?: string; env?: NodeJS.ProcessEnv }): ChildProcess;
   /** Pids of every live process started for this home (the daemon and the apps). */
@@ -42,7 +45,12 @@ export function sandbox(): Sandbox {
         execFile(
           process.execPath,
           [BIN, ...args],
-          { cwd: opts.cwd ?? ROOT, env: { ...env, ...opts.env }, timeout: opts.timeoutMs ?? 90_000, maxBuffer: 16 * 1024 * 1024 },
+          {
+            cwd: opts.cwd ?? ROOT,
+            env: { ...env, ...opts.env },
+            timeout: opts.timeoutMs ?? 90_000,
+            maxBuffer: 16 * 1024 * 1024,
+          },
           (err, stdout, stderr) => {
             const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
             resolvePromise({ code, stdout, stderr });
@@ -99,7 +107,11 @@ export function processesWithHome(home: string): number[] {
 }
 
 /** Polls `fn` until it returns a truthy value (no fixed sleeps in tests). */
-export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<NonNullable<T>> {
+export async function eventually<T>(
+  fn: () => T | Promise<T>,
+  timeoutMs = 20_000,
+  everyMs = 50,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -109,7 +121,8 @@ export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 20_000
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
