@@ -65,7 +65,8 @@ function printSummary(deployments: Deployment[], scope: string): void {
   }
   const parts = ["ready", "unchanged", "failed", "skipped"].map((s) => `${count(s)} ${s}`);
   info(`\n${scope}: ${parts.join(", ")}`);
+  const width = Math.max(...deployments.map((d) => d.name.length));
   for (const d of deployments) {
-    if (d.endpoint) process.stdout.write(`${d.name}  ${d.endpoint}\n`);
+    if (d.endpoint) process.stdout.write(`${d.name.padEnd(width)}  ${d.endpoint}\n`);
   }
 }
