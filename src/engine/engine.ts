@@ -74,12 +74,19 @@ export async function executePlan(
 
   const scope = { project: plan.project, domain: plan.domain };
   const preloaded = new Set<string>();
+  /** Preloads in flight, and discards of preloaded environments that were skipped. */
+  const preparing = new Map<string, Promise<unknown>>();
+  const discarding: Promise<unknown>[] = [];
   const skipDependents = (failed: string) => {
     const stack = [...plan.byName.get(failed)!.dependents];
     while (stack.length) {
       const name = stack.pop()!;
       if (outcomes.has(name)) continue;
-      if (preloaded.has(name)) void backend.discard?.(scope, name).catch(() => {});
+      if (preloaded.has(name)) {
+        // After its preload (which may still be in flight), or that would outlive the discard.
+        const prepared = preparing.get(name) ?? Promise.resolve();
+        discarding.push(prepared.then(() => backend.discard?.(scope, name)).catch(() => {}));
+      }
       const p = plan.byName.get(name)!;
       settle({
         name,
@@ -151,13 +158,16 @@ export async function executePlan(
       preloaded.add(env.name);
       // Best effort: a request that cannot be built or prepared yet fails again, with its
       // reason, when the environment is deployed.
-      void Promise.resolve()
+      const prepared = Promise.resolve()
         .then(() => opts.request(env, results))
         .then((request) => backend.prepare!(request))
         .catch(() => {});
+      preparing.set(env.name, prepared);
     }
   }
   pump();
   await allDone;
+  // Nothing prepared for a skipped environment outlives the deploy.
+  await Promise.allSettled(discarding);
   return plan.order.map((n) => outcomes.get(n)!);
 }

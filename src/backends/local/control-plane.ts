@@ -265,8 +265,9 @@ export class ControlPlane implements Backend {
     this.closed = true;
     clearInterval(this.housekeeping);
     for (const t of this.restartTimers.values()) clearTimeout(t);
-    for (const key of [...this.prepared.keys()]) this.discardPrepared(key);
-    await Promise.allSettled(this.locks.values());
+    // Wait for prepared processes to be gone: whoever closes us may exit right after.
+    const discarding = [...this.prepared.keys()].map((key) => this.discardPrepared(key));
+    await Promise.allSettled([...this.locks.values(), ...discarding]);
     this.store.close();
   }
 
@@ -346,6 +347,9 @@ export class ControlPlane implements Backend {
     const key = keyOf(row, row.name);
     void proc.exited.then((info) => {
       if (this.closed) return;
+      // The app ran in its own process group: children it left (a shell wrapper's server)
+      // would keep its port and make every restart fail. The group only: the pid is dead.
+      if (!proc.isStopping) killGroup(proc.pid);
       this.store.removeProcess(proc.pid, proc.startTime);
       const current = this.procs.get(key);
       if (current?.proc !== proc) return;
@@ -397,10 +401,10 @@ export class ControlPlane implements Backend {
     this.restartTimers.set(key, timer);
   }
 
-  private discardPrepared(key: string): void {
+  private discardPrepared(key: string): Promise<void> {
     const prepared = this.prepared.get(key);
     this.prepared.delete(key);
-    if (prepared) this.stopLaunch(prepared.launch);
+    return prepared ? this.stopLaunch(prepared.launch) : Promise.resolve();
   }
 
   /** Records a spawned process at once; forgets it when it exits before it was ready. */
@@ -418,12 +422,11 @@ export class ControlPlane implements Backend {
     launch.ready.catch(() => this.closed || this.store.removeProcess(proc.pid, proc.startTime));
   }
 
-  private stopLaunch(launch: Launch): void {
+  private async stopLaunch(launch: Launch): Promise<void> {
     const proc = launch.proc;
     if (!proc) return;
-    void proc
-      .stop(2000)
-      .then(() => this.closed || this.store.removeProcess(proc.pid, proc.startTime));
+    await proc.stop(2000);
+    if (!this.closed) this.store.removeProcess(proc.pid, proc.startTime);
   }
 
   /** The app's port: allocated once, kept across redeploys and restarts until delete. */
@@ -576,6 +579,14 @@ export function expandVars(arg: string, vars: Record<string, string>, app: strin
       );
     },
   );
+}
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, "SIGKILL");
+  } catch {
+    /* the group is empty */
+  }
 }
 
 function dependentsFirst(names: string[], byName: Map<string, EnvironmentRow>): string[] {

@@ -57,7 +57,8 @@ export function registerServe(program: Command, ctx: CommandContext): void {
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
     }).finally(() => progress.done());
     const failed = deployments.filter((d) => d.status === "failed" || d.status === "skipped");
-    if (failed.length) {
+    // Interrupted while deploying: what was not started because of Ctrl-C is no failure.
+    if (failed.length && !abort.signal.aborted) {
       ctx.exitCode = 1;
       for (const d of failed) info(color.red(`${d.name} ${d.status}: ${d.outcome.error}`));
     }
