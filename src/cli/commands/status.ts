@@ -57,7 +57,11 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
         .trimEnd();
     process.stdout.write(color.bold(fmt(head)) + "\n");
     for (const r of rows) process.stdout.write(fmt(r) + "\n");
-    for (const e of envs)
-      if (e.error && e.state !== "ready") info(color.red(`${e.name}: ${e.error.split("\n")[0]}`));
+    for (const e of envs) {
+      if (!e.error || e.state === "ready") continue;
+      // The reason without the log tail it may carry: `caravan logs` shows the log.
+      const reason = e.error.split("\n")[0]!.replace(/; last lines of its log:$/, "");
+      info(color.red(`${e.name}: ${reason} (see: caravan logs ${e.name} --tail 20)`));
+    }
   });
 }
