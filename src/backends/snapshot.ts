@@ -14,7 +14,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";
-import { build, type Metafile, type Plugin } from "esbuild";
+import { build, stop as stopEsbuild, type Metafile, type Plugin } from "esbuild";
 import { CaravanError } from "../errors.ts";
 import type { Environment } from "../sdk/environment.ts";
 import { sha256 } from "../sdk/stable.ts";
@@ -59,6 +59,8 @@ export async function snapshotCode(
   const workDir = dirname(entry);
   const runtimeDir = await buildRuntime(paths.runtime);
   let result;
+  // Snapshots are rare: stop esbuild's service process afterwards rather than keep it alive
+  // beside a long-running caller (a serve session must leave nothing behind).
   try {
     result = await build({
       entryPoints: [entry],
@@ -91,7 +93,10 @@ export async function snapshotCode(
       `could not snapshot ${entryFile}: ${where}${first?.text ?? (e as Error).message}`,
       { file: entry },
     );
+  } finally {
+    await stopEsbuild();
   }
+
   const files = result.outputFiles.map((f) => ({ name: basename(f.path), contents: f.contents }));
   const { hash, dir } = writeContentAddressed(paths.bundles, files, nearestNodeModules(workDir));
   const code: CodeRef = {
