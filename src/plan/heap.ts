@@ -1,5 +1,8 @@
-/** A binary min-heap of strings (code-unit order), for name-ordered topological sorting. */
-export class MinHeap<T extends string> {
+/**
+ * A binary min-heap of strings (code-unit order) or numbers, for name-ordered topological
+ * sorting (the planner pushes name ranks).
+ */
+export class MinHeap<T extends string | number> {
   private items: T[] = [];
 
   get size(): number {

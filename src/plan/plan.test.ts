@@ -121,6 +121,17 @@ describe("closure", () => {
     expect(p.environments).toHaveLength(2);
   });
 
+  it("lists a dependency once even when dependsOn holds it twice", () => {
+    // addDependency deduplicates; an environment from another copy of caravan might not.
+    const base = task("base");
+    const top = app("top", { dependsOn: [base] });
+    (top.dependsOn as Environment[]).push(base);
+    const p = plan([top]);
+    expect(p.order).toEqual(["base", "top"]);
+    expect(p.byName.get("top")!.dependsOn).toEqual(["base"]);
+    expect(p.byName.get("base")!.dependents).toEqual(["top"]);
+  });
+
   it("accepts apps and task environments mixed, with their kinds", () => {
     const t = task("trainer");
     const a = app("serving", { dependsOn: [t] });
@@ -316,7 +327,7 @@ describe("AppEndpoint inputs", () => {
 
 describe("specHash", () => {
   const build = (name: string, opts: Partial<AppEnvironmentOptions> = {}) =>
-    plan([app(name, opts)]).environments[0]!.specHash;
+    plan([app(name, opts)]).byName.get(name)!.specHash;
 
   it("is equal for equal specs declared separately, key order aside", () => {
     const opts = {
@@ -361,8 +372,13 @@ describe("specHash", () => {
 
   it("changes with the name, the dependencies and a task environment's tasks", () => {
     expect(build("one")).not.toBe(build("two"));
-    const dep = task("dep");
-    expect(build("with-dep", { dependsOn: [dep] })).not.toBe(build("with-dep"));
+    expect(build("with-dep", { dependsOn: [task("dep")] })).not.toBe(build("with-dep"));
+    expect(build("with-dep", { dependsOn: [task("dep")] })).toBe(
+      build("with-dep", { dependsOn: [task("dep")] }),
+    );
+    expect(build("with-dep", { dependsOn: [task("dep")] })).not.toBe(
+      build("with-dep", { dependsOn: [task("other-dep")] }),
+    );
     const hashOf = (withTask: boolean) => {
       const t = task("tasks");
       if (withTask) t.task(async function train() {});

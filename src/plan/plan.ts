@@ -2,7 +2,9 @@
  * The planner: pure, no I/O. Turns the environments a user asked for into a validated,
  * ordered plan — the closure over `dependsOn`, each environment once, cycles and
  * duplicates rejected, a deterministic topological order and a content hash per
- * environment. Linear in the size of the graph (plus a log factor for name ties).
+ * environment. Linear in the size of the graph (plus a log factor for name ties): every
+ * environment's name is looked up once per edge while collecting the closure; the passes
+ * after that (cycles, order, levels, dependents) run over integer indices in flat arrays.
  */
 import { CaravanError, describeValue } from "../errors.ts";
 import {
@@ -49,34 +51,67 @@ export interface Plan {
 }
 
 export function planDeployment(requested: readonly unknown[], opts: PlanOptions): Plan {
-  const envs = collectClosure(requested);
-  rejectCycles(envs);
-  const order = topologicalOrder(envs);
+  const graph = collectClosure(requested);
+  const { nodes, names } = graph;
+  const n = nodes.length;
+  // Ranks in name order (names are unique): the tie-break, and the cycle search's start order.
+  const byRank = Array.from({ length: n }, (_, i) => i).sort((a, b) =>
+    names[a]! < names[b]! ? -1 : 1,
+  );
+  const rank = new Int32Array(n);
+  byRank.forEach((v, r) => (rank[v] = r));
+  const dependents = reverseEdges(graph, byRank);
+  const order = topologicalOrder(graph, dependents, byRank, rank);
+  if (order.length < n) {
+    rejectCycles(graph, byRank);
+    throw new CaravanError("INTERNAL", "planner: the order is incomplete but no cycle was found");
+  }
+
+  // Each node's dependencies in name order, from the name-ordered reverse lists: no sorting.
+  const sortedDeps = new Int32Array(graph.deps.length);
+  const fill = Int32Array.from(graph.depStart);
+  for (const w of byRank) {
+    for (let k = dependents.start[w]!; k < dependents.start[w + 1]!; k++) {
+      const u = dependents.list[k]!;
+      sortedDeps[fill[u]!++] = w;
+    }
+  }
+
+  const level = new Int32Array(n);
   const planned = new Map<string, PlannedEnvironment>();
-  for (const name of order) {
-    const env = envs.get(name)!;
-    const deps = uniqueNames(env.dependsOn);
-    let level = 0;
-    for (const d of deps) level = Math.max(level, planned.get(d)!.level + 1);
-    planned.set(name, {
-      name,
+  const environments: PlannedEnvironment[] = [];
+  for (const v of order) {
+    const env = nodes[v]!;
+    const dependsOn: string[] = [];
+    let lv = 0;
+    for (let k = graph.depStart[v]!, end = k + graph.depCount[v]!; k < end; k++) {
+      const w = sortedDeps[k]!;
+      dependsOn.push(names[w]!);
+      if (level[w]! + 1 > lv) lv = level[w]! + 1;
+    }
+    level[v] = lv;
+    const dependentNames: string[] = [];
+    for (let k = dependents.start[v]!; k < dependents.start[v + 1]!; k++) {
+      dependentNames.push(names[dependents.list[k]!]!);
+    }
+    const p: PlannedEnvironment = {
+      name: names[v]!,
       kind: env.kind,
       env,
-      dependsOn: deps,
-      dependents: [],
-      level,
+      dependsOn,
+      dependents: dependentNames,
+      level: lv,
       specHash: sha256(stableStringify(env.spec())),
-    });
+    };
+    planned.set(p.name, p);
+    environments.push(p);
   }
-  for (const p of planned.values())
-    for (const d of p.dependsOn) planned.get(d)!.dependents.push(p.name);
-  for (const p of planned.values()) p.dependents.sort();
   checkAppEndpoints(planned, opts);
   return {
     project: opts.project,
     domain: opts.domain,
-    environments: order.map((n) => planned.get(n)!),
-    order,
+    environments,
+    order: environments.map((e) => e.name),
     byName: planned,
   };
 }
@@ -96,13 +131,19 @@ export function planToJSON(plan: Plan) {
   };
 }
 
-function uniqueNames(envs: readonly Environment[]): string[] {
-  return [...new Set(envs.map((e) => e.name))].sort();
+/**
+ * The closure as a graph over indices. Node `i`'s distinct direct dependencies are
+ * `deps[depStart[i] .. depStart[i] + depCount[i])`, in `dependsOn` order.
+ */
+interface Graph {
+  nodes: Environment[];
+  names: string[];
+  depStart: number[];
+  depCount: number[];
+  deps: number[];
 }
 
-function collectClosure(requested: readonly unknown[]): Map<string, Environment> {
-  const byName = new Map<string, Environment>();
-  const stack: Environment[] = [];
+function collectClosure(requested: readonly unknown[]): Graph {
   requested.forEach((value, i) => {
     if (!isEnvironment(value)) {
       throw new CaravanError(
@@ -111,20 +152,39 @@ function collectClosure(requested: readonly unknown[]): Map<string, Environment>
         { value: describeValue(value) },
       );
     }
-    stack.push(value);
   });
-  while (stack.length) {
-    const env = stack.pop()!;
-    const seen = byName.get(env.name);
-    if (seen === env) continue;
-    if (seen) {
+  const graph: Graph = { nodes: [], names: [], depStart: [], depCount: [], deps: [] };
+  const { nodes, names, depStart, depCount, deps } = graph;
+  const index = new Map<string, number>();
+  /** `mark[j] === i` while node i's dependencies are read and j is already one of them. */
+  const mark: number[] = [];
+  const stack: number[] = [];
+  const discover = (env: Environment): number => {
+    const seen = index.get(env.name);
+    if (seen !== undefined) {
+      const first = nodes[seen]!;
+      if (first === env) return seen;
       throw new CaravanError(
         "DUPLICATE_NAME",
-        `two different environments are named "${env.name}": one declared at ${formatSite(seen.declaredAt)}, the other at ${formatSite(env.declaredAt)}. Give each a unique name`,
-        { name: env.name, sites: [formatSite(seen.declaredAt), formatSite(env.declaredAt)] },
+        `two different environments are named "${env.name}": one declared at ${formatSite(first.declaredAt)}, the other at ${formatSite(env.declaredAt)}. Give each a unique name`,
+        { name: env.name, sites: [formatSite(first.declaredAt), formatSite(env.declaredAt)] },
       );
     }
-    byName.set(env.name, env);
+    const i = nodes.length;
+    index.set(env.name, i);
+    nodes.push(env);
+    names.push(env.name);
+    depStart.push(0);
+    depCount.push(0);
+    mark.push(-1);
+    stack.push(i);
+    return i;
+  };
+  for (const env of requested as Environment[]) discover(env);
+  while (stack.length) {
+    const i = stack.pop()!;
+    const env = nodes[i]!;
+    depStart[i] = deps.length;
     for (const dep of env.dependsOn) {
       if (!isEnvironment(dep)) {
         throw new CaravanError(
@@ -133,83 +193,106 @@ function collectClosure(requested: readonly unknown[]): Map<string, Environment>
           { value: describeValue(dep) },
         );
       }
-      stack.push(dep);
+      const j = discover(dep);
+      if (mark[j] !== i) {
+        mark[j] = i;
+        deps.push(j);
+      }
     }
+    depCount[i] = deps.length - depStart[i]!;
   }
-  return byName;
+  return graph;
 }
 
-/** Iterative DFS (no recursion limit at 100k nodes); reports the first cycle as a path. */
-function rejectCycles(envs: Map<string, Environment>): void {
+/** Direct dependents of each node, `list[start[w] .. start[w + 1])`, in name order. */
+function reverseEdges(graph: Graph, byRank: number[]): { start: Int32Array; list: Int32Array } {
+  const n = graph.nodes.length;
+  const start = new Int32Array(n + 1);
+  for (const w of graph.deps) start[w + 1]!++;
+  for (let w = 0; w < n; w++) start[w + 1]! += start[w]!;
+  const fill = start.slice(0, n);
+  const list = new Int32Array(graph.deps.length);
+  for (const v of byRank) {
+    for (let k = graph.depStart[v]!, end = k + graph.depCount[v]!; k < end; k++) {
+      const w = graph.deps[k]!;
+      list[fill[w]!++] = v;
+    }
+  }
+  return { start, list };
+}
+
+/**
+ * Kahn's algorithm with a heap of name ranks: deterministic, dependencies first, and each
+ * environment as early as its own dependencies allow. Shorter than the graph if it has a cycle.
+ */
+function topologicalOrder(
+  graph: Graph,
+  dependents: { start: Int32Array; list: Int32Array },
+  byRank: number[],
+  rank: Int32Array,
+): number[] {
+  const remaining = Int32Array.from(graph.depCount);
+  const ready = new MinHeap<number>();
+  for (const v of byRank) if (remaining[v] === 0) ready.push(rank[v]!);
+  const order: number[] = [];
+  while (ready.size) {
+    const v = byRank[ready.pop()!]!;
+    order.push(v);
+    for (let k = dependents.start[v]!; k < dependents.start[v + 1]!; k++) {
+      const u = dependents.list[k]!;
+      if (--remaining[u]! === 0) ready.push(rank[u]!);
+    }
+  }
+  return order;
+}
+
+/**
+ * Throws the first cycle found by a depth-first search that starts from each environment in
+ * name order and follows `dependsOn` in declaration order, so the same graph always reports
+ * the same path. Iterative: no recursion limit at 100k environments.
+ */
+function rejectCycles(graph: Graph, byRank: number[]): void {
   const WHITE = 0;
   const GREY = 1;
   const BLACK = 2;
-  const color = new Map<string, number>();
-  const names = [...envs.keys()].sort();
-  for (const start of names) {
-    if ((color.get(start) ?? WHITE) !== WHITE) continue;
-    const path: string[] = [start];
-    const iters: number[] = [0];
-    const onPath = new Map<string, number>([[start, 0]]);
-    color.set(start, GREY);
-    while (path.length) {
-      const top = path[path.length - 1]!;
-      const deps = envs.get(top)!.dependsOn;
-      const i = iters[iters.length - 1]!;
-      if (i >= deps.length) {
-        color.set(top, BLACK);
-        onPath.delete(top);
-        path.pop();
-        iters.pop();
+  const { names, depStart, depCount, deps } = graph;
+  const n = graph.nodes.length;
+  const color = new Uint8Array(n);
+  const path = new Int32Array(n);
+  const next = new Int32Array(n);
+  for (const start of byRank) {
+    if (color[start] !== WHITE) continue;
+    let top = 0;
+    path[0] = start;
+    next[0] = 0;
+    color[start] = GREY;
+    while (top >= 0) {
+      const v = path[top]!;
+      const k = next[top]!;
+      if (k >= depCount[v]!) {
+        color[v] = BLACK;
+        top--;
         continue;
       }
-      iters[iters.length - 1] = i + 1;
-      const next = deps[i]!.name;
-      const c = color.get(next) ?? WHITE;
-      if (c === GREY) {
-        const cycle = [...path.slice(onPath.get(next)!), next];
+      next[top] = k + 1;
+      const w = deps[depStart[v]! + k]!;
+      if (color[w] === GREY) {
+        let from = top;
+        while (path[from] !== w) from--;
+        const cycle = [...path.subarray(from, top + 1), w].map((i) => names[i]!);
         throw new CaravanError(
           "CYCLE",
           `dependency cycle: ${cycle.join(" -> ")}. Dependencies must form a DAG; remove one of these dependsOn edges`,
           { cycle },
         );
       }
-      if (c === WHITE) {
-        color.set(next, GREY);
-        onPath.set(next, path.length);
-        path.push(next);
-        iters.push(0);
+      if (color[w] === WHITE) {
+        color[w] = GREY;
+        path[++top] = w;
+        next[top] = 0;
       }
     }
   }
-}
-
-/** Kahn's algorithm with a name-ordered heap: deterministic, dependencies first. */
-function topologicalOrder(envs: Map<string, Environment>): string[] {
-  const remaining = new Map<string, number>();
-  const dependents = new Map<string, string[]>();
-  for (const [name, env] of envs) {
-    const deps = new Set(env.dependsOn.map((d) => d.name));
-    remaining.set(name, deps.size);
-    for (const d of deps) {
-      let list = dependents.get(d);
-      if (!list) dependents.set(d, (list = []));
-      list.push(name);
-    }
-  }
-  const ready = new MinHeap<string>();
-  for (const [name, n] of remaining) if (n === 0) ready.push(name);
-  const order: string[] = [];
-  while (ready.size) {
-    const name = ready.pop()!;
-    order.push(name);
-    for (const dependent of dependents.get(name) ?? []) {
-      const left = remaining.get(dependent)! - 1;
-      remaining.set(dependent, left);
-      if (left === 0) ready.push(dependent);
-    }
-  }
-  return order;
 }
 
 function checkAppEndpoints(planned: Map<string, PlannedEnvironment>, opts: PlanOptions): void {

@@ -232,7 +232,10 @@ describe("init", () => {
       domain: "prod",
     });
     expect(await loadConfig(root)).toMatchObject({ project: "shop", domain: "prod" });
-    expect(await loadConfig(root, { domain: "qa" })).toMatchObject({ domain: "qa" });
+    expect(await loadConfig(root, { project: "qa", domain: "qa" })).toMatchObject({
+      project: "qa",
+      domain: "qa",
+    });
   });
 
   it("forgets an earlier init's settings when called again", async () => {
