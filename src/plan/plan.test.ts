@@ -1,7 +1,6 @@
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { CaravanError } from "../errors.ts";
 import {
   AppEnvironment,
   TaskEnvironment,
@@ -11,24 +10,10 @@ import {
 import { Image } from "../sdk/image.ts";
 import { AppEndpoint, Input } from "../sdk/inputs.ts";
 import { planDeployment, planToJSON, type Plan, type PlanOptions } from "./plan.ts";
+import { errorOf, callerLine } from "../test-helpers.ts";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 const SCOPE: PlanOptions = { project: "shop", domain: "development" };
-
-function errorOf(fn: () => unknown): CaravanError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CaravanError) return e;
-    throw e;
-  }
-  throw new Error("expected a CaravanError, but nothing was thrown");
-}
-
-function callerLine(): number {
-  const frame = new Error().stack!.split("\n")[2]!;
-  return Number(/:(\d+):\d+\)?$/.exec(frame)![1]);
-}
 
 function app(name: string, opts: Partial<AppEnvironmentOptions> = {}): AppEnvironment {
   return new AppEnvironment({ name, command: ["node", "x.js"], ...opts });

@@ -1,7 +1,6 @@
 import { fileURLToPath } from "node:url";
 import Fastify from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
-import { CaravanError } from "../errors.ts";
 import {
   AppEnvironment,
   TaskEnvironment,
@@ -14,25 +13,9 @@ import { ENV_BRAND, shared } from "./global.ts";
 import { Image } from "./image.ts";
 import { AppEndpoint, Input } from "./inputs.ts";
 import { RESERVED_PORTS } from "./validation.ts";
+import { errorOf, callerLine } from "../test-helpers.ts";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
-
-/** Runs `fn`, which must throw a CaravanError, and returns that error. */
-function errorOf(fn: () => unknown): CaravanError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CaravanError) return e;
-    throw e;
-  }
-  throw new Error("expected a CaravanError, but nothing was thrown");
-}
-
-/** The line of this file that called it. */
-function callerLine(): number {
-  const frame = new Error().stack!.split("\n")[2]!;
-  return Number(/:(\d+):\d+\)?$/.exec(frame)![1]);
-}
 
 /** Options are checked at run time too: a JS user (or a cast) can pass anything. */
 function app(opts: Record<string, unknown>): AppEnvironment {

@@ -1,6 +1,5 @@
 import { resolve } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { CaravanError } from "../errors.ts";
 import { getInput, inRuntime } from "./context.ts";
 import { shared, type RuntimeContext } from "./global.ts";
 import {
@@ -15,16 +14,7 @@ import {
   type InputValue,
 } from "./inputs.ts";
 import { defaultEnvVarFor } from "./validation.ts";
-
-function errorOf(fn: () => unknown): CaravanError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CaravanError) return e;
-    throw e;
-  }
-  throw new Error("expected a CaravanError, but nothing was thrown");
-}
+import { errorOf } from "../test-helpers.ts";
 
 function runtime(inputs: Record<string, unknown>): RuntimeContext {
   return {

@@ -1,16 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { CaravanError } from "../errors.ts";
 import { normalizeResources, parseCpu, parseMemory } from "./resources.ts";
-
-function errorOf(fn: () => unknown): CaravanError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CaravanError) return e;
-    throw e;
-  }
-  throw new Error("expected a CaravanError, but nothing was thrown");
-}
+import { errorOf } from "../test-helpers.ts";
 
 const WHERE = 'AppEnvironment "api"';
 
