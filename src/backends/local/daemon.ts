@@ -1,18 +1,15 @@
 /**
- * The control plane daemon: `runDaemon` is the daemon itself (`caravan server run`);
- * `ensureDaemon`, `daemonStatus` and `stopDaemon` are what clients use to find, start
- * and stop it. The daemon's address and token live under `$CARAVAN_HOME` (mode 0600).
+ * Finding, starting and stopping the control plane daemon (the daemon itself is
+ * `src/server/daemon.ts`, run as `caravan server run`). The daemon's address and token live under `$CARAVAN_HOME` (mode 0600).
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CaravanError } from "../../errors.ts";
-import { buildApi } from "../../server/api.ts";
-import { ControlPlane } from "./control-plane.ts";
 import { homePaths, type HomePaths } from "./home.ts";
-import { isAlive, processStartTime } from "./os.ts";
+import { isAlive } from "./os.ts";
 import { logTail } from "./supervisor.ts";
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), "../../../bin/caravan.js");
@@ -36,7 +33,7 @@ export function ensureToken(paths: HomePaths): string {
   return readFileSync(paths.token, "utf8").trim();
 }
 
-function readInfo(paths: HomePaths): DaemonInfo | undefined {
+export function readInfo(paths: HomePaths): DaemonInfo | undefined {
   try {
     const info = JSON.parse(readFileSync(paths.daemonFile, "utf8")) as DaemonInfo;
     return isAlive(info.pid, info.startTime) ? info : undefined;
@@ -115,48 +112,8 @@ export async function stopDaemon(paths = homePaths(), stopApps = true): Promise<
   return true;
 }
 
-/** The daemon process itself: one per `$CARAVAN_HOME`. */
-export async function runDaemon(paths = homePaths()): Promise<void> {
-  const other = readInfo(paths);
-  if (other && other.pid !== process.pid) {
-    process.stderr.write(
-      `a control plane already runs for ${paths.home} (pid ${other.pid}, ${other.url})\n`,
-    );
-    return;
-  }
-  if (!acquireLock(paths)) {
-    process.stderr.write(`another control plane is starting for ${paths.home}\n`);
-    return;
-  }
-  const token = ensureToken(paths);
-  const plane = new ControlPlane(paths);
-  await plane.recover();
-  let stopping = false;
-  const stop = async (stopApps: boolean) => {
-    if (stopping) return;
-    stopping = true;
-    await api.close();
-    await plane.shutdown({ stopApps });
-    rmSync(paths.daemonFile, { force: true });
-    rmSync(paths.daemonLock, { force: true });
-    process.exit(0);
-  };
-  const api = buildApi(plane, token, (stopApps) => void stop(stopApps));
-  const url = await api.listen({ port: 0, host: "127.0.0.1" });
-  const info: DaemonInfo = {
-    pid: process.pid,
-    startTime: processStartTime(process.pid) ?? "",
-    url,
-  };
-  writeFileSync(paths.daemonFile, JSON.stringify(info), { mode: 0o600 });
-  // Apps keep running when the daemon is told to stop by a signal; `server stop` stops them.
-  process.on("SIGTERM", () => void stop(false));
-  process.on("SIGINT", () => void stop(false));
-  process.stderr.write(`caravan control plane ${url} pid ${process.pid}\n`);
-}
-
 /** Whether a live process holds the start-up lock (a daemon is starting or running). */
-function lockHeld(paths: HomePaths): boolean {
+export function lockHeld(paths: HomePaths): boolean {
   try {
     const held = JSON.parse(readFileSync(paths.daemonLock, "utf8")) as {
       pid: number;
@@ -166,30 +123,4 @@ function lockHeld(paths: HomePaths): boolean {
   } catch {
     return false;
   }
-}
-
-/** An exclusive lock file holding our pid; a stale one (dead pid) is taken over. */
-function acquireLock(paths: HomePaths): boolean {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      writeFileSync(
-        paths.daemonLock,
-        JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) }),
-        { flag: "wx", mode: 0o600 },
-      );
-      return true;
-    } catch {
-      try {
-        const held = JSON.parse(readFileSync(paths.daemonLock, "utf8")) as {
-          pid: number;
-          startTime: string;
-        };
-        if (isAlive(held.pid, held.startTime)) return false;
-      } catch {
-        /* unreadable: stale */
-      }
-      rmSync(paths.daemonLock, { force: true });
-    }
-  }
-  return false;
 }

@@ -2,7 +2,6 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { deployEnvironments } from "../../api.ts";
-import { ControlPlane } from "../../backends/local/control-plane.ts";
 import { caravanHome, homePaths } from "../../backends/local/home.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info } from "../output.ts";
@@ -34,6 +33,7 @@ export function registerServe(program: Command, ctx: CommandContext): void {
       ...homePaths(join(caravanHome(), "serve", String(process.pid))),
       runtime: homePaths().runtime,
     };
+    const { ControlPlane } = await import("../../backends/local/control-plane.ts");
     const plane = new ControlPlane(paths);
     const abort = new AbortController();
     let stopping: Promise<void> | undefined;

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { daemonStatus, ensureDaemon, runDaemon, stopDaemon } from "../../backends/local/daemon.ts";
+import { daemonStatus, ensureDaemon, stopDaemon } from "../../backends/local/daemon.ts";
 import type { CommandContext } from "../main.ts";
 import { info, printJSON } from "../output.ts";
 
@@ -45,6 +45,7 @@ export function registerServer(program: Command, _ctx: CommandContext): void {
     .command("run", { hidden: true })
     .description("Run the control plane in the foreground (what `start` runs)")
     .action(async () => {
+      const { runDaemon } = await import("../../server/daemon.ts");
       await runDaemon();
       await new Promise(() => {}); // serve until told to stop
     });

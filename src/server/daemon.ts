@@ -1,0 +1,77 @@
+/**
+ * The control plane daemon (`caravan server run`): one per `$CARAVAN_HOME`, serving the
+ * control plane's API on 127.0.0.1. Clients find and start it with `backends/local/daemon.ts`;
+ * kept apart so that clients never load the API server or the store.
+ */
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { ControlPlane } from "../backends/local/control-plane.ts";
+import { ensureToken, readInfo, type DaemonInfo } from "../backends/local/daemon.ts";
+import { homePaths, type HomePaths } from "../backends/local/home.ts";
+import { isAlive, processStartTime } from "../backends/local/os.ts";
+import { buildApi } from "./api.ts";
+
+/** The daemon process itself: one per `$CARAVAN_HOME`. */
+export async function runDaemon(paths = homePaths()): Promise<void> {
+  const other = readInfo(paths);
+  if (other && other.pid !== process.pid) {
+    process.stderr.write(
+      `a control plane already runs for ${paths.home} (pid ${other.pid}, ${other.url})\n`,
+    );
+    return;
+  }
+  if (!acquireLock(paths)) {
+    process.stderr.write(`another control plane is starting for ${paths.home}\n`);
+    return;
+  }
+  const token = ensureToken(paths);
+  const plane = new ControlPlane(paths);
+  await plane.recover();
+  let stopping = false;
+  const stop = async (stopApps: boolean) => {
+    if (stopping) return;
+    stopping = true;
+    await api.close();
+    await plane.shutdown({ stopApps });
+    rmSync(paths.daemonFile, { force: true });
+    rmSync(paths.daemonLock, { force: true });
+    process.exit(0);
+  };
+  const api = buildApi(plane, token, (stopApps) => void stop(stopApps));
+  const url = await api.listen({ port: 0, host: "127.0.0.1" });
+  const info: DaemonInfo = {
+    pid: process.pid,
+    startTime: processStartTime(process.pid) ?? "",
+    url,
+  };
+  writeFileSync(paths.daemonFile, JSON.stringify(info), { mode: 0o600 });
+  // Apps keep running when the daemon is told to stop by a signal; `server stop` stops them.
+  process.on("SIGTERM", () => void stop(false));
+  process.on("SIGINT", () => void stop(false));
+  process.stderr.write(`caravan control plane ${url} pid ${process.pid}\n`);
+}
+
+/** An exclusive lock file holding our pid; a stale one (dead pid) is taken over. */
+function acquireLock(paths: HomePaths): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(
+        paths.daemonLock,
+        JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) }),
+        { flag: "wx", mode: 0o600 },
+      );
+      return true;
+    } catch {
+      try {
+        const held = JSON.parse(readFileSync(paths.daemonLock, "utf8")) as {
+          pid: number;
+          startTime: string;
+        };
+        if (isAlive(held.pid, held.startTime)) return false;
+      } catch {
+        /* unreadable: stale */
+      }
+      rmSync(paths.daemonLock, { force: true });
+    }
+  }
+  return false;
+}
