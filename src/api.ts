@@ -130,20 +130,40 @@ export async function deploy(
   return deployments;
 }
 
-/** Opens the configured backend (starting the local control plane if needed). */
+/** Opens the configured backend, starting the local control plane if it is not running. */
 export async function openBackend(config: ResolvedConfig): Promise<Backend> {
+  return (await connect(config, true))!;
+}
+
+/** The configured backend if it is up; never starts anything. */
+export async function runningBackend(config: ResolvedConfig): Promise<Backend | undefined> {
+  return connect(config, false);
+}
+
+async function connect(config: ResolvedConfig, start: boolean): Promise<Backend | undefined> {
   if (config.backend === "kubernetes") {
     throw new CaravanError(
       "CONFIG",
       `${config.file}: backend "kubernetes" is not available in this version; use "local"`,
     );
   }
-  const [{ ensureDaemon }, { HttpBackend }] = await Promise.all([
+  const [daemons, { HttpBackend }, { homePaths }] = await Promise.all([
     import("./backends/local/daemon.ts"),
     import("./backends/local/client.ts"),
+    import("./backends/local/home.ts"),
   ]);
-  const daemon = await ensureDaemon();
-  return new HttpBackend(config.controlPlane ?? daemon.url, daemon.token);
+  if (config.controlPlane) {
+    // A control plane at a configured address: not ours to start.
+    return new HttpBackend(config.controlPlane, daemons.ensureToken(homePaths()));
+  }
+  if (start) {
+    const daemon = await daemons.ensureDaemon();
+    return new HttpBackend(daemon.url, daemon.token);
+  }
+  const status = await daemons.daemonStatus();
+  return status.running && status.url
+    ? new HttpBackend(status.url, daemons.ensureToken(homePaths()))
+    : undefined;
 }
 
 /** Plans, snapshots and deploys; never throws for a failed environment (see the outcomes). */
@@ -153,15 +173,16 @@ export async function deployEnvironments(
   opts: DeployOptions,
 ): Promise<{ plan: Plan; deployments: Deployment[] }> {
   const scope: Scope = { project: config.project, domain: config.domain };
-  // Validate before starting anything (a daemon included).
-  planDeployment(envs, { ...scope, deployedApps: new Set(referencedApps(envs)) });
-  const backend = opts.backend ?? (await openBackend(config));
+  // Validate before starting anything, a control plane included: with none running, nothing
+  // is deployed that an AppEndpoint could name.
+  const running = opts.backend ?? (await runningBackend(config));
+  const deployed = running ? await running.status(scope) : [];
+  const plan = planDeployment(envs, {
+    ...scope,
+    deployedApps: new Set(deployed.map((d) => d.name)),
+  });
+  const backend = running ?? (await openBackend(config));
   try {
-    const deployed = await backend.status(scope);
-    const plan = planDeployment(envs, {
-      ...scope,
-      deployedApps: new Set(deployed.map((d) => d.name)),
-    });
     const entry =
       opts.entry ?? plan.environments.find((e) => e.env.declaredAt)?.env.declaredAt?.file;
     if (!entry)
@@ -215,24 +236,6 @@ export async function deployEnvironments(
   } finally {
     if (!opts.backend) await backend.close();
   }
-}
-
-/** App names that `AppEndpoint` inputs refer to (they may already be deployed). */
-function referencedApps(envs: unknown[]): string[] {
-  const names: string[] = [];
-  const seen = new Set<unknown>();
-  const stack = [...envs];
-  while (stack.length) {
-    const e = stack.pop();
-    if (!isEnvironment(e) || seen.has(e)) continue;
-    seen.add(e);
-    stack.push(...e.dependsOn);
-    if (isAppEnvironment(e))
-      for (const i of e.inputs)
-        if (inputValueKind(i.value) === "app-endpoint")
-          names.push((i.value as AppEndpoint).appName);
-  }
-  return names;
 }
 
 function buildRequest(

@@ -1,4 +1,7 @@
-/** DESIGN §3.5: a cycle is rejected with its path before anything starts. */
+/**
+ * DESIGN §3.5: a cycle, or an AppEndpoint naming an app that is nowhere, is rejected before
+ * anything starts.
+ */
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -31,5 +34,14 @@ describe("a dependency cycle", () => {
     for (const file of ["state.db", "daemon.json", "token"])
       expect(existsSync(join(sb.home, file)), file).toBe(false);
     expect(readdirSync(sb.home)).toEqual([]);
+  });
+
+  it("rejects an AppEndpoint naming an app neither planned nor deployed, starting nothing", async () => {
+    const r = await sb.run(["deploy", fixture("cycle/unknown-endpoint.ts")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("[UNKNOWN_APP_ENDPOINT]");
+    expect(r.stderr).toContain('"backend-api"');
+    expect(sb.processes()).toEqual([]);
+    expect(existsSync(join(sb.home, "state.db"))).toBe(false);
   });
 });

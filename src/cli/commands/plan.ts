@@ -1,18 +1,15 @@
 import type { Command } from "commander";
-import type { Scope } from "../../backends/contract.ts";
+import { runningBackend } from "../../api.ts";
+import type { ResolvedConfig } from "../../sdk/config.ts";
 import { planDeployment, planToJSON } from "../../plan/plan.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON } from "../output.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
 
 /** Apps already deployed, if a control plane runs (planning never starts one). */
-async function deployedApps(scope: Scope): Promise<Set<string>> {
-  const { daemonStatus, ensureToken } = await import("../../backends/local/daemon.ts");
-  const daemon = await daemonStatus();
-  if (!daemon.running || !daemon.url) return new Set();
-  const { HttpBackend } = await import("../../backends/local/client.ts");
-  const { homePaths } = await import("../../backends/local/home.ts");
-  const envs = await new HttpBackend(daemon.url, ensureToken(homePaths())).status(scope);
+async function deployedApps(config: ResolvedConfig): Promise<Set<string>> {
+  const backend = await runningBackend(config);
+  const envs = backend ? await backend.status(config) : [];
   return new Set(envs.filter((e) => e.kind === "app").map((e) => e.name));
 }
 
