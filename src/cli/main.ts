@@ -20,7 +20,17 @@ export function buildProgram(ctx: CommandContext): Command {
     .version("0.1.0")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ npx caravan plan examples/app-calling-app.ts      what would deploy, in which order
+  $ npx caravan deploy examples/app-calling-app.ts    deploy it (starts the control plane)
+  $ npx caravan status                                what runs, with endpoints
+  $ npx caravan logs app2-calls-app1 --follow         an app's logs
+  $ npx caravan server stop                           stop the control plane and its apps`,
+    );
   registerPlan(program, ctx);
   registerGraph(program, ctx);
   registerDeploy(program, ctx);
