@@ -4,6 +4,7 @@
  * Heavy pieces (esbuild, the control plane client) load lazily, so importing `caravan`
  * inside an app costs nothing.
  */
+import { dirname } from "node:path";
 import type { Backend, DeployRequest, Endpoints, Scope } from "./backends/contract.ts";
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
 import { CaravanError } from "./errors.ts";
@@ -13,6 +14,7 @@ import { isAppEnvironment, isEnvironment, type Environment } from "./sdk/environ
 import { shared } from "./sdk/global.ts";
 import { inputValueKind, type AppEndpoint } from "./sdk/inputs.ts";
 import { sha256, stableStringify } from "./sdk/stable.ts";
+import type { FilesSnapshot } from "./backends/files.ts";
 
 export interface DeployOptions {
   /** Restart environments even when unchanged. */
@@ -23,7 +25,7 @@ export interface DeployOptions {
   domain?: string;
   /**
    * The module to snapshot: it must construct every environment deployed.
-   * @default the file that declared the first environment
+   * @default the file that declared the first environment passed to `deploy`
    */
   entry?: string;
   /** Progress events (the CLI renders them). */
@@ -181,18 +183,27 @@ export async function deployEnvironments(
     ...scope,
     deployedApps: new Set(deployed.map((d) => d.name)),
   });
+  // Everything else that can be wrong is found before anything starts: missing secrets,
+  // unknown ${VAR}s in command arguments, include paths and file inputs (copied now).
+  const { homePaths } = await import("./backends/local/home.ts");
+  const home = homePaths();
+  const prepared = await prepareEnvironments(plan, scope, home);
   const backend = running ?? (await openBackend(config));
   try {
+    // By default the file that declares the first environment asked for: it imports (and so
+    // bundles) whatever it depends on, while its dependencies' files may not import it.
+    const asked = envs.filter(isEnvironment).find((e) => e.declaredAt);
     const entry =
-      opts.entry ?? plan.environments.find((e) => e.env.declaredAt)?.env.declaredAt?.file;
+      opts.entry ??
+      asked?.declaredAt?.file ??
+      plan.environments.find((e) => e.env.declaredAt)?.env.declaredAt?.file;
     if (!entry)
       throw new CaravanError(
         "BUNDLE_FAILED",
         "cannot tell which file declares these environments; pass { entry }",
       );
     const { snapshotCode } = await import("./backends/snapshot.ts");
-    const { homePaths } = await import("./backends/local/home.ts");
-    const snapshot = await snapshotCode(entry, opts.paths ?? homePaths());
+    const snapshot = await snapshotCode(entry, opts.paths ?? home);
     const known = new Map<string, Endpoints>();
     for (const d of deployed)
       if (d.endpoint && d.internalEndpoint)
@@ -219,6 +230,7 @@ export async function deployEnvironments(
           snapshot.codeHashOf(env.env),
           known,
           opts.force ?? false,
+          prepared.get(env.name) ?? {},
         );
       },
     });
@@ -238,6 +250,74 @@ export async function deployEnvironments(
   }
 }
 
+/** What the client works out per environment before the plan runs. */
+interface Prepared {
+  /** Keyed hash of the secret values (never the values). */
+  secrets?: string;
+  files?: FilesSnapshot;
+}
+
+/**
+ * Checks what would otherwise fail half-way, before anything starts: every declared secret
+ * is set, every `${VAR}` in a command app's arguments is defined. Copies each app's files
+ * (`include`, File/Dir inputs) into its content-addressed snapshot.
+ */
+async function prepareEnvironments(
+  plan: Plan,
+  scope: Scope,
+  home: { secrets: string; files: string },
+): Promise<Map<string, Prepared>> {
+  const out = new Map<string, Prepared>();
+  const needsSecrets = plan.environments.some((p) => p.env.secrets.length > 0);
+  const needsFiles = plan.environments.some(
+    (p) =>
+      isAppEnvironment(p.env) &&
+      (p.env.include.length > 0 ||
+        p.env.inputs.some((i) => ["file", "dir"].includes(inputValueKind(i.value) ?? ""))),
+  );
+  const [{ SecretStore, missingSecrets }, { snapshotFiles }, { expandVars, endpointVar }] =
+    await Promise.all([
+      import("./backends/local/secrets.ts"),
+      import("./backends/files.ts"),
+      import("./sdk/vars.ts"),
+    ]);
+  const store = needsSecrets ? new SecretStore(home.secrets) : undefined;
+  const missing: Record<string, string[]> = {};
+  for (const p of plan.environments) {
+    const keys = p.env.secrets.map((s) => s.key);
+    if (store && keys.length) {
+      const lacking = store.missing(scope, keys);
+      if (lacking.length) missing[p.name] = lacking;
+    }
+    const env = p.env;
+    if (isAppEnvironment(env) && env.command) {
+      const vars: Record<string, string> = { ...env.envVars, PORT: "", NAME: "" };
+      for (const i of env.inputs) vars[i.envVar] = "";
+      for (const d of p.dependsOn)
+        if (plan.byName.get(d)?.kind === "app") vars[endpointVar(d)] = "";
+      for (const v of ["CARAVAN_APP_NAME", "CARAVAN_PROJECT", "CARAVAN_DOMAIN"]) vars[v] = "";
+      vars.CARAVAN_INPUTS_FILE = "";
+      for (const arg of [...env.command, ...env.args]) expandVars(arg, vars, env.name);
+    }
+  }
+  if (Object.keys(missing).length) throw missingSecrets(scope, missing);
+  for (const p of plan.environments) {
+    const entry: Prepared = {};
+    if (store && p.env.secrets.length)
+      entry.secrets = store.fingerprint(
+        scope,
+        p.env.secrets.map((s) => s.key),
+      );
+    if (needsFiles && isAppEnvironment(p.env)) {
+      const base = p.env.declaredAt ? dirname(p.env.declaredAt.file) : process.cwd();
+      const files = snapshotFiles(p.env, base, home.files);
+      if (files) entry.files = files;
+    }
+    out.set(p.name, entry);
+  }
+  return out;
+}
+
 function buildRequest(
   planned: PlannedEnvironment,
   scope: Scope,
@@ -245,6 +325,7 @@ function buildRequest(
   codeHash: string,
   known: Map<string, Endpoints>,
   force: boolean,
+  prepared: Prepared,
 ): DeployRequest {
   const env = planned.env;
   const dependencies: Record<string, Endpoints> = {};
@@ -268,7 +349,7 @@ function buildRequest(
         }
         inputs[input.name] = ref.public ? ep.endpoint : ep.internalEndpoint;
       } else if (kind === "file" || kind === "dir") {
-        inputs[input.name] = (input.value as { path: string }).path;
+        inputs[input.name] = prepared.files!.inputs[input.name]!;
       } else {
         throw new CaravanError(
           "INVALID_INPUT",
@@ -283,6 +364,8 @@ function buildRequest(
     codeHash,
     stableStringify(inputs),
     stableStringify(dependencies),
+    prepared.secrets ?? "",
+    prepared.files?.hash ?? "",
   ).slice(0, 12);
   return {
     scope,
@@ -294,5 +377,6 @@ function buildRequest(
     inputs,
     dependencies,
     force,
+    ...(prepared.files ? { files: { hash: prepared.files.hash, dir: prepared.files.dir } } : {}),
   };
 }

@@ -36,6 +36,8 @@ export type ErrorCode =
   | "SERVER_UNREACHABLE"
   | "UNAUTHORIZED"
   | "BUNDLE_FAILED"
+  | "MISSING_SECRET"
+  | "UNKNOWN_VARIABLE"
   | "INTERNAL";
 
 export class CaravanError extends Error {

@@ -133,6 +133,81 @@ const SCENARIOS: Record<string, Scenario> = {
     },
   },
 
+  "express-app.ts": {
+    plan: [["express-greeter", "app", 0, []]],
+    async exercise(d) {
+      const express = d["express-greeter"]!.endpoint;
+      expect(await getText(`${express}/greeting/Ada`)).toEqual({
+        status: 200,
+        body: "Hello from Express, Ada!",
+      });
+      expect(await getJSON(`${express}/kind`)).toEqual({
+        status: 200,
+        body: { framework: "express", app: "express-greeter" },
+      });
+    },
+  },
+
+  "hono-app.ts": {
+    plan: [
+      ["express-greeter", "app", 0, []],
+      ["hono-front", "app", 1, ["express-greeter"]],
+    ],
+    async exercise(d) {
+      const hono = d["hono-front"]!.endpoint;
+      expect(await getJSON(`${hono}/kind`)).toEqual({
+        status: 200,
+        body: { framework: "hono", app: "hono-front" },
+      });
+      // The Hono app calls the Express app through `expressEnv.endpoint`.
+      expect(await getText(`${hono}/express-endpoint`)).toEqual({
+        status: 200,
+        body: d["express-greeter"]!.internalEndpoint,
+      });
+      expect(await getText(`${hono}/greeting/Bob`)).toEqual({
+        status: 200,
+        body: "hono relays: Hello from Express, Bob!",
+      });
+    },
+  },
+
+  "python-command-app.ts": {
+    plan: [
+      ["python-greeter", "app", 0, []],
+      ["ts-caller", "app", 1, ["python-greeter"]],
+    ],
+    async exercise(d) {
+      const python = d["python-greeter"]!.endpoint;
+      const caller = d["ts-caller"]!.endpoint;
+      // The Python app runs in the snapshot of its included file, with its input as GREETING
+      // and in $CARAVAN_INPUTS_FILE.
+      expect(await getJSON(`${python}/inputs`)).toEqual({
+        status: 200,
+        body: { env: { GREETING: "Hello" }, file: { greeting: "Hello" }, cwd_files: ["python"] },
+      });
+      // The TypeScript app reaches it through its AppEndpoint input.
+      expect(await getText(`${caller}/python-url`)).toEqual({
+        status: 200,
+        body: d["python-greeter"]!.internalEndpoint,
+      });
+      expect(await getText(`${caller}/greeting/Ann`)).toEqual({
+        status: 200,
+        body: "ts-caller relays: Hello, Ann! (from Python 3)",
+      });
+    },
+  },
+
+  "server-function.ts": {
+    plan: [["plain-node-server", "app", 0, []]],
+    async exercise(d) {
+      // onStartup ran (with the input) before the server function served this request.
+      expect(await getJSON(`${d["plain-node-server"]!.endpoint}/hello`)).toEqual({
+        status: 200,
+        body: { path: "/hello", motd: "Have a nice day", started: true },
+      });
+    },
+  },
+
   "ab-testing.ts": {
     plan: [
       ["app-a-variant", "app", 0, []],

@@ -45,6 +45,12 @@ export interface DeployRequest {
   dependencies: Record<string, Endpoints>;
   /** Restart even when the revision is unchanged. */
   force?: boolean;
+  /**
+   * The app's file snapshot (`include` and File/Dir inputs), content-addressed; a command app
+   * with `include` runs there. Secrets are never part of a request: the backend resolves
+   * `spec.secrets` (names) itself when it launches the process.
+   */
+  files?: { hash: string; dir: string };
 }
 
 export interface DeployResult extends Partial<Endpoints> {

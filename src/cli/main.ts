@@ -8,6 +8,7 @@ import { registerStatus } from "./commands/status.ts";
 import { registerLogs } from "./commands/logs.ts";
 import { registerStopDelete } from "./commands/stop.ts";
 import { registerServer } from "./commands/server.ts";
+import { registerSecret } from "./commands/secret.ts";
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
@@ -39,6 +40,7 @@ Examples:
   registerLogs(program, ctx);
   registerStopDelete(program, ctx);
   registerServer(program, ctx);
+  registerSecret(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

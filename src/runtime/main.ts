@@ -57,8 +57,15 @@ async function main(): Promise<void> {
   send({ type: "loaded" });
   await go;
 
+  const context = () => ({
+    port: config.port,
+    host: config.host,
+    inputs: { ...state.runtime!.inputs },
+  });
   let handle: ServerHandle;
   try {
+    // Start-up hooks run before the app serves its first request.
+    for (const hook of env.startupHooks ?? []) await hook(context());
     handle = await env.serveOn(config.port, config.host);
   } catch (e) {
     fatal(e);
@@ -67,11 +74,23 @@ async function main(): Promise<void> {
   const shutdown = async () => {
     if (closing) return;
     closing = true;
+    let code = 0;
     try {
       await handle.close();
-    } finally {
-      process.exit(0);
+    } catch (e) {
+      console.error(`[caravan runtime] closing the server failed: ${(e as Error)?.message ?? e}`);
+      code = 1;
     }
+    // Shutdown hooks run once the server is closed (in-flight requests finished).
+    for (const hook of env.shutdownHooks ?? []) {
+      try {
+        await hook(context());
+      } catch (e) {
+        console.error(`[caravan runtime] an onShutdown hook failed: ${(e as Error)?.stack ?? e}`);
+        code = 1;
+      }
+    }
+    process.exit(code);
   };
   process.on("SIGTERM", shutdown);
   process.on("SIGINT", shutdown);

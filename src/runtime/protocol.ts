@@ -4,7 +4,7 @@
  *
  *   runtime -> { type: "loaded" }     the bundle is imported and the environment found
  *   plane   -> { type: "start" }      every dependency is ready: run start-up hooks, listen
- *   runtime -> { type: "ready" }      the server listens
+ *   runtime -> { type: "ready" }      the server listens (a server function: its port answers HTTP)
  *   runtime -> { type: "failed", error }  loading or starting threw (the process then exits 1)
  *
  * Without an IPC channel (started by hand) the runtime starts right after loading.

@@ -89,8 +89,30 @@ export interface AppEnvironmentOptions extends EnvironmentOptions {
   readiness?: Readiness;
 }
 
-/** How an app is served: by caravan's runtime (a framework) or as a command. */
-export type ServeKind = "fastify" | "hono" | "express" | "command";
+/**
+ * How an app is served: by caravan's runtime (a framework, or a server function) or as a
+ * command.
+ */
+export type ServeKind = "fastify" | "hono" | "express" | "function" | "command";
+
+/** What a server function and the start-up/shutdown hooks are given. */
+export interface ServerContext {
+  /** The port to listen on (the app's endpoint points at it). */
+  port: number;
+  /** The interface to listen on. */
+  host: string;
+  /** The app's inputs by name (File/Dir inputs: the path of their copy). */
+  inputs: Record<string, unknown>;
+}
+
+/**
+ * A server function: starts a server on `port`. It may return once it listens (optionally
+ * with a handle `{ close() }` for shutdown) or run until shutdown; either way the app is ready
+ * when the port answers HTTP.
+ */
+export type ServerFunction = (ctx: ServerContext) => unknown;
+/** A start-up or shutdown hook. */
+export type LifecycleHook = (ctx: ServerContext) => unknown;
 
 /** A running server the runtime can close gracefully. */
 export interface ServerHandle {
@@ -304,9 +326,69 @@ export class AppEnvironment extends Environment {
     this.register();
   }
 
+  private serverFunction?: ServerFunction;
+  /** @internal run by the runtime before serving, in order. */
+  readonly startupHooks: LifecycleHook[] = [];
+  /** @internal run by the runtime on stop, after the server closed, in order. */
+  readonly shutdownHooks: LifecycleHook[] = [];
+
   /** How this app is served. Framework flavours override it. */
   get serveKind(): ServeKind {
-    return "command";
+    return this.serverFunction ? "function" : "command";
+  }
+
+  /**
+   * Serves this app with a function that starts a server on `port` (any Node.js server).
+   * The app is ready once the port answers HTTP. Returns `fn`.
+   * @example
+   * env.server(async ({ port, host }) => {
+   *   const server = http.createServer(handler).listen(port, host);
+   *   return { close: () => new Promise((r) => server.close(r)) };
+   * });
+   */
+  server<F extends ServerFunction>(fn: F): F {
+    const where = `${this.typeLabel} "${this.name}"`;
+    if (typeof fn !== "function")
+      fail("VALIDATION", where, `server() needs a function, got ${describeValue(fn)}`);
+    if (this.command)
+      fail(
+        "VALIDATION",
+        where,
+        "has a command; an app is served by a command or a server function, not both",
+      );
+    if (this.serveKind !== "command" && this.serveKind !== "function")
+      fail(
+        "VALIDATION",
+        where,
+        `is served by its ${this.serveKind} app; server() is for a plain AppEnvironment`,
+      );
+    if (this.serverFunction) fail("VALIDATION", where, "server() was already given a function");
+    this.serverFunction = fn;
+    return fn;
+  }
+
+  /** Runs `fn` when the app starts, before it serves (the seed's `on_startup`). Returns `fn`. */
+  onStartup<F extends LifecycleHook>(fn: F): F {
+    if (typeof fn !== "function")
+      fail(
+        "VALIDATION",
+        `${this.typeLabel} "${this.name}"`,
+        `onStartup() needs a function, got ${describeValue(fn)}`,
+      );
+    this.startupHooks.push(fn);
+    return fn;
+  }
+
+  /** Runs `fn` when the app stops, after its server closed (the seed's `on_shutdown`). Returns `fn`. */
+  onShutdown<F extends LifecycleHook>(fn: F): F {
+    if (typeof fn !== "function")
+      fail(
+        "VALIDATION",
+        `${this.typeLabel} "${this.name}"`,
+        `onShutdown() needs a function, got ${describeValue(fn)}`,
+      );
+    this.shutdownHooks.push(fn);
+    return fn;
   }
 
   /**
@@ -333,10 +415,44 @@ export class AppEnvironment extends Environment {
    * Starts serving on `port` (used by caravan's runtime inside the app's process).
    * @internal
    */
-  async serveOn(_port: number, _host: string): Promise<ServerHandle> {
+  async serveOn(port: number, host: string): Promise<ServerHandle> {
+    const fn = this.serverFunction;
+    if (fn) {
+      const { shared } = await import("./global.ts");
+      const { waitForPort } = await import("./probe.ts");
+      let failed: unknown;
+      let settled = false;
+      let returned: unknown;
+      const running = Promise.resolve()
+        .then(() => fn({ port, host, inputs: { ...(shared().runtime?.inputs ?? {}) } }))
+        .then(
+          (value) => {
+            settled = true;
+            returned = value;
+          },
+          (e: unknown) => {
+            settled = true;
+            failed = e ?? new Error("the server function failed");
+          },
+        );
+      await Promise.race([
+        waitForPort(port, host, () => failed !== undefined),
+        running.then(() => {
+          if (failed !== undefined) throw failed;
+          return new Promise<never>(() => {}); // returned: wait for the port
+        }),
+      ]);
+      return {
+        close: async () => {
+          if (!settled) return;
+          const handle = returned as { close?: () => unknown } | undefined;
+          if (handle && typeof handle.close === "function") await handle.close();
+        },
+      };
+    }
     throw new CaravanError(
       "VALIDATION",
-      `AppEnvironment "${this.name}" has nothing to serve: give it a command, or use FastifyAppEnvironment / HonoAppEnvironment / ExpressAppEnvironment with an app`,
+      `AppEnvironment "${this.name}" has nothing to serve: give it a command or a server function (env.server(fn)), or use FastifyAppEnvironment / HonoAppEnvironment / ExpressAppEnvironment with an app`,
     );
   }
 

@@ -7,12 +7,15 @@
 import {
   copyFileSync,
   existsSync,
+  mkdirSync,
+  writeFileSync,
   openSync,
   readSync,
   closeSync,
   statSync,
   truncateSync,
 } from "node:fs";
+import { join } from "node:path";
 import { CaravanError } from "../../errors.ts";
 import type {
   Backend,
@@ -26,7 +29,9 @@ import type {
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive } from "./os.ts";
+import { SecretStore } from "./secrets.ts";
 import { Store, type EnvironmentRow, type ProcessRow } from "./store.ts";
+import { endpointVar, expandVars } from "../../sdk/vars.ts";
 import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
 
 const MAX_LOG_BYTES = 10 * 1024 * 1024;
@@ -465,13 +470,26 @@ export class ControlPlane implements Backend {
       if (value !== undefined) env[input.envVar] = value;
     }
     for (const [dep, ep] of Object.entries(req.dependencies)) {
-      env[`CARAVAN_ENDPOINT_${dep.toUpperCase().replace(/[^A-Z0-9]/g, "_")}`] = ep.internalEndpoint;
+      env[endpointVar(dep)] = ep.internalEndpoint;
     }
     Object.assign(env, {
       CARAVAN_APP_NAME: row.name,
       CARAVAN_PROJECT: row.project,
       CARAVAN_DOMAIN: row.domain,
+      CARAVAN_INPUTS_FILE: this.writeInputsFile(row),
     });
+    // Expansion in arguments sees everything but secrets (an argv is visible to every user).
+    const vars: Record<string, string> = { ...env, PORT: String(port), NAME: row.name };
+    // Secret values are read from the store at launch: never from the request or the store DB.
+    const secrets = (spec.secrets as { key: string; envVar: string }[] | undefined) ?? [];
+    if (secrets.length) {
+      const values = new SecretStore(this.paths.secrets).resolve(
+        row,
+        secrets.map((s) => s.key),
+        row.name,
+      );
+      for (const s of secrets) env[s.envVar] = values[s.key]!;
+    }
     const base = {
       name: row.name,
       port,
@@ -480,7 +498,6 @@ export class ControlPlane implements Backend {
       env,
     };
     if (spec.serveKind === "command") {
-      const vars: Record<string, string> = { ...env, PORT: String(port), NAME: row.name };
       const argv = [...(spec.command as string[]), ...(spec.args as string[])].map((a) =>
         expandVars(a, vars, row.name),
       );
@@ -489,7 +506,11 @@ export class ControlPlane implements Backend {
         mode: {
           kind: "command",
           argv,
-          cwd: req.code.sourceRoot,
+          // With `include`, the command runs in its file snapshot.
+          cwd:
+            req.files && (spec.include as string[] | undefined)?.length
+              ? req.files.dir
+              : req.code.sourceRoot,
           ...(spec.readiness?.path ? { readinessPath: spec.readiness.path } : {}),
         },
       };
@@ -517,6 +538,33 @@ export class ControlPlane implements Backend {
         },
       },
     };
+  }
+
+  /**
+   * `$CARAVAN_INPUTS_FILE`: every input and dependency endpoint as JSON, for programs that
+   * prefer a file to environment variables. One file per revision; no secrets in it.
+   */
+  private writeInputsFile(row: EnvironmentRow): string {
+    const dir = join(this.paths.inputFiles, row.project, row.domain);
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${row.name}-${row.revision}.json`);
+    const req = row.request;
+    const envVars = Object.fromEntries(
+      ((req.spec.inputs as { name: string; envVar: string }[]) ?? []).map((i) => [
+        i.name,
+        i.envVar,
+      ]),
+    );
+    const doc = {
+      app: row.name,
+      project: row.project,
+      domain: row.domain,
+      inputs: req.inputs,
+      inputEnvVars: envVars,
+      endpoints: req.dependencies,
+    };
+    writeFileSync(file, JSON.stringify(doc, null, 2) + "\n");
+    return file;
   }
 
   private rotateLogs(): void {
@@ -562,23 +610,6 @@ function rowOf(req: DeployRequest, port: number | null, restarts: number): Envir
     error: null,
     updatedAt: new Date().toISOString(),
   };
-}
-
-/** `$PORT`, `${PORT}`, `$NAME` and any declared variable; an unknown `${X}` is an error. */
-export function expandVars(arg: string, vars: Record<string, string>, app: string): string {
-  return arg.replace(
-    /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g,
-    (whole, braced: string, bare: string) => {
-      const name = braced ?? bare;
-      const value = vars[name];
-      if (value !== undefined) return value;
-      if (bare !== undefined && !["PORT", "NAME"].includes(bare)) return whole;
-      throw new CaravanError(
-        "VALIDATION",
-        `app "${app}": argument ${JSON.stringify(arg)} uses \${${name}}, which is not defined; known: ${Object.keys(vars).sort().join(", ")}`,
-      );
-    },
-  );
 }
 
 function killGroup(pgid: number): void {

@@ -19,6 +19,9 @@ export function homePaths(home = caravanHome()) {
     logs: join(home, "logs"),
     bundles: join(home, "bundles"),
     runtime: join(home, "runtime"),
+    secrets: join(home, "secrets.json"),
+    files: join(home, "files"),
+    inputFiles: join(home, "inputs"),
   };
 }
 
