@@ -56,7 +56,7 @@ describe("AppEnvironment", () => {
     expectTypeOf(env.scaling.replicas).toEqualTypeOf<[number, number]>();
     expectTypeOf(env.requiresAuth).toBeBoolean();
     expectTypeOf(env.addDependency).parameters.toEqualTypeOf<Environment[]>();
-    expectTypeOf(env.addDependency(dep)).toEqualTypeOf<AppEnvironment>();
+    expectTypeOf(env.addDependency(dep)).toEqualTypeOf<AppEnvironment<"backend_url">>();
     expectTypeOf<AppEnvironmentOptions["name"]>().toEqualTypeOf<string>();
     expectTypeOf<AppEnvironmentOptions["port"]>().toEqualTypeOf<number | Port | undefined>();
     expectTypeOf<AppEnvironmentOptions["command"]>().toEqualTypeOf<string | string[] | undefined>();
@@ -122,6 +122,21 @@ describe("inputs and runtime", () => {
     expectTypeOf(getInput).parameter(0).toEqualTypeOf<string>();
     expectTypeOf(inRuntime()).toEqualTypeOf<boolean>();
     expectTypeOf(runtime.getInput).toEqualTypeOf(getInput);
+  });
+
+  test("env.input is typed by the declared inputs", () => {
+    const env = new FastifyAppEnvironment({
+      name: "frontend",
+      app: Fastify(),
+      inputs: [
+        new Input({ name: "backend_url", value: new AppEndpoint({ appName: "backend" }) }),
+        new Input({ name: "mode", value: "fast" }),
+      ],
+    });
+    expectTypeOf(env.input).parameter(0).toEqualTypeOf<"backend_url" | "mode">();
+    expectTypeOf(env.input("mode")).toEqualTypeOf<string>();
+    // @ts-expect-error: not a declared input
+    env.input("nope");
   });
 
   test("Input values", () => {

@@ -1,6 +1,7 @@
 import { CaravanError, describeValue } from "../errors.ts";
 import { ENV_BRAND, shared } from "./global.ts";
 import { Image } from "./image.ts";
+import { getInput } from "./context.ts";
 import { checkInputs, type Input } from "./inputs.ts";
 import { normalizeResources, type NormalizedResources, type Resources } from "./resources.ts";
 import { callerSite, formatSite, type Site } from "./site.ts";
@@ -71,7 +72,9 @@ export interface Readiness {
   path?: string;
 }
 
-export interface AppEnvironmentOptions extends EnvironmentOptions {
+export interface AppEnvironmentOptions<
+  InputName extends string = string,
+> extends EnvironmentOptions {
   /** The port the app listens on inside its process. @default 8080 */
   port?: number | Port;
   /** A command to run instead of a served JS app (any language). `$PORT`, `$NAME` expand. */
@@ -85,7 +88,7 @@ export interface AppEnvironmentOptions extends EnvironmentOptions {
   ingress?: Ingress;
   /** Whether the public endpoint needs a token. @default true */
   requiresAuth?: boolean;
-  inputs?: Input[];
+  inputs?: Input<InputName>[];
   readiness?: Readiness;
 }
 
@@ -255,7 +258,7 @@ export abstract class Environment {
  * @example
  * const api = new AppEnvironment({ name: "api", command: ["python3", "-m", "http.server", "$PORT"] });
  */
-export class AppEnvironment extends Environment {
+export class AppEnvironment<InputName extends string = string> extends Environment {
   readonly [ENV_BRAND] = "app" as const;
   readonly port: Port;
   readonly command?: string[];
@@ -266,10 +269,10 @@ export class AppEnvironment extends Environment {
   readonly include: string[];
   readonly ingress?: Ingress;
   readonly requiresAuth: boolean;
-  readonly inputs: Input[];
+  readonly inputs: Input<InputName>[];
   readonly readiness: Readiness;
 
-  constructor(opts: AppEnvironmentOptions) {
+  constructor(opts: AppEnvironmentOptions<InputName>) {
     super(opts, new.target?.name ?? "AppEnvironment", APP_KEYS);
     const where = `${new.target?.name ?? "AppEnvironment"} "${this.name}"`;
     this.port = normalizePort(opts.port, where);
@@ -308,7 +311,7 @@ export class AppEnvironment extends Environment {
         where,
         `requiresAuth must be true or false, got ${describeValue(opts.requiresAuth)}`,
       );
-    this.inputs = checkInputs(opts.inputs, where);
+    this.inputs = checkInputs(opts.inputs, where) as Input<InputName>[];
     if (opts.readiness !== undefined) {
       const path = opts.readiness?.path;
       if (
@@ -395,6 +398,22 @@ export class AppEnvironment extends Environment {
    * This app's URL. Inside a running app that depends on it: its internal endpoint. In a
    * script after `deploy()`: the deployed endpoint. Anywhere else it is not known yet.
    */
+  /**
+   * The value of one of this app's inputs, inside its running process; the name is checked
+   * against the declared inputs at compile time (`getInput(name)` is the untyped form).
+   * @example backendEnv.input("backend_url")
+   */
+  input(name: InputName): string {
+    const runtime = shared().runtime;
+    if (runtime && runtime.name !== this.name) {
+      throw new CaravanError(
+        "NOT_IN_RUNTIME",
+        `the inputs of app "${this.name}" are only available in its own process (this is "${runtime.name}")`,
+      );
+    }
+    return getInput<string>(name);
+  }
+
   get endpoint(): string {
     const state = shared();
     const fromRuntime = state.runtime?.endpoints[this.name];

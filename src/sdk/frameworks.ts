@@ -6,6 +6,7 @@ import {
   type ServeKind,
   type ServerHandle,
 } from "./environment.ts";
+import type { Input } from "./inputs.ts";
 import { fail } from "./validation.ts";
 
 /** Closes an HTTP server gracefully: no new connections, idle ones dropped, in-flight ones finish. */
@@ -24,6 +25,15 @@ function listening(server: Server): Promise<void> {
   });
 }
 
+/**
+ * Options of an app served from a framework instance: those of `AppEnvironment` but `command`
+ * and `args`, plus `app`. (`inputs` stays outside `Omit`, so input names are inferred.)
+ */
+export type FrameworkAppOptions<InputName extends string, App> = Omit<
+  AppEnvironmentOptions,
+  "command" | "args" | "inputs"
+> & { inputs?: Input<InputName>[]; app: App };
+
 /** The subset of a Fastify instance caravan uses (no import of fastify itself). */
 export interface FastifyLike {
   listen(opts: { port: number; host: string }): Promise<string>;
@@ -34,9 +44,11 @@ export interface FastifyLike {
  * An app served from a Fastify instance (the seed's `FastAPIAppEnvironment`).
  * @example new FastifyAppEnvironment({ name: "api", app: Fastify(), requiresAuth: false })
  */
-export class FastifyAppEnvironment extends AppEnvironment {
+export class FastifyAppEnvironment<
+  InputName extends string = string,
+> extends AppEnvironment<InputName> {
   readonly app: FastifyLike;
-  constructor(opts: Omit<AppEnvironmentOptions, "command" | "args"> & { app: FastifyLike }) {
+  constructor(opts: FrameworkAppOptions<InputName, FastifyLike>) {
     if (
       !opts?.app ||
       typeof opts.app.listen !== "function" ||
@@ -66,9 +78,11 @@ export interface HonoLike {
 }
 
 /** An app served from a Hono instance, with `@hono/node-server`. */
-export class HonoAppEnvironment extends AppEnvironment {
+export class HonoAppEnvironment<
+  InputName extends string = string,
+> extends AppEnvironment<InputName> {
   readonly app: HonoLike;
-  constructor(opts: Omit<AppEnvironmentOptions, "command" | "args"> & { app: HonoLike }) {
+  constructor(opts: FrameworkAppOptions<InputName, HonoLike>) {
     if (!opts?.app || typeof opts.app.fetch !== "function") {
       fail(
         "VALIDATION",
@@ -96,9 +110,11 @@ export interface ExpressLike {
 }
 
 /** An app served from an Express application. */
-export class ExpressAppEnvironment extends AppEnvironment {
+export class ExpressAppEnvironment<
+  InputName extends string = string,
+> extends AppEnvironment<InputName> {
   readonly app: ExpressLike;
-  constructor(opts: Omit<AppEnvironmentOptions, "command" | "args"> & { app: ExpressLike }) {
+  constructor(opts: FrameworkAppOptions<InputName, ExpressLike>) {
     if (!opts?.app || typeof opts.app.listen !== "function") {
       fail(
         "VALIDATION",

@@ -204,3 +204,22 @@ describe("getInput", () => {
     expect(errorOf(() => getInput("c")).message).toContain("it declares no inputs");
   });
 });
+
+describe("AppEnvironment.input", () => {
+  it("reads one of the app's own inputs, and refuses another app's", async () => {
+    const { AppEnvironment } = await import("./environment.ts");
+    const frontend = new AppEnvironment({
+      name: "frontend",
+      command: ["node", "server.js"],
+      inputs: [new Input({ name: "backend_url", value: "http://127.0.0.1:4001" })],
+    });
+    const other = new AppEnvironment({ name: "other", command: ["node", "server.js"] });
+    shared().runtime = runtime({ backend_url: "http://127.0.0.1:4001" });
+    expect(frontend.input("backend_url")).toBe("http://127.0.0.1:4001");
+    const err = errorOf(() => other.input("anything" as never));
+    expect(err.code).toBe("NOT_IN_RUNTIME");
+    expect(err.message).toContain(
+      'the inputs of app "other" are only available in its own process',
+    );
+  });
+});

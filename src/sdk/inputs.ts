@@ -106,7 +106,7 @@ export function inputValueKind(value: unknown): InputValueKind | undefined {
  * environment variable `envVar` (default: the name upper-cased) for any language.
  * @example new Input({ name: "backend_url", value: new AppEndpoint({ appName: "backend-api" }) })
  */
-export class Input<N extends string = string> {
+export class Input<const N extends string = string> {
   readonly [VALUE_BRAND] = "input" as const;
   readonly name: N;
   readonly value: InputValue;
