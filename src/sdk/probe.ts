@@ -1,9 +1,18 @@
 /**
- * Readiness of a server caravan did not start itself (a server function): a TCP connect and
- * any HTTP answer on 127.0.0.1:`port`, probed fast at first (10 ms), backing off to 500 ms.
+ * Readiness by probing: a TCP connect, then an HTTP answer (any status, or a 2xx on `path`).
+ * Used for servers caravan does not see start: command apps (by the control plane) and
+ * server functions (by the runtime, inside the app).
+ *
+ * Schedule: every 10 ms for the first 2 s, then doubling up to 500 ms. A refused loopback
+ * connect costs next to nothing, while a backoff from the start made a dependent wait up to
+ * half of its dependency's start-up time again (a fan-in waits for the slowest of those).
  */
 import { request } from "node:http";
 import { Socket } from "node:net";
+
+const FAST_MS = 10;
+const FAST_FOR_MS = 2000;
+const SLOWEST_MS = 500;
 
 function tcpOpen(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -18,11 +27,12 @@ function tcpOpen(port: number, host: string): Promise<boolean> {
   });
 }
 
-function httpAnswers(port: number, host: string): Promise<boolean> {
+function httpAnswers(port: number, host: string, path: string | undefined): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = request({ host, port, path: "/", method: "GET", timeout: 2000 }, (res) => {
+    const req = request({ host, port, path: path ?? "/", method: "GET", timeout: 2000 }, (res) => {
       res.resume();
-      resolve((res.statusCode ?? 0) > 0);
+      const code = res.statusCode ?? 0;
+      resolve(path ? code >= 200 && code < 300 : code > 0);
     });
     req.once("timeout", () => req.destroy());
     req.once("error", () => resolve(false));
@@ -30,13 +40,26 @@ function httpAnswers(port: number, host: string): Promise<boolean> {
   });
 }
 
-/** Resolves once the port answers HTTP; `stop()` returning true ends the wait (rejecting). */
-export async function waitForPort(port: number, host: string, stop: () => boolean): Promise<void> {
-  let delay = 10;
-  while (!stop()) {
-    if ((await tcpOpen(port, host)) && (await httpAnswers(port, host))) return;
+/**
+ * Resolves true once `port` answers; false as soon as `stop()` says to give up (checked
+ * between probes).
+ */
+export async function probeHttp(
+  port: number,
+  opts: { host?: string; path?: string | undefined; stop: () => boolean },
+): Promise<boolean> {
+  const host = opts.host ?? "127.0.0.1";
+  const started = Date.now();
+  let delay = FAST_MS;
+  while (!opts.stop()) {
+    if ((await tcpOpen(port, host)) && (await httpAnswers(port, host, opts.path))) return true;
     await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 500);
+    if (Date.now() - started > FAST_FOR_MS) delay = Math.min(delay * 2, SLOWEST_MS);
   }
-  throw new Error(`stopped waiting for port ${port}`);
+  return false;
+}
+
+/** Resolves once the port answers HTTP; rejects when `stop()` ends the wait. */
+export async function waitForPort(port: number, host: string, stop: () => boolean): Promise<void> {
+  if (!(await probeHttp(port, { host, stop }))) throw new Error(`stopped waiting for port ${port}`);
 }

@@ -5,9 +5,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, closeSync, openSync, readSync, statSync, writeSync } from "node:fs";
-import { Socket } from "node:net";
-import { request } from "node:http";
 import { CaravanError } from "../../errors.ts";
+import { probeHttp } from "../../sdk/probe.ts";
 import type { RuntimeConfig, RuntimeMessage } from "../../runtime/protocol.ts";
 import { RUNTIME_ENV } from "../../runtime/protocol.ts";
 import { isAlive, processStartTime, signalGroup } from "./os.ts";
@@ -182,7 +181,11 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
     spec.mode.kind === "runtime"
       ? runtimeReady(child, gate)
       : gate.then(() =>
-          probeReady(spec.port, (spec.mode as { readinessPath?: string }).readinessPath, exited),
+          probeReadiness(
+            spec.port,
+            (spec.mode as { readinessPath?: string }).readinessPath,
+            exited,
+          ),
         );
   let timer: NodeJS.Timeout | undefined;
   const timeout = gate.then(
@@ -252,54 +255,6 @@ function runtimeReady(child: ChildProcess, gate: Promise<void>): Promise<void> {
 }
 
 /**
- * Readiness of a command app: a TCP connect, then an HTTP answer (any status, or 2xx on
- * `path`). Probes fast at first (10 ms) and backs off to 500 ms.
- */
-async function probeReady(
-  port: number,
-  path: string | undefined,
-  exited: Promise<ExitInfo>,
-): Promise<void> {
-  let delay = 10;
-  let gone = false;
-  void exited.then(() => (gone = true));
-  while (!gone) {
-    if ((await tcpOpen(port)) && (await httpAnswers(port, path))) return;
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 500);
-  }
-}
-
-function tcpOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once("error", () => done(false));
-    socket.connect(port, "127.0.0.1", () => done(true));
-  });
-}
-
-function httpAnswers(port: number, path: string | undefined): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request(
-      { host: "127.0.0.1", port, path: path ?? "/", method: "GET", timeout: 2000 },
-      (res) => {
-        res.resume();
-        const code = res.statusCode ?? 0;
-        resolve(path ? code >= 200 && code < 300 : code > 0);
-      },
-    );
-    req.once("timeout", () => req.destroy());
-    req.once("error", () => resolve(false));
-    req.end();
-  });
-}
-
-/**
  * What an app inherits from the control plane: only the basics. Anything else it needs is
  * declared (envVars, inputs, secrets), so an app behaves the same whoever started the daemon.
  */
@@ -319,6 +274,13 @@ function baseEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const k of keep) if (process.env[k] !== undefined) env[k] = process.env[k];
   return env;
+}
+
+/** A command app's readiness: probed (see sdk/probe.ts) until it answers or exits. */
+async function probeReadiness(port: number, path: string | undefined, exited: Promise<ExitInfo>) {
+  let gone = false;
+  void exited.then(() => (gone = true));
+  await probeHttp(port, { path, stop: () => gone });
 }
 
 function describeCommand(spec: LaunchSpec): string {
