@@ -111,7 +111,8 @@ export class Store {
       processesOf: db.prepare(
         "SELECT * FROM processes WHERE project = ? AND domain = ? AND name = ?",
       ),
-      allProcesses: db.prepare("SELECT * FROM processes"),
+      // Oldest first: on adoption, the serving process wins over a newer one still loading.
+      allProcesses: db.prepare("SELECT * FROM processes ORDER BY started_at, rowid"),
       addRevision: db.prepare(
         "INSERT OR IGNORE INTO revisions (project, domain, name, revision, spec, code_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
       ),
