@@ -145,7 +145,14 @@ export function writeContentAddressed(
 /** Hashes, per source file, the contents of everything it imports transitively. */
 function closureHasher(meta: Metafile, workDir: string): (file: string) => string | undefined {
   const cache = new Map<string, string>();
-  const contentHash = (input: string) => sha256(readFileSync(resolve(workDir, input), "utf8"));
+  const contents = new Map<string, string>();
+  // Each file is read and hashed once, however many environments reach it.
+  const contentHash = (input: string) => {
+    let h = contents.get(input);
+    if (h === undefined)
+      contents.set(input, (h = sha256(readFileSync(resolve(workDir, input), "utf8"))));
+    return h;
+  };
   return (file: string) => {
     const key = relative(workDir, file);
     if (!meta.inputs[key]) return undefined;

@@ -3,11 +3,11 @@
  * control plane's API on 127.0.0.1. Clients find and start it with `backends/local/daemon.ts`;
  * kept apart so that clients never load the API server or the store.
  */
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { ControlPlane } from "../backends/local/control-plane.ts";
-import { ensureToken, readInfo, type DaemonInfo } from "../backends/local/daemon.ts";
+import { ensureToken, lockHeld, readInfo, type DaemonInfo } from "../backends/local/daemon.ts";
 import { homePaths, type HomePaths } from "../backends/local/home.ts";
-import { isAlive, processStartTime } from "../backends/local/os.ts";
+import { processStartTime } from "../backends/local/os.ts";
 import { buildApi } from "./api.ts";
 
 /** The daemon process itself: one per `$CARAVAN_HOME`. */
@@ -30,11 +30,19 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
   const stop = async (stopApps: boolean) => {
     if (stopping) return;
     stopping = true;
-    await api.close();
-    await plane.shutdown({ stopApps });
-    rmSync(paths.daemonFile, { force: true });
-    rmSync(paths.daemonLock, { force: true });
-    process.exit(0);
+    let code = 0;
+    try {
+      await api.close();
+      await plane.shutdown({ stopApps });
+    } catch (e) {
+      process.stderr.write(`shutdown: ${(e as Error)?.stack ?? e}\n`);
+      code = 1;
+    } finally {
+      // Whatever failed, a stopping daemon always leaves and says so: no stale address.
+      rmSync(paths.daemonFile, { force: true });
+      rmSync(paths.daemonLock, { force: true });
+      process.exit(code);
+    }
   };
   const api = buildApi(plane, token, (stopApps) => void stop(stopApps));
   const url = await api.listen({ port: 0, host: "127.0.0.1" });
@@ -61,16 +69,8 @@ function acquireLock(paths: HomePaths): boolean {
       );
       return true;
     } catch {
-      try {
-        const held = JSON.parse(readFileSync(paths.daemonLock, "utf8")) as {
-          pid: number;
-          startTime: string;
-        };
-        if (isAlive(held.pid, held.startTime)) return false;
-      } catch {
-        /* unreadable: stale */
-      }
-      rmSync(paths.daemonLock, { force: true });
+      if (lockHeld(paths)) return false;
+      rmSync(paths.daemonLock, { force: true }); // stale: its holder is gone
     }
   }
   return false;

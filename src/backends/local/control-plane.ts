@@ -9,9 +9,6 @@ import {
   existsSync,
   mkdirSync,
   writeFileSync,
-  openSync,
-  readSync,
-  closeSync,
   statSync,
   truncateSync,
 } from "node:fs";
@@ -32,7 +29,14 @@ import { endpointsFor, freePort, isAlive } from "./os.ts";
 import { SecretStore } from "./secrets.ts";
 import { Store, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { endpointVar, expandVars } from "../../sdk/vars.ts";
-import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
+import {
+  adopt,
+  readRange,
+  spawnApp,
+  type AppProcess,
+  type Launch,
+  type LaunchSpec,
+} from "./supervisor.ts";
 
 const MAX_LOG_BYTES = 10 * 1024 * 1024;
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
@@ -196,7 +200,11 @@ export class ControlPlane implements Backend {
 
   async discard(scope: Scope, name: string): Promise<void> {
     const key = keyOf(scope, name);
-    await this.serialized(key, async () => this.discardPrepared(key));
+    await this.serialized(key, async () => {
+      await this.discardPrepared(key);
+      // Never deployed (skipped on its first deploy): its reserved port goes back too.
+      if (!this.closed && !this.store.get(scope, name)) this.store.releasePort(scope, name);
+    });
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
@@ -319,7 +327,7 @@ export class ControlPlane implements Backend {
         this.store.setDesired(scope, name, "stopped");
         await this.stopProcess(key);
         if (forget) {
-          this.discardPrepared(key);
+          await this.discardPrepared(key);
           this.store.remove(scope, name);
           this.store.releasePort(scope, name);
         } else this.store.setState(scope, name, "stopped");
@@ -375,6 +383,7 @@ export class ControlPlane implements Backend {
   }
 
   private scheduleRestart(row: EnvironmentRow, delayMs?: number, why?: string): void {
+    if (this.closed || this.stopping) return;
     const key = keyOf(row, row.name);
     const attempt = this.crashCounts.get(key) ?? 0;
     this.crashCounts.set(key, attempt + 1);
@@ -389,8 +398,8 @@ export class ControlPlane implements Backend {
     const timer = setTimeout(() => {
       this.restartTimers.delete(key);
       void this.serialized(key, async () => {
-        const latest = this.store.get(row, row.name);
         if (this.closed || this.stopping) return;
+        const latest = this.store.get(row, row.name);
         if (!latest || latest.desired !== "running" || this.procs.has(key)) return;
         try {
           await this.startProcess(latest);
@@ -645,15 +654,4 @@ function notDeployed(scope: Scope, names: string[], rows: EnvironmentRow[]): Car
     `${names.map((n) => `"${n}"`).join(", ")} ${names.length === 1 ? "is" : "are"} not deployed in ${scope.project}/${scope.domain}; ${known.length ? `deployed: ${known.join(", ")}` : "nothing is deployed there"} (see caravan status --all)`,
     { names },
   );
-}
-
-function readRange(file: string, start: number, end: number): string {
-  const fd = openSync(file, "r");
-  try {
-    const buf = Buffer.alloc(end - start);
-    readSync(fd, buf, 0, buf.length, start);
-    return buf.toString("utf8");
-  } finally {
-    closeSync(fd);
-  }
 }

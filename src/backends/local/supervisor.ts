@@ -74,18 +74,24 @@ export class AppProcess {
 
 /** Last `n` lines of a log written since `fromOffset`. */
 export function logTail(file: string, fromOffset: number, n = 20): string {
-  let fd: number | undefined;
   try {
-    fd = openSync(file, "r");
     const size = statSync(file).size;
-    const start = Math.max(fromOffset, size - 64 * 1024);
-    const buf = Buffer.alloc(Math.max(0, size - start));
-    readSync(fd, buf, 0, buf.length, start);
-    return buf.toString("utf8").trimEnd().split("\n").slice(-n).join("\n");
+    const text = readRange(file, Math.max(fromOffset, size - 64 * 1024), size);
+    return text.trimEnd().split("\n").slice(-n).join("\n");
   } catch {
     return "";
+  }
+}
+
+/** Bytes `start` to `end` of a file, as UTF-8. */
+export function readRange(file: string, start: number, end: number): string {
+  const fd = openSync(file, "r");
+  try {
+    const buf = Buffer.alloc(Math.max(0, end - start));
+    readSync(fd, buf, 0, buf.length, start);
+    return buf.toString("utf8");
   } finally {
-    if (fd !== undefined) closeSync(fd);
+    closeSync(fd);
   }
 }
 
@@ -188,9 +194,12 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
           ),
         );
   let timer: NodeJS.Timeout | undefined;
+  let settled = false;
   const timeout = gate.then(
     () =>
       new Promise<never>((_, reject) => {
+        // The gate may open after the launch already failed (a preloaded app died loading).
+        if (settled) return;
         timer = setTimeout(() => {
           reject(
             new CaravanError(
@@ -215,6 +224,7 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
       await proc.stop(2000);
       throw e instanceof CaravanError ? e : failure(`failed to start: ${(e as Error).message}`);
     } finally {
+      settled = true;
       clearTimeout(timer);
       died.catch(() => {});
       timeout.catch(() => {});
@@ -222,11 +232,6 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
   })();
   ready.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
   return { proc, ready };
-}
-
-/** Starts an app now and resolves once it is ready. */
-export function launch(spec: LaunchSpec): Promise<AppProcess> {
-  return spawnApp(spec).ready;
 }
 
 /** Adopts a process left by a previous control plane; `exited` is found by polling. */
