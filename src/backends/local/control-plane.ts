@@ -56,6 +56,8 @@ export class ControlPlane implements Backend {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private readonly crashCounts = new Map<string, number>();
+  /** Log rotations so far, by log file: a follower that sees the count change reads `.1`. */
+  private readonly rotations = new Map<string, number>();
   /** Loaded but not started revisions (two-phase start), by environment key. */
   private readonly prepared = new Map<
     string,
@@ -228,21 +230,34 @@ export class ControlPlane implements Backend {
     let offset = 0;
     if (existsSync(file)) {
       const size = statSync(file).size;
-      const text = readRange(file, Math.max(0, size - 4 * 1024 * 1024), size);
-      const lines = text.split("\n");
+      const start = Math.max(0, size - 4 * 1024 * 1024);
+      const lines = readRange(file, start, size).split("\n");
+      if (start > 0) lines.shift(); // began mid-line
       if (lines.at(-1) === "") lines.pop();
       const tail = opts.tail === undefined ? lines : lines.slice(-opts.tail);
       for (const line of tail) yield line;
       offset = size;
     }
     let partial = "";
+    let rotations = this.rotations.get(file) ?? 0;
     while (opts.follow && !opts.signal?.aborted) {
       await new Promise((r) => setTimeout(r, 200));
       if (!existsSync(file)) continue;
+      let rotated = "";
+      if ((this.rotations.get(file) ?? 0) !== rotations) {
+        // Copy-truncated since the last poll: the rest of what we had not read is in `.1`.
+        rotations = this.rotations.get(file) ?? 0;
+        try {
+          rotated = readRange(`${file}.1`, offset, statSync(`${file}.1`).size);
+        } catch {
+          /* rotated again meanwhile: that part is gone */
+        }
+        offset = 0;
+      }
       const size = statSync(file).size;
-      if (size < offset) offset = 0; // rotated
-      if (size === offset) continue;
-      const chunk = partial + readRange(file, offset, size);
+      if (size < offset) offset = 0;
+      if (size === offset && !rotated) continue;
+      const chunk = partial + rotated + readRange(file, offset, size);
       offset = size;
       const lines = chunk.split("\n");
       partial = lines.pop() ?? "";
@@ -584,6 +599,7 @@ export class ControlPlane implements Backend {
           // copy-truncate: the app keeps its O_APPEND descriptor and writes on at the new end.
           copyFileSync(file, `${file}.1`);
           truncateSync(file, 0);
+          this.rotations.set(file, (this.rotations.get(file) ?? 0) + 1);
         }
       } catch {
         /* no log yet */
