@@ -1,5 +1,5 @@
 import pc from "picocolors";
-import { isCaravanError } from "../errors.ts";
+import { CaravanError, isCaravanError } from "../errors.ts";
 
 /** Colour only on a TTY, and never with NO_COLOR (picocolors checks both for stdout). */
 export const color = pc;
@@ -24,4 +24,18 @@ export function reportError(e: unknown, json = false): number {
   if (json) printJSON({ error: { code: "INTERNAL", message: String(err?.message ?? e) } });
   process.stderr.write(`${color.red("internal error")} ${err?.stack ?? String(e)}\n`);
   return 1;
+}
+
+/** A commander argument parser for a whole-number option of at least `min`. */
+export function wholeNumber(flag: string, min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) {
+      throw new CaravanError(
+        "USAGE",
+        `${flag} must be a whole number >= ${min}, got ${JSON.stringify(value)}`,
+      );
+    }
+    return n;
+  };
 }

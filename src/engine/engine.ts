@@ -76,6 +76,7 @@ export async function executePlan(
   const preloaded = new Set<string>();
   /** Preloads in flight, and discards of preloaded environments that were skipped. */
   const preparing = new Map<string, Promise<unknown>>();
+  const requests = new Map<string, Promise<DeployRequest>>();
   const discarding: Promise<unknown>[] = [];
   const skipDependents = (failed: string) => {
     const stack = [...plan.byName.get(failed)!.dependents];
@@ -114,7 +115,11 @@ export async function executePlan(
     const startedAt = now();
     emit({ type: "starting", name: env.name, at: startedAt });
     try {
-      const request = await opts.request(env, results);
+      // A preloaded environment's request was built up front (from reserved endpoints);
+      // if building it failed then, build it again now, so the error is reported.
+      const early = requests.get(env.name);
+      const request =
+        (early && (await early.catch(() => undefined))) ?? (await opts.request(env, results));
       const result = await backend.deploy(request);
       results.set(env.name, result);
       settle({
@@ -158,10 +163,10 @@ export async function executePlan(
       preloaded.add(env.name);
       // Best effort: a request that cannot be built or prepared yet fails again, with its
       // reason, when the environment is deployed.
-      const prepared = Promise.resolve()
-        .then(() => opts.request(env, results))
-        .then((request) => backend.prepare!(request))
-        .catch(() => {});
+      const request = Promise.resolve().then(() => opts.request(env, results));
+      request.catch(() => {});
+      requests.set(env.name, request);
+      const prepared = request.then((r) => backend.prepare!(r)).catch(() => {});
       preparing.set(env.name, prepared);
     }
   }

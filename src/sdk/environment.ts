@@ -372,25 +372,22 @@ export class AppEnvironment<InputName extends string = string> extends Environme
 
   /** Runs `fn` when the app starts, before it serves (the seed's `on_startup`). Returns `fn`. */
   onStartup<F extends LifecycleHook>(fn: F): F {
-    if (typeof fn !== "function")
-      fail(
-        "VALIDATION",
-        `${this.typeLabel} "${this.name}"`,
-        `onStartup() needs a function, got ${describeValue(fn)}`,
-      );
-    this.startupHooks.push(fn);
-    return fn;
+    return this.addHook(this.startupHooks, fn, "onStartup");
   }
 
   /** Runs `fn` when the app stops, after its server closed (the seed's `on_shutdown`). Returns `fn`. */
   onShutdown<F extends LifecycleHook>(fn: F): F {
+    return this.addHook(this.shutdownHooks, fn, "onShutdown");
+  }
+
+  private addHook<F extends LifecycleHook>(hooks: LifecycleHook[], fn: F, what: string): F {
     if (typeof fn !== "function")
       fail(
         "VALIDATION",
         `${this.typeLabel} "${this.name}"`,
-        `onShutdown() needs a function, got ${describeValue(fn)}`,
+        `${what}() needs a function, got ${describeValue(fn)}`,
       );
-    this.shutdownHooks.push(fn);
+    hooks.push(fn);
     return fn;
   }
 

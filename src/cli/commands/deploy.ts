@@ -1,20 +1,9 @@
 import { type Command, Option } from "commander";
 import { deployEnvironments, type Deployment } from "../../api.ts";
-import { CaravanError } from "../../errors.ts";
 import type { CommandContext } from "../main.ts";
-import { color, info, printJSON } from "../output.ts";
+import { color, info, printJSON, wholeNumber } from "../output.ts";
 import { progressReporter } from "../progress.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
-
-export function parseConcurrency(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw new CaravanError(
-      "USAGE",
-      `--concurrency must be a whole number >= 1, got ${JSON.stringify(value)}`,
-    );
-  return n;
-}
 
 export function registerDeploy(program: Command, ctx: CommandContext): void {
   scopeOptions(
@@ -34,7 +23,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
         new Option(
           "--concurrency <n>",
           "most environments starting at once (default: no limit)",
-        ).argParser(parseConcurrency),
+        ).argParser(wholeNumber("--concurrency", 1)),
       ),
   ).action(
     async (

@@ -1,6 +1,6 @@
 import { type Command, Option } from "commander";
 import { openBackend } from "../../api.ts";
-import { CaravanError } from "../../errors.ts";
+import { wholeNumber } from "../output.ts";
 import type { CommandContext } from "../main.ts";
 import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
 
@@ -12,15 +12,7 @@ export function registerLogs(program: Command, _ctx: CommandContext): void {
       .argument("<app>", "app name")
       .option("-f, --follow", "keep printing new lines until Ctrl-C")
       .addOption(
-        new Option("-n, --tail <n>", "only the last n lines").argParser((v) => {
-          const n = Number(v);
-          if (!Number.isInteger(n) || n < 0)
-            throw new CaravanError(
-              "USAGE",
-              `--tail must be a whole number >= 0, got ${JSON.stringify(v)}`,
-            );
-          return n;
-        }),
+        new Option("-n, --tail <n>", "only the last n lines").argParser(wholeNumber("--tail", 0)),
       ),
   ).action(async (app: string, opts: ScopeFlags & { follow?: boolean; tail?: number }) => {
     const config = await loadScope(opts);

@@ -4,10 +4,9 @@ import { type Command, Option } from "commander";
 import { deployEnvironments } from "../../api.ts";
 import { caravanHome, homePaths } from "../../backends/local/home.ts";
 import type { CommandContext } from "../main.ts";
-import { color, info } from "../output.ts";
+import { color, info, wholeNumber } from "../output.ts";
 import { progressReporter } from "../progress.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
-import { parseConcurrency } from "./deploy.ts";
 
 const PALETTE = [color.cyan, color.magenta, color.yellow, color.green, color.blue, color.red];
 
@@ -22,7 +21,7 @@ export function registerServe(program: Command, ctx: CommandContext): void {
       .argument("[env...]", "environments to serve (with their dependencies); default: all")
       .addOption(
         new Option("--concurrency <n>", "most environments starting at once").argParser(
-          parseConcurrency,
+          wholeNumber("--concurrency", 1),
         ),
       ),
   ).action(async (file: string, names: string[], opts: ScopeFlags & { concurrency?: number }) => {
