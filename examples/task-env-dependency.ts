@@ -1,12 +1,15 @@
 /**
  * The seed's task environment dependency: serving-app depends on the task environment
- * "training-env", which is deployed (its tasks registered) before the app starts.
+ * "training-env", so the environment is deployed (its tasks registered) before the app
+ * starts, and the app can call its tasks.
  *
- * Running tasks (`caravan run`) is not built yet: this example only declares the task. The
- * app serves a tiny model and says which tasks the environment it depends on provides.
+ *   npx caravan deploy examples/task-env-dependency.ts
+ *   curl -X POST localhost:<port>/train -H 'content-type: application/json' -d '{"points":[[1,2],[2,4]]}'
+ *   curl 'localhost:<port>/predict?x=3'
+ *   npx caravan run examples/task-env-dependency.ts train --input points='[[1,3],[2,6]]'
  */
 import Fastify from "fastify";
-import { Image, TaskEnvironment, deploy, init } from "caravan";
+import { Image, TaskEnvironment, deploy, init, run, task } from "caravan";
 import { FastifyAppEnvironment } from "caravan/fastify";
 
 const image = Image.fromDebianBase({ node: "22" }).withNpmPackages("fastify");
@@ -17,12 +20,18 @@ export const trainingEnv = new TaskEnvironment({
   resources: { cpu: 2, memory: "1Gi" },
 });
 
-/** Fits y = slope * x through the origin (least squares). Declared, not run, here. */
-export const train = trainingEnv.task(async function train(points: [number, number][]) {
-  const xy = points.reduce((sum, [x, y]) => sum + x * y, 0);
-  const xx = points.reduce((sum, [x]) => sum + x * x, 0);
-  return { slope: xx === 0 ? 0 : xy / xx };
-});
+/** Fits y = slope * x through the origin (least squares). Runs in a training-env worker. */
+export const train = trainingEnv.task(
+  async function train(points: [number, number][]) {
+    if (!Array.isArray(points) || points.length === 0)
+      throw new Error("train needs at least one [x, y] point");
+    const xy = points.reduce((sum, [x, y]) => sum + x * y, 0);
+    const xx = points.reduce((sum, [x]) => sum + x * x, 0);
+    console.log(`training on ${points.length} points`);
+    return { slope: xx === 0 ? 0 : xy / xx, points: points.length };
+  },
+  { retries: 1, timeout: 60 },
+);
 
 const servingApp = Fastify();
 export const servingEnv = new FastifyAppEnvironment({
@@ -34,13 +43,26 @@ export const servingEnv = new FastifyAppEnvironment({
   dependsOn: [trainingEnv], // Can depend on task environments too
 });
 
-/** The model the app serves (what a run of `train` would produce). */
-const model = { slope: 2 };
+/** The model the app serves: the output of the last training run it asked for. */
+let model: { slope: number; points: number } | undefined;
 
+// Calls the task by reference: it runs in a training-env worker, not in this process.
+servingApp.post<{ Body: { points?: [number, number][] } }>("/train", async (req) => {
+  model = await run(train, req.body?.points ?? []);
+  return model;
+});
+// The same task by id, as code that does not import its declaration would call it.
+servingApp.post<{ Body: { points?: [number, number][] } }>("/train-by-id", async (req) => {
+  model = await task<[[number, number][]], typeof model>("training-env.train").run(
+    req.body?.points ?? [],
+  );
+  return model;
+});
 servingApp.get<{ Querystring: { x?: string } }>("/predict", async (req, reply) => {
   const x = Number(req.query.x);
   if (req.query.x === undefined || !Number.isFinite(x))
     return reply.code(400).send({ error: "give a number: /predict?x=3" });
+  if (!model) return reply.code(409).send({ error: "no model yet: POST /train first" });
   return { x, y: model.slope * x };
 });
 servingApp.get("/tasks", async () => ({

@@ -38,6 +38,10 @@ export type ErrorCode =
   | "BUNDLE_FAILED"
   | "MISSING_SECRET"
   | "UNKNOWN_VARIABLE"
+  | "UNKNOWN_TASK"
+  | "TASK_FAILED"
+  | "NOT_SERIALIZABLE"
+  | "NO_SUCH_RUN"
   | "INTERNAL";
 
 export class CaravanError extends Error {

@@ -75,6 +75,50 @@ export interface EnvironmentStatus extends Partial<Endpoints> {
   updatedAt: string;
 }
 
+export type RunStatus = "queued" | "running" | "succeeded" | "failed";
+
+/** A task run: a record on the control plane from the moment it is asked for. */
+export interface RunRecord {
+  id: string;
+  project: string;
+  domain: string;
+  /** The task environment it runs in. */
+  environment: string;
+  /** The task's id, `<environment>.<task>`. */
+  task: string;
+  /** The environment's revision it ran (the deployed one when it was created). */
+  revision: string;
+  status: RunStatus;
+  args: unknown[];
+  /** The task's result (JSON), once succeeded. */
+  output?: unknown;
+  /** Why the last attempt failed: the task's own error name, message and stack. */
+  error?: { name: string; message: string; stack?: string };
+  attempts: number;
+  /** Who asked: `cli`, `api`, or the app that called it. */
+  caller?: string;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  durationMs?: number;
+  /** What the task printed (the last 64 KiB), in `runs show`. */
+  logs?: string;
+}
+
+export interface RunRequest {
+  scope: Scope;
+  /** A task id, `<environment>.<task>`. */
+  task: string;
+  args: unknown[];
+  caller?: string;
+}
+
+export interface RunFilter {
+  task?: string;
+  status?: RunStatus;
+  limit?: number;
+}
+
 export interface LogsOptions {
   tail?: number;
   follow?: boolean;
@@ -99,6 +143,13 @@ export interface Backend {
   reserve?(scope: Scope, names: string[]): Promise<Record<string, Endpoints>>;
   prepare?(request: DeployRequest): Promise<void>;
   discard?(scope: Scope, name: string): Promise<void>;
+  /**
+   * Task runs (optional). `startRun` records a run and starts it, waiting up to `waitMs` for
+   * it to finish; `getRun` waits the same way for a run in flight.
+   */
+  startRun?(request: RunRequest, opts?: { waitMs?: number }): Promise<RunRecord>;
+  getRun?(id: string, opts?: { waitMs?: number }): Promise<RunRecord>;
+  listRuns?(scope: Scope | undefined, filter?: RunFilter): Promise<RunRecord[]>;
   /** An app's log lines. */
   logs(scope: Scope, name: string, opts?: LogsOptions): AsyncIterable<string>;
   /** Releases connections (not the environments). */

@@ -9,6 +9,7 @@ import { registerLogs } from "./commands/logs.ts";
 import { registerStopDelete } from "./commands/stop.ts";
 import { registerServer } from "./commands/server.ts";
 import { registerSecret } from "./commands/secret.ts";
+import { registerRun } from "./commands/run.ts";
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
@@ -30,6 +31,9 @@ Examples:
   $ npx caravan deploy examples/app-calling-app.ts    deploy it (starts the control plane)
   $ npx caravan status                                what runs, with endpoints
   $ npx caravan logs app2-calls-app1 --follow         an app's logs
+  $ npx caravan run examples/task-env-dependency.ts train --input points='[[1,2]]'
+                                                      run a task, print its output
+  $ npx caravan runs                                  recent task runs
   $ npx caravan server stop                           stop the control plane and its apps`,
     );
   registerPlan(program, ctx);
@@ -40,6 +44,7 @@ Examples:
   registerLogs(program, ctx);
   registerStopDelete(program, ctx);
   registerServer(program, ctx);
+  registerRun(program, ctx);
   registerSecret(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

@@ -39,3 +39,15 @@ export function wholeNumber(flag: string, min: number): (value: string) => numbe
     return n;
   };
 }
+
+/** A plain table on stdout: a bold header, columns padded to their widest cell. */
+export function printTable(head: string[], rows: string[][]): void {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const fmt = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
+  process.stdout.write(color.bold(fmt(head)) + "\n");
+  for (const r of rows) process.stdout.write(fmt(r) + "\n");
+}

@@ -24,3 +24,4 @@ export { getInput, inRuntime } from "../sdk/context.ts";
 export { init, type CaravanConfig } from "../sdk/config.ts";
 export { CaravanError, isCaravanError, type ErrorCode } from "../errors.ts";
 export { plan, deploy, Deployment, type DeployOptions } from "../api.ts";
+export { run, task, type TaskRef, type RunRecord } from "../runs.ts";

@@ -1,16 +1,26 @@
 /**
- * The process every JS app runs in: loads the snapshot, finds its environment by name,
- * waits for the go-ahead, serves it, reports ready, and closes gracefully on SIGTERM.
+ * The process every JS app and task worker runs in: loads the snapshot, finds its environment
+ * by name, then either serves it (an app: waits for the go-ahead, reports ready, closes
+ * gracefully on SIGTERM) or runs its tasks one at a time on request (a task worker).
  * Runs inside user processes: it never imports the control plane.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
 import { pathToFileURL } from "node:url";
-import { isAppEnvironment, type ServerHandle } from "../sdk/environment.ts";
+import {
+  isAppEnvironment,
+  isTaskEnvironment,
+  type AppEnvironment,
+  type ServerHandle,
+  type TaskEnvironment,
+} from "../sdk/environment.ts";
 import { shared } from "../sdk/global.ts";
+import { assertJsonValue } from "../sdk/serialize.ts";
 import {
   RUNTIME_ENV,
   type PlaneMessage,
   type RuntimeConfig,
   type RuntimeMessage,
+  type TaskErrorInfo,
 } from "./protocol.ts";
 
 const send = (message: RuntimeMessage) => process.send?.(message);
@@ -50,17 +60,24 @@ async function main(): Promise<void> {
     fatal(e);
   }
   state.runtime.loading = false;
-  const env = state.environments.find((e) => isAppEnvironment(e) && e.name === config.name);
-  if (!env || !isAppEnvironment(env)) {
-    fatal(new Error(`the snapshot declares no app named "${config.name}"`));
-  }
+  const kind = config.kind ?? "app";
+  const env = state.environments.find((e) =>
+    kind === "task"
+      ? isTaskEnvironment(e) && e.name === config.name
+      : isAppEnvironment(e) && e.name === config.name,
+  );
+  if (!env) fatal(new Error(`the snapshot declares no ${kind} environment named "${config.name}"`));
+  if (kind === "task") return serveTasks(env as TaskEnvironment, go);
+  return serveApp(env as AppEnvironment, config, go);
+}
+
+async function serveApp(env: AppEnvironment, config: RuntimeConfig, go: Promise<void>) {
   send({ type: "loaded" });
   await go;
-
   const context = () => ({
     port: config.port,
     host: config.host,
-    inputs: { ...state.runtime!.inputs },
+    inputs: { ...shared().runtime!.inputs },
   });
   let handle: ServerHandle;
   try {
@@ -98,6 +115,54 @@ async function main(): Promise<void> {
   process.on("disconnect", () => {});
   send({ type: "ready", port: config.port });
   process.channel?.unref();
+}
+
+/**
+ * A task worker: runs are sent one at a time over IPC. What a task prints goes to the
+ * environment's log and, tagged with its run id, to the control plane for the run's record.
+ */
+async function serveTasks(env: TaskEnvironment, go: Promise<void>) {
+  send({ type: "loaded", tasks: [...env.tasks.values()].map((t) => t.id) });
+  await go;
+  const current = new AsyncLocalStorage<string>();
+  for (const stream of [process.stdout, process.stderr]) {
+    const write = stream.write.bind(stream) as (...a: unknown[]) => boolean;
+    stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+      const runId = current.getStore();
+      if (runId) send({ type: "log", runId, text: String(chunk) });
+      return write(chunk, ...rest);
+    }) as typeof stream.write;
+  }
+  process.on("message", (m: PlaneMessage) => {
+    if (m?.type !== "run") return;
+    const task = [...env.tasks.values()].find((t) => t.id === m.task);
+    void current.run(m.runId, async () => {
+      try {
+        if (!task) throw new Error(`this revision of ${env.name} has no task "${m.task}"`);
+        const output = await task(...m.args);
+        assertJsonValue(output, "the result", `task ${m.task}`);
+        send({ type: "result", runId: m.runId, ok: true, output: output ?? null });
+      } catch (e) {
+        send({ type: "result", runId: m.runId, ok: false, error: errorInfo(e) });
+      }
+    });
+  });
+  // A worker belongs to the control plane that started it: without it there is nobody to
+  // answer to, and a new control plane starts its own workers.
+  process.on("disconnect", () => process.exit(0));
+  process.on("SIGTERM", () => process.exit(0));
+  send({ type: "ready", port: 0 });
+}
+
+function errorInfo(e: unknown): TaskErrorInfo {
+  if (e instanceof Error) {
+    return {
+      name: e.name,
+      message: e.message,
+      ...(e.stack ? { stack: e.stack } : {}),
+    };
+  }
+  return { name: "Error", message: typeof e === "string" ? e : (JSON.stringify(e) ?? String(e)) };
 }
 
 await main();

@@ -1,21 +1,47 @@
 /**
- * The protocol between the control plane and the runtime inside an app process, over the
- * child's IPC channel. Two phases, so code can be loaded while dependencies still start:
+ * The protocol between the control plane and the runtime inside an app or task-worker
+ * process, over the child's IPC channel. Two phases, so code can be loaded while
+ * dependencies still start:
  *
- *   runtime -> { type: "loaded" }     the bundle is imported and the environment found
- *   plane   -> { type: "start" }      every dependency is ready: run start-up hooks, listen
- *   runtime -> { type: "ready" }      the server listens (a server function: its port answers HTTP)
- *   runtime -> { type: "failed", error }  loading or starting threw (the process then exits 1)
+ *   runtime -> { type: "loaded", tasks? }  the bundle is imported and the environment found
+ *                                           (a task environment lists the tasks it registered)
+ *   plane   -> { type: "start" }           every dependency is ready: run start-up hooks, listen
+ *   runtime -> { type: "ready" }           the server listens (a server function: its port
+ *                                           answers HTTP); a task worker: ready for runs
+ *   runtime -> { type: "failed", error }   loading or starting threw (the process then exits 1)
  *
- * Without an IPC channel (started by hand) the runtime starts right after loading.
+ * A task worker then takes runs, one at a time:
+ *
+ *   plane   -> { type: "run", runId, task, args }
+ *   runtime -> { type: "log", runId, text }        what the task printed (also in the env's log)
+ *   runtime -> { type: "result", runId, ok, output | error }
+ *
+ * Without an IPC channel (started by hand) an app starts right after loading.
  */
 export type RuntimeMessage =
-  { type: "loaded" } | { type: "ready"; port: number } | { type: "failed"; error: string };
+  | { type: "loaded"; tasks?: string[] }
+  | { type: "ready"; port: number }
+  | { type: "failed"; error: string }
+  | { type: "log"; runId: string; text: string }
+  | ({ type: "result"; runId: string } & TaskOutcome);
 
-export type PlaneMessage = { type: "start" };
+export type PlaneMessage =
+  { type: "start" } | { type: "run"; runId: string; task: string; args: unknown[] };
+
+/** What a task attempt ended with; an error keeps the task's own message and stack. */
+export type TaskOutcome =
+  { ok: true; output: unknown } | { ok: false; error: TaskErrorInfo };
+
+export interface TaskErrorInfo {
+  name: string;
+  message: string;
+  stack?: string;
+}
 
 /** Passed to the runtime as JSON in `CARAVAN_RUNTIME`. */
 export interface RuntimeConfig {
+  /** An app serves; a task worker runs its environment's tasks on request. */
+  kind: "app" | "task";
   name: string;
   project: string;
   domain: string;
@@ -31,3 +57,6 @@ export interface RuntimeConfig {
 }
 
 export const RUNTIME_ENV = "CARAVAN_RUNTIME";
+/** How code in an app or task reaches the control plane's run API (see `run()`). */
+export const API_URL_ENV = "CARAVAN_API_URL";
+export const API_TOKEN_ENV = "CARAVAN_API_TOKEN";

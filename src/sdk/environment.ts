@@ -3,6 +3,7 @@ import { ENV_BRAND, shared } from "./global.ts";
 import { Image } from "./image.ts";
 import { getInput } from "./context.ts";
 import { checkInputs, type Input } from "./inputs.ts";
+import { parameterNames } from "./serialize.ts";
 import { normalizeResources, type NormalizedResources, type Resources } from "./resources.ts";
 import { callerSite, formatSite, type Site } from "./site.ts";
 import {
@@ -501,7 +502,10 @@ export interface TaskOptions {
   concurrency?: number;
 }
 
-/** A registered task: callable locally, identified as `<env>.<name>`. */
+/**
+ * A registered task, identified as `<env>.<name>`. Calling it runs the function here, in this
+ * process; `run(task, ...args)` runs it on the control plane, in a worker of its environment.
+ */
 export type Task<A extends unknown[] = unknown[], R = unknown> = ((
   ...args: A
 ) => Promise<Awaited<R>>) & {
@@ -509,6 +513,8 @@ export type Task<A extends unknown[] = unknown[], R = unknown> = ((
   readonly taskName: string;
   readonly environment: TaskEnvironment;
   readonly options: Readonly<Omit<TaskOptions, "name">>;
+  /** Parameter names read from the function's source (for `caravan run --input name=value`). */
+  readonly parameters: readonly (string | undefined)[];
 };
 
 /**
@@ -557,6 +563,7 @@ export class TaskEnvironment extends Environment {
       taskName,
       environment: this,
       options: rest,
+      parameters: parameterNames(fn as (...args: never[]) => unknown),
     }) as Task<A, R>;
     this.tasks.set(taskName, task as Task<any[], any>);
     return task;
@@ -577,6 +584,10 @@ export function isEnvironment(value: unknown): value is Environment {
   if (!value || typeof value !== "object") return false;
   const brand = (value as Record<symbol, unknown>)[ENV_BRAND];
   return brand === "app" || brand === "task";
+}
+
+export function isTaskEnvironment(value: unknown): value is TaskEnvironment {
+  return isEnvironment(value) && value.kind === "task";
 }
 
 export function isAppEnvironment(value: unknown): value is AppEnvironment {

@@ -33,6 +33,8 @@ interface SharedState {
   runtime?: RuntimeContext;
   /** Endpoints learnt by `deploy()` in this process, so `env.endpoint` works after it. */
   deployedEndpoints: Map<string, { endpoint: string; internalEndpoint: string }>;
+  /** Task environments `run()` deployed in this process (`project/domain/name`). */
+  deployedTaskEnvironments: Set<string>;
   /** Set by `init()`. */
   config?: { rootDir?: string; project?: string; domain?: string };
 }
@@ -43,7 +45,7 @@ export function shared(): SharedState {
   const g = globalThis as unknown as Record<symbol, SharedState | undefined>;
   let state = g[KEY];
   if (!state) {
-    state = { environments: [], deployedEndpoints: new Map() };
+    state = { environments: [], deployedEndpoints: new Map(), deployedTaskEnvironments: new Set() };
     g[KEY] = state;
   }
   return state;

@@ -5,13 +5,15 @@
 import { timingSafeEqual } from "node:crypto";
 import { Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
-import type { DeployRequest, Scope } from "../backends/contract.ts";
-import type { ControlPlane } from "../backends/local/control-plane.ts";
+import type { DeployRequest, RunFilter, RunRequest, Scope } from "../backends/contract.ts";
+import { runTokenScope, type ControlPlane } from "../backends/local/control-plane.ts";
 import { CaravanError, isCaravanError, type ErrorCode } from "../errors.ts";
 
 const STATUS_OF: Partial<Record<ErrorCode, number>> = {
   UNAUTHORIZED: 401,
   NOT_DEPLOYED: 404,
+  NO_SUCH_RUN: 404,
+  UNKNOWN_TASK: 404,
   DEPENDENTS_EXIST: 409,
   USAGE: 400,
   VALIDATION: 400,
@@ -25,9 +27,29 @@ export function buildApi(
   const app = Fastify({ logger: false, forceCloseConnections: true });
   const expected = Buffer.from(`Bearer ${token}`);
 
+  // What a request may do: everything (the control plane's token), or runs in one scope (the
+  // token apps and task workers get).
+  const runScopes = new WeakMap<object, Scope>();
+  const allowed = (req: { raw: object }, scope: { project: string; domain: string }) => {
+    const only = runScopes.get(req.raw);
+    if (only && (only.project !== scope.project || only.domain !== scope.domain)) {
+      throw new CaravanError(
+        "UNAUTHORIZED",
+        `this token is for runs in ${only.project}/${only.domain}, not ${scope.project}/${scope.domain}`,
+      );
+    }
+  };
+
   app.addHook("onRequest", async (req, reply) => {
-    const given = Buffer.from(req.headers.authorization ?? "");
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    const header = req.headers.authorization ?? "";
+    const given = Buffer.from(header);
+    if (given.length === expected.length && timingSafeEqual(given, expected)) return;
+    const scope =
+      req.url.startsWith("/v1/runs") && header.startsWith("Bearer run_")
+        ? runTokenScope(token, header.slice(7))
+        : undefined;
+    if (scope) runScopes.set(req.raw, scope);
+    else {
       const error = new CaravanError(
         "UNAUTHORIZED",
         "missing or wrong token: send 'Authorization: Bearer <token>' with the token from $CARAVAN_HOME/token",
@@ -99,6 +121,36 @@ export function buildApi(
           yield r.value + "\n";
       }
       return reply.type("text/plain; charset=utf-8").send(Readable.from(rest()));
+    },
+  );
+
+  // Runs. `wait` (ms, at most 30 s) holds the answer until the run finished, so a short task
+  // takes one round trip; a client loops on GET /v1/runs/:id for longer ones.
+  const waitOf = (q: { wait?: string }) => Math.min(30_000, Math.max(0, Number(q.wait) || 0));
+  app.post<{ Body: RunRequest; Querystring: { wait?: string } }>("/v1/runs", async (req, reply) => {
+    allowed(req, req.body.scope);
+    const run = await plane.startRun(req.body, { waitMs: waitOf(req.query) });
+    return reply.code(201).send({ run });
+  });
+  app.get<{ Params: { id: string }; Querystring: { wait?: string } }>(
+    "/v1/runs/:id",
+    async (req) => {
+      const run = await plane.getRun(req.params.id, { waitMs: waitOf(req.query) });
+      allowed(req, run);
+      return { run };
+    },
+  );
+  app.get<{ Querystring: Partial<Scope> & { task?: string; status?: string; limit?: string } }>(
+    "/v1/runs",
+    async (req) => {
+      const { project, domain, task, status, limit } = req.query;
+      const scope = project && domain ? { project, domain } : runScopes.get(req.raw);
+      if (scope) allowed(req, scope);
+      const filter: RunFilter = {};
+      if (task) filter.task = task;
+      if (status) filter.status = status as RunFilter["status"];
+      if (limit) filter.limit = Math.max(1, Math.min(1000, Number(limit) || 100));
+      return { runs: await plane.listRuns(scope, filter) };
     },
   );
 

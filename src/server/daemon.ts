@@ -45,7 +45,8 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
     }
   };
   const api = buildApi(plane, token, (stopApps) => void stop(stopApps));
-  const url = await api.listen({ port: 0, host: "127.0.0.1" });
+  const url = await listenStable(api, plane);
+  plane.setApiAccess(url, token);
   const info: DaemonInfo = {
     pid: process.pid,
     startTime: processStartTime(process.pid) ?? "",
@@ -56,6 +57,25 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
   process.on("SIGTERM", () => void stop(false));
   process.on("SIGINT", () => void stop(false));
   process.stderr.write(`caravan control plane ${url} pid ${process.pid}\n`);
+}
+
+/**
+ * Listens on the port the previous daemon of this home used, when it is free: apps it left
+ * running (and adopted now) were given that address for task runs.
+ */
+export async function listenStable(
+  api: ReturnType<typeof buildApi>,
+  plane: ControlPlane,
+): Promise<string> {
+  const previous = Number(plane.store.getMeta("api-port") ?? 0);
+  let url: string;
+  try {
+    url = await api.listen({ port: previous, host: "127.0.0.1" });
+  } catch {
+    url = await api.listen({ port: 0, host: "127.0.0.1" });
+  }
+  plane.store.setMeta("api-port", new URL(url).port);
+  return url;
 }
 
 /** An exclusive lock file holding our pid; a stale one (dead pid) is taken over. */

@@ -7,6 +7,9 @@ import type {
   Endpoints,
   EnvironmentStatus,
   LogsOptions,
+  RunFilter,
+  RunRecord,
+  RunRequest,
   Scope,
 } from "../contract.ts";
 
@@ -90,6 +93,28 @@ export class HttpBackend implements Backend {
 
   async discard(scope: Scope, name: string): Promise<void> {
     await this.call("POST", "/v1/discard", { scope, name });
+  }
+
+  async startRun(request: RunRequest, opts: { waitMs?: number } = {}): Promise<RunRecord> {
+    const query = opts.waitMs ? `?wait=${opts.waitMs}` : "";
+    return (await this.call<{ run: RunRecord }>("POST", `/v1/runs${query}`, request)).run;
+  }
+
+  async getRun(id: string, opts: { waitMs?: number } = {}): Promise<RunRecord> {
+    const query = opts.waitMs ? `?wait=${opts.waitMs}` : "";
+    return (
+      await this.call<{ run: RunRecord }>("GET", `/v1/runs/${encodeURIComponent(id)}${query}`)
+    ).run;
+  }
+
+  async listRuns(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
+    const query = new URLSearchParams();
+    if (scope) {
+      query.set("project", scope.project);
+      query.set("domain", scope.domain);
+    }
+    for (const [k, v] of Object.entries(filter)) if (v !== undefined) query.set(k, String(v));
+    return (await this.call<{ runs: RunRecord[] }>("GET", `/v1/runs?${query}`)).runs;
   }
 
   async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {

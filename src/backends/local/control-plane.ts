@@ -21,12 +21,18 @@ import type {
   Endpoints,
   EnvironmentStatus,
   LogsOptions,
+  RunFilter,
+  RunRecord,
+  RunRequest,
   Scope,
 } from "../contract.ts";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive } from "./os.ts";
 import { SecretStore } from "./secrets.ts";
+import { TaskRunner } from "./tasks.ts";
+import { API_TOKEN_ENV, API_URL_ENV } from "../../runtime/protocol.ts";
 import { Store, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { endpointVar, expandVars } from "../../sdk/vars.ts";
 import {
@@ -69,15 +75,38 @@ export class ControlPlane implements Backend {
   private closed = false;
   /** Set when shutdown begins: from then on nothing new is started. */
   private stopping = false;
+  private readonly tasks: TaskRunner;
+  /** Where code in apps and task workers reaches the run API (set once the API listens). */
+  private apiAccess?: { url: string; secret: string };
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
-    this.housekeeping = setInterval(() => this.rotateLogs(), 30_000);
+    this.tasks = new TaskRunner(this.store, {
+      spawnWorker: (row) => {
+        const launch = spawnApp(this.launchSpec(row));
+        this.record(row, launch);
+        return launch;
+      },
+      forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
+    });
+    this.housekeeping = setInterval(() => {
+      this.rotateLogs();
+      this.tasks.reap();
+    }, 30_000);
     this.housekeeping.unref();
+  }
+
+  /**
+   * Tells the control plane where its API listens, so apps and task workers can start runs:
+   * they get the URL and a token that only allows runs in their own project/domain.
+   */
+  setApiAccess(url: string, secret: string): void {
+    this.apiAccess = { url, secret };
   }
 
   /** Adopts processes a previous control plane left running; restarts what died. */
   async recover(): Promise<void> {
+    this.tasks.recover();
     // Every process is recorded from the moment it is spawned, so none can be orphaned by a
     // control plane that died mid-start. Adopt what is ready and current; stop the rest.
     const adopted = new Map<string, ProcessRow>();
@@ -130,7 +159,7 @@ export class ControlPlane implements Backend {
         );
       }
       const row = this.store.get(scope, req.name);
-      const running = req.kind === "task" || this.procs.has(key);
+      const running = req.kind === "task" ? this.tasks.has(key) : this.procs.has(key);
       if (
         row &&
         row.revision === req.revision &&
@@ -153,7 +182,14 @@ export class ControlPlane implements Backend {
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
       this.store.event(scope, req.name, "deploy", req.revision);
       if (req.kind === "task") {
-        // Tasks run on demand; the environment is ready once its tasks are registered.
+        // Ready once a worker of this revision has loaded it: its tasks are registered.
+        try {
+          await this.tasks.register(next);
+        } catch (e) {
+          this.store.setState(scope, req.name, "failed", (e as Error).message);
+          this.store.event(scope, req.name, "failed", (e as Error).message);
+          throw e;
+        }
         this.store.setState(scope, req.name, "ready");
         return { status: "ready", revision: req.revision };
       }
@@ -209,10 +245,36 @@ export class ControlPlane implements Backend {
     });
   }
 
+  async startRun(req: RunRequest, opts: { waitMs?: number } = {}): Promise<RunRecord> {
+    if (this.stopping || this.closed) {
+      throw new CaravanError(
+        "SERVER_UNREACHABLE",
+        `${req.task} was not run: the control plane is shutting down`,
+      );
+    }
+    const run = this.tasks.start(req);
+    return opts.waitMs ? this.tasks.wait(run.id, opts.waitMs) : run;
+  }
+
+  getRun(id: string, opts: { waitMs?: number } = {}): Promise<RunRecord> {
+    return this.tasks.wait(id, opts.waitMs ?? 0);
+  }
+
+  async listRuns(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
+    return this.store.listRuns(scope, filter);
+  }
+
+  /** The token a process in `scope` uses for the run API: good for that scope's runs only. */
+  runToken(scope: Scope): string | undefined {
+    return this.apiAccess && scopedRunToken(this.apiAccess.secret, scope);
+  }
+
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
     return this.store.list(scope).map((row) => {
-      const current = this.procs.get(keyOf(row, row.name));
-      return this.store.toStatus(row, current ? [current.proc.pid] : []);
+      const key = keyOf(row, row.name);
+      const current = this.procs.get(key);
+      const pids = row.kind === "task" ? this.tasks.pids(key) : current ? [current.proc.pid] : [];
+      return this.store.toStatus(row, pids);
     });
   }
 
@@ -293,6 +355,7 @@ export class ControlPlane implements Backend {
     this.closed = true;
     clearInterval(this.housekeeping);
     for (const t of this.restartTimers.values()) clearTimeout(t);
+    await this.tasks.close();
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
     const discarding = [...this.prepared.keys()].map((key) => this.discardPrepared(key));
     await Promise.allSettled([...this.locks.values(), ...discarding]);
@@ -341,6 +404,7 @@ export class ControlPlane implements Backend {
         this.cancelRestart(key);
         this.store.setDesired(scope, name, "stopped");
         await this.stopProcess(key);
+        await this.tasks.unregister(scope, name);
         if (forget) {
           await this.discardPrepared(key);
           this.store.remove(scope, name);
@@ -487,7 +551,7 @@ export class ControlPlane implements Backend {
   private launchSpec(row: EnvironmentRow): LaunchSpec {
     const req = row.request;
     const spec = req.spec;
-    const port = row.port!;
+    const port = row.port ?? 0; // task workers listen on nothing
     const env: Record<string, string> = { ...(spec.envVars as Record<string, string>) };
     for (const input of (spec.inputs as { name: string; envVar: string }[]) ?? []) {
       const value = req.inputs[input.name];
@@ -502,6 +566,10 @@ export class ControlPlane implements Backend {
       CARAVAN_DOMAIN: row.domain,
       CARAVAN_INPUTS_FILE: this.writeInputsFile(row),
     });
+    if (this.apiAccess) {
+      env[API_URL_ENV] = this.apiAccess.url;
+      env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
+    }
     // Expansion in arguments sees everything but secrets (an argv is visible to every user).
     const vars: Record<string, string> = { ...env, PORT: String(port), NAME: row.name };
     // Secret values are read from the store at launch: never from the request or the store DB.
@@ -545,6 +613,7 @@ export class ControlPlane implements Backend {
         kind: "runtime",
         runtimeMain: req.code.runtime,
         config: {
+          kind: row.kind,
           name: row.name,
           project: row.project,
           domain: row.domain,
@@ -635,6 +704,26 @@ function rowOf(req: DeployRequest, port: number | null, restarts: number): Envir
     error: null,
     updatedAt: new Date().toISOString(),
   };
+}
+
+/**
+ * The token apps and task workers use for the run API: their scope, and an HMAC of it under
+ * the control plane's own token. It allows runs in that scope only; no table to keep.
+ */
+export function scopedRunToken(secret: string, scope: Scope): string {
+  const body = Buffer.from(JSON.stringify([scope.project, scope.domain])).toString("base64url");
+  return `run_${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+/** The scope a run token is good for, or undefined when it is not one of ours. */
+export function runTokenScope(secret: string, token: string): Scope | undefined {
+  const m = /^run_([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(token);
+  if (!m) return undefined;
+  const expected = createHmac("sha256", secret).update(m[1]!).digest();
+  const given = Buffer.from(m[2]!, "base64url");
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  const [project, domain] = JSON.parse(Buffer.from(m[1]!, "base64url").toString()) as string[];
+  return { project: project!, domain: domain! };
 }
 
 function killGroup(pgid: number): void {

@@ -4,7 +4,14 @@
  * the only writer; a restarted daemon rebuilds everything from here.
  */
 import Database from "better-sqlite3";
-import type { DeployRequest, EnvironmentState, EnvironmentStatus, Scope } from "../contract.ts";
+import type {
+  DeployRequest,
+  EnvironmentState,
+  EnvironmentStatus,
+  RunFilter,
+  RunRecord,
+  Scope,
+} from "../contract.ts";
 import { endpointsFor } from "./os.ts";
 
 export interface EnvironmentRow {
@@ -58,6 +65,14 @@ CREATE TABLE IF NOT EXISTS revisions (
   spec TEXT NOT NULL, code_hash TEXT NOT NULL, created_at TEXT NOT NULL,
   PRIMARY KEY (project, domain, name, revision)
 );
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, project TEXT NOT NULL, domain TEXT NOT NULL, environment TEXT NOT NULL,
+  task TEXT NOT NULL, revision TEXT NOT NULL, status TEXT NOT NULL, args TEXT NOT NULL,
+  output TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0, caller TEXT,
+  created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, duration_ms INTEGER, logs TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_task ON runs (project, domain, task, status, created_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
   project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, message TEXT
@@ -119,7 +134,26 @@ export class Store {
       addEvent: db.prepare(
         "INSERT INTO events (at, project, domain, name, type, message) VALUES (?, ?, ?, ?, ?, ?)",
       ),
+      insertRun: db.prepare(
+        `INSERT INTO runs (id, project, domain, environment, task, revision, status, args, attempts, caller, created_at)
+        VALUES (@id, @project, @domain, @environment, @task, @revision, @status, @args, @attempts, @caller, @createdAt)`,
+      ),
+      updateRun: db.prepare(
+        `UPDATE runs SET status = @status, output = @output, error = @error, attempts = @attempts,
+        started_at = @startedAt, finished_at = @finishedAt, duration_ms = @durationMs, logs = @logs WHERE id = @id`,
+      ),
+      getRun: db.prepare("SELECT * FROM runs WHERE id = ?"),
+      unfinishedRuns: db.prepare("SELECT * FROM runs WHERE status IN ('queued', 'running')"),
+      getMeta: db.prepare("SELECT value FROM meta WHERE key = ?"),
+      setMeta: db.prepare(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      ),
     };
+  }
+
+  /** The open database, for stores of other concerns that keep their own tables in it. */
+  get database(): Database.Database {
+    return this.db;
   }
 
   close(): void {
@@ -208,6 +242,67 @@ export class Store {
     this.stmts.addEvent.run(now(), scope.project, scope.domain, name, type, message);
   }
 
+  getMeta(key: string): string | undefined {
+    return (this.stmts.getMeta.get(key) as Raw | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.stmts.setMeta.run(key, value);
+  }
+
+  insertRun(run: RunRecord): void {
+    this.stmts.insertRun.run({
+      ...run,
+      args: JSON.stringify(run.args),
+      caller: run.caller ?? null,
+    });
+  }
+
+  /** Saves a run's progress (everything that changes after it was created). */
+  updateRun(run: RunRecord): void {
+    this.stmts.updateRun.run({
+      id: run.id,
+      status: run.status,
+      output: run.output === undefined ? null : JSON.stringify(run.output),
+      error: run.error ? JSON.stringify(run.error) : null,
+      attempts: run.attempts,
+      startedAt: run.startedAt ?? null,
+      finishedAt: run.finishedAt ?? null,
+      durationMs: run.durationMs ?? null,
+      logs: run.logs ?? null,
+    });
+  }
+
+  getRun(id: string): RunRecord | undefined {
+    const raw = this.stmts.getRun.get(id) as Raw | undefined;
+    return raw && toRun(raw);
+  }
+
+  /** Newest first. */
+  listRuns(scope: Scope | undefined, filter: RunFilter = {}): RunRecord[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (scope) {
+      where.push("project = ? AND domain = ?");
+      params.push(scope.project, scope.domain);
+    }
+    if (filter.task) {
+      where.push("task = ?");
+      params.push(filter.task);
+    }
+    if (filter.status) {
+      where.push("status = ?");
+      params.push(filter.status);
+    }
+    const sql = `SELECT * FROM runs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
+    params.push(filter.limit ?? 100);
+    return (this.db.prepare(sql).all(...params) as Raw[]).map(toRun);
+  }
+
+  unfinishedRuns(): RunRecord[] {
+    return (this.stmts.unfinishedRuns.all() as Raw[]).map(toRun);
+  }
+
   toStatus(row: EnvironmentRow, pids: number[]): EnvironmentStatus {
     const status: EnvironmentStatus = {
       project: row.project,
@@ -257,4 +352,27 @@ function toProcess(r: Raw): ProcessRow {
     name: r.name,
     revision: r.revision,
   };
+}
+
+function toRun(r: Raw): RunRecord {
+  const run: RunRecord = {
+    id: r.id,
+    project: r.project,
+    domain: r.domain,
+    environment: r.environment,
+    task: r.task,
+    revision: r.revision,
+    status: r.status,
+    args: JSON.parse(r.args),
+    attempts: r.attempts,
+    createdAt: r.created_at,
+  };
+  if (r.output !== null) run.output = JSON.parse(r.output);
+  if (r.error !== null) run.error = JSON.parse(r.error);
+  if (r.caller !== null) run.caller = r.caller;
+  if (r.started_at !== null) run.startedAt = r.started_at;
+  if (r.finished_at !== null) run.finishedAt = r.finished_at;
+  if (r.duration_ms !== null) run.durationMs = r.duration_ms;
+  if (r.logs !== null) run.logs = r.logs;
+  return run;
 }

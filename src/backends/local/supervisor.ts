@@ -67,8 +67,16 @@ export class AppProcess {
     signalGroup(this.pid, "SIGKILL");
   }
 
-  send(message: unknown): void {
-    if (this.child?.connected) this.child.send(message as never);
+  /** False when the message could not be sent (the process is gone or was adopted). */
+  send(message: unknown): boolean {
+    if (!this.child?.connected) return false;
+    this.child.send(message as never);
+    return true;
+  }
+
+  /** Messages from the runtime over IPC (none for an adopted process or a command app). */
+  onMessage(listener: (message: RuntimeMessage) => void): void {
+    this.child?.on("message", listener);
   }
 }
 
@@ -122,7 +130,7 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
   const fd = openSync(spec.logFile, "a");
   // "starting" marks the start phase: a JS app first loads, and starts when the gate opens.
   const startLine = () =>
-    `[caravan] ${new Date().toISOString()} starting ${spec.name} on port ${spec.port}\n`;
+    `[caravan] ${new Date().toISOString()} starting ${spec.name}${spec.port ? ` on port ${spec.port}` : " (task worker)"}\n`;
   if (spec.mode.kind === "runtime") {
     writeSync(fd, `[caravan] ${new Date().toISOString()} loading ${spec.name}\n`);
     void gate.then(() => appendFileSync(spec.logFile, startLine()));
@@ -131,7 +139,8 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
   }
   let child: ChildProcess;
   try {
-    const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env, PORT: String(spec.port) };
+    const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env };
+    if (spec.port) env.PORT = String(spec.port);
     if (spec.mode.kind === "runtime") {
       env[RUNTIME_ENV] = JSON.stringify(spec.mode.config);
       child = spawn(process.execPath, ["--enable-source-maps", spec.mode.runtimeMain], {

@@ -32,14 +32,23 @@ export function registerServe(program: Command, ctx: CommandContext): void {
       ...homePaths(join(caravanHome(), "serve", String(process.pid))),
       runtime: homePaths().runtime,
     };
-    const { ControlPlane } = await import("../../backends/local/control-plane.ts");
+    const [{ ControlPlane }, { buildApi }, { ensureToken }] = await Promise.all([
+      import("../../backends/local/control-plane.ts"),
+      import("../../server/api.ts"),
+      import("../../backends/local/daemon.ts"),
+    ]);
     const plane = new ControlPlane(paths);
+    // The run API, so apps served here can run tasks (nothing else uses it).
+    const token = ensureToken(paths);
+    const api = buildApi(plane, token, () => void stop());
+    plane.setApiAccess(await api.listen({ port: 0, host: "127.0.0.1" }), token);
     const abort = new AbortController();
     let stopping: Promise<void> | undefined;
     const stop = () =>
       (stopping ??= (async () => {
         abort.abort();
         info(color.dim("\nstopping (dependents first)..."));
+        await api.close();
         await plane.shutdown({ stopApps: true });
         rmSync(paths.home, { recursive: true, force: true });
       })());

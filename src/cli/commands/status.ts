@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { openBackend } from "../../api.ts";
 import type { CommandContext } from "../main.ts";
-import { color, info, printJSON } from "../output.ts";
+import { color, info, printJSON, printTable } from "../output.ts";
 import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
 
 export function registerStatus(program: Command, _ctx: CommandContext): void {
@@ -49,14 +49,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       e.endpoint ?? "-",
     ]);
     const head = ["NAME", "KIND", "STATE", "REVISION", "RESTARTS", "PIDS", "ENDPOINT"];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    const fmt = (r: string[]) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join("  ")
-        .trimEnd();
-    process.stdout.write(color.bold(fmt(head)) + "\n");
-    for (const r of rows) process.stdout.write(fmt(r) + "\n");
+    printTable(head, rows);
     for (const e of envs) {
       if (!e.error || e.state === "ready") continue;
       // The reason without the log tail it may carry: `caravan logs` shows the log.

@@ -1,0 +1,393 @@
+/**
+ * Task runs on the local control plane. Each deployed task environment has a pool of worker
+ * processes (the caravan runtime in task mode, loading the environment's snapshot); a run is
+ * queued, handed to an idle worker of the current revision over IPC, and recorded in the
+ * store at every step. Workers stay warm between runs, so a small task costs a message, not
+ * a process start. A worker runs one attempt at a time: a timeout kills the worker (JS
+ * cannot be interrupted) and never a neighbour's run.
+ */
+import { randomBytes } from "node:crypto";
+import { CaravanError } from "../../errors.ts";
+import type { TaskErrorInfo, TaskOutcome } from "../../runtime/protocol.ts";
+import type { RunRecord, RunRequest, Scope } from "../contract.ts";
+import { now, type EnvironmentRow, type Store } from "./store.ts";
+import type { AppProcess, Launch } from "./supervisor.ts";
+
+/** Most workers one task environment runs at once (runs beyond wait in its queue). */
+const MAX_WORKERS = 8;
+/** Idle workers beyond the first are stopped after this long. */
+const IDLE_MS = 5 * 60_000;
+/** A run keeps the last this many bytes of what it printed. */
+const LOG_LIMIT = 64 * 1024;
+
+interface TaskSpec {
+  id: string;
+  retries?: number;
+  /** Seconds per attempt. */
+  timeout?: number;
+  /** Most runs of this task at once. */
+  concurrency?: number;
+}
+
+interface Worker {
+  revision: string;
+  launch: Launch;
+  /** Set once the worker loaded the snapshot and is ready for runs. */
+  proc?: AppProcess;
+  /** The run it is busy with. */
+  runId?: string;
+  settle?: (outcome: TaskOutcome) => void;
+  lastUsed: number;
+  /** Superseded or killed: takes no new run, stops once idle. */
+  retired: boolean;
+}
+
+interface Attempt {
+  run: RunRecord;
+  task: TaskSpec;
+  settle: (outcome: TaskOutcome) => void;
+}
+
+interface Pool {
+  key: string;
+  row: EnvironmentRow;
+  workers: Set<Worker>;
+  queue: Attempt[];
+  /** Attempts in flight per task id (for `concurrency`). */
+  running: Map<string, number>;
+}
+
+/** What the runner needs from the control plane: start a worker process, forget one. */
+export interface WorkerHost {
+  spawnWorker(row: EnvironmentRow): Launch;
+  forgetWorker(proc: AppProcess): void;
+}
+
+const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
+
+export class TaskRunner {
+  private readonly pools = new Map<string, Pool>();
+  /** Runs not finished yet, with whoever waits for them. */
+  private readonly active = new Map<string, { run: RunRecord; waiters: Set<() => void> }>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly host: WorkerHost,
+  ) {}
+
+  /**
+   * Makes `row`'s revision the one new runs use, and resolves once a worker of it has loaded
+   * the snapshot (its tasks are registered): the environment is then ready. Workers of an
+   * older revision finish what they run and stop.
+   */
+  async register(row: EnvironmentRow): Promise<void> {
+    const pool = this.poolFor(row);
+    for (const w of pool.workers) if (w.revision !== row.revision) this.retire(pool, w);
+    const warm = [...pool.workers].find((w) => !w.retired);
+    await (warm ?? this.spawn(pool)).launch.ready;
+  }
+
+  /** The environment's pool at `row`'s revision (created on first use: after a restart, too). */
+  private poolFor(row: EnvironmentRow): Pool {
+    const key = keyOf(row, row.name);
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = { key, row, workers: new Set(), queue: [], running: new Map() };
+      this.pools.set(key, pool);
+    }
+    pool.row = row;
+    return pool;
+  }
+
+  has(key: string): boolean {
+    return this.pools.has(key);
+  }
+
+  pids(key: string): number[] {
+    const pool = this.pools.get(key);
+    return pool ? [...pool.workers].flatMap((w) => (w.proc ? [w.proc.pid] : [])) : [];
+  }
+
+  /** Stops every worker of an environment; runs in flight fail, queued ones too. */
+  async unregister(scope: Scope, name: string): Promise<void> {
+    const pool = this.pools.get(keyOf(scope, name));
+    if (!pool) return;
+    this.pools.delete(pool.key);
+    for (const a of pool.queue.splice(0))
+      a.settle(failure("Stopped", `task environment ${name} was stopped before the run started`));
+    await Promise.all([...pool.workers].map((w) => this.stopWorker(pool, w)));
+  }
+
+  /** Records a run and starts it; validation errors throw before anything is recorded. */
+  start(req: RunRequest): RunRecord {
+    const dot = req.task.indexOf(".");
+    const envName = dot > 0 ? req.task.slice(0, dot) : "";
+    const row = envName ? this.store.get(req.scope, envName) : undefined;
+    const where = `${req.scope.project}/${req.scope.domain}`;
+    if (!row || row.kind !== "task" || row.desired !== "running" || row.state !== "ready") {
+      const why = !envName
+        ? `"${req.task}" is not a task id; task ids look like <environment>.<task>, e.g. training-env.train`
+        : !row || row.kind !== "task"
+          ? `task environment "${envName}" is not deployed in ${where}; deploy it first (caravan deploy <file> ${envName}), or add it to the calling app's dependsOn`
+          : `task environment "${envName}" is ${row.desired === "stopped" ? "stopped" : row.state} in ${where}; deploy it again`;
+      throw new CaravanError("NOT_DEPLOYED", `cannot run ${req.task}: ${why}`, {
+        task: req.task,
+      });
+    }
+    const tasks = (row.request.spec.tasks as TaskSpec[] | undefined) ?? [];
+    const spec = tasks.find((t) => t.id === req.task);
+    if (!spec) {
+      throw new CaravanError(
+        "UNKNOWN_TASK",
+        `task environment "${envName}" has no task "${req.task.slice(dot + 1)}" in its deployed revision ${row.revision}; its tasks: ${tasks.map((t) => t.id).join(", ") || "none"} (deploy it again after adding the task)`,
+        { task: req.task, known: tasks.map((t) => t.id) },
+      );
+    }
+    if (!Array.isArray(req.args))
+      throw new CaravanError("VALIDATION", `the arguments of ${req.task} must be an array`);
+    const run: RunRecord = {
+      id: `run-${randomBytes(6).toString("hex")}`,
+      project: req.scope.project,
+      domain: req.scope.domain,
+      environment: envName,
+      task: req.task,
+      revision: row.revision,
+      status: "queued",
+      args: req.args,
+      attempts: 0,
+      ...(req.caller ? { caller: req.caller } : {}),
+      createdAt: now(),
+    };
+    this.store.insertRun(run);
+    this.active.set(run.id, { run, waiters: new Set() });
+    const pool = this.pools.get(keyOf(req.scope, envName)) ?? this.poolFor(row);
+    void this.execute(pool.key, run, spec);
+    return { ...run };
+  }
+
+  /** The run, once finished or after `waitMs`, whichever comes first. */
+  async wait(id: string, waitMs = 0): Promise<RunRecord> {
+    const active = this.active.get(id);
+    if (active && waitMs > 0) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          active.waiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, waitMs);
+        active.waiters.add(done);
+      });
+    }
+    const current = this.active.get(id)?.run ?? this.store.getRun(id);
+    if (!current) {
+      throw new CaravanError(
+        "NO_SUCH_RUN",
+        `no run "${id}" (see caravan runs for the runs there are)`,
+        {
+          runId: id,
+        },
+      );
+    }
+    return { ...current };
+  }
+
+  /** Runs a previous control plane left unfinished: their workers died with it. */
+  recover(): void {
+    for (const run of this.store.unfinishedRuns()) this.interrupt(run);
+  }
+
+  /** Stops idle workers beyond one per environment. */
+  reap(): void {
+    const cutoff = Date.now() - IDLE_MS;
+    for (const pool of this.pools.values()) {
+      const idle = [...pool.workers].filter((w) => w.proc && !w.runId && !w.retired);
+      for (const w of idle.slice(1)) if (w.lastUsed < cutoff) void this.stopWorker(pool, w);
+    }
+  }
+
+  /** Marks runs in flight interrupted and stops every worker. */
+  async close(): Promise<void> {
+    for (const { run, waiters } of this.active.values()) {
+      this.interrupt(run);
+      for (const wake of waiters) wake();
+    }
+    this.active.clear();
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(
+      pools.flatMap((pool) => [...pool.workers].map((w) => this.stopWorker(pool, w))),
+    );
+  }
+
+  // --- internals ---
+
+  private async execute(key: string, run: RunRecord, task: TaskSpec): Promise<void> {
+    const retries = task.retries ?? 0;
+    for (let attempt = 1; ; attempt++) {
+      const pool = this.pools.get(key);
+      const outcome: TaskOutcome = pool
+        ? await new Promise<TaskOutcome>((settle) => {
+            run.attempts = attempt;
+            pool.queue.push({ run, task, settle });
+            this.pump(pool);
+          })
+        : failure("Stopped", `task environment ${run.environment} was stopped`);
+      if (!this.active.has(run.id)) return; // interrupted by close()
+      if (outcome.ok) {
+        run.status = "succeeded";
+        run.output = outcome.output;
+        delete run.error;
+        break;
+      }
+      run.error = outcome.error;
+      if (attempt > retries || !this.pools.has(key)) {
+        run.status = "failed";
+        break;
+      }
+      this.store.event(run, run.environment, "run-retry", `${run.id} attempt ${attempt} failed`);
+      this.store.updateRun(run);
+    }
+    run.finishedAt = now();
+    run.durationMs = Date.parse(run.finishedAt) - Date.parse(run.startedAt ?? run.createdAt);
+    this.store.updateRun(run);
+    const active = this.active.get(run.id);
+    this.active.delete(run.id);
+    for (const wake of active?.waiters ?? []) wake();
+  }
+
+  /** Hands queued attempts to idle workers; starts workers for the rest (up to the cap). */
+  private pump(pool: Pool): void {
+    let unserved = 0;
+    for (let i = 0; i < pool.queue.length;) {
+      const a = pool.queue[i]!;
+      const limit = a.task.concurrency || Infinity;
+      if ((pool.running.get(a.task.id) ?? 0) >= limit) {
+        i++;
+        continue;
+      }
+      const idle = [...pool.workers].find((w) => w.proc && !w.runId && !w.retired);
+      if (!idle) {
+        unserved++;
+        i++;
+        continue;
+      }
+      pool.queue.splice(i, 1);
+      this.dispatch(pool, idle, a);
+    }
+    const live = [...pool.workers].filter((w) => !w.retired);
+    const starting = live.filter((w) => !w.proc).length;
+    for (let n = Math.min(unserved - starting, MAX_WORKERS - live.length); n > 0; n--)
+      this.spawn(pool);
+  }
+
+  private dispatch(pool: Pool, w: Worker, a: Attempt): void {
+    const { run, task } = a;
+    w.runId = run.id;
+    pool.running.set(task.id, (pool.running.get(task.id) ?? 0) + 1);
+    run.status = "running";
+    run.startedAt ??= now();
+    run.revision = w.revision;
+    this.store.updateRun(run);
+    let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    const settle = (outcome: TaskOutcome) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      w.runId = undefined;
+      w.settle = undefined;
+      w.lastUsed = Date.now();
+      pool.running.set(task.id, (pool.running.get(task.id) ?? 1) - 1);
+      a.settle(outcome);
+      if (w.retired) void this.stopWorker(pool, w);
+      this.pump(pool);
+    };
+    w.settle = settle;
+    if (task.timeout) {
+      timer = setTimeout(() => {
+        w.retired = true; // the task may still be running in there: never reuse it
+        settle(
+          failure(
+            "TimeoutError",
+            `${task.id} timed out after ${task.timeout}s (attempt ${run.attempts})`,
+          ),
+        );
+      }, task.timeout * 1000);
+    }
+    if (!w.proc!.send({ type: "run", runId: run.id, task: task.id, args: run.args })) {
+      w.retired = true;
+      settle(failure("WorkerExited", `the worker for ${task.id} went away before the run started`));
+    }
+  }
+
+  private spawn(pool: Pool): Worker {
+    const launch = this.host.spawnWorker(pool.row);
+    const w: Worker = { revision: pool.row.revision, launch, lastUsed: Date.now(), retired: false };
+    pool.workers.add(w);
+    launch.ready.then(
+      (proc) => {
+        w.proc = proc;
+        proc.onMessage((m) => {
+          if (m?.type === "result" && m.runId === w.runId) w.settle?.(m);
+          else if (m?.type === "log") this.appendLog(m.runId, m.text);
+        });
+        void proc.exited.then((info) => {
+          pool.workers.delete(w);
+          this.host.forgetWorker(proc);
+          const how = info.signal
+            ? `was killed by ${info.signal}`
+            : `exited with code ${info.code}`;
+          w.settle?.(failure("WorkerExited", `the worker running it ${how}`));
+          if (this.pools.get(pool.key) === pool) this.pump(pool);
+        });
+        if (w.retired) void this.stopWorker(pool, w);
+        else this.pump(pool);
+      },
+      (e: Error) => {
+        pool.workers.delete(w);
+        // Nobody else can serve what waits: fail it with the reason (the log tail is in it).
+        if (![...pool.workers].some((o) => !o.retired)) {
+          for (const a of pool.queue.splice(0)) a.settle(failure("WorkerStartError", e.message));
+        }
+      },
+    );
+    return w;
+  }
+
+  private retire(pool: Pool, w: Worker): void {
+    w.retired = true;
+    if (!w.runId) void this.stopWorker(pool, w);
+  }
+
+  private async stopWorker(pool: Pool, w: Worker): Promise<void> {
+    w.retired = true;
+    pool.workers.delete(w);
+    const proc = w.proc ?? w.launch.proc;
+    if (!proc) return;
+    await proc.stop(1000);
+    this.host.forgetWorker(proc);
+  }
+
+  private appendLog(runId: string, text: string): void {
+    const run = this.active.get(runId)?.run;
+    if (!run) return;
+    const logs = (run.logs ?? "") + text;
+    run.logs = logs.length > LOG_LIMIT ? logs.slice(-LOG_LIMIT) : logs;
+  }
+
+  private interrupt(run: RunRecord): void {
+    run.error = {
+      name: "Interrupted",
+      message: `the control plane stopped while ${run.id} was ${run.status}; run it again`,
+    };
+    run.status = "failed";
+    run.finishedAt = now();
+    run.durationMs = Date.parse(run.finishedAt) - Date.parse(run.startedAt ?? run.createdAt);
+    this.store.updateRun(run);
+  }
+}
+
+function failure(name: string, message: string): { ok: false; error: TaskErrorInfo } {
+  return { ok: false, error: { name, message } };
+}

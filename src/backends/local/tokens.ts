@@ -1,0 +1,204 @@
+/**
+ * API tokens for the gateway's public side, one-time login codes and the browser sessions
+ * they are redeemed for, in the control plane's SQLite database. Only SHA-256 hashes are
+ * stored: the database never holds a usable credential.
+ *
+ * `verify` runs on every public request, so it hashes the presented value once and answers
+ * from an in-memory cache of hash → validity; the database is read only on a cache miss.
+ * Comparing hashes (not the values) keeps lookups constant-time with respect to the secret.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import type Database from "better-sqlite3";
+import { CaravanError } from "../../errors.ts";
+
+export interface TokenInfo {
+  id: string;
+  name: string;
+  /** ISO 8601. */
+  createdAt: string;
+  lastUsedAt?: string;
+  revoked: boolean;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS api_tokens (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,              -- 'api' (listed), 'session' (from a login code), 'login' (a code)
+  name TEXT,
+  hash TEXT NOT NULL UNIQUE,       -- sha256 hex of the secret
+  created_at INTEGER NOT NULL,     -- ms epoch, like the two below
+  expires_at INTEGER,
+  last_used_at INTEGER,
+  revoked_at INTEGER
+);
+-- A name belongs to one live API token; a revoked token's name may be used again.
+CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_live_name
+  ON api_tokens (name) WHERE kind = 'api' AND revoked_at IS NULL;
+`;
+
+const TOKEN_PREFIX = "cvn_";
+const SESSION_PREFIX = "cvs_";
+const SESSION_TTL_MS = 12 * 60 * 60 * 1000;
+/** `last_used_at` is written at most this often per token: verify must not write per request. */
+const LAST_USED_EVERY_MS = 60_000;
+/** Bounds the cache against floods of made-up tokens. */
+const CACHE_MAX = 10_000;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+interface Cached {
+  id: string;
+  valid: boolean;
+  /** ms epoch; Infinity for API tokens. */
+  expiresAt: number;
+  usedWrittenAt: number;
+}
+
+type Row = Record<string, any>;
+
+export class TokenStore {
+  private readonly cache = new Map<string, Cached>();
+  private readonly stmts;
+  private readonly redeemTx;
+
+  constructor(private readonly db: Database.Database) {
+    db.exec(SCHEMA);
+    this.stmts = {
+      insert: db.prepare(
+        "INSERT INTO api_tokens (id, kind, name, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      byHash: db.prepare(
+        "SELECT id, kind, expires_at, revoked_at FROM api_tokens WHERE hash = ? AND kind IN ('api', 'session')",
+      ),
+      liveName: db.prepare(
+        "SELECT id FROM api_tokens WHERE kind = 'api' AND revoked_at IS NULL AND name = ?",
+      ),
+      list: db.prepare(
+        "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens WHERE kind = 'api' ORDER BY created_at, rowid",
+      ),
+      countApi: db.prepare("SELECT count(*) AS n FROM api_tokens WHERE kind = 'api'"),
+      revokeId: db.prepare(
+        "UPDATE api_tokens SET revoked_at = ? WHERE kind = 'api' AND revoked_at IS NULL AND id = ?",
+      ),
+      revokeName: db.prepare(
+        "UPDATE api_tokens SET revoked_at = ? WHERE kind = 'api' AND revoked_at IS NULL AND name = ?",
+      ),
+      used: db.prepare("UPDATE api_tokens SET last_used_at = ? WHERE id = ?"),
+      takeCode: db.prepare(
+        "DELETE FROM api_tokens WHERE kind = 'login' AND hash = ? RETURNING expires_at",
+      ),
+      purge: db.prepare(
+        "DELETE FROM api_tokens WHERE kind IN ('login', 'session') AND expires_at <= ?",
+      ),
+    };
+    // Consuming the code and creating the session happen together or not at all.
+    this.redeemTx = db.transaction((code: string, now: number): string | undefined => {
+      const row = this.stmts.takeCode.get(sha256(code)) as Row | undefined;
+      if (!row || row.expires_at <= now) return undefined;
+      const session = SESSION_PREFIX + randomBytes(32).toString("base64url");
+      this.stmts.insert.run(newId(), "session", null, sha256(session), now, now + SESSION_TTL_MS);
+      return session;
+    });
+  }
+
+  /** A new API token; its value is returned here only (the store keeps its hash). */
+  create(name?: string): { id: string; name: string; token: string } {
+    if (name !== undefined && !NAME.test(name)) {
+      throw new CaravanError(
+        "VALIDATION",
+        `invalid token name ${JSON.stringify(name)}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+        { name },
+      );
+    }
+    const chosen = name ?? this.defaultName();
+    if (this.stmts.liveName.get(chosen)) {
+      throw new CaravanError(
+        "VALIDATION",
+        `a token named "${chosen}" already exists: pick another name, or revoke it first`,
+        { name: chosen },
+      );
+    }
+    const id = newId();
+    const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
+    this.stmts.insert.run(id, "api", chosen, sha256(token), Date.now(), null);
+    this.cache.clear();
+    return { id, name: chosen, token };
+  }
+
+  /** API tokens, oldest first, revoked ones included (sessions and login codes are not listed). */
+  list(): TokenInfo[] {
+    return (this.stmts.list.all() as Row[]).map((r) => ({
+      id: r.id,
+      name: r.name,
+      createdAt: new Date(r.created_at).toISOString(),
+      ...(r.last_used_at != null && { lastUsedAt: new Date(r.last_used_at).toISOString() }),
+      revoked: r.revoked_at != null,
+    }));
+  }
+
+  /** Revokes the live API token with this id (or else this name); false when there is none. */
+  revoke(idOrName: string): boolean {
+    const now = Date.now();
+    const changed =
+      this.stmts.revokeId.run(now, idOrName).changes ||
+      this.stmts.revokeName.run(now, idOrName).changes;
+    this.cache.clear();
+    return changed > 0;
+  }
+
+  /** True for a live API token or an unexpired session value. */
+  verify(token: string): boolean {
+    if (typeof token !== "string" || token.length < 20 || token.length > 200) return false;
+    if (!token.startsWith(TOKEN_PREFIX) && !token.startsWith(SESSION_PREFIX)) return false;
+    const hash = sha256(token);
+    const now = Date.now();
+    let entry = this.cache.get(hash);
+    if (entry === undefined) {
+      const row = this.stmts.byHash.get(hash) as Row | undefined;
+      entry = {
+        id: row?.id ?? "",
+        valid: row !== undefined && row.revoked_at == null,
+        expiresAt: row?.expires_at ?? Infinity,
+        usedWrittenAt: 0,
+      };
+      if (this.cache.size >= CACHE_MAX) this.cache.clear();
+      this.cache.set(hash, entry);
+    }
+    if (!entry.valid || now >= entry.expiresAt) return false;
+    if (now - entry.usedWrittenAt >= LAST_USED_EVERY_MS) {
+      entry.usedWrittenAt = now;
+      this.stmts.used.run(now, entry.id);
+    }
+    return true;
+  }
+
+  /** A one-time code for a login link (`/_caravan/login?code=…`), valid for `ttlMs`. */
+  loginCode(ttlMs = 60_000): string {
+    const now = Date.now();
+    this.stmts.purge.run(now);
+    const code = randomBytes(24).toString("base64url");
+    this.stmts.insert.run(newId(), "login", null, sha256(code), now, now + ttlMs);
+    return code;
+  }
+
+  /** Consumes a login code; returns a session value (valid 12 h) for a cookie, or undefined. */
+  redeem(code: string): string | undefined {
+    if (typeof code !== "string" || code.length === 0 || code.length > 200) return undefined;
+    const now = Date.now();
+    this.stmts.purge.run(now);
+    return this.redeemTx(code, now);
+  }
+
+  private defaultName(): string {
+    let n = (this.stmts.countApi.get() as Row).n + 1;
+    while (this.stmts.liveName.get(`token-${n}`)) n++;
+    return `token-${n}`;
+  }
+}
+
+function sha256(value: string): string {
+  return createHash("sha256").update(value).digest("hex");
+}
+
+function newId(): string {
+  return randomBytes(8).toString("hex");
+}
