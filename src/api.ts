@@ -5,14 +5,19 @@
  * inside an app costs nothing.
  */
 import { dirname } from "node:path";
-import type { Backend, DeployRequest, Endpoints, Scope } from "./backends/contract.ts";
+import type { Backend, DeployRequest, Endpoints, RunRecord, Scope } from "./backends/contract.ts";
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
 import { CaravanError } from "./errors.ts";
 import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
 import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
-import { isAppEnvironment, isEnvironment, type Environment } from "./sdk/environment.ts";
+import {
+  isAppEnvironment,
+  isEnvironment,
+  isTaskEnvironment,
+  type Environment,
+} from "./sdk/environment.ts";
 import { shared } from "./sdk/global.ts";
-import { inputValueKind, type AppEndpoint } from "./sdk/inputs.ts";
+import { inputValueKind, type AppEndpoint, type RunOutput } from "./sdk/inputs.ts";
 import { sha256, stableStringify } from "./sdk/stable.ts";
 import type { FilesSnapshot } from "./backends/files.ts";
 
@@ -188,6 +193,7 @@ export async function deployEnvironments(
   const { homePaths } = await import("./backends/local/home.ts");
   const home = homePaths();
   const prepared = await prepareEnvironments(plan, scope, home);
+  await resolveRunOutputs(plan, scope, running, prepared);
   const backend = running ?? (await openBackend(config));
   try {
     // By default the file that declares the first environment asked for: it imports (and so
@@ -255,6 +261,81 @@ interface Prepared {
   /** Keyed hash of the secret values (never the values). */
   secrets?: string;
   files?: FilesSnapshot;
+  /** `RunOutput` inputs, resolved to the output of their run, by input name. */
+  runOutputs?: Record<string, string>;
+}
+
+/**
+ * Resolves every `RunOutput` input to the output of its run (the latest succeeded run of the
+ * task, or the run named), before anything starts. A string output is passed as it is;
+ * anything else as JSON.
+ */
+async function resolveRunOutputs(
+  plan: Plan,
+  scope: Scope,
+  backend: Backend | undefined,
+  prepared: Map<string, Prepared>,
+): Promise<void> {
+  const where = `${scope.project}/${scope.domain}`;
+  for (const p of plan.environments) {
+    if (!isAppEnvironment(p.env)) continue;
+    for (const input of p.env.inputs) {
+      if (inputValueKind(input.value) !== "run-output") continue;
+      const ref = input.value as RunOutput;
+      const what = `app "${p.name}" input "${input.name}"`;
+      let run: RunRecord | undefined;
+      if (ref.runId) {
+        run = await backend?.getRun?.(ref.runId).catch(() => undefined);
+        if (!run || run.project !== scope.project || run.domain !== scope.domain)
+          throw new CaravanError(
+            "NO_SUCH_RUN",
+            `${what}: there is no run "${ref.runId}" in ${where} (caravan runs lists them)`,
+            { runId: ref.runId },
+          );
+        if (run.status !== "succeeded")
+          throw new CaravanError(
+            "NO_SUCH_RUN",
+            `${what}: run "${ref.runId}" of ${run.task} ${run.status === "failed" ? "failed" : `is still ${run.status}`}; give a run that succeeded`,
+            { runId: ref.runId },
+          );
+      } else {
+        const id = taskIdOf(ref.taskName!, plan);
+        const [latest] = backend?.listRuns
+          ? await backend.listRuns(scope, { task: id, status: "succeeded", limit: 1 })
+          : [];
+        if (!latest)
+          throw new CaravanError(
+            "NO_SUCH_RUN",
+            `${what}: task ${id} has no succeeded run in ${where}; run it first (caravan run <file> ${id}), or give a runId`,
+            { task: id },
+          );
+        run = latest;
+      }
+      const entry = prepared.get(p.name) ?? {};
+      entry.runOutputs = {
+        ...entry.runOutputs,
+        [input.name]: typeof run.output === "string" ? run.output : JSON.stringify(run.output),
+      };
+      prepared.set(p.name, entry);
+    }
+  }
+}
+
+/** A task id from a `RunOutput`'s taskName: the id itself, or a task name declared in the plan. */
+function taskIdOf(taskName: string, plan: Plan): string {
+  if (taskName.includes(".")) return taskName;
+  const ids = plan.environments
+    .flatMap((p) => (isTaskEnvironment(p.env) ? [...p.env.tasks.values()] : []))
+    .filter((t) => t.taskName === taskName)
+    .map((t) => t.id);
+  if (ids.length === 1) return ids[0]!;
+  throw new CaravanError(
+    "UNKNOWN_TASK",
+    ids.length
+      ? `RunOutput taskName "${taskName}" names ${ids.length} tasks (${ids.join(", ")}); give the full id`
+      : `RunOutput taskName "${taskName}": give the task's id, "<environment>.${taskName}" (or add its task environment to dependsOn)`,
+    { task: taskName },
+  );
 }
 
 /**
@@ -351,10 +432,7 @@ function buildRequest(
       } else if (kind === "file" || kind === "dir") {
         inputs[input.name] = prepared.files!.inputs[input.name]!;
       } else {
-        throw new CaravanError(
-          "INVALID_INPUT",
-          `app "${env.name}" input "${input.name}": RunOutput inputs need task runs, which this control plane does not have yet`,
-        );
+        inputs[input.name] = prepared.runOutputs![input.name]!;
       }
     }
   }
