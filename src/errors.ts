@@ -42,6 +42,7 @@ export type ErrorCode =
   | "TASK_FAILED"
   | "NOT_SERIALIZABLE"
   | "NO_SUCH_RUN"
+  | "NOT_FOUND"
   | "INTERNAL";
 
 export class CaravanError extends Error {

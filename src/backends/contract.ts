@@ -73,6 +73,10 @@ export interface EnvironmentStatus extends Partial<Endpoints> {
   /** Last failure, when state is failed or restarting. */
   error?: string;
   updatedAt: string;
+  /** Replicas serving an app now (0 when scaled to zero). */
+  replicas?: number;
+  /** What the gateway saw since the control plane started: requests, 5xx, latency. */
+  traffic?: { requests: number; errors: number; p50Ms: number; p99Ms: number };
 }
 
 export type RunStatus = "queued" | "running" | "succeeded" | "failed";

@@ -10,6 +10,7 @@ import { registerStopDelete } from "./commands/stop.ts";
 import { registerServer } from "./commands/server.ts";
 import { registerSecret } from "./commands/secret.ts";
 import { registerRun } from "./commands/run.ts";
+import { registerToken } from "./commands/token.ts";
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
@@ -45,6 +46,7 @@ Examples:
   registerStopDelete(program, ctx);
   registerServer(program, ctx);
   registerRun(program, ctx);
+  registerToken(program, ctx);
   registerSecret(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;

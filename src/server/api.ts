@@ -13,6 +13,7 @@ const STATUS_OF: Partial<Record<ErrorCode, number>> = {
   UNAUTHORIZED: 401,
   NOT_DEPLOYED: 404,
   NO_SUCH_RUN: 404,
+  NOT_FOUND: 404,
   UNKNOWN_TASK: 404,
   DEPENDENTS_EXIST: 409,
   USAGE: 400,
@@ -153,6 +154,28 @@ export function buildApi(
       return { runs: await plane.listRuns(scope, filter) };
     },
   );
+
+  // Prometheus exposition of the gateway's traffic.
+  app.get("/metrics", async (_req, reply) =>
+    reply.type("text/plain; version=0.0.4").send(plane.metrics()),
+  );
+
+  // Tokens for apps' public endpoints (stored hashed; a new token's value is shown once).
+  app.post<{ Body: { name?: string } }>("/v1/tokens", async (req, reply) =>
+    reply.code(201).send({ token: plane.tokens.create(req.body?.name) }),
+  );
+  app.get("/v1/tokens", async () => ({ tokens: plane.tokens.list() }));
+  app.delete<{ Params: { id: string } }>("/v1/tokens/:id", async (req) => {
+    if (!plane.tokens.revoke(req.params.id))
+      throw new CaravanError(
+        "NOT_FOUND",
+        `no live token "${req.params.id}" (caravan token list shows them)`,
+      );
+    return { revoked: req.params.id };
+  });
+  app.post<{ Body: { scope: Scope; name: string } }>("/v1/login-link", async (req) => ({
+    url: plane.loginLink(req.body.scope, req.body.name),
+  }));
 
   app.post<{ Body: { stopApps?: boolean } }>("/v1/shutdown", async (req) => {
     setImmediate(() => onShutdown(req.body?.stopApps ?? true));

@@ -19,7 +19,8 @@ export class HttpBackend implements Backend {
     private readonly token: string,
   ) {}
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** A call to the daemon's API (also its local-only routes: tokens, login links, metrics). */
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     let res: Response;
     try {
       res = await fetch(`${this.url}${path}`, {

@@ -27,7 +27,7 @@ describe("ControlPlane.logs --follow", () => {
       kind: "app",
       revision: "r1",
       request: { spec: { dependsOn: [] } } as unknown as DeployRequest,
-      port: null,
+      ports: null,
       state: "ready",
       desired: "running",
       restarts: 0,

@@ -30,10 +30,14 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive } from "./os.ts";
+import { Gateway, LOGIN_PATH, type RouteOptions } from "./gateway.ts";
+import { desiredReplicas } from "./scaler.ts";
+import { TokenStore } from "./tokens.ts";
+import { connect } from "node:net";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { API_TOKEN_ENV, API_URL_ENV } from "../../runtime/protocol.ts";
-import { Store, type EnvironmentRow, type ProcessRow } from "./store.ts";
+import { Store, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { endpointVar, expandVars } from "../../sdk/vars.ts";
 import {
   adopt,
@@ -53,25 +57,59 @@ const STABLE_AFTER_MS = 30_000;
 
 /** A prepared process nobody starts (its client went away) is dropped after this long. */
 const PREPARED_TTL_MS = 10 * 60_000;
+/** A replaced or scaled-in replica finishes its requests for at most this long. */
+const DRAIN_GRACE_MS = 30_000;
+/** How often the autoscaler looks at the gateway's load. */
+const SCALE_EVERY_MS = 200;
+/** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
+const DEFAULT_CONCURRENCY = 50;
 
-const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
+export const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
+
+/** One process serving an app, behind the gateway. */
+interface ReplicaProc {
+  id: string;
+  proc: AppProcess;
+  /** The port it listens on (the gateway forwards there). */
+  port: number;
+  revision: string;
+  since: number;
+}
+
+/** A replica spawned and on its way to ready. */
+interface Starting {
+  id: string;
+  port: number;
+  launch: Launch;
+}
 
 export class ControlPlane implements Backend {
   readonly store: Store;
-  private readonly procs = new Map<string, { proc: AppProcess; since: number }>();
+  readonly tokens: TokenStore;
+  /** Listens on every app's endpoints and forwards to its replicas. */
+  readonly gateway: Gateway;
+  /** Ready replicas of each app, by environment key. */
+  private readonly replicas = new Map<string, ReplicaProc[]>();
+  /** The revision each app serves (its row), while its endpoints are open. */
+  private readonly serving = new Map<string, EnvironmentRow>();
+  /** How many replicas each app should have (the autoscaler moves it within [min, max]). */
+  private readonly targets = new Map<string, number>();
+  /** Replicas being started outside a deploy (restarts, scale-out, wake-ups). */
+  private readonly startingCount = new Map<string, number>();
+  private readonly lastScaleAt = new Map<string, number>();
+  /** Replica ports handed out and not yet seen in the store (closes an allocation race). */
+  private readonly reservedPorts = new Set<number>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private readonly crashCounts = new Map<string, number>();
   /** Log rotations so far, by log file: a follower that sees the count change reads `.1`. */
   private readonly rotations = new Map<string, number>();
   /** Loaded but not started revisions (two-phase start), by environment key. */
-  private readonly prepared = new Map<
-    string,
-    { revision: string; launch: Launch; go: () => void }
-  >();
+  private readonly prepared = new Map<string, Starting & { revision: string; go: () => void }>();
   /** Port allocation is serialised: two allocations must never pick the same free port. */
   private portLock: Promise<unknown> = Promise.resolve();
   private readonly housekeeping: NodeJS.Timeout;
+  private readonly scaler: NodeJS.Timeout;
   private closed = false;
   /** Set when shutdown begins: from then on nothing new is started. */
   private stopping = false;
@@ -81,10 +119,16 @@ export class ControlPlane implements Backend {
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
+    this.tokens = new TokenStore(this.store.database);
+    this.gateway = new Gateway({
+      authorize: (token) => this.tokens.verify(token),
+      redeem: (code) => this.tokens.redeem(code),
+      wake: (key) => this.wake(key),
+    });
     this.tasks = new TaskRunner(this.store, {
       spawnWorker: (row) => {
-        const launch = spawnApp(this.launchSpec(row));
-        this.record(row, launch);
+        const launch = spawnApp(this.launchSpec(row, 0));
+        this.record(row, launch, 0);
         return launch;
       },
       forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
@@ -94,6 +138,8 @@ export class ControlPlane implements Backend {
       this.tasks.reap();
     }, 30_000);
     this.housekeeping.unref();
+    this.scaler = setInterval(() => this.autoscale(), SCALE_EVERY_MS);
+    this.scaler.unref();
   }
 
   /**
@@ -108,8 +154,9 @@ export class ControlPlane implements Backend {
   async recover(): Promise<void> {
     this.tasks.recover();
     // Every process is recorded from the moment it is spawned, so none can be orphaned by a
-    // control plane that died mid-start. Adopt what is ready and current; stop the rest.
-    const adopted = new Map<string, ProcessRow>();
+    // control plane that died mid-start. Adopt the replicas of the current revision that
+    // serve (their port answers); stop the rest.
+    const adopted = new Map<string, ProcessRow[]>();
     for (const p of this.store.allProcesses()) {
       if (!isAlive(p.pid, p.startTime)) {
         this.store.removeProcess(p.pid, p.startTime);
@@ -120,30 +167,49 @@ export class ControlPlane implements Backend {
       const current =
         row?.kind === "app" &&
         row.desired === "running" &&
-        row.state === "ready" &&
+        row.state !== "failed" &&
         row.revision === p.revision &&
-        !adopted.has(key);
+        p.port > 0 &&
+        (await listening(p.port));
       if (current) {
-        adopted.set(key, p);
+        adopted.set(key, [...(adopted.get(key) ?? []), p]);
       } else {
-        // Half-started, superseded, a prepared revision, or a second copy: never keep it.
+        // Half-started, superseded, a prepared revision, or a task worker: never keep it.
         const stray = adopt(p.pid, p.startTime);
         void stray.stop(2000).then(() => this.store.removeProcess(p.pid, p.startTime));
         this.store.event(p, p.name, "stray-stopped", `pid ${p.pid}`);
       }
     }
     for (const row of this.store.list()) {
-      if (row.kind !== "app" || row.desired !== "running") continue;
+      if (row.kind !== "app" || row.desired !== "running" || !row.ports) continue;
+      if (row.state === "failed") continue; // never served: nothing to open
       const key = keyOf(row, row.name);
-      const found = adopted.get(key);
-      if (found) {
-        const proc = adopt(found.pid, found.startTime);
-        this.procs.set(key, { proc, since: Date.now() });
-        this.watch(row, proc);
-        this.store.event(row, row.name, "adopted", `pid ${found.pid}`);
-      } else if (row.state !== "failed" && row.state !== "stopped") {
+      try {
+        await this.openEndpoints(row);
+      } catch (e) {
+        this.store.setState(row, row.name, "failed", (e as Error).message);
+        continue;
+      }
+      this.serving.set(key, row);
+      const found = adopted.get(key) ?? [];
+      for (const p of found) {
+        const replica: ReplicaProc = {
+          id: `pid-${p.pid}`,
+          proc: adopt(p.pid, p.startTime),
+          port: p.port,
+          revision: p.revision,
+          since: Date.now(),
+        };
+        this.addReplica(row, replica);
+        this.store.event(row, row.name, "adopted", `pid ${p.pid}`);
+      }
+      this.targets.set(key, found.length);
+      if (found.length === 0 && (minReplicas(row) > 0 || row.state !== "ready")) {
+        this.targets.set(key, Math.max(1, minReplicas(row)));
         this.store.event(row, row.name, "lost", "not running after a control plane restart");
         this.scheduleRestart(row, 0);
+      } else {
+        this.store.setState(row, row.name, "ready");
       }
     }
   }
@@ -159,7 +225,7 @@ export class ControlPlane implements Backend {
         );
       }
       const row = this.store.get(scope, req.name);
-      const running = req.kind === "task" ? this.tasks.has(key) : this.procs.has(key);
+      const running = req.kind === "task" ? this.tasks.has(key) : this.serving.has(key);
       if (
         row &&
         row.revision === req.revision &&
@@ -172,16 +238,16 @@ export class ControlPlane implements Backend {
         return {
           status: "unchanged",
           revision: req.revision,
-          ...(row.port ? endpointsFor(row.port) : {}),
+          ...(row.ports ? endpointsFor(row.ports) : {}),
         };
       }
-      const port = req.kind === "app" ? await this.portFor(scope, req.name) : null;
-      const next = rowOf(req, port, row && row.revision === req.revision ? row.restarts : 0);
+      const ports = req.kind === "app" ? await this.portsFor(scope, req.name) : null;
+      const next = rowOf(req, ports, row && row.revision === req.revision ? row.restarts : 0);
       this.cancelRestart(key);
-      this.store.upsert(next);
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
       this.store.event(scope, req.name, "deploy", req.revision);
       if (req.kind === "task") {
+        this.store.upsert(next);
         // Ready once a worker of this revision has loaded it: its tasks are registered.
         try {
           await this.tasks.register(next);
@@ -193,22 +259,53 @@ export class ControlPlane implements Backend {
         this.store.setState(scope, req.name, "ready");
         return { status: "ready", revision: req.revision };
       }
-      await this.stopProcess(key);
+      // A running app is replaced without dropping a request: the new revision starts beside
+      // the old one and must be ready before traffic moves; then the old one drains and stops.
+      const old = this.replicas.get(key) ?? [];
+      const replacing = row?.desired === "running" && this.serving.has(key);
+      if (!replacing) this.store.upsert(next);
+      let fresh: ReplicaProc[];
       try {
-        await this.startProcess(next);
+        await this.openEndpoints(next);
+        // As many as serve now (the load they carry moves over), at least min and one.
+        const [min, max] = replicaBounds(next);
+        fresh = await this.startReplicas(
+          next,
+          Math.min(Math.max(1, max), Math.max(1, min, old.length)),
+        );
       } catch (e) {
-        this.store.setState(scope, req.name, "failed", (e as Error).message);
-        this.store.event(scope, req.name, "failed", (e as Error).message);
+        const message = (e as Error).message;
+        this.store.event(scope, req.name, "failed", message);
+        if (replacing) {
+          // The old revision keeps serving, as it was.
+          this.store.setState(
+            scope,
+            req.name,
+            row!.state,
+            `revision ${req.revision} failed to start; still serving ${row!.revision}: ${message}`,
+          );
+          this.gateway.setOptions(key, routeOf(row!));
+        } else {
+          this.store.setState(scope, req.name, "failed", message);
+          await this.gateway.close(key);
+        }
         throw e;
       }
-      this.store.setState(scope, req.name, "ready");
-      return { status: "ready", revision: req.revision, ...endpointsFor(port!) };
+      this.store.upsert({ ...next, state: "ready" });
+      this.serving.set(key, next);
+      this.gateway.setOptions(key, routeOf(next));
+      this.replicas.set(key, fresh);
+      this.targets.set(key, fresh.length);
+      this.lastScaleAt.set(key, Date.now());
+      for (const r of fresh) this.gateway.addReplica(key, { id: r.id, port: r.port });
+      await Promise.all(old.map((r) => this.retireReplica(key, r)));
+      return { status: "ready", revision: req.revision, ...endpointsFor(ports!) };
     });
   }
 
   async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
     const out: Record<string, Endpoints> = {};
-    for (const name of names) out[name] = endpointsFor(await this.portFor(scope, name));
+    for (const name of names) out[name] = endpointsFor(await this.portsFor(scope, name));
     return out;
   }
 
@@ -220,18 +317,16 @@ export class ControlPlane implements Backend {
       if (this.stopping || this.closed) return;
       const row = this.store.get(req.scope, req.name);
       const unchanged =
-        row?.revision === req.revision && row.state === "ready" && this.procs.has(key);
+        row?.revision === req.revision && row.state === "ready" && this.serving.has(key);
       if ((unchanged && !req.force) || this.prepared.get(key)?.revision === req.revision) return;
-      this.discardPrepared(key);
-      const port = await this.portFor(req.scope, req.name);
+      await this.discardPrepared(key);
+      const ports = await this.portsFor(req.scope, req.name);
       let go!: () => void;
       const gate = new Promise<void>((resolve) => (go = resolve));
-      const row0 = rowOf(req, port, 0);
-      const launch = spawnApp(this.launchSpec(row0), gate);
-      this.record(row0, launch);
-      this.prepared.set(key, { revision: req.revision, launch, go });
+      const starting = await this.spawnReplica(rowOf(req, ports, 0), gate);
+      this.prepared.set(key, { ...starting, revision: req.revision, go });
       setTimeout(() => {
-        if (this.prepared.get(key)?.launch === launch) this.discardPrepared(key);
+        if (this.prepared.get(key)?.launch === starting.launch) void this.discardPrepared(key);
       }, PREPARED_TTL_MS).unref();
     });
   }
@@ -240,7 +335,7 @@ export class ControlPlane implements Backend {
     const key = keyOf(scope, name);
     await this.serialized(key, async () => {
       await this.discardPrepared(key);
-      // Never deployed (skipped on its first deploy): its reserved port goes back too.
+      // Never deployed (skipped on its first deploy): its reserved ports go back too.
       if (!this.closed && !this.store.get(scope, name)) this.store.releasePort(scope, name);
     });
   }
@@ -272,10 +367,39 @@ export class ControlPlane implements Backend {
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
     return this.store.list(scope).map((row) => {
       const key = keyOf(row, row.name);
-      const current = this.procs.get(key);
-      const pids = row.kind === "task" ? this.tasks.pids(key) : current ? [current.proc.pid] : [];
-      return this.store.toStatus(row, pids);
+      if (row.kind === "task") return this.store.toStatus(row, this.tasks.pids(key));
+      const status = this.store.toStatus(
+        row,
+        (this.replicas.get(key) ?? []).map((r) => r.proc.pid),
+      );
+      if (this.serving.has(key)) {
+        const stats = this.gateway.stats(key);
+        status.replicas = this.replicas.get(key)?.length ?? 0;
+        status.traffic = {
+          requests: stats.requests,
+          errors: stats.errors,
+          p50Ms: round(stats.latency.p50),
+          p99Ms: round(stats.latency.p99),
+        };
+      }
+      return status;
     });
+  }
+
+  /** Prometheus text for the gateway's traffic (requests, latency, in flight, replicas). */
+  metrics(): string {
+    return this.gateway.metrics();
+  }
+
+  /**
+   * A link that opens an app's public endpoint in a browser: a one-time code the gateway
+   * trades for a session cookie.
+   */
+  loginLink(scope: Scope, name: string, ttlMs = 5 * 60_000): string {
+    const row = this.store.get(scope, name);
+    if (!row?.ports) throw notDeployed(scope, [name], this.store.list(scope));
+    const code = this.tokens.loginCode(ttlMs);
+    return `${endpointsFor(row.ports).endpoint}${LOGIN_PATH}?code=${encodeURIComponent(code)}`;
   }
 
   stop(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
@@ -354,6 +478,8 @@ export class ControlPlane implements Backend {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.housekeeping);
+    clearInterval(this.scaler);
+    await this.gateway.closeAll();
     for (const t of this.restartTimers.values()) clearTimeout(t);
     await this.tasks.close();
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
@@ -403,7 +529,7 @@ export class ControlPlane implements Backend {
       await this.serialized(key, async () => {
         this.cancelRestart(key);
         this.store.setDesired(scope, name, "stopped");
-        await this.stopProcess(key);
+        await this.stopReplicas(key);
         await this.tasks.unregister(scope, name);
         if (forget) {
           await this.discardPrepared(key);
@@ -416,36 +542,190 @@ export class ControlPlane implements Backend {
     return order;
   }
 
-  /** Starts the row's revision: the prepared process if there is one, else a new one. */
-  private async startProcess(row: EnvironmentRow): Promise<void> {
+  /** Opens (or re-opens) the app's endpoints on the gateway. */
+  private async openEndpoints(row: EnvironmentRow): Promise<void> {
     const key = keyOf(row, row.name);
-    const prepared = this.prepared.get(key);
-    this.prepared.delete(key);
-    let launch: Launch;
-    if (prepared?.revision === row.revision) {
-      launch = prepared.launch;
-      prepared.go();
-    } else {
-      if (prepared) this.stopLaunch(prepared.launch);
-      launch = spawnApp(this.launchSpec(row));
-      this.record(row, launch);
+    try {
+      await this.gateway.open(key, row.ports!, routeOf(row));
+    } catch (e) {
+      throw new CaravanError(
+        "APP_NOT_READY",
+        `${row.name}: its endpoints ${endpointsFor(row.ports!).endpoint} and ${endpointsFor(row.ports!).internalEndpoint} cannot be opened (${(e as Error).message}); stop what uses those ports, or delete and deploy ${row.name} again for new ones`,
+      );
     }
-    const proc = await launch.ready;
-    this.procs.set(key, { proc, since: Date.now() });
-    this.watch(row, proc);
   }
 
-  private watch(row: EnvironmentRow, proc: AppProcess): void {
+  /**
+   * Starts `n` replicas of the row's revision (the prepared one first) and resolves once all
+   * are ready; when one fails, the others are stopped and the error thrown.
+   */
+  private async startReplicas(row: EnvironmentRow, n: number): Promise<ReplicaProc[]> {
     const key = keyOf(row, row.name);
+    const launches: Starting[] = [];
+    const prepared = this.prepared.get(key);
+    this.prepared.delete(key);
+    if (prepared?.revision === row.revision) {
+      prepared.go();
+      launches.push(prepared);
+    } else if (prepared) void this.stopLaunch(prepared.launch);
+    while (launches.length < n) launches.push(await this.spawnReplica(row));
+    const results = await Promise.allSettled(launches.map((l) => l.launch.ready));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      await Promise.all(launches.map((l) => this.stopLaunch(l.launch)));
+      throw failed.reason;
+    }
+    return launches.map((l, i) => {
+      const replica: ReplicaProc = {
+        id: l.id,
+        proc: (results[i] as PromiseFulfilledResult<AppProcess>).value,
+        port: l.port,
+        revision: row.revision,
+        since: Date.now(),
+      };
+      this.watch(row, replica);
+      return replica;
+    });
+  }
+
+  /** Adds a ready replica to the app's set and to the gateway. */
+  private addReplica(row: EnvironmentRow, replica: ReplicaProc): void {
+    const key = keyOf(row, row.name);
+    this.replicas.set(key, [...(this.replicas.get(key) ?? []), replica]);
+    this.serving.set(key, row);
+    this.watch(row, replica);
+    this.gateway.addReplica(key, { id: replica.id, port: replica.port });
+  }
+
+  /** Spawns a replica on a port of its own; `gate` holds its start (two-phase start). */
+  private async spawnReplica(row: EnvironmentRow, gate?: Promise<void>): Promise<Starting> {
+    const port = await this.replicaPort();
+    const launch = spawnApp(this.launchSpec(row, port), gate);
+    this.record(row, launch, port);
+    void launch.ready.catch(() => this.reservedPorts.delete(port));
+    return { id: `pid-${launch.proc?.pid ?? port}`, port, launch };
+  }
+
+  /** Takes a replica out of the gateway (its requests finish), then stops it. */
+  private async retireReplica(key: string, replica: ReplicaProc, graceMs = DRAIN_GRACE_MS) {
+    const list = this.replicas.get(key);
+    if (list?.includes(replica))
+      this.replicas.set(
+        key,
+        list.filter((r) => r !== replica),
+      );
+    await this.gateway.drain(key, replica.id, graceMs);
+    await replica.proc.stop();
+  }
+
+  /** Stops every replica of an app and closes its endpoints. */
+  private async stopReplicas(key: string): Promise<void> {
+    const list = this.replicas.get(key) ?? [];
+    this.serving.delete(key);
+    this.targets.delete(key);
+    await Promise.all(list.map((r) => this.retireReplica(key, r, 5_000)));
+    this.replicas.delete(key);
+    await this.gateway.close(key);
+  }
+
+  /** The gateway found no replica for a request: start one and let the request wait for it. */
+  private wake(key: string): Promise<void> {
+    return this.serialized(key, async () => {
+      if (this.stopping || this.closed) throw new Error("the control plane is shutting down");
+      if (this.replicas.get(key)?.length) return;
+      const row = this.serving.get(key);
+      if (!row) throw new Error("the app is not deployed");
+      this.store.event(row, row.name, "wake", "a request arrived with no replica running");
+      this.cancelRestart(key);
+      const [replica] = await this.startReplicas(row, 1);
+      this.addReplicaStarted(key, replica!);
+      this.targets.set(key, Math.max(1, this.targets.get(key) ?? 0));
+      this.lastScaleAt.set(key, Date.now());
+      if (this.store.get(row, row.name)?.state !== "ready")
+        this.store.setState(row, row.name, "ready");
+    });
+  }
+
+  /** Records a replica `startReplicas` made ready (it is already watched) and routes to it. */
+  private addReplicaStarted(key: string, replica: ReplicaProc): void {
+    this.replicas.set(key, [...(this.replicas.get(key) ?? []), replica]);
+    this.gateway.addReplica(key, { id: replica.id, port: replica.port });
+  }
+
+  /**
+   * Every few hundred ms: compares each app's replicas with what its load needs (see
+   * scaler.ts) and adds or removes one. Apps with an operation in flight are left alone.
+   */
+  private autoscale(): void {
+    if (this.closed || this.stopping) return;
+    const now = Date.now();
+    for (const [key, row] of this.serving) {
+      if (this.locks.has(key) || this.restartTimers.has(key)) continue;
+      const scaling = row.request.spec.scaling as
+        { replicas: [number, number]; concurrency?: number; scaledownAfter: number } | undefined;
+      const [min, max] = scaling?.replicas ?? [0, 1];
+      const list = this.replicas.get(key) ?? [];
+      const load = this.gateway.load(key);
+      const current = list.length;
+      const desired = desiredReplicas({
+        min,
+        max,
+        concurrency: scaling?.concurrency ?? DEFAULT_CONCURRENCY,
+        scaledownAfterMs: (scaling?.scaledownAfter ?? 900) * 1000,
+        current,
+        inFlight: load.inFlight,
+        waiting: load.waiting,
+        lastActiveAt: load.lastActiveAt,
+        lastScaleAt: this.lastScaleAt.get(key) ?? 0,
+        now,
+      });
+      if (desired === current) continue;
+      // With nothing running, a waiting request has already woken the app.
+      if (current === 0) continue;
+      this.lastScaleAt.set(key, now);
+      this.targets.set(key, desired);
+      if (desired > current) {
+        this.store.event(row, row.name, "scale-out", `${current} -> ${desired} replicas`);
+        void this.serialized(key, async () => {
+          const have = this.replicas.get(key)?.length ?? 0;
+          if (this.serving.get(key) !== row || have >= desired) return;
+          try {
+            for (const r of await this.startReplicas(row, desired - have))
+              this.addReplicaStarted(key, r);
+          } catch (e) {
+            this.store.event(row, row.name, "scale-out-failed", (e as Error).message);
+          }
+        });
+      } else {
+        this.store.event(row, row.name, "scale-in", `${current} -> ${desired} replicas`);
+        // The least busy replica goes; it finishes what it has first.
+        const victim = [...list].sort(
+          (a, b) =>
+            (load.replicas.find((r) => r.id === a.id)?.inFlight ?? 0) -
+            (load.replicas.find((r) => r.id === b.id)?.inFlight ?? 0),
+        )[0]!;
+        void this.retireReplica(key, victim);
+      }
+    }
+  }
+
+  private watch(row: EnvironmentRow, replica: ReplicaProc): void {
+    const key = keyOf(row, row.name);
+    const proc = replica.proc;
     void proc.exited.then((info) => {
+      this.reservedPorts.delete(replica.port);
       if (this.closed) return;
       // The app ran in its own process group: children it left (a shell wrapper's server)
       // would keep its port and make every restart fail. The group only: the pid is dead.
       if (!proc.isStopping) killGroup(proc.pid);
       this.store.removeProcess(proc.pid, proc.startTime);
-      const current = this.procs.get(key);
-      if (current?.proc !== proc) return;
-      this.procs.delete(key);
+      const list = this.replicas.get(key) ?? [];
+      if (!list.includes(replica)) return; // retired, replaced or scaled in
+      this.replicas.set(
+        key,
+        list.filter((r) => r !== replica),
+      );
+      void this.gateway.drain(key, replica.id, 0);
       if (proc.isStopping) return;
       const latest = this.store.get(row, row.name);
       if (!latest || latest.desired !== "running") return;
@@ -454,7 +734,7 @@ export class ControlPlane implements Backend {
         : info.code === null
           ? "exited"
           : `exited with code ${info.code}`;
-      if (Date.now() - current.since > STABLE_AFTER_MS) this.crashCounts.delete(key);
+      if (Date.now() - replica.since > STABLE_AFTER_MS) this.crashCounts.delete(key);
       this.store.bumpRestarts(row, row.name);
       this.store.event(row, row.name, "crashed", how);
       this.scheduleRestart(latest, undefined, `${row.name} ${how}`);
@@ -467,21 +747,28 @@ export class ControlPlane implements Backend {
     const attempt = this.crashCounts.get(key) ?? 0;
     this.crashCounts.set(key, attempt + 1);
     const delay = delayMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
-    this.store.setState(
-      row,
-      row.name,
-      "restarting",
-      why ? `${why}; restarting in ${delay} ms` : null,
-    );
+    // Other replicas still serve: the app is ready, one replica is being replaced.
+    if (!this.replicas.get(key)?.length)
+      this.store.setState(
+        row,
+        row.name,
+        "restarting",
+        why ? `${why}; restarting in ${delay} ms` : null,
+      );
     this.cancelRestart(key);
     const timer = setTimeout(() => {
       this.restartTimers.delete(key);
       void this.serialized(key, async () => {
         if (this.closed || this.stopping) return;
         const latest = this.store.get(row, row.name);
-        if (!latest || latest.desired !== "running" || this.procs.has(key)) return;
+        const serving = this.serving.get(key);
+        if (!latest || latest.desired !== "running" || !serving) return;
+        const missing =
+          Math.max(1, this.targets.get(key) ?? 1) - (this.replicas.get(key)?.length ?? 0);
+        if (missing <= 0) return;
         try {
-          await this.startProcess(latest);
+          for (const r of await this.startReplicas(serving, missing))
+            this.addReplicaStarted(key, r);
           this.store.setState(row, row.name, "ready");
           this.store.event(row, row.name, "restarted");
         } catch (e) {
@@ -501,7 +788,7 @@ export class ControlPlane implements Backend {
   }
 
   /** Records a spawned process at once; forgets it when it exits before it was ready. */
-  private record(row: EnvironmentRow, launch: Launch): void {
+  private record(row: EnvironmentRow, launch: Launch, port: number): void {
     const proc = launch.proc;
     if (!proc) return;
     this.store.addProcess({
@@ -511,6 +798,7 @@ export class ControlPlane implements Backend {
       domain: row.domain,
       name: row.name,
       revision: row.revision,
+      port,
     });
     launch.ready.catch(() => this.closed || this.store.removeProcess(proc.pid, proc.startTime));
   }
@@ -522,15 +810,37 @@ export class ControlPlane implements Backend {
     if (!this.closed) this.store.removeProcess(proc.pid, proc.startTime);
   }
 
-  /** The app's port: allocated once, kept across redeploys and restarts until delete. */
-  private portFor(scope: Scope, name: string): Promise<number> {
-    const run = this.portLock.then(async () => {
-      const existing = this.store.portOf(scope, name);
-      if (existing !== undefined) return existing;
-      const port = await freePort(this.store.usedPorts());
-      this.store.assignPort(scope, name, port);
+  /** The app's gateway ports: allocated once, kept across redeploys and restarts until delete. */
+  private portsFor(scope: Scope, name: string): Promise<AppPorts> {
+    return this.allocate(async () => {
+      const existing = this.store.portsOf(scope, name);
+      if (existing) return existing;
+      const used = this.usedPorts();
+      const pub = await freePort(used);
+      used.add(pub);
+      const ports = { public: pub, internal: await freePort(used) };
+      this.store.assignPorts(scope, name, ports);
+      return ports;
+    });
+  }
+
+  /** A port for a new replica (recorded with its process once spawned). */
+  private replicaPort(): Promise<number> {
+    return this.allocate(async () => {
+      const port = await freePort(this.usedPorts());
+      this.reservedPorts.add(port);
       return port;
     });
+  }
+
+  private usedPorts(): Set<number> {
+    const used = this.store.usedPorts();
+    for (const p of this.reservedPorts) used.add(p);
+    return used;
+  }
+
+  private allocate<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.portLock.then(fn);
     this.portLock = run.catch(() => {});
     return run;
   }
@@ -541,17 +851,10 @@ export class ControlPlane implements Backend {
     this.restartTimers.delete(key);
   }
 
-  private async stopProcess(key: string): Promise<void> {
-    const current = this.procs.get(key);
-    if (!current) return;
-    await current.proc.stop();
-    this.procs.delete(key);
-  }
-
-  private launchSpec(row: EnvironmentRow): LaunchSpec {
+  /** How to start a process of `row` listening on `port` (0 for a task worker). */
+  private launchSpec(row: EnvironmentRow, port: number): LaunchSpec {
     const req = row.request;
     const spec = req.spec;
-    const port = row.port ?? 0; // task workers listen on nothing
     const env: Record<string, string> = { ...(spec.envVars as Record<string, string>) };
     for (const input of (spec.inputs as { name: string; envVar: string }[]) ?? []) {
       const value = req.inputs[input.name];
@@ -689,7 +992,7 @@ export class ControlPlane implements Backend {
   }
 }
 
-function rowOf(req: DeployRequest, port: number | null, restarts: number): EnvironmentRow {
+function rowOf(req: DeployRequest, ports: AppPorts | null, restarts: number): EnvironmentRow {
   return {
     project: req.scope.project,
     domain: req.scope.domain,
@@ -697,7 +1000,7 @@ function rowOf(req: DeployRequest, port: number | null, restarts: number): Envir
     kind: req.kind,
     revision: req.revision,
     request: { ...req, force: false },
-    port,
+    ports,
     state: "starting",
     desired: "running",
     restarts,
@@ -724,6 +1027,38 @@ export function runTokenScope(secret: string, token: string): Scope | undefined 
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
   const [project, domain] = JSON.parse(Buffer.from(m[1]!, "base64url").toString()) as string[];
   return { project: project!, domain: domain! };
+}
+
+function replicaBounds(row: EnvironmentRow): [number, number] {
+  return (
+    (row.request.spec.scaling as { replicas?: [number, number] } | undefined)?.replicas ?? [0, 1]
+  );
+}
+
+const minReplicas = (row: EnvironmentRow) => replicaBounds(row)[0];
+
+function routeOf(row: EnvironmentRow): RouteOptions {
+  const spec = row.request.spec;
+  return {
+    requiresAuth: spec.requiresAuth !== false,
+    requestTimeoutMs: ((spec.timeouts as { request?: number } | undefined)?.request ?? 0) * 1000,
+  };
+}
+
+const round = (ms: number) => Math.round(ms * 100) / 100;
+
+/** True when something accepts connections on 127.0.0.1:port. */
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: "127.0.0.1" });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
 }
 
 function killGroup(pgid: number): void {

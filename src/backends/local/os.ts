@@ -60,8 +60,10 @@ export async function freePort(exclude: Set<number>): Promise<number> {
   throw new Error("could not find a free port on 127.0.0.1");
 }
 
-/** The local backend's addresses: direct ports on loopback (the gateway comes later). */
-export function endpointsFor(port: number): Endpoints {
-  const url = `http://127.0.0.1:${port}`;
-  return { endpoint: url, internalEndpoint: url };
+/** An app's endpoints: the gateway's public and internal listeners, both on loopback. */
+export function endpointsFor(ports: { public: number; internal: number }): Endpoints {
+  return {
+    endpoint: `http://127.0.0.1:${ports.public}`,
+    internalEndpoint: `http://127.0.0.1:${ports.internal}`,
+  };
 }

@@ -23,12 +23,18 @@ export interface EnvironmentRow {
   /** The last deploy request, so the environment can be started again without a client. */
   request: DeployRequest;
   /** From the ports table (not stored with the environment): null for task environments. */
-  port: number | null;
+  ports: AppPorts | null;
   state: EnvironmentState;
   desired: "running" | "stopped";
   restarts: number;
   error: string | null;
   updatedAt: string;
+}
+
+/** The gateway's two ports of an app: allocated once, kept until delete. */
+export interface AppPorts {
+  public: number;
+  internal: number;
 }
 
 export interface ProcessRow {
@@ -39,6 +45,8 @@ export interface ProcessRow {
   domain: string;
   name: string;
   revision: string;
+  /** The port a replica listens on (0 for a task worker). */
+  port: number;
 }
 
 const SCHEMA = `
@@ -49,15 +57,17 @@ CREATE TABLE IF NOT EXISTS environments (
   restarts INTEGER NOT NULL DEFAULT 0, error TEXT, updated_at TEXT NOT NULL,
   PRIMARY KEY (project, domain, name)
 );
--- An app's port is allocated once (reserved before its first start) and kept until delete.
+-- An app's gateway ports (public and internal endpoints) are allocated once (reserved before
+-- its first start) and kept until delete. Replicas listen on ports of their own (processes).
 CREATE TABLE IF NOT EXISTS ports (
-  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, port INTEGER NOT NULL UNIQUE,
+  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL,
+  port INTEGER NOT NULL UNIQUE, internal_port INTEGER NOT NULL UNIQUE,
   PRIMARY KEY (project, domain, name)
 );
 CREATE TABLE IF NOT EXISTS processes (
   pid INTEGER NOT NULL, start_time TEXT NOT NULL,
   project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, revision TEXT NOT NULL,
-  started_at TEXT NOT NULL,
+  port INTEGER NOT NULL DEFAULT 0, started_at TEXT NOT NULL,
   PRIMARY KEY (pid, start_time)
 );
 CREATE TABLE IF NOT EXISTS revisions (
@@ -82,7 +92,7 @@ CREATE TABLE IF NOT EXISTS events (
 type Raw = Record<string, any>;
 
 const WITH_PORT =
-  "SELECT e.*, p.port FROM environments e LEFT JOIN ports p USING (project, domain, name)";
+  "SELECT e.*, p.port, p.internal_port FROM environments e LEFT JOIN ports p USING (project, domain, name)";
 
 export class Store {
   private db: Database.Database;
@@ -115,12 +125,18 @@ export class Store {
         "UPDATE environments SET restarts = restarts + 1 WHERE project = ? AND domain = ? AND name = ?",
       ),
       remove: db.prepare("DELETE FROM environments WHERE project = ? AND domain = ? AND name = ?"),
-      ports: db.prepare("SELECT port FROM ports"),
-      portOf: db.prepare("SELECT port FROM ports WHERE project = ? AND domain = ? AND name = ?"),
-      assignPort: db.prepare("INSERT INTO ports (project, domain, name, port) VALUES (?, ?, ?, ?)"),
+      ports: db.prepare(
+        "SELECT port FROM ports UNION SELECT internal_port FROM ports UNION SELECT port FROM processes",
+      ),
+      portOf: db.prepare(
+        "SELECT port, internal_port FROM ports WHERE project = ? AND domain = ? AND name = ?",
+      ),
+      assignPort: db.prepare(
+        "INSERT INTO ports (project, domain, name, port, internal_port) VALUES (?, ?, ?, ?, ?)",
+      ),
       releasePort: db.prepare("DELETE FROM ports WHERE project = ? AND domain = ? AND name = ?"),
       addProcess: db.prepare(
-        "INSERT OR REPLACE INTO processes (pid, start_time, project, domain, name, revision, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO processes (pid, start_time, project, domain, name, revision, port, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       ),
       removeProcess: db.prepare("DELETE FROM processes WHERE pid = ? AND start_time = ?"),
       processesOf: db.prepare(
@@ -172,9 +188,9 @@ export class Store {
     return raws.map(toRow);
   }
 
-  /** Saves everything but the port, which `assignPort` owns. */
+  /** Saves everything but the ports, which `assignPorts` owns. */
   upsert(row: EnvironmentRow): void {
-    const { port: _port, ...fields } = row;
+    const { ports: _ports, ...fields } = row;
     this.stmts.upsert.run({ ...fields, request: JSON.stringify(row.request) });
   }
 
@@ -194,12 +210,13 @@ export class Store {
     this.stmts.remove.run(scope.project, scope.domain, name);
   }
 
-  portOf(scope: Scope, name: string): number | undefined {
-    return (this.stmts.portOf.get(scope.project, scope.domain, name) as Raw | undefined)?.port;
+  portsOf(scope: Scope, name: string): AppPorts | undefined {
+    const raw = this.stmts.portOf.get(scope.project, scope.domain, name) as Raw | undefined;
+    return raw && { public: raw.port, internal: raw.internal_port };
   }
 
-  assignPort(scope: Scope, name: string, port: number): void {
-    this.stmts.assignPort.run(scope.project, scope.domain, name, port);
+  assignPorts(scope: Scope, name: string, ports: AppPorts): void {
+    this.stmts.assignPort.run(scope.project, scope.domain, name, ports.public, ports.internal);
   }
 
   releasePort(scope: Scope, name: string): void {
@@ -211,7 +228,16 @@ export class Store {
   }
 
   addProcess(p: ProcessRow): void {
-    this.stmts.addProcess.run(p.pid, p.startTime, p.project, p.domain, p.name, p.revision, now());
+    this.stmts.addProcess.run(
+      p.pid,
+      p.startTime,
+      p.project,
+      p.domain,
+      p.name,
+      p.revision,
+      p.port,
+      now(),
+    );
   }
 
   removeProcess(pid: number, startTime: string): void {
@@ -316,7 +342,7 @@ export class Store {
       dependsOn: (row.request.spec.dependsOn as string[] | undefined) ?? [],
       updatedAt: row.updatedAt,
     };
-    if (row.port !== null) Object.assign(status, endpointsFor(row.port));
+    if (row.ports !== null) Object.assign(status, endpointsFor(row.ports));
     if (row.error) status.error = row.error;
     return status;
   }
@@ -334,7 +360,7 @@ function toRow(r: Raw): EnvironmentRow {
     kind: r.kind,
     revision: r.revision,
     request: JSON.parse(r.request),
-    port: r.port ?? null,
+    ports: r.port == null ? null : { public: r.port, internal: r.internal_port },
     state: r.state,
     desired: r.desired,
     restarts: r.restarts,
@@ -351,6 +377,7 @@ function toProcess(r: Raw): ProcessRow {
     domain: r.domain,
     name: r.name,
     revision: r.revision,
+    port: r.port ?? 0,
   };
 }
 

@@ -29,6 +29,8 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
           project: e.project,
           domain: e.domain,
           dependsOn: e.dependsOn,
+          ...(e.replicas !== undefined ? { replicas: e.replicas } : {}),
+          ...(e.traffic ? { traffic: e.traffic } : {}),
           ...(e.error ? { error: e.error } : {}),
         })),
       });
@@ -43,12 +45,13 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       opts.all ? `${e.project}/${e.domain}/${e.name}` : e.name,
       e.kind,
       e.state,
+      e.replicas === undefined ? "-" : String(e.replicas),
       e.revision,
       String(e.restarts),
       e.pids.join(",") || "-",
       e.endpoint ?? "-",
     ]);
-    const head = ["NAME", "KIND", "STATE", "REVISION", "RESTARTS", "PIDS", "ENDPOINT"];
+    const head = ["NAME", "KIND", "STATE", "REPLICAS", "REVISION", "RESTARTS", "PIDS", "ENDPOINT"];
     printTable(head, rows);
     for (const e of envs) {
       if (!e.error || e.state === "ready") continue;

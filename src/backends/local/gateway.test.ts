@@ -1,0 +1,558 @@
+import Database from "better-sqlite3";
+import { createServer, request } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http";
+import { connect } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { WebSocket, WebSocketServer } from "ws";
+import { Gateway } from "./gateway.ts";
+import type { GatewayHooks, RouteOptions } from "./gateway.ts";
+import { TokenStore } from "./tokens.ts";
+
+const OPEN: RouteOptions = { requiresAuth: false, requestTimeoutMs: 0 };
+
+interface Deferred<T = void> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: unknown): void;
+}
+function deferred<T = void>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(cond()).toBe(true);
+}
+
+let servers: Server[] = [];
+let gateways: Gateway[] = [];
+let cleanups: (() => void)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups) c();
+  await Promise.all(gateways.map((g) => g.closeAll()));
+  await Promise.all(
+    servers.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          s.close(() => resolve());
+          s.closeAllConnections();
+        }),
+    ),
+  );
+  servers = [];
+  gateways = [];
+  cleanups = [];
+});
+
+/** A replica: a loopback node:http server on a port the OS picks. */
+async function upstream(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ server: Server; port: number }> {
+  const server = createServer(handler);
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+async function gateway(
+  hooks: Partial<GatewayHooks> = {},
+  options: RouteOptions = OPEN,
+  app = "app",
+): Promise<{ gw: Gateway; pub: number; internal: number }> {
+  const gw = new Gateway({ authorize: () => false, ...hooks });
+  gateways.push(gw);
+  await gw.open(app, { public: 0, internal: 0 }, options);
+  const { public: pub, internal } = gw.addresses(app)!;
+  return { gw, pub, internal };
+}
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** One request on a fresh connection (no pooling: every test closes everything it opened). */
+function call(
+  port: number,
+  path = "/",
+  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: opts.method ?? "GET",
+        headers: opts.headers,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode!,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(opts.body);
+  });
+}
+
+const hello = (id: string) => (_req: IncomingMessage, res: ServerResponse) => res.end(id);
+
+describe("Gateway: balancing", () => {
+  it("spreads sequential requests over 3 replicas, round robin on ties", async () => {
+    const { gw, internal } = await gateway();
+    for (const id of ["a", "b", "c"]) {
+      gw.addReplica("app", { id, port: (await upstream(hello(id))).port });
+    }
+    const seen: string[] = [];
+    for (let i = 0; i < 9; i++) seen.push((await call(internal)).body);
+    expect(seen.filter((s) => s === "a")).toHaveLength(3);
+    expect(seen.filter((s) => s === "b")).toHaveLength(3);
+    expect(seen.filter((s) => s === "c")).toHaveLength(3);
+  });
+
+  it("sends new requests to the replicas with the fewest outstanding", async () => {
+    const { gw, internal } = await gateway();
+    const held = deferred();
+    const arrived = deferred();
+    gw.addReplica("app", {
+      id: "slow",
+      port: (
+        await upstream((_req, res) => {
+          arrived.resolve();
+          void held.promise.then(() => res.end("slow"));
+        })
+      ).port,
+    });
+    gw.addReplica("app", { id: "fast", port: (await upstream(hello("fast"))).port });
+    const first = call(internal);
+    await arrived.promise;
+    const next: string[] = [];
+    for (let i = 0; i < 4; i++) next.push((await call(internal)).body);
+    expect(next).toEqual(["fast", "fast", "fast", "fast"]);
+    expect(gw.load("app").replicas).toEqual([
+      { id: "slow", port: expect.any(Number), inFlight: 1 },
+      { id: "fast", port: expect.any(Number), inFlight: 0 },
+    ]);
+    held.resolve();
+    expect((await first).body).toBe("slow");
+    expect(gw.load("app").inFlight).toBe(0);
+  });
+
+  it("reuses upstream connections (keep-alive)", async () => {
+    const { gw, internal } = await gateway();
+    const { server, port } = await upstream(hello("a"));
+    let connections = 0;
+    server.on("connection", () => connections++);
+    gw.addReplica("app", { id: "a", port });
+    for (let i = 0; i < 10; i++) expect((await call(internal)).body).toBe("a");
+    expect(connections).toBe(1);
+  });
+});
+
+describe("Gateway: auth", () => {
+  function tokens(): TokenStore {
+    const db = new Database(":memory:");
+    cleanups.push(() => db.close());
+    return new TokenStore(db);
+  }
+
+  it("401 without a valid token on the public side; internal side and requiresAuth:false are open", async () => {
+    const store = tokens();
+    const { gw, pub, internal } = await gateway(
+      { authorize: (t) => store.verify(t), redeem: (c) => store.redeem(c) },
+      { requiresAuth: true, requestTimeoutMs: 0 },
+    );
+    const seen: IncomingHttpHeaders[] = [];
+    const { port } = await upstream((req, res) => {
+      seen.push(req.headers);
+      res.end("ok");
+    });
+    gw.addReplica("app", { id: "a", port });
+    const { token, id } = store.create("ci");
+
+    const none = await call(pub);
+    expect(none.status).toBe(401);
+    expect(none.headers["www-authenticate"]).toMatch(/^Bearer/);
+    expect(none.body).toContain("caravan token create");
+    expect((await call(pub, "/", { headers: { authorization: "Bearer cvn_nope" } })).status).toBe(
+      401,
+    );
+
+    const ok = await call(pub, "/", { headers: { authorization: `Bearer ${token}` } });
+    expect(ok).toMatchObject({ status: 200, body: "ok" });
+    // Apps may want the Authorization header: it is forwarded.
+    expect(seen[0]!.authorization).toBe(`Bearer ${token}`);
+
+    expect(await call(internal)).toMatchObject({ status: 200, body: "ok" });
+
+    expect(store.revoke(id)).toBe(true);
+    expect((await call(pub, "/", { headers: { authorization: `Bearer ${token}` } })).status).toBe(
+      401,
+    );
+
+    gw.setOptions("app", { requiresAuth: false, requestTimeoutMs: 0 });
+    expect(await call(pub)).toMatchObject({ status: 200, body: "ok" });
+    expect(seen).toHaveLength(3); // no rejected request reached the app
+  });
+
+  it("a login link sets the session cookie, which then authenticates (and is not forwarded)", async () => {
+    const store = tokens();
+    const { gw, pub } = await gateway(
+      { authorize: (t) => store.verify(t), redeem: (c) => store.redeem(c) },
+      { requiresAuth: true, requestTimeoutMs: 0 },
+    );
+    const seen: IncomingHttpHeaders[] = [];
+    const { port } = await upstream((req, res) => {
+      seen.push(req.headers);
+      res.end("ok");
+    });
+    gw.addReplica("app", { id: "a", port });
+
+    const code = store.loginCode();
+    const login = await call(
+      pub,
+      `/_caravan/login?code=${code}&next=${encodeURIComponent("/dash?x=1")}`,
+    );
+    expect(login.status).toBe(302);
+    expect(login.headers.location).toBe("/dash?x=1");
+    const cookie = login.headers["set-cookie"]![0]!;
+    expect(cookie).toMatch(/^caravan_session=cvs_[\w-]+; HttpOnly; SameSite=Lax; Path=\/$/);
+    const session = cookie.split(";")[0]!;
+
+    const ok = await call(pub, "/", { headers: { cookie: `theme=dark; ${session}; lang=en` } });
+    expect(ok).toMatchObject({ status: 200, body: "ok" });
+    expect(seen[0]!.cookie).toBe("theme=dark; lang=en");
+
+    // One-time: the same code again fails; so does a made-up one.
+    expect((await call(pub, `/_caravan/login?code=${code}`)).status).toBe(401);
+    expect((await call(pub, "/_caravan/login?code=nope")).status).toBe(401);
+    // Only local paths are redirect targets.
+    const evil = await call(pub, `/_caravan/login?code=${store.loginCode()}&next=//evil.example`);
+    expect(evil).toMatchObject({ status: 302, headers: { location: "/" } });
+  });
+});
+
+describe("Gateway: forwarding", () => {
+  it("adds X-Forwarded-*, drops hop-by-hop headers both ways", async () => {
+    const { gw, internal } = await gateway();
+    let seen: IncomingHttpHeaders = {};
+    const { port } = await upstream((req, res) => {
+      seen = req.headers;
+      res.writeHead(200, { "keep-alive": "timeout=77", "x-app": "1", connection: "x-internal" });
+      res.end("ok");
+    });
+    gw.addReplica("app", { id: "a", port });
+    const reply = await call(internal, "/p?q=1", {
+      headers: {
+        host: "example.test",
+        connection: "keep-alive, x-hop",
+        "x-hop": "secret",
+        "x-forwarded-for": "10.0.0.1",
+        "proxy-authorization": "Basic x",
+        "x-kept": "yes",
+      },
+    });
+    expect(reply.status).toBe(200);
+    expect(seen).toMatchObject({
+      host: "example.test",
+      "x-forwarded-for": "10.0.0.1, 127.0.0.1",
+      "x-forwarded-proto": "http",
+      "x-forwarded-host": "example.test",
+      "x-kept": "yes",
+    });
+    expect(seen["x-hop"]).toBeUndefined();
+    expect(seen["proxy-authorization"]).toBeUndefined();
+    expect(reply.headers["x-app"]).toBe("1");
+    expect(reply.headers["keep-alive"]).not.toBe("timeout=77");
+  });
+
+  it("streams request bodies to the app and back", async () => {
+    const { gw, internal } = await gateway();
+    const { port } = await upstream((req, res) => req.pipe(res));
+    gw.addReplica("app", { id: "a", port });
+    const body = Buffer.alloc(2 * 1024 * 1024, "x");
+    const reply = await call(internal, "/", { method: "POST", body });
+    expect(reply.status).toBe(200);
+    expect(reply.body.length).toBe(body.length);
+  });
+
+  it("relays server-sent events as they come (no buffering)", async () => {
+    const { gw, internal } = await gateway();
+    const firstSeen = deferred();
+    const { port } = await upstream((_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      res.write("data: one\n\n");
+      // The second event is sent only once the client has read the first through the gateway.
+      void firstSeen.promise.then(() => res.end("data: two\n\n"));
+    });
+    gw.addReplica("app", { id: "a", port });
+    const events: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ host: "127.0.0.1", port: internal, agent: false }, (res) => {
+        expect(res.headers["content-type"]).toBe("text/event-stream");
+        let buf = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          buf += chunk;
+          for (let i; (i = buf.indexOf("\n\n")) >= 0; buf = buf.slice(i + 2)) {
+            events.push(buf.slice(0, i));
+            if (events.length === 1) firstSeen.resolve();
+          }
+        });
+        res.on("end", resolve);
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    expect(events).toEqual(["data: one", "data: two"]);
+  });
+
+  it("aborts the upstream request when the client goes away", async () => {
+    const { gw, internal } = await gateway();
+    const arrived = deferred();
+    const upstreamClosed = deferred();
+    const { port } = await upstream((_req, res) => {
+      res.on("close", () => upstreamClosed.resolve());
+      arrived.resolve();
+    });
+    gw.addReplica("app", { id: "a", port });
+    const socket = connect(internal, "127.0.0.1");
+    socket.on("error", () => {});
+    socket.write("GET /long HTTP/1.1\r\nHost: x\r\n\r\n");
+    await arrived.promise;
+    expect(gw.load("app").inFlight).toBe(1);
+    socket.destroy();
+    await upstreamClosed.promise;
+    await until(() => gw.load("app").inFlight === 0);
+    expect(gw.stats("app").requests).toBe(1);
+  });
+});
+
+describe("Gateway: errors", () => {
+  it("504 when the app does not start answering in time, and the app's request is aborted", async () => {
+    const { gw, internal } = await gateway({}, { requiresAuth: false, requestTimeoutMs: 50 });
+    const upstreamClosed = deferred();
+    const { port } = await upstream((_req, res) => res.on("close", () => upstreamClosed.resolve()));
+    gw.addReplica("app", { id: "a", port });
+    const reply = await call(internal);
+    expect(reply.status).toBe(504);
+    expect(reply.body).toMatch(/^app: /);
+    await upstreamClosed.promise;
+    expect(gw.stats("app")).toMatchObject({ requests: 1, errors: 1 });
+  });
+
+  it("does not cut a response that started streaming before the timeout", async () => {
+    const { gw, internal } = await gateway({}, { requiresAuth: false, requestTimeoutMs: 30 });
+    const { port } = await upstream((_req, res) => {
+      res.write("start ");
+      setTimeout(() => res.end("end"), 100);
+    });
+    gw.addReplica("app", { id: "a", port });
+    expect(await call(internal)).toMatchObject({ status: 200, body: "start end" });
+  });
+
+  it("503 naming the app when there is no replica and no wake hook", async () => {
+    const { internal } = await gateway();
+    const reply = await call(internal);
+    expect(reply.status).toBe(503);
+    expect(reply.body).toBe("app: no replica is ready\n");
+  });
+
+  it("retries an idempotent request refused by a dead replica on another; 502 otherwise", async () => {
+    const { gw, internal } = await gateway();
+    const dead = await upstream(hello("dead"));
+    await new Promise<void>((r) => dead.server.close(() => r()));
+    gw.addReplica("app", { id: "dead", port: dead.port });
+    gw.addReplica("app", { id: "live", port: (await upstream(hello("live"))).port });
+    for (let i = 0; i < 4; i++)
+      expect(await call(internal)).toMatchObject({ status: 200, body: "live" });
+
+    gw.addReplica("app", { id: "dead2", port: dead.port });
+    await gw.drain("app", "live", 0);
+    const post = await call(internal, "/", { method: "POST", body: "x" });
+    expect(post.status).toBe(502);
+    expect(post.body).toMatch(/^app: upstream failed \(ECONNREFUSED\)/);
+  });
+});
+
+describe("Gateway: drain", () => {
+  it("waits for an in-flight request, then resolves; new requests go elsewhere", async () => {
+    const { gw, internal } = await gateway();
+    const held = deferred();
+    const arrived = deferred();
+    gw.addReplica("app", {
+      id: "old",
+      port: (
+        await upstream((_req, res) => {
+          arrived.resolve();
+          void held.promise.then(() => res.end("old"));
+        })
+      ).port,
+    });
+    const inflight = call(internal);
+    await arrived.promise;
+    gw.addReplica("app", { id: "new", port: (await upstream(hello("new"))).port });
+
+    let drained = false;
+    const drain = gw.drain("app", "old", 60_000).then(() => (drained = true));
+    expect((await call(internal)).body).toBe("new");
+    expect((await call(internal)).body).toBe("new");
+    expect(drained).toBe(false);
+    expect(gw.load("app")).toMatchObject({ inFlight: 1, draining: 1, replicas: [{ id: "new" }] });
+
+    held.resolve();
+    expect((await inflight).body).toBe("old");
+    await drain;
+    expect(gw.load("app")).toMatchObject({ inFlight: 0, draining: 0 });
+  });
+
+  it("cuts what is still in flight after the grace period", async () => {
+    const { gw, internal } = await gateway();
+    const arrived = deferred();
+    gw.addReplica("app", { id: "a", port: (await upstream(() => arrived.resolve())).port });
+    const inflight = call(internal).catch((err: Error) => err);
+    await arrived.promise;
+    await gw.drain("app", "a", 20);
+    const outcome = await inflight;
+    // The response had not started: the gateway answers 502.
+    expect(outcome).toMatchObject({ status: 502 });
+  });
+});
+
+describe("Gateway: wake", () => {
+  it("queues requests while the app starts, calls wake once, serves them once a replica is added", async () => {
+    const started = deferred();
+    let wakes = 0;
+    const { gw, internal } = await gateway({
+      wake: (app) => {
+        expect(app).toBe("app");
+        wakes++;
+        return started.promise;
+      },
+    });
+    const replies = [call(internal, "/1"), call(internal, "/2")];
+    await until(() => gw.load("app").waiting === 2);
+    expect(wakes).toBe(1);
+
+    const { port } = await upstream((req, res) => res.end(`served ${req.url}`));
+    gw.addReplica("app", { id: "a", port });
+    started.resolve();
+    expect((await Promise.all(replies)).map((r) => r.body)).toEqual(["served /1", "served /2"]);
+    expect(gw.load("app").waiting).toBe(0);
+    expect(wakes).toBe(1);
+  });
+
+  it("answers 503 with the hook's message when the app cannot start", async () => {
+    const { gw, internal } = await gateway({
+      wake: () => Promise.reject(new Error("start timed out after 30 s")),
+    });
+    const reply = await call(internal);
+    expect(reply).toMatchObject({
+      status: 503,
+      body: "app: could not start: start timed out after 30 s\n",
+    });
+    expect(gw.load("app").waiting).toBe(0);
+  });
+
+  it("drops a waiting request whose client went away", async () => {
+    const started = deferred();
+    const { gw, internal } = await gateway({ wake: () => started.promise });
+    const socket = connect(internal, "127.0.0.1");
+    socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    await until(() => gw.load("app").waiting === 1);
+    socket.destroy();
+    await until(() => gw.load("app").waiting === 0);
+    started.resolve();
+  });
+});
+
+describe("Gateway: WebSocket", () => {
+  it("echoes through the gateway, counts the connection in flight, and checks auth", async () => {
+    const { gw, pub } = await gateway(
+      { authorize: (t) => t === "cvn_good" },
+      { requiresAuth: true, requestTimeoutMs: 0 },
+    );
+    const { server, port } = await upstream((_req, res) => res.end("http"));
+    const wss = new WebSocketServer({ server });
+    cleanups.push(() => wss.close());
+    wss.on("connection", (ws) => ws.on("message", (data, binary) => ws.send(data, { binary })));
+    gw.addReplica("app", { id: "a", port });
+
+    const denied = new WebSocket(`ws://127.0.0.1:${pub}/ws`);
+    denied.on("error", () => {});
+    const status = await new Promise<number>((resolve) =>
+      denied.on("unexpected-response", (req, res) => {
+        resolve(res.statusCode!);
+        req.destroy();
+      }),
+    );
+    expect(status).toBe(401);
+
+    const ws = new WebSocket(`ws://127.0.0.1:${pub}/ws`, {
+      headers: { authorization: "Bearer cvn_good" },
+    });
+    await new Promise((resolve, reject) => ws.on("open", resolve).on("error", reject));
+    expect(gw.load("app").inFlight).toBe(1);
+    const echoed = new Promise<string>((resolve) => ws.once("message", (d) => resolve(String(d))));
+    ws.send("hello through the gateway");
+    expect(await echoed).toBe("hello through the gateway");
+    const closed = new Promise((resolve) => ws.on("close", resolve));
+    ws.close();
+    await closed;
+    await until(() => gw.load("app").inFlight === 0);
+  });
+});
+
+describe("Gateway: stats and metrics", () => {
+  it("counts requests by status class, errors, latency; exposes Prometheus text", async () => {
+    const { gw, internal } = await gateway();
+    const { port } = await upstream((req, res) => {
+      res.statusCode = req.url === "/boom" ? 500 : 200;
+      res.end();
+    });
+    gw.addReplica("app", { id: "a", port });
+    await call(internal);
+    await call(internal);
+    await call(internal, "/boom");
+    await until(() => gw.stats("app").requests === 3);
+    const stats = gw.stats("app");
+    expect(stats).toMatchObject({ requests: 3, errors: 1, latency: { count: 3 } });
+    expect(stats.latency.p50).toBeGreaterThan(0);
+    expect(stats.latency.p99).toBeGreaterThanOrEqual(stats.latency.p50);
+    const text = gw.metrics();
+    expect(text).toContain('caravan_gateway_requests_total{app="app",code="2xx"} 2');
+    expect(text).toContain('caravan_gateway_requests_total{app="app",code="5xx"} 1');
+    expect(text).toContain(
+      'caravan_gateway_request_duration_seconds_bucket{app="app",le="+Inf"} 3',
+    );
+    expect(text).toContain('caravan_gateway_in_flight{app="app"} 0');
+    expect(text).toContain('caravan_gateway_replicas{app="app"} 1');
+    expect(text).toContain("# TYPE caravan_gateway_request_duration_seconds histogram");
+  });
+
+  it("open is idempotent for the same ports and close stops listening", async () => {
+    const { gw, internal } = await gateway();
+    gw.addReplica("app", { id: "a", port: (await upstream(hello("a"))).port });
+    await gw.open("app", { public: 0, internal: 0 }, { requiresAuth: true, requestTimeoutMs: 5 });
+    expect(gw.addresses("app")!.internal).toBe(internal);
+    expect((await call(internal)).body).toBe("a");
+    await gw.close("app");
+    await expect(call(internal)).rejects.toMatchObject({ code: "ECONNREFUSED" });
+    expect(gw.load("app").replicas).toEqual([]);
+  });
+});
