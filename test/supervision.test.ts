@@ -66,15 +66,10 @@ describe("supervision", () => {
     process.kill(daemon.pid!, "SIGKILL");
     await eventually(() => !isRunning(daemon.pid!));
 
-    // The apps keep answering with no control plane.
-    expect(await get(`${r.by.sturdy!.endpoint}/pid`)).toEqual({
-      status: 200,
-      body: String(before.sturdy!.pids[0]),
-    });
-    expect(await get(`${r.by.leaning!.endpoint}/via`)).toEqual({
-      status: 200,
-      body: String(before.sturdy!.pids[0]),
-    });
+    // The apps keep running with no control plane (their endpoints, on the gateway inside
+    // the control plane, come back with the next one).
+    for (const name of ["sturdy", "leaning"])
+      for (const pid of before[name]!.pids) expect(isRunning(pid), name).toBe(true);
 
     // The next commands (three at once) start one new control plane, which adopts the same
     // processes.
@@ -94,6 +89,15 @@ describe("supervision", () => {
       });
       expect(appProcesses(sb, name), name).toEqual(before[name]!.pids);
     }
+    // The same processes answer on the same endpoints.
+    expect(await get(`${r.by.sturdy!.endpoint}/pid`)).toEqual({
+      status: 200,
+      body: String(before.sturdy!.pids[0]),
+    });
+    expect(await get(`${r.by.leaning!.endpoint}/via`)).toEqual({
+      status: 200,
+      body: String(before.sturdy!.pids[0]),
+    });
 
     // State is intact: a redeploy finds everything unchanged.
     const again = await deploy(sb, [APPS]);

@@ -37,7 +37,7 @@ import { connect } from "node:net";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { API_TOKEN_ENV, API_URL_ENV } from "../../runtime/protocol.ts";
-import { Store, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
+import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { endpointVar, expandVars } from "../../sdk/vars.ts";
 import {
   adopt,
@@ -64,7 +64,6 @@ const SCALE_EVERY_MS = 200;
 /** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
 const DEFAULT_CONCURRENCY = 50;
 
-export const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
 
 /** One process serving an app, behind the gateway. */
 interface ReplicaProc {

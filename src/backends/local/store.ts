@@ -348,6 +348,9 @@ export class Store {
   }
 }
 
+/** The in-memory key of an environment: `project/domain/name`. */
+export const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
+
 export function now(): string {
   return new Date().toISOString();
 }
