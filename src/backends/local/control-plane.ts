@@ -284,6 +284,9 @@ export class ControlPlane implements Backend {
             `revision ${req.revision} failed to start; still serving ${row!.revision}: ${message}`,
           );
           this.gateway.setOptions(key, routeOf(row!));
+          // Its restart was cancelled for this deploy: it still needs one if nothing serves.
+          if (!this.replicas.get(key)?.length && row!.state === "restarting")
+            this.scheduleRestart(row!);
         } else {
           this.store.setState(scope, req.name, "failed", message);
           await this.gateway.close(key);
