@@ -79,9 +79,18 @@ export async function runTask(
   // JSON turns a missing trailing argument into null, which would defeat a default value.
   const sent = [...args];
   while (sent.length && sent.at(-1) === undefined) sent.pop();
-  sent.forEach((value, i) =>
-    assertJsonValue(value, `argument ${i + 1}${names[i] ? ` (${names[i]})` : ""}`, `run ${id}`),
-  );
+  sent.forEach((value, i) => {
+    const label = `argument ${i + 1}${names[i] ? ` (${names[i]})` : ""}`;
+    // One before a given argument would arrive as null, not as missing.
+    if (value === undefined) {
+      throw new CaravanError(
+        "NOT_SERIALIZABLE",
+        `run ${id}: ${label} is undefined while a later argument is given; JSON would pass null (its default would not apply): give it a value`,
+        { path: label },
+      );
+    }
+    assertJsonValue(value, label, `run ${id}`);
+  });
   const { backend, scope, caller, close } = await connect(target, opts);
   try {
     let record = await backend.startRun!(

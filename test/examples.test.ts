@@ -25,13 +25,22 @@ type Deployed = Record<string, DeploymentJSON>;
 interface Scenario {
   /** `plan --json` environments, in order: [name, kind, level, dependsOn]. */
   plan: [string, "app" | "task", number, string[]][];
-  /** The requests that prove the scenario works. */
-  exercise(d: Deployed): Promise<void>;
+  /** The requests that prove the scenario works (`sb` for the CLI, in the example's sandbox). */
+  exercise(d: Deployed, sb: Sandbox): Promise<void>;
 }
 
 async function getJSON(url: string): Promise<{ status: number; body: unknown }> {
   const { status, body } = await getText(url);
   return { status, body: JSON.parse(body) };
+}
+
+async function postJSON(url: string, payload: unknown): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(payload),
+  });
+  return { status: res.status, body: await res.json() };
 }
 
 const SCENARIOS: Record<string, Scenario> = {
@@ -117,19 +126,91 @@ const SCENARIOS: Record<string, Scenario> = {
       ["training-env", "task", 0, []],
       ["serving-app", "app", 1, ["training-env"]],
     ],
-    async exercise(d) {
+    async exercise(d, sb) {
       expect(d["training-env"]).toMatchObject({ kind: "task", endpoint: null });
       const serving = d["serving-app"]!.endpoint;
+      // serving-app runs training-env.train (in a training-env worker) by reference...
+      expect(
+        await postJSON(`${serving}/train`, {
+          points: [
+            [1, 2],
+            [2, 4],
+          ],
+        }),
+      ).toEqual({
+        status: 200,
+        body: { slope: 2, points: 2 },
+      });
       expect(await getJSON(`${serving}/predict?x=3`)).toEqual({
         status: 200,
         body: { x: 3, y: 6 },
       });
+      // ... and by id, and serves the model the run returned.
+      expect(
+        await postJSON(`${serving}/train-by-id`, {
+          points: [
+            [1, 3],
+            [2, 6],
+          ],
+        }),
+      ).toEqual({
+        status: 200,
+        body: { slope: 3, points: 2 },
+      });
+      expect(await getJSON(`${serving}/predict?x=3`)).toEqual({
+        status: 200,
+        body: { x: 3, y: 9 },
+      });
+      // The task's error reaches the app's handler (after the one retry it declares).
+      const failed = await postJSON(`${serving}/train`, { points: [] });
+      expect(failed.status).toBe(500);
+      expect((failed.body as { message: string }).message).toMatch(
+        /^training-env\.train failed after 2 attempts \(run run-[0-9a-f]+\): train needs at least one \[x, y\] point$/,
+      );
       expect((await getText(`${serving}/predict`)).status).toBe(400);
       // The task keeps its declared name in the deployed snapshot.
       expect(await getJSON(`${serving}/tasks`)).toEqual({
         status: 200,
         body: { environment: "training-env", tasks: ["training-env.train"] },
       });
+      // Every run is recorded, newest first, with the app as its caller.
+      const r = await sb.run(["runs", "--json", "--limit", "3"]);
+      expect(r.code, r.stderr).toBe(0);
+      const { runs } = JSON.parse(r.stdout) as { runs: Record<string, unknown>[] };
+      expect(runs).toMatchObject([
+        {
+          task: "training-env.train",
+          caller: "serving-app",
+          status: "failed",
+          attempts: 2,
+          args: [[]],
+          error: { message: "train needs at least one [x, y] point" },
+        },
+        {
+          task: "training-env.train",
+          caller: "serving-app",
+          status: "succeeded",
+          args: [
+            [
+              [1, 3],
+              [2, 6],
+            ],
+          ],
+          output: { slope: 3, points: 2 },
+        },
+        {
+          task: "training-env.train",
+          caller: "serving-app",
+          status: "succeeded",
+          args: [
+            [
+              [1, 2],
+              [2, 4],
+            ],
+          ],
+          output: { slope: 2, points: 2 },
+        },
+      ]);
     },
   },
 
@@ -308,7 +389,7 @@ describe("examples", () => {
         });
         if (kind === "app") expect(byName[name]!.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       }
-      await scenario.exercise(byName);
+      await scenario.exercise(byName, sb);
 
       // The example's own `init` + `deploy` block deploys the same thing: nothing changes.
       const script = await runScript(sb, file);
@@ -319,7 +400,7 @@ describe("examples", () => {
       expect(lines[0], why).toContain(`Deployed: ${root} (${rootKind}) unchanged`);
       for (const line of lines)
         expect(line, why).toMatch(/^Deployed: \S+ \((app|task)\) unchanged/);
-      await scenario.exercise(byName);
+      await scenario.exercise(byName, sb);
     });
   });
 });

@@ -80,7 +80,8 @@ function findProblem(
  * parameters give `undefined` at their position.
  */
 export function parameterNames(fn: (...args: never[]) => unknown): (string | undefined)[] {
-  const src = Function.prototype.toString.call(fn);
+  // Brackets and commas inside default strings or comments are not the list's own.
+  const src = blankLiterals(Function.prototype.toString.call(fn));
   let list: string;
   const arrow = /^(?:async\s*)?([A-Za-z_$][\w$]*)\s*=>/.exec(src);
   if (arrow) list = arrow[1]!;
@@ -114,4 +115,24 @@ export function parameterNames(fn: (...args: never[]) => unknown): (string | und
   }
   if (current.trim()) parts.push(current);
   return parts.map((p) => /^\s*([A-Za-z_$][\w$]*)\s*(=|$)/.exec(p)?.[1]);
+}
+
+/** `src` with the contents of strings, template literals and comments blanked out. */
+function blankLiterals(src: string): string {
+  let out = "";
+  for (let i = 0; i < src.length; i++) {
+    const c = src[i]!;
+    if (c === "/" && (src[i + 1] === "/" || src[i + 1] === "*")) {
+      const end = src[i + 1] === "/" ? src.indexOf("\n", i) : src.indexOf("*/", i + 2) + 2;
+      const stop = end < i + 2 ? src.length : end;
+      out += " ";
+      i = stop - 1;
+    } else if (c === '"' || c === "'" || c === "`") {
+      let j = i + 1;
+      while (j < src.length && src[j] !== c) j += src[j] === "\\" ? 2 : 1;
+      out += c + c;
+      i = j;
+    } else out += c;
+  }
+  return out;
 }

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { CaravanError } from "../../errors.ts";
 import type { TaskErrorInfo, TaskOutcome } from "../../runtime/protocol.ts";
 import type { RunRecord, RunRequest, Scope } from "../contract.ts";
-import { now, type EnvironmentRow, type Store } from "./store.ts";
+import { keyOf, now, type EnvironmentRow, type Store } from "./store.ts";
 import type { AppProcess, Launch } from "./supervisor.ts";
 
 /** Most workers one task environment runs at once (runs beyond wait in its queue). */
@@ -62,8 +62,6 @@ export interface WorkerHost {
   spawnWorker(row: EnvironmentRow): Launch;
   forgetWorker(proc: AppProcess): void;
 }
-
-const keyOf = (scope: Scope, name: string) => `${scope.project}/${scope.domain}/${name}`;
 
 export class TaskRunner {
   private readonly pools = new Map<string, Pool>();
@@ -124,7 +122,11 @@ export class TaskRunner {
     const envName = dot > 0 ? req.task.slice(0, dot) : "";
     const row = envName ? this.store.get(req.scope, envName) : undefined;
     const where = `${req.scope.project}/${req.scope.domain}`;
-    if (!row || row.kind !== "task" || row.desired !== "running" || row.state !== "ready") {
+    // While a new revision registers, runs wait in the pool for its first worker.
+    const serving =
+      row?.state === "ready" ||
+      (row?.state === "starting" && this.pools.has(keyOf(req.scope, envName)));
+    if (!row || row.kind !== "task" || row.desired !== "running" || !serving) {
       const why = !envName
         ? `"${req.task}" is not a task id; task ids look like <environment>.<task>, e.g. training-env.train`
         : !row || row.kind !== "task"

@@ -218,7 +218,16 @@ function argumentsOf(task: Task<any[], any>, opts: { input?: string[]; args?: st
   const params = task.parameters;
   if (keys.every((k) => params.includes(k))) {
     const last = Math.max(...keys.map((k) => params.indexOf(k)));
-    return params.slice(0, last + 1).map((p) => (p === undefined ? undefined : values[p]));
+    const before = params.slice(0, last).map((p, i) => p ?? `parameter ${i + 1}`);
+    const missing = before.filter((p) => !keys.includes(p));
+    if (missing.length) {
+      // JSON has no "missing": a skipped parameter would arrive as null, defeating its default.
+      throw new CaravanError(
+        "USAGE",
+        `${task.id}: --input gives ${params[last]} but not ${missing.join(", ")}, which come${missing.length === 1 ? "s" : ""} before it; give ${missing.length === 1 ? "it" : "them"} too (or pass --args '[...]')`,
+      );
+    }
+    return params.slice(0, last + 1).map((p) => values[p!]);
   }
   if (params.length <= 1 && params[0] === undefined) return [values];
   const unknown = keys.filter((k) => !params.includes(k));
