@@ -129,6 +129,19 @@ export function buildApi(
   // takes one round trip; a client loops on GET /v1/runs/:id for longer ones.
   const waitOf = (q: { wait?: string }) => Math.min(30_000, Math.max(0, Number(q.wait) || 0));
   app.post<{ Body: RunRequest; Querystring: { wait?: string } }>("/v1/runs", async (req, reply) => {
+    const body = req.body as Partial<RunRequest> | undefined;
+    if (
+      !body ||
+      typeof body.task !== "string" ||
+      !Array.isArray(body.args) ||
+      typeof body.scope?.project !== "string" ||
+      typeof body.scope?.domain !== "string"
+    ) {
+      throw new CaravanError(
+        "USAGE",
+        'a run needs a JSON body {"scope": {"project", "domain"}, "task": "<environment>.<task>", "args": [...]}',
+      );
+    }
     allowed(req, req.body.scope);
     const run = await plane.startRun(req.body, { waitMs: waitOf(req.query) });
     return reply.code(201).send({ run });
@@ -136,9 +149,9 @@ export function buildApi(
   app.get<{ Params: { id: string }; Querystring: { wait?: string } }>(
     "/v1/runs/:id",
     async (req) => {
-      const run = await plane.getRun(req.params.id, { waitMs: waitOf(req.query) });
-      allowed(req, run);
-      return { run };
+      // The scope check comes first: a token of another scope learns nothing, not even by waiting.
+      allowed(req, await plane.getRun(req.params.id));
+      return { run: await plane.getRun(req.params.id, { waitMs: waitOf(req.query) }) };
     },
   );
   app.get<{ Querystring: Partial<Scope> & { task?: string; status?: string; limit?: string } }>(

@@ -64,7 +64,6 @@ const SCALE_EVERY_MS = 200;
 /** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
 const DEFAULT_CONCURRENCY = 50;
 
-
 /** One process serving an app, behind the gateway. */
 interface ReplicaProc {
   id: string;
@@ -180,6 +179,15 @@ export class ControlPlane implements Backend {
       }
     }
     for (const row of this.store.list()) {
+      if (row.kind === "task" && row.desired === "running" && row.state === "ready") {
+        // Workers died with the previous control plane: one starts now, so runs are warm.
+        this.tasks.register(row).catch((e: Error) => {
+          if (this.closed) return;
+          this.store.event(row, row.name, "failed", e.message);
+          this.store.setState(row, row.name, "failed", e.message);
+        });
+        continue;
+      }
       if (row.kind !== "app" || row.desired !== "running" || !row.ports) continue;
       if (row.state === "failed") continue; // never served: nothing to open
       const key = keyOf(row, row.name);
@@ -246,16 +254,26 @@ export class ControlPlane implements Backend {
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
       this.store.event(scope, req.name, "deploy", req.revision);
       if (req.kind === "task") {
-        this.store.upsert(next);
-        // Ready once a worker of this revision has loaded it: its tasks are registered.
+        // A new revision loads beside the running one, which takes runs until it is ready.
+        const replacing = row?.desired === "running" && this.tasks.has(key);
+        if (!replacing) this.store.upsert(next);
         try {
+          // Ready once a worker of this revision has loaded it: its tasks are registered.
           await this.tasks.register(next);
         } catch (e) {
-          this.store.setState(scope, req.name, "failed", (e as Error).message);
-          this.store.event(scope, req.name, "failed", (e as Error).message);
+          const message = (e as Error).message;
+          this.store.event(scope, req.name, "failed", message);
+          if (replacing)
+            this.store.setState(
+              scope,
+              req.name,
+              row!.state,
+              `revision ${req.revision} failed to load; runs still use ${row!.revision}: ${message}`,
+            );
+          else this.store.setState(scope, req.name, "failed", message);
           throw e;
         }
-        this.store.setState(scope, req.name, "ready");
+        this.store.upsert({ ...next, state: "ready" });
         return { status: "ready", revision: req.revision };
       }
       // A running app is replaced without dropping a request: the new revision starts beside

@@ -406,26 +406,46 @@ describe("TaskRunner", () => {
     expect((next.output as { pid: number }).pid).toBe(host.spawned[1]!.pid);
   });
 
-  it("queues runs while a new revision registers, instead of refusing them", async () => {
+  it("runs on the old revision while a new one loads, then on the new one", async () => {
     await deployed();
-    // A redeploy: the row says "starting" until a worker of rev2 has loaded.
+    // A redeploy: rev2's worker loads beside rev1's, which keeps taking runs.
     let open!: () => void;
     host.gate = new Promise<void>((r) => (open = r));
-    const row2 = taskRow(TASKS, { revision: "rev2", state: "starting" });
-    store.upsert(row2);
+    const row2 = taskRow(TASKS, { revision: "rev2" });
     const registered = runner.register(row2);
-    const started = runner.start(req("env.echo", ["during redeploy"]));
-    expect(started.status).toBe("queued");
+    const during = runner.start(req("env.echo", ["during redeploy"]));
+    expect(await runner.wait(during.id, 10_000)).toMatchObject({
+      status: "succeeded",
+      revision: "rev1",
+      output: { args: ["during redeploy"], pid: host.spawned[0]!.pid },
+    });
     open();
     await registered;
-    expect(await runner.wait(started.id, 10_000)).toMatchObject({
+    store.upsert(row2);
+    const after = runner.start(req("env.echo", ["after"]));
+    expect(await runner.wait(after.id, 10_000)).toMatchObject({
       status: "succeeded",
       revision: "rev2",
-      output: { args: ["during redeploy"], pid: host.spawned[1]!.pid },
+      output: { args: ["after"], pid: host.spawned[1]!.pid },
     });
+    await until(() => !host.spawned[0]!.alive); // rev1's worker retired
     // A first deploy that has not registered anything yet still refuses.
     store.upsert(taskRow(TASKS, { name: "other", state: "starting" }));
     expect(() => runner.start(req("other.echo"))).toThrow(/"other" is starting in p\/d/);
+  });
+
+  it("keeps the old revision taking runs when a new one cannot load", async () => {
+    await deployed();
+    host.failStart = "the snapshot would not load: SyntaxError";
+    await expect(runner.register(taskRow(TASKS, { revision: "rev2" }))).rejects.toThrow(
+      /would not load/,
+    );
+    host.failStart = undefined;
+    expect(await runToEnd("env.echo")).toMatchObject({
+      status: "succeeded",
+      revision: "rev1",
+      output: { pid: host.spawned[0]!.pid },
+    });
   });
 
   it("fails queued runs when the environment is stopped", async () => {

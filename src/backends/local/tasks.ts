@@ -40,6 +40,8 @@ interface Worker {
   lastUsed: number;
   /** Superseded or killed: takes no new run, stops once idle. */
   retired: boolean;
+  /** A new revision's worker loading while the old revision still takes the runs. */
+  standby?: boolean;
 }
 
 interface Attempt {
@@ -79,10 +81,21 @@ export class TaskRunner {
    * older revision finish what they run and stop.
    */
   async register(row: EnvironmentRow): Promise<void> {
-    const pool = this.poolFor(row);
-    for (const w of pool.workers) if (w.revision !== row.revision) this.retire(pool, w);
-    const warm = [...pool.workers].find((w) => !w.retired);
-    await (warm ?? this.spawn(pool)).launch.ready;
+    const current = this.pools.get(keyOf(row, row.name));
+    if (!current || current.row.revision === row.revision) {
+      const pool = this.poolFor(row);
+      const warm = [...pool.workers].find((w) => !w.retired && !w.standby);
+      await (warm ?? this.spawn(pool)).launch.ready;
+      return;
+    }
+    // A new revision: its first worker loads beside the old ones, which take runs until it
+    // is ready. If it cannot load, nothing changes (the error is the deploy's).
+    const next = this.spawn(current, row, true);
+    await next.launch.ready;
+    current.row = row;
+    next.standby = false;
+    for (const w of current.workers) if (w.revision !== row.revision) this.retire(current, w);
+    this.pump(current);
   }
 
   /** The environment's pool at `row`'s revision (created on first use: after a restart, too). */
@@ -268,7 +281,7 @@ export class TaskRunner {
         i++;
         continue;
       }
-      const idle = [...pool.workers].find((w) => w.proc && !w.runId && !w.retired);
+      const idle = [...pool.workers].find((w) => w.proc && !w.runId && !w.retired && !w.standby);
       if (!idle) {
         unserved++;
         i++;
@@ -277,7 +290,7 @@ export class TaskRunner {
       pool.queue.splice(i, 1);
       this.dispatch(pool, idle, a);
     }
-    const live = [...pool.workers].filter((w) => !w.retired);
+    const live = [...pool.workers].filter((w) => !w.retired && !w.standby);
     const starting = live.filter((w) => !w.proc).length;
     for (let n = Math.min(unserved - starting, MAX_WORKERS - live.length); n > 0; n--)
       this.spawn(pool);
@@ -323,9 +336,15 @@ export class TaskRunner {
     }
   }
 
-  private spawn(pool: Pool): Worker {
-    const launch = this.host.spawnWorker(pool.row);
-    const w: Worker = { revision: pool.row.revision, launch, lastUsed: Date.now(), retired: false };
+  private spawn(pool: Pool, row = pool.row, standby = false): Worker {
+    const launch = this.host.spawnWorker(row);
+    const w: Worker = {
+      revision: row.revision,
+      launch,
+      lastUsed: Date.now(),
+      retired: false,
+      standby,
+    };
     pool.workers.add(w);
     launch.ready.then(
       (proc) => {
