@@ -437,6 +437,24 @@ describe("task runs", () => {
     expect((await status(sb))["jobs-env"]!.pids).toEqual([worker]);
   });
 
+  it("lets an app in another language run tasks over HTTP with the token it is given, in its own scope only", async () => {
+    const r = await deploy(sb, [fixture("tasks/polyglot.ts"), "py-caller"]);
+    expect(r.code, r.stderr).toBe(0);
+    const caller = r.by["py-caller"]!.endpoint!;
+    const call = async (query: string) =>
+      (await (await fetch(`${caller}/run?${query}`)).json()) as {
+        status: number;
+        body: { run?: Record<string, unknown>; error?: { code: string; message: string } };
+      };
+    const ok = await call(`task=jobs-env.add&args=${encodeURIComponent("[1, 2]")}`);
+    expect(ok.status).toBe(201);
+    expect(ok.body.run).toMatchObject({ task: "jobs-env.add", status: "succeeded", output: 3 });
+    // The injected token is good for runs in the app's own project/domain only.
+    const other = await call(`task=jobs-env.add&args=${encodeURIComponent("[1]")}&project=other`);
+    expect(other.status).toBe(401);
+    expect(other.body.error?.message).toMatch(/this token is for runs in default\/development/);
+  });
+
   it("maps --input to parameters by name, and takes --args as a JSON array", async () => {
     const out = async (task: string, args: string[]) => {
       const r = await sb.run(["run", JOBS, task, ...args]);
