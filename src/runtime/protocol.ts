@@ -29,8 +29,7 @@ export type PlaneMessage =
   { type: "start" } | { type: "run"; runId: string; task: string; args: unknown[] };
 
 /** What a task attempt ended with; an error keeps the task's own message and stack. */
-export type TaskOutcome =
-  { ok: true; output: unknown } | { ok: false; error: TaskErrorInfo };
+export type TaskOutcome = { ok: true; output: unknown } | { ok: false; error: TaskErrorInfo };
 
 export interface TaskErrorInfo {
   name: string;

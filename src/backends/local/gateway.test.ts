@@ -1,7 +1,8 @@
 import Database from "better-sqlite3";
 import { createServer, request } from "node:http";
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http";
-import { connect } from "node:net";
+import { connect, createServer as createNetServer } from "node:net";
+import type { Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket, WebSocketServer } from "ws";
 import { Gateway } from "./gateway.ts";
@@ -28,6 +29,8 @@ async function until(cond: () => boolean): Promise<void> {
 }
 
 let servers: Server[] = [];
+let netServers: ReturnType<typeof createNetServer>[] = [];
+let sockets: Socket[] = [];
 let gateways: Gateway[] = [];
 let cleanups: (() => void)[] = [];
 
@@ -43,7 +46,11 @@ afterEach(async () => {
         }),
     ),
   );
+  for (const s of sockets) s.destroy();
+  await Promise.all(netServers.map((s) => new Promise((r) => s.close(r))));
   servers = [];
+  netServers = [];
+  sockets = [];
   gateways = [];
   cleanups = [];
 });
@@ -244,6 +251,14 @@ describe("Gateway: auth", () => {
     // Only local paths are redirect targets.
     const evil = await call(pub, `/_caravan/login?code=${store.loginCode()}&next=//evil.example`);
     expect(evil).toMatchObject({ status: 302, headers: { location: "/" } });
+    for (const next of ["/\\evil.example", "/café", "https://evil.example/"]) {
+      const code = store.loginCode();
+      const reply = await call(
+        pub,
+        `/_caravan/login?code=${code}&next=${encodeURIComponent(next)}`,
+      );
+      expect(reply).toMatchObject({ status: 302, headers: { location: "/" } });
+    }
   });
 });
 
@@ -518,6 +533,48 @@ describe("Gateway: WebSocket", () => {
   });
 });
 
+describe("Gateway: WebSocket and drain", () => {
+  async function echoReplica(gw: Gateway, id: string): Promise<void> {
+    const { server, port } = await upstream((_req, res) => res.end("http"));
+    const wss = new WebSocketServer({ server });
+    cleanups.push(() => wss.close());
+    wss.on("connection", (ws) => ws.on("message", (data) => ws.send(data)));
+    gw.addReplica("app", { id, port });
+  }
+  async function open(port: number): Promise<WebSocket> {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    cleanups.push(() => ws.terminate());
+    await new Promise((resolve, reject) => ws.on("open", resolve).on("error", reject));
+    return ws;
+  }
+
+  it("drain waits for an open WebSocket to close", async () => {
+    const { gw, internal } = await gateway();
+    await echoReplica(gw, "a");
+    const ws = await open(internal);
+    let drained = false;
+    const drain = gw.drain("app", "a", 60_000).then(() => (drained = true));
+    // Still usable while draining.
+    const echoed = new Promise<string>((resolve) => ws.once("message", (d) => resolve(String(d))));
+    ws.send("ping");
+    expect(await echoed).toBe("ping");
+    expect(drained).toBe(false);
+    ws.close();
+    await drain;
+    expect(gw.load("app")).toMatchObject({ inFlight: 0, draining: 0 });
+  });
+
+  it("drain cuts a WebSocket still open after the grace period", async () => {
+    const { gw, internal } = await gateway();
+    await echoReplica(gw, "a");
+    const ws = await open(internal);
+    const closed = new Promise((resolve) => ws.on("close", resolve));
+    await gw.drain("app", "a", 20);
+    await closed;
+    await until(() => gw.load("app").inFlight === 0);
+  });
+});
+
 describe("Gateway: stats and metrics", () => {
   it("counts requests by status class, errors, latency; exposes Prometheus text", async () => {
     const { gw, internal } = await gateway();
@@ -554,5 +611,206 @@ describe("Gateway: stats and metrics", () => {
     await gw.close("app");
     await expect(call(internal)).rejects.toMatchObject({ code: "ECONNREFUSED" });
     expect(gw.load("app").replicas).toEqual([]);
+  });
+});
+
+/**
+ * A replica speaking raw HTTP/1.1: `respond` gets each request head (and the request's index
+ * on its connection) and writes whatever bytes it wants.
+ */
+async function rawUpstream(
+  respond: (socket: Socket, head: string, nth: number) => unknown,
+): Promise<{ port: number; connections: () => number }> {
+  let connections = 0;
+  const server = createNetServer((socket) => {
+    connections++;
+    sockets.push(socket);
+    socket.on("error", () => {});
+    let buf = "";
+    let nth = 0;
+    socket.on("data", (d: Buffer) => {
+      buf += d.toString("latin1");
+      for (let i; (i = buf.indexOf("\r\n\r\n")) >= 0;) {
+        const head = buf.slice(0, i);
+        buf = buf.slice(i + 4);
+        void respond(socket, head, nth++);
+      }
+    });
+  });
+  netServers.push(server);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { port: (server.address() as { port: number }).port, connections: () => connections };
+}
+
+/** Writes `bytes` in pieces of `size`, yielding between them (the reader sees split reads). */
+async function dribble(socket: Socket, bytes: string, size: number): Promise<void> {
+  for (let i = 0; i < bytes.length; i += size) {
+    socket.write(bytes.slice(i, i + size), "latin1");
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+describe("Gateway: reading the app's responses", () => {
+  const cases: [string, string, { status: number; body: string; header?: [string, string] }][] = [
+    [
+      "chunked, with extensions and trailers",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+      { status: 200, body: "hello world", header: ["x-a", "1"] },
+    ],
+    [
+      "an interim 103 before the response",
+      "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+      { status: 201, body: "ok" },
+    ],
+    [
+      "204 without a body",
+      "HTTP/1.1 204 No Content\r\nX-A: 2\r\n\r\n",
+      { status: 204, body: "", header: ["x-a", "2"] },
+    ],
+    [
+      "a custom reason phrase and a header with an empty value",
+      "HTTP/1.1 200 Fine Thanks\r\nX-Empty:\r\nContent-Length: 3\r\n\r\nabc",
+      { status: 200, body: "abc", header: ["x-empty", ""] },
+    ],
+  ];
+  for (const [what, response, expected] of cases) {
+    for (const size of [1, 7, 100_000]) {
+      it(`${what} (written ${size === 100_000 ? "at once" : `in ${size}-byte pieces`}), keeping the connection`, async () => {
+        const { gw, internal } = await gateway();
+        const up = await rawUpstream((socket) => dribble(socket, response, size));
+        gw.addReplica("app", { id: "a", port: up.port });
+        for (let i = 0; i < 2; i++) {
+          const reply = await call(internal);
+          expect(reply).toMatchObject({ status: expected.status, body: expected.body });
+          if (expected.header) expect(reply.headers[expected.header[0]]).toBe(expected.header[1]);
+          expect(reply.headers["x-trailer"]).toBeUndefined();
+        }
+        expect(up.connections()).toBe(1);
+      });
+    }
+  }
+
+  it("reads a body delimited by the connection's end (HTTP/1.0), then uses a new connection", async () => {
+    const { gw, internal } = await gateway();
+    const up = await rawUpstream(async (socket) => {
+      await dribble(socket, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", 5);
+      socket.end();
+    });
+    gw.addReplica("app", { id: "a", port: up.port });
+    expect(await call(internal)).toMatchObject({ status: 200, body: "until the end" });
+    expect(await call(internal)).toMatchObject({ status: 200, body: "until the end" });
+    expect(up.connections()).toBe(2);
+  });
+
+  it("answers HEAD without waiting for a body, and the connection stays usable", async () => {
+    const { gw, internal } = await gateway();
+    const up = await rawUpstream((socket, head) => {
+      const body = head.startsWith("HEAD") ? "" : "0123456789";
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n${body}`);
+    });
+    gw.addReplica("app", { id: "a", port: up.port });
+    const head = await call(internal, "/", { method: "HEAD" });
+    expect(head).toMatchObject({ status: 200, body: "", headers: { "content-length": "10" } });
+    expect(await call(internal)).toMatchObject({ status: 200, body: "0123456789" });
+    expect(up.connections()).toBe(1);
+  });
+
+  it("opens a new connection after the app says Connection: close", async () => {
+    const { gw, internal } = await gateway();
+    const up = await rawUpstream((socket) =>
+      socket.end("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"),
+    );
+    gw.addReplica("app", { id: "a", port: up.port });
+    expect((await call(internal)).body).toBe("ok");
+    expect((await call(internal)).body).toBe("ok");
+    expect(up.connections()).toBe(2);
+  });
+
+  it("502 on a malformed response, or one with both Content-Length and Transfer-Encoding", async () => {
+    for (const bad of [
+      "HTTP/1.1 2OO OK\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+      "SSH-2.0-OpenSSH\r\n\r\n",
+    ]) {
+      const { gw, internal } = await gateway();
+      const up = await rawUpstream((socket) => socket.write(bad));
+      gw.addReplica("app", { id: "a", port: up.port });
+      const reply = await call(internal, "/", { method: "POST", body: "x" }).catch((e: Error) => e);
+      if (bad.includes("zz")) {
+        // The head was taken already: the client's response is cut short.
+        expect(reply).toMatchObject({ message: "socket hang up" });
+      } else {
+        expect(reply).toMatchObject({ status: 502 });
+        expect((reply as Reply).body).toMatch(/^app: upstream failed \(EPROTO\)/);
+      }
+    }
+  });
+
+  it("retries a GET when a reused keep-alive connection is closed under it", async () => {
+    const { gw, internal } = await gateway();
+    const up = await rawUpstream((socket, _head, nth) => {
+      // The second request on a connection finds it closed, before any byte of a response.
+      if (nth === 1) socket.destroy();
+      else socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    });
+    gw.addReplica("app", { id: "a", port: up.port });
+    expect((await call(internal)).body).toBe("ok");
+    expect((await call(internal)).body).toBe("ok");
+    expect(up.connections()).toBe(2);
+  });
+
+  it("relays a large response to a slow reader (backpressure) intact", async () => {
+    const { gw, internal } = await gateway();
+    const big = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = i % 251;
+    const { port } = await upstream((_req, res) => res.end(big));
+    gw.addReplica("app", { id: "a", port });
+    const received = await new Promise<Buffer>((resolve, reject) => {
+      const req = request({ host: "127.0.0.1", port: internal, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => {
+          chunks.push(c);
+          // Read slowly at first, so the gateway has to pause the app's connection.
+          if (chunks.length < 20) {
+            res.pause();
+            setTimeout(() => res.resume(), 2);
+          }
+        });
+        res.on("end", () => resolve(Buffer.concat(chunks)));
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    expect(received.length).toBe(big.length);
+    expect(received.equals(big)).toBe(true);
+  });
+
+  it("forwards a chunked request body (chunked again) and a HEAD/GET without one", async () => {
+    const { gw, internal } = await gateway();
+    const seen: { te?: string; cl?: string }[] = [];
+    const { port } = await upstream((req, res) => {
+      seen.push({ te: req.headers["transfer-encoding"], cl: req.headers["content-length"] });
+      req.pipe(res);
+    });
+    gw.addReplica("app", { id: "a", port });
+    const reply = await new Promise<string>((resolve, reject) => {
+      const req = request(
+        { host: "127.0.0.1", port: internal, method: "POST", agent: false },
+        (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (d: string) => (body += d));
+          res.on("end", () => resolve(body));
+        },
+      );
+      req.on("error", reject);
+      req.write("part one, ");
+      setTimeout(() => req.end("part two"), 5);
+    });
+    expect(reply).toBe("part one, part two");
+    expect(seen[0]).toEqual({ te: "chunked", cl: undefined });
   });
 });

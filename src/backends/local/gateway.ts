@@ -3,13 +3,14 @@
  * it) and one internal listener (for app-to-app calls, never authenticated) per app, both on
  * loopback, forwarding to the app's replicas with least-outstanding-requests balancing.
  *
- * Built on node:http and node:net only. The hot path avoids what it can: headers travel as
- * flat raw arrays (no header objects are built on either side), each replica has its own
- * keep-alive agent (connections are reused, and closing the agent cuts a drained replica),
- * bodies are piped both ways and never buffered.
+ * Built on node:http (the client side) and node:net (the app side) only. The hot path avoids
+ * what it can: no header objects are built on either side (the request head is written from
+ * the raw headers in one pass), each replica has its own pool of keep-alive connections read
+ * by a small HTTP/1.1 response reader (destroying the pool cuts a drained replica), bodies
+ * stream both ways and are never buffered.
  */
-import { Agent, STATUS_CODES, createServer, request } from "node:http";
-import type { ClientRequest, IncomingMessage, Server, ServerResponse } from "node:http";
+import { STATUS_CODES, createServer } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { connect } from "node:net";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -108,7 +109,7 @@ class Histogram {
 }
 
 class ReplicaState {
-  readonly agent: Agent;
+  readonly pool: Pool;
   inFlight = 0;
   draining = false;
   /** Upgraded (WebSocket) connections, cut when a drain's grace runs out. */
@@ -120,8 +121,13 @@ class ReplicaState {
     readonly id: string,
     readonly port: number,
   ) {
-    // LIFO reuse keeps few hot connections; noDelay: a proxy must not add Nagle delays.
-    this.agent = new Agent({ keepAlive: true, scheduling: "lifo", noDelay: true });
+    this.pool = new Pool(port);
+  }
+
+  /** Cuts everything: pooled and active connections, upgraded sockets. */
+  destroy(): void {
+    this.pool.destroy();
+    for (const s of this.upgrades) s.destroy();
   }
 }
 
@@ -145,7 +151,6 @@ class Route {
   queue: Pending[] = [];
   waking = false;
   lastActiveAt = Date.now();
-  closed = false;
   // Stats: answers by status class (index 1–5), 5xx, latency.
   readonly classes = [0, 0, 0, 0, 0, 0];
   requests = 0;
@@ -221,8 +226,8 @@ class Route {
   }
 }
 
-// Request headers not forwarded (hop-by-hop, RFC 9110 §7.6.1). Transfer-Encoding is kept:
-// node re-frames the body it writes from it. X-Forwarded-For is rebuilt.
+// Request headers not forwarded (hop-by-hop, RFC 9110 §7.6.1). X-Forwarded-For is rebuilt.
+// Content-Length and Transfer-Encoding are rewritten from what node's parser found.
 const DROP_REQUEST = new Set([
   "connection",
   "keep-alive",
@@ -231,6 +236,8 @@ const DROP_REQUEST = new Set([
   "te",
   "trailer",
   "upgrade",
+  "transfer-encoding",
+  "content-length",
 ]);
 // Response headers not forwarded: node frames the response to the client itself.
 const DROP_RESPONSE = new Set([
@@ -244,7 +251,7 @@ const DROP_RESPONSE = new Set([
   "upgrade",
 ]);
 // Lengths of every header name the request scan acts on: other names skip toLowerCase.
-const INTERESTING_LENGTHS = new Set(
+const REQUEST_LENGTHS = new Set(
   [
     ...DROP_REQUEST,
     "host",
@@ -253,109 +260,125 @@ const INTERESTING_LENGTHS = new Set(
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
-    "content-length",
-    "transfer-encoding",
   ].map((h) => h.length),
 );
 const RESPONSE_LENGTHS = new Set([...DROP_RESPONSE, "content-length"].map((h) => h.length));
 
 /**
  * What one pass over a request's raw headers found. Reused across requests (everything on
- * the hot path is synchronous), so the scan allocates only the forwarded header array.
+ * the hot path is synchronous), so the scan allocates nothing but the head it returns.
  */
 const scan = {
   authorization: undefined as string | undefined,
   session: undefined as string | undefined,
-  hasBody: false,
+  /** The body's framing towards the app: none, a Content-Length, or chunked. */
+  body: 0 as 0 | 1 | 2,
 };
+const BODY_NONE = 0;
+const BODY_LENGTH = 1;
+const BODY_CHUNKED = 2;
 
 /**
- * The headers to send upstream, as a flat [name, value, ...] array; fills `scan`.
+ * The request head to send upstream (request line, headers, blank line); fills `scan`.
  * `upgrade` keeps Connection and Upgrade (they are the point of an upgrade request).
+ * `listed`: header names the client's Connection header made hop-by-hop (a rare second pass).
  */
-function forwardHeaders(req: IncomingMessage, upgrade: boolean, port: number): string[] {
+function requestHead(
+  req: IncomingMessage,
+  upgrade: boolean,
+  port: number,
+  listed?: string[],
+): string {
   const raw = req.rawHeaders;
-  const out: string[] = [];
+  let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
   let connection: string | undefined;
   let xff: string | undefined;
   let host: string | undefined;
   let proto = false;
   let fwdHost = false;
+  let length: string | undefined;
+  let chunked = false;
   scan.authorization = undefined;
   scan.session = undefined;
-  scan.hasBody = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    const value = raw[i + 1]!;
-    if (!INTERESTING_LENGTHS.has(name.length)) {
-      out.push(name, value);
-      continue;
-    }
-    const lower = name.toLowerCase();
-    switch (lower) {
-      case "host":
-        host = value;
-        break;
-      case "authorization":
-        scan.authorization = value;
-        break;
-      case "cookie":
-        if (value.includes(SESSION_COOKIE)) {
-          const rest = takeSession(value);
-          if (rest) out.push(name, rest);
+    let value = raw[i + 1]!;
+    if (REQUEST_LENGTHS.has(name.length) || listed) {
+      const lower = name.toLowerCase();
+      if (listed?.includes(lower)) continue;
+      switch (lower) {
+        case "host":
+          host = value;
+          break;
+        case "authorization":
+          scan.authorization = value;
+          break;
+        case "cookie":
+          if (value.includes(SESSION_COOKIE)) {
+            value = takeSession(value);
+            if (!value) continue;
+          }
+          break;
+        case "x-forwarded-for":
+          xff = xff === undefined ? value : `${xff}, ${value}`;
           continue;
-        }
-        break;
-      case "x-forwarded-for":
-        xff = xff === undefined ? value : `${xff}, ${value}`;
-        continue;
-      case "x-forwarded-proto":
-        proto = true;
-        break;
-      case "x-forwarded-host":
-        fwdHost = true;
-        break;
-      case "content-length":
-        if (value !== "0") scan.hasBody = true;
-        break;
-      case "transfer-encoding":
-        scan.hasBody = true;
-        break;
-      case "connection":
-        connection = connection === undefined ? value : `${connection}, ${value}`;
-        if (upgrade) break;
-        continue;
-      case "upgrade":
-        if (upgrade) break;
-        continue;
-      default:
-        if (DROP_REQUEST.has(lower)) continue;
+        case "x-forwarded-proto":
+          proto = true;
+          break;
+        case "x-forwarded-host":
+          fwdHost = true;
+          break;
+        case "content-length":
+          length = value;
+          continue;
+        case "transfer-encoding":
+          // Node's parser decoded the chunks; the body goes upstream chunked again.
+          chunked = true;
+          continue;
+        case "connection":
+          connection = connection === undefined ? value : `${connection}, ${value}`;
+          if (upgrade) break;
+          continue;
+        case "upgrade":
+          if (upgrade) break;
+          continue;
+        default:
+          if (DROP_REQUEST.has(lower)) continue;
+      }
     }
-    out.push(name, value);
+    head += `${name}: ${value}\r\n`;
+  }
+  if (connection !== undefined && listed === undefined) {
+    const tokens = hopTokens(connection, upgrade);
+    if (tokens.length > 0) return requestHead(req, upgrade, port, tokens);
   }
   // An HTTP/1.0 client may send no Host; node servers reject an HTTP/1.1 request without one.
-  if (host === undefined) out.push("host", `${HOST}:${port}`);
+  if (host === undefined) head += `host: ${HOST}:${port}\r\n`;
   const client = req.socket.remoteAddress ?? "";
-  out.push("x-forwarded-for", xff === undefined ? client : `${xff}, ${client}`);
-  if (!proto) out.push("x-forwarded-proto", "http");
-  if (!fwdHost && host !== undefined) out.push("x-forwarded-host", host);
-  if (connection !== undefined) return dropConnectionListed(out, connection, upgrade);
-  return out;
+  head += `x-forwarded-for: ${xff === undefined ? client : `${xff}, ${client}`}\r\n`;
+  if (!proto) head += "x-forwarded-proto: http\r\n";
+  if (!fwdHost && host !== undefined) head += `x-forwarded-host: ${host}\r\n`;
+  if (chunked) {
+    scan.body = BODY_CHUNKED;
+    head += "transfer-encoding: chunked\r\n";
+  } else if (length !== undefined && length !== "0") {
+    scan.body = BODY_LENGTH;
+    head += `content-length: ${length}\r\n`;
+  } else {
+    scan.body = BODY_NONE;
+    // Methods that usually carry a body say that this one is empty.
+    if (length !== undefined) head += "content-length: 0\r\n";
+  }
+  return `${head}\r\n`;
 }
 
-/** Headers named in Connection are hop-by-hop too (rare: only then is the array filtered). */
-function dropConnectionListed(headers: string[], connection: string, upgrade: boolean): string[] {
-  const listed = connection
+/** Header names a Connection header lists (beyond close / keep-alive / upgrade). */
+function hopTokens(connection: string, upgrade: boolean): string[] {
+  return connection
     .toLowerCase()
     .split(",")
     .map((t) => t.trim())
     .filter((t) => t && t !== "close" && t !== "keep-alive" && !(upgrade && t === "upgrade"));
-  if (listed.length === 0) return headers;
-  const out: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) {
-    if (!listed.includes(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!);
-  }
-  return out;
 }
 
 /** Removes the session cookie from a Cookie header, noting its value in `scan`. */
@@ -372,26 +395,6 @@ function takeSession(cookie: string): string {
   return kept.join("; ");
 }
 
-function responseHeaders(raw: string[]): { headers: string[]; streaming: boolean } {
-  const out: string[] = [];
-  let length = false;
-  let connection: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (RESPONSE_LENGTHS.has(name.length)) {
-      const lower = name.toLowerCase();
-      if (lower === "content-length") length = true;
-      else if (DROP_RESPONSE.has(lower)) {
-        if (lower === "connection") connection = raw[i + 1];
-        continue;
-      }
-    }
-    out.push(name, raw[i + 1]!);
-  }
-  const headers = connection === undefined ? out : dropConnectionListed(out, connection, false);
-  return { headers, streaming: !length };
-}
-
 function bearer(authorization: string | undefined): string | undefined {
   if (authorization === undefined || authorization.length < 8) return undefined;
   if (authorization.slice(0, 7).toLowerCase() !== "bearer ") return undefined;
@@ -405,12 +408,12 @@ function unauthorizedBody(app: string): string {
   })}\n`;
 }
 
-/** A redirect target from `next`: a local path only (one leading slash, no backslash tricks). */
+/**
+ * A redirect target from `next`: a local path only (one leading slash, not "//" nor "/\\",
+ * which browsers take for another host), in printable ASCII (a valid Location value).
+ */
 function safeNext(next: string | null): string {
-  if (!next || next[0] !== "/" || next[1] === "/" || next[1] === "\\") return "/";
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(next)) return "/";
-  return next;
+  return next && /^\/(?![/\\])[\x21-\x7e]*$/.test(next) ? next : "/";
 }
 
 /** Writes a complete HTTP response on a raw (upgrade) socket and closes it. */
@@ -422,10 +425,426 @@ function rawReply(socket: Duplex, status: number, body: string, extra = ""): voi
   );
 }
 
+// ---------------------------------------------------------------------------------------------
+// The upstream side: a keep-alive connection pool per replica and an HTTP/1.1 response reader.
+// With node's http client (ClientRequest, Agent, IncomingMessage, pipe) instead, the gateway
+// used 2.4 times the CPU per request (bench/RESULTS.md, "Gateway"). The apps behind it are
+// caravan's own loopback processes; anything unexpected from them is answered 502.
+
+const IDLE_MAX = 256;
+/** Idle keep-alive connections are closed after this, or 1 s before the app's Keep-Alive hint. */
+const IDLE_MS = 4000;
+const MAX_HEAD = 64 * 1024;
+const MAX_LINE = 8 * 1024;
+const CRLFCRLF = Buffer.from("\r\n\r\n");
+
+// Reader states.
+const HEAD = 0;
+const LENGTH = 1;
+const CHUNK_SIZE = 2;
+const CHUNK_DATA = 3;
+const CHUNK_END = 4;
+const TRAILERS = 5;
+const UNTIL_CLOSE = 6;
+const IDLE = 7;
+
+class UpstreamError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What a connection reports to the exchange using it. */
+interface ResponseSink {
+  /** The response head; false when it cannot be relayed (the connection is then dropped). */
+  onHead(status: number, message: string | undefined, headers: string[]): boolean;
+  /** Body bytes; false asks the connection to pause until `resume`. */
+  onBody(data: Buffer): boolean;
+  /** The bytes received so far are relayed; more may take a while. */
+  onPause(): void;
+  /** The response is complete (`last`: its final bytes, if any). */
+  onEnd(last: Buffer | undefined): void;
+  /** The connection failed before the response was complete. */
+  onFail(err: NodeJS.ErrnoException, retryable: boolean): void;
+}
+
+class Pool {
+  private idle: Conn[] = [];
+  private readonly active = new Set<Conn>();
+  private closed = false;
+
+  constructor(readonly port: number) {}
+
+  acquire(now: number): Conn {
+    for (let c = this.idle.pop(); c !== undefined; c = this.idle.pop()) {
+      if (c.idleUntil > now && !c.socket.destroyed) {
+        this.active.add(c);
+        return c;
+      }
+      c.socket.destroy();
+    }
+    const c = new Conn(this);
+    this.active.add(c);
+    return c;
+  }
+
+  release(c: Conn): void {
+    this.active.delete(c);
+    if (this.closed || this.idle.length >= IDLE_MAX || c.idleMs <= 0) {
+      c.socket.destroy();
+      return;
+    }
+    c.idleUntil = Date.now() + c.idleMs;
+    this.idle.push(c);
+  }
+
+  forget(c: Conn): void {
+    this.active.delete(c);
+    const i = this.idle.indexOf(c);
+    if (i >= 0) this.idle.splice(i, 1);
+  }
+
+  /** Closes idle connections past their time (the app would close them soon: a race). */
+  sweep(now: number): void {
+    if (this.idle.length === 0) return;
+    const keep: Conn[] = [];
+    for (const c of this.idle) {
+      if (c.idleUntil > now) keep.push(c);
+      else c.socket.destroy();
+    }
+    this.idle = keep;
+  }
+
+  destroy(): void {
+    this.closed = true;
+    for (const c of this.idle) c.socket.destroy();
+    for (const c of this.active) c.socket.destroy();
+    this.idle = [];
+  }
+}
+
+/** One keep-alive connection to a replica, with its response reader (reused across requests). */
+class Conn {
+  readonly socket: Socket;
+  sink: ResponseSink | undefined;
+  /** Served a response before: a reset before any byte may be the keep-alive race. */
+  reused = false;
+  idleUntil = 0;
+  idleMs = IDLE_MS;
+  /** The request body is still being written: the connection cannot be reused before. */
+  sending = false;
+  private state = IDLE;
+  private keepAlive = true;
+  private headOnly = false;
+  private partial: Buffer | undefined;
+  private line = "";
+  private remaining = 0;
+  private received = false;
+  private hintSeen = "";
+  private hint = 0;
+
+  constructor(private readonly pool: Pool) {
+    const socket = connect({ host: HOST, port: pool.port, noDelay: true });
+    this.socket = socket;
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err: NodeJS.ErrnoException) => this.fail(err));
+    socket.on("close", () => this.onClose());
+  }
+
+  /** Starts an exchange: the caller writes the request; the response goes to `sink`. */
+  start(sink: ResponseSink, headOnly: boolean): void {
+    this.sink = sink;
+    this.state = HEAD;
+    this.headOnly = headOnly;
+    this.keepAlive = true;
+    this.received = false;
+  }
+
+  /** The exchange gave up on this connection (client gone, timeout). */
+  abandon(): void {
+    this.sink = undefined;
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.sink === undefined) {
+      // Bytes nobody asked for: the connection is out of step.
+      this.socket.destroy();
+      return;
+    }
+    this.received = true;
+    this.read(chunk);
+    // A response still going on after these bytes: its head must not wait for more of them
+    // (an SSE stream's next event may be minutes away).
+    if (this.sink !== undefined && this.state !== HEAD) this.sink.onPause();
+  }
+
+  private read(chunk: Buffer): void {
+    let i = 0;
+    let n = chunk.length;
+    while (i < n) {
+      const sink: ResponseSink | undefined = this.sink;
+      if (sink === undefined) {
+        this.socket.destroy();
+        return;
+      }
+      switch (this.state) {
+        case HEAD: {
+          if (this.partial !== undefined) {
+            chunk = Buffer.concat([this.partial, chunk.subarray(i)]);
+            this.partial = undefined;
+            i = 0;
+            n = chunk.length;
+          }
+          const end = chunk.indexOf(CRLFCRLF, i);
+          if (end < 0) {
+            if (n - i > MAX_HEAD) return this.protocolError("response head too large");
+            this.partial = chunk.subarray(i);
+            return;
+          }
+          const headStart = i;
+          i = end + 4;
+          if (!this.readHead(chunk.toString("latin1", headStart, end), sink)) return;
+          // readHead moved the state on (the switch's narrowing does not know).
+          if ((this.state as number) === IDLE) {
+            this.finish(undefined, i < n);
+            return;
+          }
+          break;
+        }
+        case LENGTH:
+        case CHUNK_DATA: {
+          const available = n - i;
+          const take = available < this.remaining ? available : this.remaining;
+          const data = take === n ? chunk : chunk.subarray(i, i + take);
+          i += take;
+          this.remaining -= take;
+          if (this.remaining > 0 || this.state === CHUNK_DATA) {
+            if (this.remaining === 0) this.state = CHUNK_END;
+            if (!sink.onBody(data)) this.socket.pause();
+          } else {
+            this.finish(data, i < n);
+            return;
+          }
+          break;
+        }
+        case CHUNK_SIZE:
+        case CHUNK_END:
+        case TRAILERS: {
+          const nl = chunk.indexOf(10, i);
+          if (nl < 0) {
+            this.line += chunk.toString("latin1", i, n);
+            if (this.line.length > MAX_LINE) return this.protocolError("chunk line too long");
+            return;
+          }
+          const line = this.line + chunk.toString("latin1", i, nl);
+          this.line = "";
+          i = nl + 1;
+          if (line.charCodeAt(line.length - 1) !== 13) return this.protocolError("bare LF");
+          if (this.state === CHUNK_END) {
+            if (line.length !== 1) return this.protocolError("chunk without CRLF");
+            this.state = CHUNK_SIZE;
+          } else if (this.state === CHUNK_SIZE) {
+            const semi = line.indexOf(";");
+            const hex = (semi < 0 ? line.slice(0, -1) : line.slice(0, semi)).trim();
+            if (!/^[0-9a-fA-F]{1,8}$/.test(hex)) return this.protocolError("bad chunk size");
+            this.remaining = parseInt(hex, 16);
+            this.state = this.remaining === 0 ? TRAILERS : CHUNK_DATA;
+          } else if (line.length === 1) {
+            // The blank line after the last chunk (trailers, if any, are dropped).
+            this.finish(undefined, i < n);
+            return;
+          }
+          break;
+        }
+        case UNTIL_CLOSE: {
+          if (!sink.onBody(i === 0 ? chunk : chunk.subarray(i))) this.socket.pause();
+          return;
+        }
+        default:
+          return this.protocolError("unexpected bytes");
+      }
+    }
+  }
+
+  /** Parses a response head; sets the body state. False when the connection was dropped. */
+  private readHead(head: string, sink: ResponseSink): boolean {
+    const end = head.length;
+    let eol = head.indexOf("\r\n");
+    if (eol < 0) eol = end;
+    // "HTTP/1.x NNN[ reason]", checked by hand: this runs once per response.
+    const minor = head.charCodeAt(7);
+    const c1 = head.charCodeAt(9);
+    const c2 = head.charCodeAt(10);
+    const c3 = head.charCodeAt(11);
+    if (
+      !head.startsWith("HTTP/1.") ||
+      (minor !== 48 && minor !== 49) ||
+      head.charCodeAt(8) !== 32 ||
+      !(c1 >= 49 && c1 <= 57 && c2 >= 48 && c2 <= 57 && c3 >= 48 && c3 <= 57) ||
+      (eol > 12 && head.charCodeAt(12) !== 32)
+    ) {
+      this.protocolError("malformed status line");
+      return false;
+    }
+    const status = (c1 - 48) * 100 + (c2 - 48) * 10 + (c3 - 48);
+    const message = eol > 13 ? head.slice(13, eol) : undefined;
+    const headers: string[] = [];
+    let length = -1;
+    let te: string | undefined;
+    let connection: string | undefined;
+    let hint = 0;
+    for (let pos = eol + 2; pos < end; pos = eol + 2) {
+      eol = head.indexOf("\r\n", pos);
+      if (eol < 0) eol = end;
+      const colon = head.indexOf(":", pos);
+      const last = head.charCodeAt(colon - 1);
+      if (colon <= pos || colon > eol || last === 32 || last === 9 || head.charCodeAt(pos) <= 32) {
+        this.protocolError("malformed header line");
+        return false;
+      }
+      const name = head.slice(pos, colon);
+      const value = head.slice(colon + 1, eol).trim();
+      if (RESPONSE_LENGTHS.has(name.length)) {
+        const lower = name.toLowerCase();
+        if (lower === "content-length") {
+          const v = /^\d{1,15}$/.test(value) ? Number(value) : NaN;
+          if (Number.isNaN(v) || (length >= 0 && v !== length)) {
+            this.protocolError("bad Content-Length");
+            return false;
+          }
+          length = v;
+        } else if (DROP_RESPONSE.has(lower)) {
+          if (lower === "transfer-encoding") te = te === undefined ? value : `${te}, ${value}`;
+          else if (lower === "connection") {
+            connection = connection === undefined ? value : `${connection}, ${value}`;
+          } else if (lower === "keep-alive") {
+            // The same value every time from a given app: parsed once.
+            if (value !== this.hintSeen) {
+              this.hintSeen = value;
+              this.hint = Number(/timeout=(\d+)/i.exec(value)?.[1] ?? 0);
+            }
+            hint = this.hint;
+          }
+          continue;
+        }
+      }
+      headers.push(name, value);
+    }
+    if (status < 200) {
+      // 100 Continue, 103 Early Hints: interim, the final response follows. A 101 here
+      // (this is no upgrade) makes the connection unusable.
+      if (status === 101) {
+        this.protocolError("unexpected 101");
+        return false;
+      }
+      this.state = HEAD;
+      return true;
+    }
+    const conn = connection?.toLowerCase();
+    this.keepAlive = minor === 49 ? !conn?.includes("close") : !!conn?.includes("keep-alive");
+    if (hint > 0) this.idleMs = Math.min(IDLE_MS, hint * 1000 - 1000);
+    let hop = headers;
+    if (conn !== undefined && conn !== "keep-alive" && conn !== "close") {
+      const listed = hopTokens(conn, false);
+      if (listed.length > 0) {
+        hop = [];
+        for (let k = 0; k < headers.length; k += 2) {
+          if (!listed.includes(headers[k]!.toLowerCase())) hop.push(headers[k]!, headers[k + 1]!);
+        }
+      }
+    }
+    if (this.headOnly || status === 204 || status === 304) {
+      this.state = IDLE;
+    } else if (te !== undefined) {
+      if (length >= 0) {
+        this.protocolError("both Content-Length and Transfer-Encoding");
+        return false;
+      }
+      if (/(^|,)\s*chunked\s*$/i.test(te)) this.state = CHUNK_SIZE;
+      else {
+        this.state = UNTIL_CLOSE;
+        this.keepAlive = false;
+      }
+    } else if (length >= 0) {
+      this.remaining = length;
+      this.state = length === 0 ? IDLE : LENGTH;
+    } else {
+      this.state = UNTIL_CLOSE;
+      this.keepAlive = false;
+    }
+    if (!sink.onHead(status, message, hop)) {
+      this.abandon();
+      return false;
+    }
+    return true;
+  }
+
+  /** The response is complete: hand back the connection (or drop it) and tell the exchange. */
+  private finish(last: Buffer | undefined, leftover: boolean): void {
+    const sink = this.sink!;
+    this.sink = undefined;
+    this.state = IDLE;
+    this.reused = true;
+    if (this.keepAlive && !leftover && !this.sending) this.pool.release(this);
+    else {
+      this.pool.forget(this);
+      this.socket.destroy();
+    }
+    sink.onEnd(last);
+  }
+
+  /** The request body is fully written (until then, a finished response drops the connection). */
+  sent(): void {
+    this.sending = false;
+  }
+
+  private protocolError(why: string): void {
+    this.fail(new UpstreamError(`invalid response: ${why}`, "EPROTO"));
+    this.socket.destroy();
+  }
+
+  private fail(err: NodeJS.ErrnoException): void {
+    const sink = this.sink;
+    this.sink = undefined;
+    this.state = IDLE;
+    this.pool.forget(this);
+    sink?.onFail(err, !this.received);
+  }
+
+  private onClose(): void {
+    if (this.sink !== undefined && this.state === UNTIL_CLOSE) {
+      const sink = this.sink;
+      this.sink = undefined;
+      this.pool.forget(this);
+      sink.onEnd(undefined);
+      return;
+    }
+    this.fail(new UpstreamError("the app closed the connection", "ECONNRESET"));
+  }
+}
+
+// The exchange's event handlers are shared functions finding their exchange on the response
+// (no closures, nor bound methods, allocated per request).
+const EXCHANGE = Symbol("caravan.exchange");
+type Carrier = ServerResponse & { [EXCHANGE]?: Exchange };
+function onResponseClose(this: Carrier): void {
+  this[EXCHANGE]!.closed();
+}
+function onResponseDrain(this: Carrier): void {
+  this[EXCHANGE]!.resume();
+}
+function onExchangeTimeout(ex: Exchange): void {
+  ex.timedOut();
+}
+
 /** One proxied request: from arrival to the end of the response to the client. */
-class Exchange implements Pending {
+class Exchange implements Pending, ResponseSink {
   private replica?: ReplicaState;
-  private upstream?: ClientRequest;
+  private conn?: Conn;
   private timer?: NodeJS.Timeout;
   private retried = false;
   private queued = false;
@@ -433,17 +852,19 @@ class Exchange implements Pending {
   private over = false;
   /** 0: waiting for the app's response; 1: relaying it; 2: answered by the gateway. */
   private state = 0;
+  private paused = false;
 
   constructor(
     private readonly gateway: Gateway,
     private readonly route: Route,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
-    private readonly headers: string[],
-    private readonly hasBody: boolean,
+    private readonly head: string,
+    private readonly body: 0 | 1 | 2,
     private readonly start: number,
   ) {
-    res.once("close", this.onClose);
+    (res as Carrier)[EXCHANGE] = this;
+    res.once("close", onResponseClose);
   }
 
   enqueue(): void {
@@ -455,48 +876,93 @@ class Exchange implements Pending {
   dispatch(replica: ReplicaState): void {
     this.queued = false;
     const ms = this.route.options.requestTimeoutMs;
-    if (ms > 0) this.timer = setTimeout(this.onTimeout, ms);
+    if (ms > 0) this.timer = setTimeout(onExchangeTimeout, ms, this);
     this.send(replica);
   }
 
   private send(replica: ReplicaState): void {
     this.replica = replica;
     this.route.acquire(replica);
-    const up = request({
-      host: HOST,
-      port: replica.port,
-      method: this.req.method,
-      path: this.req.url,
-      headers: this.headers,
-      agent: replica.agent,
-    });
-    this.upstream = up;
-    up.on("response", this.onResponse);
-    up.on("error", this.onError);
-    if (this.hasBody) this.req.pipe(up);
-    else up.end();
+    const conn = replica.pool.acquire(Date.now());
+    this.conn = conn;
+    conn.start(this, this.req.method === "HEAD");
+    const socket = conn.socket;
+    socket.write(this.head, "latin1");
+    if (this.body !== BODY_NONE) this.sendBody(conn);
   }
 
-  private readonly onResponse = (pres: IncomingMessage): void => {
-    clearTimeout(this.timer);
-    if (this.over || this.state !== 0) {
-      pres.destroy();
-      return;
-    }
-    this.state = 1;
-    const res = this.res;
-    const { headers, streaming } = responseHeaders(pres.rawHeaders);
-    res.writeHead(pres.statusCode!, pres.statusMessage, headers);
-    // No Content-Length (SSE, chunked streams): the client gets the headers now, not with
-    // the first chunk, which may come much later.
-    if (streaming) res.flushHeaders();
-    pres.on("close", () => {
-      if (!pres.complete) res.destroy();
+  /** Streams the request body upstream (chunked again when the client sent it chunked). */
+  private sendBody(conn: Conn): void {
+    const req = this.req;
+    const socket = conn.socket;
+    const chunked = this.body === BODY_CHUNKED;
+    conn.sending = true;
+    const onData = (data: Buffer) => {
+      if (socket.destroyed) return;
+      let ok: boolean;
+      if (chunked) {
+        // One writev for the chunk and its framing.
+        socket.cork();
+        socket.write(`${data.length.toString(16)}\r\n`, "latin1");
+        socket.write(data);
+        ok = socket.write("\r\n", "latin1");
+        socket.uncork();
+      } else {
+        ok = socket.write(data);
+      }
+      if (!ok) {
+        req.pause();
+        socket.once("drain", () => req.resume());
+      }
+    };
+    req.on("data", onData);
+    req.once("end", () => {
+      if (chunked && !socket.destroyed) socket.write("0\r\n\r\n", "latin1");
+      conn.sent();
     });
-    pres.pipe(res);
-  };
+  }
 
-  private readonly onError = (err: NodeJS.ErrnoException): void => {
+  onHead(status: number, message: string | undefined, headers: string[]): boolean {
+    clearTimeout(this.timer);
+    if (this.over || this.state !== 0) return false;
+    this.state = 1;
+    try {
+      this.res.writeHead(status, message, headers);
+    } catch {
+      // A header node refuses to send (an invalid character): nothing was written yet.
+      this.state = 0;
+      this.fail(502, `${this.route.app}: the app sent an invalid response header`);
+      return false;
+    }
+    return true;
+  }
+
+  /** Headers go out with the first body bytes, or now if there are none yet (SSE). */
+  onPause(): void {
+    if (!this.over && !this.res.headersSent) this.res.flushHeaders();
+  }
+
+  onBody(data: Buffer): boolean {
+    if (this.over) return true;
+    if (this.res.write(data)) return true;
+    if (!this.paused) {
+      this.paused = true;
+      this.res.once("drain", onResponseDrain);
+    }
+    return false;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.conn?.socket.resume();
+  }
+
+  onEnd(last: Buffer | undefined): void {
+    if (this.over) return;
+    this.res.end(last);
+  }
+
+  onFail(err: NodeJS.ErrnoException, retryable: boolean): void {
     if (this.over || this.state === 2) return;
     if (this.state === 1) {
       this.res.destroy();
@@ -506,9 +972,9 @@ class Exchange implements Pending {
     // Retry once, only when nothing reached the app: a refused connection (the replica died
     // since it was picked) goes to another replica; a reset on a reused keep-alive
     // connection (the app closed it as we sent) may go to any.
-    if (!this.retried && !this.hasBody && idempotent(this.req.method)) {
+    if (!this.retried && retryable && this.body === BODY_NONE && idempotent(this.req.method)) {
       const refused = err.code === "ECONNREFUSED";
-      if (refused || (err.code === "ECONNRESET" && this.upstream!.reusedSocket)) {
+      if (refused || (err.code === "ECONNRESET" && this.conn!.reused)) {
         const next = this.route.pick(refused ? failed : undefined);
         if (next) {
           this.retried = true;
@@ -520,16 +986,16 @@ class Exchange implements Pending {
       }
     }
     this.fail(502, `${this.route.app}: upstream failed (${err.code ?? err.message})`);
-  };
+  }
 
-  private readonly onTimeout = (): void => {
+  timedOut(): void {
     if (this.over || this.state !== 0) return;
-    this.upstream?.destroy();
+    if (this.conn?.sink === this) this.conn.abandon();
     this.fail(
       504,
       `${this.route.app}: no response within ${this.route.options.requestTimeoutMs} ms`,
     );
-  };
+  }
 
   fail(status: number, message: string): void {
     clearTimeout(this.timer);
@@ -547,17 +1013,17 @@ class Exchange implements Pending {
     res.end(body);
   }
 
-  private readonly onClose = (): void => {
+  closed(): void {
     this.over = true;
     clearTimeout(this.timer);
     const route = this.route;
     if (this.queued) route.dequeue(this);
     const res = this.res;
     // The client went away before the whole response: stop the app's work too.
-    if (!res.writableFinished) this.upstream?.destroy();
+    if (!res.writableFinished && this.conn?.sink === this) this.conn.abandon();
     if (this.replica) route.release(this.replica);
     route.record(res.headersSent ? res.statusCode : 499, performance.now() - this.start);
-  };
+  }
 }
 
 /** An upgrade (WebSocket) request: raw sockets piped both ways once connected to a replica. */
@@ -595,7 +1061,7 @@ class Tunnel implements Pending {
     let connected = false;
     up.on("connect", () => {
       connected = true;
-      up.write(this.head);
+      up.write(this.head, "latin1");
       if (this.body.length > 0) up.write(this.body);
       // The status of the app's answer (101 or a refusal), for the stats.
       up.once("data", (chunk: Buffer) => {
@@ -652,6 +1118,7 @@ function idempotent(method: string | undefined): boolean {
 
 export class Gateway {
   private readonly routes = new Map<string, Route>();
+  private sweeper?: NodeJS.Timeout;
 
   constructor(private readonly hooks: GatewayHooks) {}
 
@@ -675,6 +1142,8 @@ export class Gateway {
     } else {
       route = new Route(app, ports, options);
       this.routes.set(app, route);
+      // Idle upstream connections past their keep-alive time are closed once a second.
+      this.sweeper ??= setInterval(() => this.sweep(), 1000).unref();
     }
     const r = route;
     r.opening = (async () => {
@@ -690,8 +1159,7 @@ export class Gateway {
       } catch (err) {
         await closeServers(r.servers);
         r.servers = [];
-        if (this.routes.get(app) === r) this.routes.delete(app);
-        r.closed = true;
+        this.forget(r);
         throw err;
       }
     })();
@@ -752,8 +1220,7 @@ export class Gateway {
         replica.onIdle = undefined;
         route.drainingSet.delete(replica);
         // Closes idle keep-alive connections too, so the app's graceful close is quick.
-        replica.agent.destroy();
-        for (const s of replica.upgrades) s.destroy();
+        replica.destroy();
         resolve();
       };
       if (replica.inFlight === 0) return finish();
@@ -846,8 +1313,7 @@ export class Gateway {
   async close(app: string): Promise<void> {
     const route = this.routes.get(app);
     if (!route) return;
-    this.routes.delete(app);
-    route.closed = true;
+    this.forget(route);
     await route.opening?.catch(noop);
     route.failQueue(503, `${app}: the gateway closed`);
     const replicas = [...route.ready, ...route.drainingSet];
@@ -855,9 +1321,24 @@ export class Gateway {
     await closeServers(route.servers);
     route.servers = [];
     for (const r of replicas) {
-      r.agent.destroy();
-      for (const s of r.upgrades) s.destroy();
+      r.destroy();
       r.onIdle?.();
+    }
+  }
+
+  private forget(route: Route): void {
+    if (this.routes.get(route.app) === route) this.routes.delete(route.app);
+    if (this.routes.size === 0) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const route of this.routes.values()) {
+      for (const r of route.ready) r.pool.sweep(now);
+      for (const r of route.drainingSet) r.pool.sweep(now);
     }
   }
 
@@ -895,12 +1376,21 @@ export class Gateway {
 
   private server(route: Route, pub: boolean): Server {
     // requestTimeout 0: uploads may stream for as long as they need (headersTimeout stays).
-    const server = createServer({ requestTimeout: 0 }, (req, res) =>
-      this.onRequest(route, req, res, pub),
-    );
-    server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) =>
-      this.onUpgrade(route, req, socket, head, pub),
-    );
+    const server = createServer({ requestTimeout: 0 }, (req, res) => {
+      try {
+        this.onRequest(route, req, res, pub);
+      } catch (err) {
+        // A bug here must cost one request, not the control plane that hosts the gateway.
+        internalError(res, route.app, err);
+      }
+    });
+    server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      try {
+        this.onUpgrade(route, req, socket, head, pub);
+      } catch {
+        socket.destroy();
+      }
+    });
     return server;
   }
 
@@ -926,7 +1416,7 @@ export class Gateway {
       this.login(route, req, res, start);
       return;
     }
-    const headers = forwardHeaders(req, false, route.ports.internal);
+    const head = requestHead(req, false, route.ports.internal);
     if (!this.authorized(pub, route)) {
       const body = unauthorizedBody(route.app);
       res.writeHead(401, {
@@ -938,7 +1428,7 @@ export class Gateway {
       res.once("close", () => route.record(401, performance.now() - start));
       return;
     }
-    const ex = new Exchange(this, route, req, res, headers, scan.hasBody, start);
+    const ex = new Exchange(this, route, req, res, head, scan.body, start);
     const replica = route.pick();
     if (replica) ex.dispatch(replica);
     else ex.enqueue();
@@ -982,7 +1472,7 @@ export class Gateway {
     body: Buffer,
     pub: boolean,
   ): void {
-    const headers = forwardHeaders(req, true, route.ports.internal);
+    const head = requestHead(req, true, route.ports.internal);
     if (!this.authorized(pub, route)) {
       socket.on("error", noop);
       rawReply(
@@ -994,13 +1484,21 @@ export class Gateway {
       route.record(401, -1);
       return;
     }
-    let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
-    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    const tunnel = new Tunnel(this, route, socket, `${head}\r\n`, body);
+    const tunnel = new Tunnel(this, route, socket, head, body);
     const replica = route.pick();
     if (replica) tunnel.dispatch(replica);
     else tunnel.enqueue();
   }
+}
+
+function internalError(res: ServerResponse, app: string, err: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = `${app}: gateway error: ${err instanceof Error ? err.message : String(err)}\n`;
+  res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+  res.end(body);
 }
 
 function escapeLabel(value: string): string {
