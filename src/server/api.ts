@@ -24,6 +24,8 @@ export function buildApi(
   plane: ControlPlane,
   token: string,
   onShutdown: (stopApps: boolean) => void,
+  /** Requests wait for this (the control plane's recovery) before they are handled. */
+  ready: Promise<void> = Promise.resolve(),
 ): FastifyInstance {
   const app = Fastify({ logger: false, forceCloseConnections: true });
   const expected = Buffer.from(`Bearer ${token}`);
@@ -42,6 +44,7 @@ export function buildApi(
   };
 
   app.addHook("onRequest", async (req, reply) => {
+    await ready;
     const header = req.headers.authorization ?? "";
     const given = Buffer.from(header);
     if (given.length === expected.length && timingSafeEqual(given, expected)) return;

@@ -25,7 +25,6 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
   }
   const token = ensureToken(paths);
   const plane = new ControlPlane(paths);
-  await plane.recover();
   let stopping = false;
   const stop = async (stopApps: boolean) => {
     if (stopping) return;
@@ -44,9 +43,15 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
       process.exit(code);
     }
   };
-  const api = buildApi(plane, token, (stopApps) => void stop(stopApps));
+  // Requests wait until the previous control plane's apps are adopted: recovery starts
+  // processes, which must be given the API's address, so the API listens first.
+  let recovered!: () => void;
+  const ready = new Promise<void>((resolve) => (recovered = resolve));
+  const api = buildApi(plane, token, (stopApps) => void stop(stopApps), ready);
   const url = await listenStable(api, plane);
   plane.setApiAccess(url, token);
+  await plane.recover();
+  recovered();
   const info: DaemonInfo = {
     pid: process.pid,
     startTime: processStartTime(process.pid) ?? "",

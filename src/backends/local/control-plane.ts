@@ -59,6 +59,8 @@ const STABLE_AFTER_MS = 30_000;
 const PREPARED_TTL_MS = 10 * 60_000;
 /** A replaced or scaled-in replica finishes its requests for at most this long. */
 const DRAIN_GRACE_MS = 30_000;
+/** How long a deploy waits for the old replicas to drain and stop before it returns. */
+const RETIRE_WAIT_MS = 5_000;
 /** How often the autoscaler looks at the gateway's load. */
 const SCALE_EVERY_MS = 200;
 /** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
@@ -97,6 +99,10 @@ export class ControlPlane implements Backend {
   private readonly lastScaleAt = new Map<string, number>();
   /** Replica ports handed out and not yet seen in the store (closes an allocation race). */
   private readonly reservedPorts = new Set<number>();
+  /** Old replicas still draining after their deploy returned (shutdown waits for them). */
+  private readonly retiring = new Set<Promise<unknown>>();
+  /** After a failed scale-out, no new one before this time (ms epoch), and the next delay. */
+  private readonly scaleBackoff = new Map<string, { until: number; delayMs: number }>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private readonly crashCounts = new Map<string, number>();
@@ -119,8 +125,8 @@ export class ControlPlane implements Backend {
     this.store = new Store(paths.db);
     this.tokens = new TokenStore(this.store.database);
     this.gateway = new Gateway({
-      authorize: (token) => this.tokens.verify(token),
-      redeem: (code) => this.tokens.redeem(code),
+      authorize: (token, key) => this.tokens.verify(token, key),
+      redeem: (code, key) => this.tokens.redeem(code, key),
       wake: (key) => this.wake(key),
     });
     this.tasks = new TaskRunner(this.store, {
@@ -174,17 +180,28 @@ export class ControlPlane implements Backend {
       } else {
         // Half-started, superseded, a prepared revision, or a task worker: never keep it.
         const stray = adopt(p.pid, p.startTime);
-        void stray.stop(2000).then(() => this.store.removeProcess(p.pid, p.startTime));
+        void stray
+          .stop(2000)
+          .then(() => this.closed || this.store.removeProcess(p.pid, p.startTime));
         this.store.event(p, p.name, "stray-stopped", `pid ${p.pid}`);
       }
     }
     for (const row of this.store.list()) {
       if (row.kind === "task" && row.desired === "running" && row.state === "ready") {
         // Workers died with the previous control plane: one starts now, so runs are warm.
-        this.tasks.register(row).catch((e: Error) => {
-          if (this.closed) return;
-          this.store.event(row, row.name, "failed", e.message);
-          this.store.setState(row, row.name, "failed", e.message);
+        void this.serialized(keyOf(row, row.name), async () => {
+          const latest = this.store.get(row, row.name);
+          if (
+            this.closed ||
+            latest?.revision !== row.revision ||
+            this.tasks.has(keyOf(row, row.name))
+          )
+            return; // a deploy got there first
+          await this.tasks.register(row).catch((e: Error) => {
+            if (this.closed) return;
+            this.store.event(row, row.name, "failed", e.message);
+            this.store.setState(row, row.name, "failed", e.message);
+          });
         });
         continue;
       }
@@ -195,6 +212,12 @@ export class ControlPlane implements Backend {
         await this.openEndpoints(row);
       } catch (e) {
         this.store.setState(row, row.name, "failed", (e as Error).message);
+        // Unreachable and untracked otherwise: its processes go.
+        for (const p of adopted.get(key) ?? []) {
+          void adopt(p.pid, p.startTime)
+            .stop(2000)
+            .then(() => this.closed || this.store.removeProcess(p.pid, p.startTime));
+        }
         continue;
       }
       this.serving.set(key, row);
@@ -311,14 +334,18 @@ export class ControlPlane implements Backend {
         }
         throw e;
       }
+      // The new replicas take requests now; the old ones get no new ones and drain.
       this.store.upsert({ ...next, state: "ready" });
       this.serving.set(key, next);
       this.gateway.setOptions(key, routeOf(next));
-      this.replicas.set(key, fresh);
       this.targets.set(key, fresh.length);
       this.lastScaleAt.set(key, Date.now());
-      for (const r of fresh) this.gateway.addReplica(key, { id: r.id, port: r.port });
-      await Promise.all(old.map((r) => this.retireReplica(key, r)));
+      const retiring = Promise.all(old.map((r) => this.retireReplica(key, r)));
+      this.retiring.add(retiring);
+      void retiring.finally(() => this.retiring.delete(retiring));
+      // Short requests finish within the wait; long ones (a stream, a WebSocket) keep draining
+      // after the deploy returned, without holding up the app's next operation.
+      await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]);
       return { status: "ready", revision: req.revision, ...endpointsFor(ports!) };
     });
   }
@@ -417,8 +444,20 @@ export class ControlPlane implements Backend {
    */
   loginLink(scope: Scope, name: string, ttlMs = 5 * 60_000): string {
     const row = this.store.get(scope, name);
-    if (!row?.ports) throw notDeployed(scope, [name], this.store.list(scope));
-    const code = this.tokens.loginCode(ttlMs);
+    if (!row?.ports) {
+      if (row)
+        throw new CaravanError(
+          "USAGE",
+          `"${name}" is a task environment: it has no endpoint to open (apps have)`,
+        );
+      throw notDeployed(scope, [name], this.store.list(scope));
+    }
+    if (!this.serving.has(keyOf(scope, name)))
+      throw new CaravanError(
+        "APP_NOT_READY",
+        `"${name}" is ${row.desired === "stopped" ? "stopped" : row.state}: deploy it, then ask for a link`,
+      );
+    const code = this.tokens.loginCode(keyOf(scope, name), ttlMs);
     return `${endpointsFor(row.ports).endpoint}${LOGIN_PATH}?code=${encodeURIComponent(code)}`;
   }
 
@@ -500,6 +539,7 @@ export class ControlPlane implements Backend {
     clearInterval(this.housekeeping);
     clearInterval(this.scaler);
     await this.gateway.closeAll();
+    await Promise.allSettled([...this.retiring]);
     for (const t of this.restartTimers.values()) clearTimeout(t);
     await this.tasks.close();
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
@@ -576,43 +616,52 @@ export class ControlPlane implements Backend {
   }
 
   /**
-   * Starts `n` replicas of the row's revision (the prepared one first) and resolves once all
-   * are ready; when one fails, the others are stopped and the error thrown.
+   * Starts `n` replicas of the row's revision (the prepared one first); once all are ready
+   * they join the app's set and the gateway, and are watched from that moment. When one
+   * fails (or dies before they all are ready), the others are stopped and the error thrown.
    */
   private async startReplicas(row: EnvironmentRow, n: number): Promise<ReplicaProc[]> {
     const key = keyOf(row, row.name);
     const launches: Starting[] = [];
     const prepared = this.prepared.get(key);
-    this.prepared.delete(key);
     if (prepared?.revision === row.revision) {
+      this.prepared.delete(key);
       prepared.go();
       launches.push(prepared);
-    } else if (prepared) void this.stopLaunch(prepared.launch);
-    while (launches.length < n) launches.push(await this.spawnReplica(row));
+    }
+    try {
+      while (launches.length < n) launches.push(await this.spawnReplica(row));
+    } catch (e) {
+      await Promise.all(launches.map((l) => this.stopLaunch(l.launch)));
+      throw e;
+    }
     const results = await Promise.allSettled(launches.map((l) => l.launch.ready));
     const failed = results.find((r) => r.status === "rejected");
-    if (failed) {
+    const died = results.find((r) => r.status === "fulfilled" && r.value.hasExited);
+    if (failed || died || this.closed) {
       await Promise.all(launches.map((l) => this.stopLaunch(l.launch)));
-      throw failed.reason;
+      throw failed
+        ? failed.reason
+        : new CaravanError(
+            "APP_EXITED",
+            `${row.name} exited right after it was ready (see caravan logs ${row.name})`,
+          );
     }
-    return launches.map((l, i) => {
-      const replica: ReplicaProc = {
-        id: l.id,
-        proc: (results[i] as PromiseFulfilledResult<AppProcess>).value,
-        port: l.port,
-        revision: row.revision,
-        since: Date.now(),
-      };
-      this.watch(row, replica);
-      return replica;
-    });
+    const fresh = launches.map((l, i): ReplicaProc => ({
+      id: l.id,
+      proc: (results[i] as PromiseFulfilledResult<AppProcess>).value,
+      port: l.port,
+      revision: row.revision,
+      since: Date.now(),
+    }));
+    for (const replica of fresh) this.addReplica(row, replica);
+    return fresh;
   }
 
-  /** Adds a ready replica to the app's set and to the gateway. */
+  /** Adds a ready replica to the app's set and to the gateway, and watches it. */
   private addReplica(row: EnvironmentRow, replica: ReplicaProc): void {
     const key = keyOf(row, row.name);
     this.replicas.set(key, [...(this.replicas.get(key) ?? []), replica]);
-    this.serving.set(key, row);
     this.watch(row, replica);
     this.gateway.addReplica(key, { id: replica.id, port: replica.port });
   }
@@ -620,7 +669,13 @@ export class ControlPlane implements Backend {
   /** Spawns a replica on a port of its own; `gate` holds its start (two-phase start). */
   private async spawnReplica(row: EnvironmentRow, gate?: Promise<void>): Promise<Starting> {
     const port = await this.replicaPort();
-    const launch = spawnApp(this.launchSpec(row, port), gate);
+    let launch: Launch;
+    try {
+      launch = spawnApp(this.launchSpec(row, port), gate);
+    } catch (e) {
+      this.reservedPorts.delete(port);
+      throw e;
+    }
     this.record(row, launch, port);
     void launch.ready.catch(() => this.reservedPorts.delete(port));
     return { id: `pid-${launch.proc?.pid ?? port}`, port, launch };
@@ -654,22 +709,21 @@ export class ControlPlane implements Backend {
       if (this.stopping || this.closed) throw new Error("the control plane is shutting down");
       if (this.replicas.get(key)?.length) return;
       const row = this.serving.get(key);
-      if (!row) throw new Error("the app is not deployed");
+      if (!row) throw new Error("it is not deployed");
       this.store.event(row, row.name, "wake", "a request arrived with no replica running");
-      this.cancelRestart(key);
-      const [replica] = await this.startReplicas(row, 1);
-      this.addReplicaStarted(key, replica!);
+      try {
+        await this.startReplicas(row, 1);
+      } catch (e) {
+        const why = (e as Error).message.split("\n")[0]!.replace(/;? last lines of its log:$/, "");
+        // A crash restart may be pending (or was): it goes on, on its own schedule.
+        if (!this.restartTimers.has(key) && minReplicas(row) > 0) this.scheduleRestart(row);
+        throw new Error(`${why} (see caravan logs ${row.name})`, { cause: e });
+      }
       this.targets.set(key, Math.max(1, this.targets.get(key) ?? 0));
       this.lastScaleAt.set(key, Date.now());
       if (this.store.get(row, row.name)?.state !== "ready")
         this.store.setState(row, row.name, "ready");
     });
-  }
-
-  /** Records a replica `startReplicas` made ready (it is already watched) and routes to it. */
-  private addReplicaStarted(key: string, replica: ReplicaProc): void {
-    this.replicas.set(key, [...(this.replicas.get(key) ?? []), replica]);
-    this.gateway.addReplica(key, { id: replica.id, port: replica.port });
   }
 
   /**
@@ -681,6 +735,7 @@ export class ControlPlane implements Backend {
     const now = Date.now();
     for (const [key, row] of this.serving) {
       if (this.locks.has(key) || this.restartTimers.has(key)) continue;
+      if ((this.scaleBackoff.get(key)?.until ?? 0) > now) continue;
       const scaling = row.request.spec.scaling as
         { replicas: [number, number]; concurrency?: number; scaledownAfter: number } | undefined;
       const [min, max] = scaling?.replicas ?? [0, 1];
@@ -710,10 +765,22 @@ export class ControlPlane implements Backend {
           const have = this.replicas.get(key)?.length ?? 0;
           if (this.serving.get(key) !== row || have >= desired) return;
           try {
-            for (const r of await this.startReplicas(row, desired - have))
-              this.addReplicaStarted(key, r);
+            await this.startReplicas(row, desired - have);
+            this.scaleBackoff.delete(key);
           } catch (e) {
-            this.store.event(row, row.name, "scale-out-failed", (e as Error).message);
+            // Back off (1 s doubling to 30 s) and aim at what actually runs.
+            const delayMs = Math.min(
+              BACKOFF_MAX_MS,
+              (this.scaleBackoff.get(key)?.delayMs ?? 500) * 2,
+            );
+            this.scaleBackoff.set(key, { until: Date.now() + delayMs, delayMs });
+            this.targets.set(key, this.replicas.get(key)?.length ?? 0);
+            this.store.event(
+              row,
+              row.name,
+              "scale-out-failed",
+              `${(e as Error).message.split("\n")[0]}; next try in ${delayMs} ms`,
+            );
           }
         });
       } else {
@@ -787,8 +854,7 @@ export class ControlPlane implements Backend {
           Math.max(1, this.targets.get(key) ?? 1) - (this.replicas.get(key)?.length ?? 0);
         if (missing <= 0) return;
         try {
-          for (const r of await this.startReplicas(serving, missing))
-            this.addReplicaStarted(key, r);
+          await this.startReplicas(serving, missing);
           this.store.setState(row, row.name, "ready");
           this.store.event(row, row.name, "restarted");
         } catch (e) {
@@ -1066,6 +1132,7 @@ function routeOf(row: EnvironmentRow): RouteOptions {
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /** True when something accepts connections on 127.0.0.1:port. */
 function listening(port: number): Promise<boolean> {

@@ -29,10 +29,10 @@ export interface RouteOptions {
 }
 
 export interface GatewayHooks {
-  /** Public side only: true when the bearer token or session cookie value is valid. */
-  authorize(token: string): boolean;
+  /** Public side only: true when the bearer token or session cookie value is valid for `app`. */
+  authorize(token: string, app: string): boolean;
   /** Redeems a one-time login code (from a link), returning a session value to set as a cookie, or undefined. */
-  redeem?(code: string): string | undefined;
+  redeem?(code: string, app: string): string | undefined;
   /**
    * Called when a request arrives for an app with no ready replica (scale-from-zero or a
    * restart); the request waits (up to the app's start timeout which the hook enforces) until
@@ -66,6 +66,7 @@ export interface AppStats {
 
 export const SESSION_COOKIE = "caravan_session";
 export const LOGIN_PATH = "/_caravan/login";
+const CARAVAN_BEARER = "Bearer cvn_";
 
 const HOST = "127.0.0.1";
 const noop = () => {};
@@ -312,6 +313,8 @@ function requestHead(
           break;
         case "authorization":
           scan.authorization = value;
+          // A caravan token is for the gateway: the app never sees it (it opens every app).
+          if (value.startsWith(CARAVAN_BEARER) || value.startsWith("bearer cvn_")) continue;
           break;
         case "cookie":
           if (value.includes(SESSION_COOKIE)) {
@@ -1398,8 +1401,8 @@ export class Gateway {
     if (!pub || !route.options.requiresAuth) return true;
     try {
       const token = bearer(scan.authorization);
-      if (token !== undefined && this.hooks.authorize(token)) return true;
-      return scan.session !== undefined && this.hooks.authorize(scan.session);
+      if (token !== undefined && this.hooks.authorize(token, route.app)) return true;
+      return scan.session !== undefined && this.hooks.authorize(scan.session, route.app);
     } catch {
       return false;
     }
@@ -1439,14 +1442,14 @@ export class Gateway {
     const code = query.get("code");
     let session: string | undefined;
     try {
-      session = code && req.method === "GET" ? this.hooks.redeem?.(code) : undefined;
+      session = code && req.method === "GET" ? this.hooks.redeem?.(code, route.app) : undefined;
     } catch {
       session = undefined;
     }
     if (session === undefined) {
       const body = `${JSON.stringify({
         code: "UNAUTHORIZED",
-        message: `this login link is invalid, used or expired: create a new one (\`caravan token create\` gives a token for "Authorization: Bearer <token>")`,
+        message: `this login link is invalid, used or expired: make a new one with \`caravan token link <app>\` (or send "Authorization: Bearer <token>" with a token from \`caravan token create\`)`,
       })}\n`;
       res.writeHead(401, {
         "content-type": "application/json; charset=utf-8",

@@ -32,6 +32,8 @@ export interface ExitInfo {
 /** A process we started or adopted. */
 export class AppProcess {
   readonly exited: Promise<ExitInfo>;
+  /** Set once the process is seen gone (synchronously readable, unlike `exited`). */
+  hasExited = false;
   private stopping = false;
 
   constructor(
@@ -41,6 +43,7 @@ export class AppProcess {
     private readonly child?: ChildProcess,
   ) {
     this.exited = exited;
+    void exited.then(() => (this.hasExited = true));
   }
 
   /** True once `stop()` was called: an exit is then expected, not a crash. */

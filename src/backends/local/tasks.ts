@@ -67,6 +67,8 @@ export interface WorkerHost {
 
 export class TaskRunner {
   private readonly pools = new Map<string, Pool>();
+  /** Set by close(): nothing new starts. */
+  private closing = false;
   /** Runs not finished yet, with whoever waits for them. */
   private readonly active = new Map<string, { run: RunRecord; waiters: Set<() => void> }>();
 
@@ -176,7 +178,17 @@ export class TaskRunner {
     this.store.insertRun(run);
     this.active.set(run.id, { run, waiters: new Set() });
     const pool = this.pools.get(keyOf(req.scope, envName)) ?? this.poolFor(row);
-    void this.execute(pool.key, run, spec);
+    this.execute(pool.key, run, spec).catch((e: Error) => {
+      // Never expected; a run must not stay "running" (nor take the control plane down).
+      if (!this.active.has(run.id)) return;
+      run.status = "failed";
+      run.error = { name: "InternalError", message: e?.message ?? String(e) };
+      run.finishedAt = now();
+      this.store.updateRun(run);
+      const active = this.active.get(run.id);
+      this.active.delete(run.id);
+      for (const wake of active?.waiters ?? []) wake();
+    });
     return { ...run };
   }
 
@@ -223,6 +235,8 @@ export class TaskRunner {
 
   /** Marks runs in flight interrupted and stops every worker. */
   async close(): Promise<void> {
+    this.closing = true;
+    for (const pool of this.pools.values()) pool.queue.splice(0);
     for (const { run, waiters } of this.active.values()) {
       this.interrupt(run);
       for (const wake of waiters) wake();
@@ -273,6 +287,7 @@ export class TaskRunner {
 
   /** Hands queued attempts to idle workers; starts workers for the rest (up to the cap). */
   private pump(pool: Pool): void {
+    if (this.closing) return;
     let unserved = 0;
     for (let i = 0; i < pool.queue.length;) {
       const a = pool.queue[i]!;
@@ -337,7 +352,13 @@ export class TaskRunner {
   }
 
   private spawn(pool: Pool, row = pool.row, standby = false): Worker {
-    const launch = this.host.spawnWorker(row);
+    let launch: Launch;
+    try {
+      launch = this.host.spawnWorker(row);
+    } catch (e) {
+      // E.g. a secret deleted since the deploy: the worker cannot even be launched.
+      launch = { proc: undefined, ready: Promise.reject(e as Error) };
+    }
     const w: Worker = {
       revision: row.revision,
       launch,

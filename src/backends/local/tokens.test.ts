@@ -74,25 +74,31 @@ describe("TokenStore", () => {
 
   it("redeems a login code once, for a session that verifies and expires after 12 h", () => {
     vi.useFakeTimers({ now: new Date("2030-01-01T00:00:00Z"), toFake: ["Date"] });
-    const code = store.loginCode();
-    const session = store.redeem(code);
+    const code = store.loginCode("p/d/web");
+    const session = store.redeem(code, "p/d/web");
     expect(session).toMatch(/^cvs_/);
-    expect(store.verify(session!)).toBe(true);
-    expect(store.redeem(code)).toBeUndefined();
+    expect(store.verify(session!, "p/d/web")).toBe(true);
+    // A session opens the app its link was for, no other.
+    expect(store.verify(session!, "p/d/admin")).toBe(false);
+    expect(store.redeem(code, "p/d/web")).toBeUndefined();
+    // A code redeemed on another app's endpoint is spent and gives nothing.
+    const other = store.loginCode("p/d/web");
+    expect(store.redeem(other, "p/d/admin")).toBeUndefined();
+    expect(store.redeem(other, "p/d/web")).toBeUndefined();
     expect(store.list()).toEqual([]); // sessions and codes are not API tokens
     expect(store.verify(code)).toBe(false); // a code is no credential by itself
 
     vi.setSystemTime(new Date("2030-01-01T11:59:00Z"));
-    expect(store.verify(session!)).toBe(true);
+    expect(store.verify(session!, "p/d/web")).toBe(true);
     vi.setSystemTime(new Date("2030-01-01T12:00:01Z"));
-    expect(store.verify(session!)).toBe(false);
+    expect(store.verify(session!, "p/d/web")).toBe(false);
   });
 
   it("refuses an expired login code", () => {
     vi.useFakeTimers({ now: new Date("2030-01-01T00:00:00Z"), toFake: ["Date"] });
-    const code = store.loginCode(1000);
+    const code = store.loginCode("p/d/web", 1000);
     vi.setSystemTime(new Date("2030-01-01T00:00:02Z"));
-    expect(store.redeem(code)).toBeUndefined();
-    expect(store.redeem("")).toBeUndefined();
+    expect(store.redeem(code, "p/d/web")).toBeUndefined();
+    expect(store.redeem("", "p/d/web")).toBeUndefined();
   });
 });

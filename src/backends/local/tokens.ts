@@ -47,6 +47,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 interface Cached {
   id: string;
+  /** The app a session is for (undefined for an API token, good for every app). */
+  app: string | undefined;
   valid: boolean;
   /** ms epoch; Infinity for API tokens. */
   expiresAt: number;
@@ -67,7 +69,7 @@ export class TokenStore {
         "INSERT INTO api_tokens (id, kind, name, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
       ),
       byHash: db.prepare(
-        "SELECT id, kind, expires_at, revoked_at FROM api_tokens WHERE hash = ? AND kind IN ('api', 'session')",
+        "SELECT id, kind, name, expires_at, revoked_at FROM api_tokens WHERE hash = ? AND kind IN ('api', 'session')",
       ),
       liveName: db.prepare(
         "SELECT id FROM api_tokens WHERE kind = 'api' AND revoked_at IS NULL AND name = ?",
@@ -84,18 +86,19 @@ export class TokenStore {
       ),
       used: db.prepare("UPDATE api_tokens SET last_used_at = ? WHERE id = ?"),
       takeCode: db.prepare(
-        "DELETE FROM api_tokens WHERE kind = 'login' AND hash = ? RETURNING expires_at",
+        "DELETE FROM api_tokens WHERE kind = 'login' AND hash = ? RETURNING expires_at, name",
       ),
       purge: db.prepare(
         "DELETE FROM api_tokens WHERE kind IN ('login', 'session') AND expires_at <= ?",
       ),
     };
     // Consuming the code and creating the session happen together or not at all.
-    this.redeemTx = db.transaction((code: string, now: number): string | undefined => {
+    this.redeemTx = db.transaction((code: string, app: string, now: number) => {
       const row = this.stmts.takeCode.get(sha256(code)) as Row | undefined;
-      if (!row || row.expires_at <= now) return undefined;
+      // A code is for one app: on another app's endpoint it is spent and worth nothing.
+      if (!row || row.expires_at <= now || row.name !== app) return undefined;
       const session = SESSION_PREFIX + randomBytes(32).toString("base64url");
-      this.stmts.insert.run(newId(), "session", null, sha256(session), now, now + SESSION_TTL_MS);
+      this.stmts.insert.run(newId(), "session", app, sha256(session), now, now + SESSION_TTL_MS);
       return session;
     });
   }
@@ -145,8 +148,11 @@ export class TokenStore {
     return changed > 0;
   }
 
-  /** True for a live API token or an unexpired session value. */
-  verify(token: string): boolean {
+  /**
+   * True for a live API token, or an unexpired session of `app` (a session from a login link
+   * opens the one app the link was made for).
+   */
+  verify(token: string, app?: string): boolean {
     if (typeof token !== "string" || token.length < 20 || token.length > 200) return false;
     if (!token.startsWith(TOKEN_PREFIX) && !token.startsWith(SESSION_PREFIX)) return false;
     const hash = sha256(token);
@@ -156,6 +162,7 @@ export class TokenStore {
       const row = this.stmts.byHash.get(hash) as Row | undefined;
       entry = {
         id: row?.id ?? "",
+        app: row?.kind === "session" ? (row.name as string) : undefined,
         valid: row !== undefined && row.revoked_at == null,
         expiresAt: row?.expires_at ?? Infinity,
         usedWrittenAt: 0,
@@ -164,6 +171,7 @@ export class TokenStore {
       this.cache.set(hash, entry);
     }
     if (!entry.valid || now >= entry.expiresAt) return false;
+    if (entry.app !== undefined && entry.app !== app) return false;
     if (now - entry.usedWrittenAt >= LAST_USED_EVERY_MS) {
       entry.usedWrittenAt = now;
       this.stmts.used.run(now, entry.id);
@@ -171,21 +179,24 @@ export class TokenStore {
     return true;
   }
 
-  /** A one-time code for a login link (`/_caravan/login?code=…`), valid for `ttlMs`. */
-  loginCode(ttlMs = 60_000): string {
+  /** A one-time code for a login link to `app` (`/_caravan/login?code=…`), valid for `ttlMs`. */
+  loginCode(app: string, ttlMs = 60_000): string {
     const now = Date.now();
     this.stmts.purge.run(now);
     const code = randomBytes(24).toString("base64url");
-    this.stmts.insert.run(newId(), "login", null, sha256(code), now, now + ttlMs);
+    this.stmts.insert.run(newId(), "login", app, sha256(code), now, now + ttlMs);
     return code;
   }
 
-  /** Consumes a login code; returns a session value (valid 12 h) for a cookie, or undefined. */
-  redeem(code: string): string | undefined {
+  /**
+   * Consumes a login code on `app`'s endpoint; returns a session value (valid 12 h, for that
+   * app only) for a cookie, or undefined.
+   */
+  redeem(code: string, app: string): string | undefined {
     if (typeof code !== "string" || code.length === 0 || code.length > 200) return undefined;
     const now = Date.now();
     this.stmts.purge.run(now);
-    return this.redeemTx(code, now);
+    return this.redeemTx(code, app, now);
   }
 
   private defaultName(): string {
