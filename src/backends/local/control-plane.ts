@@ -282,7 +282,7 @@ export class ControlPlane implements Backend {
         if (!replacing) this.store.upsert(next);
         try {
           // Ready once a worker of this revision has loaded it: its tasks are registered.
-          await this.tasks.register(next);
+          await this.tasks.register(next, { force: req.force ?? false });
         } catch (e) {
           const message = (e as Error).message;
           this.store.event(scope, req.name, "failed", message);

@@ -434,6 +434,17 @@ describe("TaskRunner", () => {
     expect(() => runner.start(req("other.echo"))).toThrow(/"other" is starting in p\/d/);
   });
 
+  it("replaces the workers of the same revision when forced", async () => {
+    await deployed();
+    await runner.register(taskRow(TASKS), { force: true });
+    expect(host.spawned).toHaveLength(2);
+    await until(() => !host.spawned[0]!.alive);
+    expect(await runToEnd("env.echo")).toMatchObject({
+      status: "succeeded",
+      output: { pid: host.spawned[1]!.pid },
+    });
+  });
+
   it("keeps the old revision taking runs when a new one cannot load", async () => {
     await deployed();
     host.failStart = "the snapshot would not load: SyntaxError";

@@ -82,21 +82,21 @@ export class TaskRunner {
    * the snapshot (its tasks are registered): the environment is then ready. Workers of an
    * older revision finish what they run and stop.
    */
-  async register(row: EnvironmentRow): Promise<void> {
+  async register(row: EnvironmentRow, opts: { force?: boolean } = {}): Promise<void> {
     const current = this.pools.get(keyOf(row, row.name));
-    if (!current || current.row.revision === row.revision) {
+    if (!current || (current.row.revision === row.revision && !opts.force)) {
       const pool = this.poolFor(row);
       const warm = [...pool.workers].find((w) => !w.retired && !w.standby);
       await (warm ?? this.spawn(pool)).launch.ready;
       return;
     }
-    // A new revision: its first worker loads beside the old ones, which take runs until it
-    // is ready. If it cannot load, nothing changes (the error is the deploy's).
+    // A new revision (or a forced restart): a new worker loads beside the old ones, which
+    // take runs until it is ready. If it cannot load, nothing changes (the deploy fails).
     const next = this.spawn(current, row, true);
     await next.launch.ready;
     current.row = row;
     next.standby = false;
-    for (const w of current.workers) if (w.revision !== row.revision) this.retire(current, w);
+    for (const w of current.workers) if (w !== next) this.retire(current, w);
     this.pump(current);
   }
 
