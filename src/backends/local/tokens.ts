@@ -3,9 +3,9 @@
  * they are redeemed for, in the control plane's SQLite database. Only SHA-256 hashes are
  * stored: the database never holds a usable credential.
  *
- * `verify` runs on every public request, so it hashes the presented value once and answers
- * from an in-memory cache of hash → validity; the database is read only on a cache miss.
- * Comparing hashes (not the values) keeps lookups constant-time with respect to the secret.
+ * `verify` runs on every public request, so it answers from an in-memory cache of presented
+ * value → validity (process memory only, cleared on create/revoke, bounded); on a miss it
+ * looks the value's hash up in the database.
  */
 import { hash, randomBytes } from "node:crypto";
 import type Database from "better-sqlite3";
@@ -155,11 +155,12 @@ export class TokenStore {
   verify(token: string, app?: string): boolean {
     if (typeof token !== "string" || token.length < 20 || token.length > 200) return false;
     if (!token.startsWith(TOKEN_PREFIX) && !token.startsWith(SESSION_PREFIX)) return false;
-    const hash = sha256(token);
     const now = Date.now();
-    let entry = this.cache.get(hash);
+    // Keyed by the value itself (kept in this process's memory only): a hit costs a map
+    // lookup, not a SHA-256 per request. The database is asked by hash on a miss.
+    let entry = this.cache.get(token);
     if (entry === undefined) {
-      const row = this.stmts.byHash.get(hash) as Row | undefined;
+      const row = this.stmts.byHash.get(sha256(token)) as Row | undefined;
       entry = {
         id: row?.id ?? "",
         app: row?.kind === "session" ? (row.name as string) : undefined,
@@ -168,7 +169,7 @@ export class TokenStore {
         usedWrittenAt: 0,
       };
       if (this.cache.size >= CACHE_MAX) this.cache.clear();
-      this.cache.set(hash, entry);
+      this.cache.set(token, entry);
     }
     if (!entry.valid || now >= entry.expiresAt) return false;
     if (entry.app !== undefined && entry.app !== app) return false;
