@@ -41,6 +41,15 @@ describe("assertJsonValue", () => {
     expect(rejection({ a: 1, b: undefined })).toBeUndefined();
   });
 
+  it("rejects undefined inside an array, which JSON would turn into null", () => {
+    expect(rejection([1, undefined, 3])).toMatchObject({
+      code: "NOT_SERIALIZABLE",
+      path: "argument 1 (points)[1]",
+    });
+    // eslint-disable-next-line no-sparse-arrays
+    expect(rejection([1, , 3])?.path).toBe("argument 1 (points)[1]");
+  });
+
   it("accepts the same object twice when it is not a cycle", () => {
     const shared = { x: 1 };
     expect(rejection([shared, shared, { again: shared }])).toBeUndefined();

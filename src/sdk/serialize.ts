@@ -55,6 +55,8 @@ function findProblem(
   try {
     if (Array.isArray(obj)) {
       for (let i = 0; i < obj.length; i++) {
+        // In an array, JSON turns undefined (or a hole) into null.
+        if (obj[i] === undefined) return { path: `${path}[${i}]`, why: "undefined (use null)" };
         const p = findProblem(obj[i], `${path}[${i}]`, seen);
         if (p) return p;
       }
