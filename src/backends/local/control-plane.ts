@@ -29,7 +29,7 @@ import type {
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
-import { endpointsFor, freePort, isAlive } from "./os.ts";
+import { endpointsFor, freePort, isAlive, signalGroup } from "./os.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "./gateway.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { TokenStore } from "./tokens.ts";
@@ -804,7 +804,7 @@ export class ControlPlane implements Backend {
       if (this.closed) return;
       // The app ran in its own process group: children it left (a shell wrapper's server)
       // would keep its port and make every restart fail. The group only: the pid is dead.
-      if (!proc.isStopping) killGroup(proc.pid);
+      if (!proc.isStopping) signalGroup(proc.pid, proc.startTime, "SIGKILL");
       this.store.removeProcess(proc.pid, proc.startTime);
       const list = this.replicas.get(key) ?? [];
       if (!list.includes(replica)) return; // retired, replaced or scaled in
@@ -1148,13 +1148,6 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-function killGroup(pgid: number): void {
-  try {
-    process.kill(-pgid, "SIGKILL");
-  } catch {
-    /* the group is empty */
-  }
-}
 
 function dependentsFirst(names: string[], byName: Map<string, EnvironmentRow>): string[] {
   const set = new Set(names);

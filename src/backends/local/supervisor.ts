@@ -54,11 +54,11 @@ export class AppProcess {
   /** SIGTERM to the group, SIGKILL after `graceMs`. Resolves when the process is gone. */
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
-    signalGroup(this.pid, "SIGTERM");
+    signalGroup(this.pid, this.startTime, "SIGTERM");
     // Both timers keep the event loop alive until the exit is seen: the child handle is
     // unref'd (and an adopted process is only polled), so a control plane shutting down
     // would otherwise exit half-way and leave the apps it had not signalled yet running.
-    const timer = setTimeout(() => signalGroup(this.pid, "SIGKILL"), graceMs);
+    const timer = setTimeout(() => signalGroup(this.pid, this.startTime, "SIGKILL"), graceMs);
     const keepAlive = setInterval(() => {}, 60_000);
     try {
       await this.exited;
@@ -67,7 +67,7 @@ export class AppProcess {
       clearInterval(keepAlive);
     }
     // Stray children of a command app that ignored SIGTERM.
-    signalGroup(this.pid, "SIGKILL");
+    signalGroup(this.pid, this.startTime, "SIGKILL");
   }
 
   /** False when the message could not be sent (the process is gone or was adopted). */
