@@ -53,7 +53,9 @@ export function sandbox(): Sandbox {
           },
           (err, stdout, stderr) => {
             const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-            resolvePromise({ code, stdout, stderr });
+            // A CLI killed by a signal (or the timeout) says so, rather than failing silently.
+            const signal = err?.signal ? `\n[caravan ${args[0]} was killed by ${err.signal}]` : "";
+            resolvePromise({ code, stdout, stderr: stderr + signal });
           },
         );
       });
