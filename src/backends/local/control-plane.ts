@@ -1148,7 +1148,6 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-
 function dependentsFirst(names: string[], byName: Map<string, EnvironmentRow>): string[] {
   const set = new Set(names);
   const order: string[] = [];
