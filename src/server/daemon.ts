@@ -50,8 +50,14 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
   const api = buildApi(plane, token, (stopApps) => void stop(stopApps), ready);
   const url = await listenStable(api, plane);
   plane.setApiAccess(url, token);
-  await plane.recover();
-  recovered();
+  try {
+    await plane.recover();
+  } catch (e) {
+    // Serve anyway (what was adopted is served): a client must never wait on a lost promise.
+    process.stderr.write(`recovery failed: ${(e as Error)?.stack ?? e}\n`);
+  } finally {
+    recovered();
+  }
   const info: DaemonInfo = {
     pid: process.pid,
     startTime: processStartTime(process.pid) ?? "",
