@@ -100,7 +100,7 @@ export class ControlPlane implements Backend {
   /** Replica ports handed out and not yet seen in the store (closes an allocation race). */
   private readonly reservedPorts = new Set<number>();
   /** Old replicas still draining after their deploy returned (shutdown waits for them). */
-  private readonly retiring = new Set<Promise<unknown>>();
+  private readonly retiring = new Map<Promise<void>, string>();
   /** After a failed scale-out, no new one before this time (ms epoch), and the next delay. */
   private readonly scaleBackoff = new Map<string, { until: number; delayMs: number }>();
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -340,9 +340,8 @@ export class ControlPlane implements Backend {
       this.gateway.setOptions(key, routeOf(next));
       this.targets.set(key, fresh.length);
       this.lastScaleAt.set(key, Date.now());
+      this.scaleBackoff.delete(key);
       const retiring = Promise.all(old.map((r) => this.retireReplica(key, r)));
-      this.retiring.add(retiring);
-      void retiring.finally(() => this.retiring.delete(retiring));
       // Short requests finish within the wait; long ones (a stream, a WebSocket) keep draining
       // after the deploy returned, without holding up the app's next operation.
       await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]);
@@ -539,7 +538,7 @@ export class ControlPlane implements Backend {
     clearInterval(this.housekeeping);
     clearInterval(this.scaler);
     await this.gateway.closeAll();
-    await Promise.allSettled([...this.retiring]);
+    await Promise.allSettled([...this.retiring.keys()]);
     for (const t of this.restartTimers.values()) clearTimeout(t);
     await this.tasks.close();
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
@@ -595,6 +594,7 @@ export class ControlPlane implements Backend {
           await this.discardPrepared(key);
           this.store.remove(scope, name);
           this.store.releasePort(scope, name);
+          this.tokens.forgetApp(key);
         } else this.store.setState(scope, name, "stopped");
         this.store.event(scope, name, forget ? "deleted" : "stopped");
       });
@@ -682,15 +682,21 @@ export class ControlPlane implements Backend {
   }
 
   /** Takes a replica out of the gateway (its requests finish), then stops it. */
-  private async retireReplica(key: string, replica: ReplicaProc, graceMs = DRAIN_GRACE_MS) {
+  private retireReplica(key: string, replica: ReplicaProc, graceMs = DRAIN_GRACE_MS) {
     const list = this.replicas.get(key);
     if (list?.includes(replica))
       this.replicas.set(
         key,
         list.filter((r) => r !== replica),
       );
-    await this.gateway.drain(key, replica.id, graceMs);
-    await replica.proc.stop();
+    // Tracked until the process is gone: stop, delete and shutdown wait for it.
+    const done = (async () => {
+      await this.gateway.drain(key, replica.id, graceMs);
+      await replica.proc.stop();
+    })();
+    this.retiring.set(done, key);
+    void done.finally(() => this.retiring.delete(done));
+    return done;
   }
 
   /** Stops every replica of an app and closes its endpoints. */
@@ -698,9 +704,12 @@ export class ControlPlane implements Backend {
     const list = this.replicas.get(key) ?? [];
     this.serving.delete(key);
     this.targets.delete(key);
+    this.scaleBackoff.delete(key);
     await Promise.all(list.map((r) => this.retireReplica(key, r, 5_000)));
     this.replicas.delete(key);
+    // Closing cuts what still drains from an earlier redeploy or scale-in; then wait for it.
     await this.gateway.close(key);
+    await Promise.allSettled([...this.retiring].filter(([, k]) => k === key).map(([p]) => p));
   }
 
   /** The gateway found no replica for a request: start one and let the request wait for it. */
@@ -735,7 +744,6 @@ export class ControlPlane implements Backend {
     const now = Date.now();
     for (const [key, row] of this.serving) {
       if (this.locks.has(key) || this.restartTimers.has(key)) continue;
-      if ((this.scaleBackoff.get(key)?.until ?? 0) > now) continue;
       const scaling = row.request.spec.scaling as
         { replicas: [number, number]; concurrency?: number; scaledownAfter: number } | undefined;
       const [min, max] = scaling?.replicas ?? [0, 1];
@@ -757,6 +765,8 @@ export class ControlPlane implements Backend {
       if (desired === current) continue;
       // With nothing running, a waiting request has already woken the app.
       if (current === 0) continue;
+      // After a failed scale-out, the next waits out its backoff (scaling in does not).
+      if (desired > current && (this.scaleBackoff.get(key)?.until ?? 0) > now) continue;
       this.lastScaleAt.set(key, now);
       this.targets.set(key, desired);
       if (desired > current) {

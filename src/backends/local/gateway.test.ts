@@ -202,8 +202,13 @@ describe("Gateway: auth", () => {
 
     const ok = await call(pub, "/", { headers: { authorization: `Bearer ${token}` } });
     expect(ok).toMatchObject({ status: 200, body: "ok" });
-    // A caravan token is for the gateway (it opens every app): the app never sees it.
+    // A caravan token is for the gateway (it opens every app): the app never sees it,
+    // however "Bearer" is spelt.
     expect(seen[0]!.authorization).toBeUndefined();
+    const odd = await call(pub, "/", { headers: { authorization: `bEaReR  ${token}` } });
+    expect(odd.status).toBe(200);
+    expect(seen[1]!.authorization).toBeUndefined();
+    seen.splice(1, 1);
 
     expect(await call(internal)).toMatchObject({ status: 200, body: "ok" });
 

@@ -66,7 +66,6 @@ export interface AppStats {
 
 export const SESSION_COOKIE = "caravan_session";
 export const LOGIN_PATH = "/_caravan/login";
-const CARAVAN_BEARER = "Bearer cvn_";
 
 const HOST = "127.0.0.1";
 const noop = () => {};
@@ -314,7 +313,7 @@ function requestHead(
         case "authorization":
           scan.authorization = value;
           // A caravan token is for the gateway: the app never sees it (it opens every app).
-          if (value.startsWith(CARAVAN_BEARER) || value.startsWith("bearer cvn_")) continue;
+          if (bearer(value)?.startsWith("cvn_")) continue;
           break;
         case "cookie":
           if (value.includes(SESSION_COOKIE)) {

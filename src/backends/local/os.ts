@@ -34,11 +34,12 @@ export function isAlive(pid: number, startTime: string): boolean {
  * Signals the process group of one of our processes (apps run in their own group, so a
  * shell's children go too). `startTime` identifies the process: once it has exited, its pid
  * may belong to an unrelated process — then nothing is signalled (the kernel never reuses a
- * pid while a group of that id has members, so ours is empty by then).
+ * pid while a group of that id has members, so ours is empty by then). `""` skips the check.
  */
 export function signalGroup(pid: number, startTime: string, signal: NodeJS.Signals): void {
   const current = processStartTime(pid);
-  if (current !== undefined && current !== startTime) return; // reused: not ours
+  // "" = unknown, or a child not reaped yet (its pid cannot have been reused): no check.
+  if (startTime && current !== undefined && current !== startTime) return; // reused: not ours
   try {
     process.kill(-pid, signal);
   } catch {

@@ -54,11 +54,11 @@ export class AppProcess {
   /** SIGTERM to the group, SIGKILL after `graceMs`. Resolves when the process is gone. */
   async stop(graceMs = 10_000): Promise<void> {
     this.stopping = true;
-    signalGroup(this.pid, this.startTime, "SIGTERM");
+    this.signal("SIGTERM");
     // Both timers keep the event loop alive until the exit is seen: the child handle is
     // unref'd (and an adopted process is only polled), so a control plane shutting down
     // would otherwise exit half-way and leave the apps it had not signalled yet running.
-    const timer = setTimeout(() => signalGroup(this.pid, this.startTime, "SIGKILL"), graceMs);
+    const timer = setTimeout(() => this.signal("SIGKILL"), graceMs);
     const keepAlive = setInterval(() => {}, 60_000);
     try {
       await this.exited;
@@ -67,7 +67,17 @@ export class AppProcess {
       clearInterval(keepAlive);
     }
     // Stray children of a command app that ignored SIGTERM.
-    signalGroup(this.pid, this.startTime, "SIGKILL");
+    this.signal("SIGKILL");
+  }
+
+  /**
+   * A child we hold and that is not reaped yet cannot have a recycled pid: it is signalled
+   * without the start-time check (which a failed /proc read would otherwise turn into
+   * "not ours", leaving a live process unstoppable).
+   */
+  private signal(sig: NodeJS.Signals): void {
+    const held = this.child && this.child.exitCode === null && this.child.signalCode === null;
+    signalGroup(this.pid, held ? "" : this.startTime, sig);
   }
 
   /** False when the message could not be sent (the process is gone or was adopted). */
@@ -185,7 +195,7 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
   });
   const pid = child.pid;
   child.unref();
-  const proc = new AppProcess(pid, processStartTime(pid) ?? String(Date.now()), exited, child);
+  const proc = new AppProcess(pid, processStartTime(pid) ?? "", exited, child);
 
   const failure = (why: string) => {
     const tail = logTail(spec.logFile, offset);

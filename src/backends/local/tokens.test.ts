@@ -94,6 +94,17 @@ describe("TokenStore", () => {
     expect(store.verify(session!, "p/d/web")).toBe(false);
   });
 
+  it("ends an app's sessions and login codes when the app is forgotten", () => {
+    const session = store.redeem(store.loginCode("p/d/web"), "p/d/web")!;
+    const code = store.loginCode("p/d/web");
+    const other = store.redeem(store.loginCode("p/d/api"), "p/d/api")!;
+    expect(store.verify(session, "p/d/web")).toBe(true);
+    store.forgetApp("p/d/web");
+    expect(store.verify(session, "p/d/web")).toBe(false);
+    expect(store.redeem(code, "p/d/web")).toBeUndefined();
+    expect(store.verify(other, "p/d/api")).toBe(true);
+  });
+
   it("refuses an expired login code", () => {
     vi.useFakeTimers({ now: new Date("2030-01-01T00:00:00Z"), toFake: ["Date"] });
     const code = store.loginCode("p/d/web", 1000);

@@ -180,6 +180,14 @@ export class TokenStore {
     return true;
   }
 
+  /** Ends every session and login code of an app (it was deleted: a namesake is another app). */
+  forgetApp(app: string): void {
+    this.db
+      .prepare("DELETE FROM api_tokens WHERE kind IN ('session', 'login') AND name = ?")
+      .run(app);
+    this.cache.clear();
+  }
+
   /** A one-time code for a login link to `app` (`/_caravan/login?code=…`), valid for `ttlMs`. */
   loginCode(app: string, ttlMs = 60_000): string {
     const now = Date.now();
