@@ -304,6 +304,34 @@ describe("Gateway: forwarding", () => {
     expect(reply.headers["keep-alive"]).not.toBe("timeout=77");
   });
 
+  it("replaces a client's X-Forwarded-Proto and -Host on the public side, keeps a caller's on the internal one", async () => {
+    const { gw, pub, internal } = await gateway(undefined, {
+      requiresAuth: false,
+      requestTimeoutMs: 0,
+    });
+    const seen: IncomingHttpHeaders[] = [];
+    const { port } = await upstream((req, res) => {
+      seen.push(req.headers);
+      res.end("ok");
+    });
+    gw.addReplica("app", { id: "a", port });
+    const spoofed = {
+      host: "example.test",
+      "x-forwarded-proto": "https",
+      "x-forwarded-host": "bank.example",
+    };
+    expect((await call(pub, "/", { headers: spoofed })).status).toBe(200);
+    expect((await call(internal, "/", { headers: spoofed })).status).toBe(200);
+    expect(seen[0]).toMatchObject({
+      "x-forwarded-proto": "http",
+      "x-forwarded-host": "example.test",
+    });
+    expect(seen[1]).toMatchObject({
+      "x-forwarded-proto": "https",
+      "x-forwarded-host": "bank.example",
+    });
+  });
+
   it("streams request bodies to the app and back", async () => {
     const { gw, internal } = await gateway();
     const { port } = await upstream((req, res) => req.pipe(res));

@@ -281,12 +281,15 @@ const BODY_CHUNKED = 2;
 /**
  * The request head to send upstream (request line, headers, blank line); fills `scan`.
  * `upgrade` keeps Connection and Upgrade (they are the point of an upgrade request).
+ * `edge`: the public listener, where the gateway is the first proxy: X-Forwarded-Proto and
+ * -Host from the client are replaced (on the internal one, a calling app's are kept).
  * `listed`: header names the client's Connection header made hop-by-hop (a rare second pass).
  */
 function requestHead(
   req: IncomingMessage,
   upgrade: boolean,
   port: number,
+  edge: boolean,
   listed?: string[],
 ): string {
   const raw = req.rawHeaders;
@@ -325,9 +328,11 @@ function requestHead(
           xff = xff === undefined ? value : `${xff}, ${value}`;
           continue;
         case "x-forwarded-proto":
+          if (edge) continue;
           proto = true;
           break;
         case "x-forwarded-host":
+          if (edge) continue;
           fwdHost = true;
           break;
         case "content-length":
@@ -352,7 +357,7 @@ function requestHead(
   }
   if (connection !== undefined && listed === undefined) {
     const tokens = hopTokens(connection, upgrade);
-    if (tokens.length > 0) return requestHead(req, upgrade, port, tokens);
+    if (tokens.length > 0) return requestHead(req, upgrade, port, edge, tokens);
   }
   // An HTTP/1.0 client may send no Host; node servers reject an HTTP/1.1 request without one.
   if (host === undefined) head += `host: ${HOST}:${port}\r\n`;
@@ -1418,7 +1423,7 @@ export class Gateway {
       this.login(route, req, res, start);
       return;
     }
-    const head = requestHead(req, false, route.ports.internal);
+    const head = requestHead(req, false, route.ports.internal, pub);
     if (!this.authorized(pub, route)) {
       const body = unauthorizedBody(route.app);
       res.writeHead(401, {
@@ -1474,7 +1479,7 @@ export class Gateway {
     body: Buffer,
     pub: boolean,
   ): void {
-    const head = requestHead(req, true, route.ports.internal);
+    const head = requestHead(req, true, route.ports.internal, pub);
     if (!this.authorized(pub, route)) {
       socket.on("error", noop);
       rawReply(
