@@ -91,12 +91,21 @@ export async function runTask(
     }
     assertJsonValue(value, label, `run ${id}`);
   });
-  const { backend, scope, caller, close } = await connect(target, opts);
+  const connection = await connect(target, opts);
+  const { scope, caller, close } = connection;
+  let backend = connection.backend;
+  const request = { scope, task: id, args: sent, caller: opts.caller ?? caller };
   try {
-    let record = await backend.startRun!(
-      { scope, task: id, args: sent, caller: opts.caller ?? caller },
-      { waitMs: WAIT_MS },
-    );
+    let record: RunRecord;
+    try {
+      record = await backend.startRun!(request, { waitMs: WAIT_MS });
+    } catch (e) {
+      // The daemon this process knew has gone (the request never reached it): find the
+      // current one, starting it if need be, and ask again.
+      if (!connection.reconnect || (e as CaravanError).code !== "SERVER_UNREACHABLE") throw e;
+      backend = await connection.reconnect();
+      record = await backend.startRun!(request, { waitMs: WAIT_MS });
+    }
     opts.onStart?.(record);
     while (record.status === "queued" || record.status === "running")
       record = await backend.getRun!(record.id, { waitMs: WAIT_MS });
@@ -123,7 +132,14 @@ export function runFailed(record: RunRecord): CaravanError {
 async function connect(
   target: Task<any[], any> | TaskRef<any[], any>,
   opts: RunOptions,
-): Promise<{ backend: Backend; scope: Scope; caller: string; close: () => Promise<void> }> {
+): Promise<{
+  backend: Backend;
+  scope: Scope;
+  caller: string;
+  close: () => Promise<void>;
+  /** A fresh connection, when the cached one's control plane went away. */
+  reconnect?: () => Promise<Backend>;
+}> {
   const runtime = shared().runtime;
   const url = process.env[API_URL_ENV];
   const token = process.env[API_TOKEN_ENV];
@@ -168,11 +184,23 @@ async function connect(
       done.add(key);
     }
   }
-  const backend = await openBackend(config);
+  // One connection per process and control plane: a script that runs many tasks does not
+  // look the daemon up (and check its health) for every run.
+  const connections = (shared().runConnections ??= new Map());
+  const key = `${process.env.CARAVAN_HOME ?? ""}|${config.controlPlane ?? ""}`;
+  let backend = connections.get(key) as Backend | undefined;
+  if (!backend) {
+    backend = await openBackend(config);
+    connections.set(key, backend);
+  }
   return {
     backend,
     scope: { project: config.project, domain: config.domain },
     caller: "api",
-    close: () => backend.close(),
+    close: async () => {},
+    reconnect: async () => {
+      connections.delete(key);
+      return (await connect(target, opts)).backend;
+    },
   };
 }

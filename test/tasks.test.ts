@@ -386,11 +386,14 @@ describe("task runs", () => {
     expect((await serverStatus(sb)).running).toBe(false);
 
     // A good run from the same script deploys jobs-env and returns the output.
-    const good = await runScript(sb, ["--good"]);
+    const good = await runScript(sb, ["--good", "--restart"]);
     expect(good.code, good.stderr).toBe(0);
     expect(JSON.parse(good.stdout).good).toEqual({ ok: true, output: { points: [[1, 2]] } });
-    const [record] = await listRuns(sb);
+    // The same process runs again after its control plane was replaced.
+    expect(JSON.parse(good.stdout).again).toEqual({ ok: true, output: "after a restart" });
+    const [again, record] = await listRuns(sb);
     expect(record).toMatchObject({ task: "jobs-env.echo", caller: "api", status: "succeeded" });
+    expect(again).toMatchObject({ args: ["after a restart"], status: "succeeded" });
   });
 
   it("names the environment when a task's environment is not deployed, and lists the file's tasks for an unknown task", async () => {

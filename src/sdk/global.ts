@@ -33,6 +33,8 @@ interface SharedState {
   runtime?: RuntimeContext;
   /** Endpoints learnt by `deploy()` in this process, so `env.endpoint` works after it. */
   deployedEndpoints: Map<string, { endpoint: string; internalEndpoint: string }>;
+  /** Control plane connections `run()` opened in this process, by home and address. */
+  runConnections?: Map<string, unknown>;
   /** Task environments `run()` deployed in this process (`project/domain/name`). */
   deployedTaskEnvironments: Set<string>;
   /** Set by `init()`. */
