@@ -6,6 +6,7 @@
  * control plane's address and a token for runs in the app's project/domain, and the deployed
  * revision runs.
  */
+import { randomUUID } from "node:crypto";
 import type { Backend, RunRecord, Scope } from "./backends/contract.ts";
 import { CaravanError } from "./errors.ts";
 import { API_TOKEN_ENV, API_URL_ENV } from "./runtime/protocol.ts";
@@ -94,21 +95,32 @@ export async function runTask(
   const connection = await connect(target, opts);
   const { scope, caller, close } = connection;
   let backend = connection.backend;
-  const request = { scope, task: id, args: sent, caller: opts.caller ?? caller };
-  try {
-    let record: RunRecord;
+  // Resending this request is safe: the control plane makes one run of one request id.
+  const request = {
+    scope,
+    task: id,
+    args: sent,
+    caller: opts.caller ?? caller,
+    requestId: randomUUID(),
+  };
+  // The control plane this process knew may have gone (restarted, or stopped): find the
+  // current one once, starting it if need be, and ask again.
+  const retried = async <T>(call: (b: Backend) => Promise<T>): Promise<T> => {
     try {
-      record = await backend.startRun!(request, { waitMs: WAIT_MS });
+      return await call(backend);
     } catch (e) {
-      // The daemon this process knew has gone (the request never reached it): find the
-      // current one, starting it if need be, and ask again.
       if (!connection.reconnect || (e as CaravanError).code !== "SERVER_UNREACHABLE") throw e;
       backend = await connection.reconnect();
-      record = await backend.startRun!(request, { waitMs: WAIT_MS });
+      return call(backend);
     }
+  };
+  try {
+    let record = await retried((b) => b.startRun!(request, { waitMs: WAIT_MS }));
     opts.onStart?.(record);
-    while (record.status === "queued" || record.status === "running")
-      record = await backend.getRun!(record.id, { waitMs: WAIT_MS });
+    while (record.status === "queued" || record.status === "running") {
+      const runId = record.id;
+      record = await retried((b) => b.getRun!(runId, { waitMs: WAIT_MS }));
+    }
     if (record.status === "failed") throw runFailed(record);
     return record;
   } finally {

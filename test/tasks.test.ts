@@ -295,9 +295,10 @@ describe("task runs", () => {
     };
     process.kill(daemon.pid, "SIGKILL");
     await eventually(() => !isRunning(daemon.pid));
-    // The waiting client is told, rather than left waiting.
+    // The waiting client finds the next control plane (it starts one) and is told the run was
+    // interrupted, rather than left waiting or starting the run a second time.
     expect(await exited).toBe(1);
-    expect(clientErr).toContain("cannot reach the control plane");
+    expect(clientErr).toContain(`jobs-env.hang failed (run ${inFlight!.id}): Interrupted`);
     // The worker went with its control plane.
     await eventually(() => !isRunning(pidOf(sb, "hang")));
 

@@ -115,6 +115,11 @@ export interface RunRequest {
   task: string;
   args: unknown[];
   caller?: string;
+  /**
+   * The client's idempotency key: a request resent after a lost answer (the control plane
+   * restarted mid-request, say) gets the run the first one created instead of a second run.
+   */
+  requestId?: string;
 }
 
 export interface RunFilter {

@@ -79,8 +79,11 @@ CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, project TEXT NOT NULL, domain TEXT NOT NULL, environment TEXT NOT NULL,
   task TEXT NOT NULL, revision TEXT NOT NULL, status TEXT NOT NULL, args TEXT NOT NULL,
   output TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0, caller TEXT,
-  created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, duration_ms INTEGER, logs TEXT
+  created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, duration_ms INTEGER, logs TEXT,
+  request_id TEXT
 );
+-- A client's idempotency key: the same request sent twice (after a lost answer) is one run.
+CREATE UNIQUE INDEX IF NOT EXISTS runs_by_request ON runs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_by_task ON runs (project, domain, task, status, created_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -151,9 +154,10 @@ export class Store {
         "INSERT INTO events (at, project, domain, name, type, message) VALUES (?, ?, ?, ?, ?, ?)",
       ),
       insertRun: db.prepare(
-        `INSERT INTO runs (id, project, domain, environment, task, revision, status, args, attempts, caller, created_at)
-        VALUES (@id, @project, @domain, @environment, @task, @revision, @status, @args, @attempts, @caller, @createdAt)`,
+        `INSERT INTO runs (id, project, domain, environment, task, revision, status, args, attempts, caller, created_at, request_id)
+        VALUES (@id, @project, @domain, @environment, @task, @revision, @status, @args, @attempts, @caller, @createdAt, @requestId)`,
       ),
+      runByRequest: db.prepare("SELECT * FROM runs WHERE request_id = ?"),
       updateRun: db.prepare(
         `UPDATE runs SET status = @status, output = @output, error = @error, attempts = @attempts,
         started_at = @startedAt, finished_at = @finishedAt, duration_ms = @durationMs, logs = @logs WHERE id = @id`,
@@ -276,12 +280,19 @@ export class Store {
     this.stmts.setMeta.run(key, value);
   }
 
-  insertRun(run: RunRecord): void {
+  insertRun(run: RunRecord, requestId?: string): void {
     this.stmts.insertRun.run({
       ...run,
       args: JSON.stringify(run.args),
       caller: run.caller ?? null,
+      requestId: requestId ?? null,
     });
+  }
+
+  /** The run a client's request created, by its idempotency key. */
+  runByRequest(requestId: string): RunRecord | undefined {
+    const raw = this.stmts.runByRequest.get(requestId) as Raw | undefined;
+    return raw && toRun(raw);
   }
 
   /** Saves a run's progress (everything that changes after it was created). */

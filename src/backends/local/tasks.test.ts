@@ -434,6 +434,19 @@ describe("TaskRunner", () => {
     expect(() => runner.start(req("other.echo"))).toThrow(/"other" is starting in p\/d/);
   });
 
+  it("makes one run of one request id (a request resent after a lost answer)", async () => {
+    await deployed();
+    const first = runner.start({ ...req("env.echo", ["once"]), requestId: "r-1" });
+    const again = runner.start({ ...req("env.echo", ["once"]), requestId: "r-1" });
+    expect(again.id).toBe(first.id);
+    expect(await runner.wait(first.id, 10_000)).toMatchObject({ status: "succeeded" });
+    expect(runner.start({ ...req("env.echo", ["once"]), requestId: "r-1" })).toMatchObject({
+      id: first.id,
+      status: "succeeded",
+    });
+    expect(store.listRuns(undefined)).toHaveLength(1);
+  });
+
   it("replaces the workers of the same revision when forced", async () => {
     await deployed();
     await runner.register(taskRow(TASKS), { force: true });

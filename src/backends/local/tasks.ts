@@ -133,6 +133,10 @@ export class TaskRunner {
 
   /** Records a run and starts it; validation errors throw before anything is recorded. */
   start(req: RunRequest): RunRecord {
+    if (req.requestId) {
+      const earlier = this.store.runByRequest(req.requestId);
+      if (earlier) return { ...(this.active.get(earlier.id)?.run ?? earlier) };
+    }
     const dot = req.task.indexOf(".");
     const envName = dot > 0 ? req.task.slice(0, dot) : "";
     const row = envName ? this.store.get(req.scope, envName) : undefined;
@@ -175,7 +179,7 @@ export class TaskRunner {
       ...(req.caller ? { caller: req.caller } : {}),
       createdAt: now(),
     };
-    this.store.insertRun(run);
+    this.store.insertRun(run, req.requestId);
     this.active.set(run.id, { run, waiters: new Set() });
     const pool = this.pools.get(keyOf(req.scope, envName)) ?? this.poolFor(row);
     this.execute(pool.key, run, spec).catch((e: Error) => {
