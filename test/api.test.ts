@@ -4,8 +4,8 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { useSandbox } from "./helpers.ts";
 import { isRunning, json } from "./support.ts";
 
 type ServerStatus = { running: boolean; pid: number | null; url: string | null };
@@ -16,13 +16,7 @@ async function call(url: string, init: RequestInit = {}) {
 }
 
 describe("the control plane API", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("refuses requests without the right token and accepts the one from $CARAVAN_HOME/token", async () => {
     const started = await sb.run(["server", "start", "--json"]);

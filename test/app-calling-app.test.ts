@@ -1,14 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { getText, sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { getText, useSandbox } from "./helpers.ts";
 
 describe("the seed's example: app2 calls app1", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("deploys both, app2 reaches app1 through its endpoint, and a redeploy changes nothing", async () => {
     const first = await sb.run(["deploy", "examples/app-calling-app.ts", "--json"]);

@@ -15,8 +15,8 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { BIN, ROOT, sandbox, type CliResult, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { BIN, ROOT, type CliResult, type Sandbox, useSandbox } from "./helpers.ts";
 import {
   appProcesses,
   deploy,
@@ -51,13 +51,7 @@ function filesUnder(dir: string): string[] {
 }
 
 describe("app kinds", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("secrets: set from stdin, injected at launch, absent from every file, output and the state DB", async () => {
     const value = `s3cr3t-${Math.random().toString(36).slice(2)}-value`;

@@ -3,8 +3,8 @@
  * refused while dependents run unless --cascade), logs --tail, status --json, and scopes
  * (the same app name in two domains is two apps).
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { useSandbox } from "./helpers.ts";
 import {
   appProcesses,
   deploy,
@@ -23,13 +23,7 @@ import {
 const GRAPH = fixture("commands/graph.ts");
 
 describe("stop, delete, logs, status", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("refuses to stop an app others depend on, naming them; --cascade stops dependents first", async () => {
     const r = await deploy(sb, [GRAPH], { EVENTS_FILE: eventsFile(sb) });

@@ -4,18 +4,12 @@
  */
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { useSandbox } from "./helpers.ts";
 import { fixture, json } from "./support.ts";
 
 describe("a dependency cycle", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("is rejected with its path, and nothing is started or written", async () => {
     const r = await sb.run(["deploy", fixture("cycle/cycle.ts")]);

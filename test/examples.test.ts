@@ -7,8 +7,8 @@
 import { execFile } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ROOT, getText, sandbox, type CliResult, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { ROOT, getText, type CliResult, type Sandbox, useSandbox } from "./helpers.ts";
 
 interface DeploymentJSON {
   name: string;
@@ -349,13 +349,7 @@ describe("examples", () => {
 
   describe.each(Object.keys(SCENARIOS))("%s", (file) => {
     const scenario = SCENARIOS[file]!;
-    let sb: Sandbox;
-    beforeEach(() => {
-      sb = sandbox();
-    });
-    afterEach(async () => {
-      await sb.cleanup();
-    });
+    const sb = useSandbox();
 
     it("plans its environments in dependency order, with levels", async () => {
       const r = await sb.run(["plan", `examples/${file}`, "--json"]);

@@ -3,8 +3,8 @@
  * log; everything depending on it is skipped with the reason, independent branches finish,
  * and the command exits 1 with a summary.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { useSandbox } from "./helpers.ts";
 import {
   appProcesses,
   deploy,
@@ -19,13 +19,7 @@ import {
 const MARKER = "BROKEN-MARKER-3141: cannot open the database";
 
 describe("a failing dependency", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("skips its dependents with the reason while an independent branch becomes ready (--json)", async () => {
     const r = await deploy(sb, [fixture("failure/graph.ts")], { EVENTS_FILE: eventsFile(sb) });

@@ -5,9 +5,9 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { eventually, sandbox, type Sandbox } from "./helpers.ts";
+import { eventually, type Sandbox, useSandbox } from "./helpers.ts";
 import { appProcesses, deploy, fixture, get, json, status, type StatusJSON } from "./support.ts";
 
 const AUTH = fixture("gateway/auth.ts");
@@ -51,13 +51,7 @@ function controlPlane(sb: Sandbox): { url: string; token: string } {
 }
 
 describe("the gateway", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("asks for a token or a session on the public endpoint of an app that requires auth, never on the internal one", async () => {
     const r = await deploy(sb, [AUTH]);

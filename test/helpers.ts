@@ -4,6 +4,7 @@
  * its apps, then checks that no process of that home is left.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { afterEach, beforeEach } from "vitest";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -88,6 +89,30 @@ export function sandbox(): Sandbox {
     },
   };
   return sb;
+}
+
+/**
+ * A fresh sandbox for every test of the calling `describe` (or file), cleaned up after each
+ * (`cleanup` fails the test when a process is left). `setup` runs on each new sandbox.
+ * The handle stands for the current test's sandbox.
+ */
+export function useSandbox(setup?: (sb: Sandbox) => void): Sandbox {
+  let current: Sandbox | undefined;
+  beforeEach(() => {
+    current = sandbox();
+    setup?.(current);
+  });
+  afterEach(async () => {
+    const done = current;
+    current = undefined;
+    await done?.cleanup();
+  });
+  return new Proxy({} as Sandbox, {
+    get(_, key) {
+      if (!current) throw new Error("the sandbox exists only inside a test");
+      return current[key as keyof Sandbox];
+    },
+  });
 }
 
 /** Live processes whose environment has CARAVAN_HOME=home. */

@@ -3,18 +3,12 @@
  * when its port answers, a runtime app when it says it listens), and as soon as its own
  * dependencies are ready — not when a whole level is done.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { useSandbox } from "./helpers.ts";
 import { deploy, events, eventsFile, fixture, get, timeOf } from "./support.ts";
 
 describe("order and readiness", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("starts a dependent only after its slow dependency is ready, down a chain", async () => {
     // mid and top call their dependency while starting and fail if it is not ready yet.

@@ -2,8 +2,8 @@
  * DESIGN §3.2: independent environments deploy in parallel, bounded by --concurrency.
  * Overlap is shown with the start/ready times the apps record, never with durations.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { type Sandbox, useSandbox } from "./helpers.ts";
 import { deploy, events, eventsFile, fixture, statuses, timeOf } from "./support.ts";
 
 function interval(sb: Sandbox, app: string) {
@@ -12,13 +12,7 @@ function interval(sb: Sandbox, app: string) {
 }
 
 describe("parallel deploys", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("starts independent apps at the same time: their start-up intervals overlap", async () => {
     const r = await deploy(sb, [fixture("ordering/parallel.ts")], { EVENTS_FILE: eventsFile(sb) });

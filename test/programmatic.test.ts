@@ -5,8 +5,8 @@
  */
 import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ROOT, sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { ROOT, type Sandbox, useSandbox } from "./helpers.ts";
 import { get, json, status } from "./support.ts";
 
 const TSX = join(ROOT, "node_modules/tsx/dist/cli.mjs");
@@ -26,13 +26,7 @@ function runScript(sb: Sandbox, file: string) {
 }
 
 describe("the programmatic API", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("deploys the seed example with `tsx examples/app-calling-app.ts` and exits 0", async () => {
     const r = await runScript(sb, "examples/app-calling-app.ts");

@@ -2,8 +2,8 @@
  * DESIGN §3.6 and §3.8: an unchanged environment is not restarted (unless --force), a changed
  * one is restarted alone, and endpoints survive every redeploy.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { useSandbox } from "./helpers.ts";
 import {
   appProcesses,
   deploy,
@@ -18,13 +18,7 @@ const PAIR = fixture("redeploy/pair.ts");
 const endpoints = (ds: DeploymentJSON[]) => ds.map((d) => [d.name, d.endpoint, d.internalEndpoint]);
 
 describe("redeploys", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("restart nothing when nothing changed, everything with --force; endpoints stay", async () => {
     const first = await deploy(sb, [PAIR]);

@@ -5,8 +5,8 @@
 import type { ChildProcess } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { eventually, sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { eventually, useSandbox } from "./helpers.ts";
 import { appProcesses, events, eventsFile, fixture, get, json, timeOf } from "./support.ts";
 
 function capture(child: ChildProcess) {
@@ -20,13 +20,7 @@ function capture(child: ChildProcess) {
 }
 
 describe("caravan serve", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("streams prefixed logs and, on SIGINT, stops everything (dependents first)", async () => {
     const child = sb.start(["serve", fixture("serve/pair.ts")], {

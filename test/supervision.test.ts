@@ -3,8 +3,8 @@
  * that dies (SIGKILL) loses neither apps nor state: the next one adopts the running processes.
  */
 import { readFileSync } from "node:fs";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { eventually, sandbox, type Sandbox } from "./helpers.ts";
+import { describe, expect, it } from "vitest";
+import { eventually, type Sandbox, useSandbox } from "./helpers.ts";
 import { appProcesses, deploy, fixture, get, isRunning, json, status } from "./support.ts";
 
 const APPS = fixture("supervision/apps.ts");
@@ -27,13 +27,7 @@ function daemonProcesses(sb: Sandbox): number[] {
 }
 
 describe("supervision", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
+  const sb = useSandbox();
 
   it("restarts a crashed app on its endpoint and counts the restart", async () => {
     const r = await deploy(sb, [APPS, "sturdy"]);

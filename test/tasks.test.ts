@@ -7,9 +7,9 @@
 import { execFile } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { RunRecord } from "../src/backends/contract.ts";
-import { ROOT, eventually, sandbox, type CliResult, type Sandbox } from "./helpers.ts";
+import { ROOT, eventually, type CliResult, type Sandbox, useSandbox } from "./helpers.ts";
 import {
   deploy,
   events,
@@ -100,16 +100,11 @@ function runScript(sb: Sandbox, args: string[]): Promise<CliResult> {
 }
 
 describe("task runs", () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = sandbox();
-    // Every command of a test loads the fixtures with the same envVars (the same revisions).
-    sb.env.EVENTS_FILE = eventsFile(sb);
-    sb.env.STATE_DIR = join(sb.home, "state");
-    mkdirSync(sb.env.STATE_DIR);
-  });
-  afterEach(async () => {
-    await sb.cleanup();
+  // Every command of a test loads the fixtures with the same envVars (the same revisions).
+  const sb = useSandbox((fresh) => {
+    fresh.env.EVENTS_FILE = eventsFile(fresh);
+    fresh.env.STATE_DIR = join(fresh.home, "state");
+    mkdirSync(fresh.env.STATE_DIR);
   });
 
   it("starts an app only once the task environment it depends on is registered; its start-up runs a task", async () => {
