@@ -60,11 +60,12 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer, Socket } from "node:net";
+import { createServer } from "node:net";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
+import { tcpOpen } from "../src/sdk/probe.ts";
 
 /**
  * The caravan under test: this checkout, or `--root DIR` (e.g. a `git archive` of a commit
@@ -313,26 +314,15 @@ async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const sock = new Socket();
-    const done = (ok: boolean) => {
-      sock.destroy();
-      res(ok);
-    };
-    sock.setTimeout(500, () => done(false));
-    sock.once("error", () => done(false));
-    sock.connect(port, "127.0.0.1", () => done(true));
-  });
-}
-
 /**
  * After a variant stopped its apps, none of their ports may still answer. (A process that is
  * already a zombie can still accept connections for a moment on this kernel: poll briefly.)
  */
 async function checkPortsClosed(ports: number[], what: string): Promise<void> {
   const stillOpen = async () =>
-    (await Promise.all(ports.map(async (p) => ((await portOpen(p)) ? p : 0)))).filter(Boolean);
+    (
+      await Promise.all(ports.map(async (p) => ((await tcpOpen(p, "127.0.0.1", 500)) ? p : 0)))
+    ).filter(Boolean);
   let open = await stillOpen();
   for (let i = 0; open.length && i < 100; i++) {
     await sleep(20);

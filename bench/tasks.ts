@@ -35,9 +35,10 @@
  * removed. Results and analysis: the "Task runs" section of bench/RESULTS.md.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import { processesWithHome } from "../test/processes.ts";
 import { performance } from "node:perf_hooks";
 import Fastify from "fastify";
 import { TaskEnvironment, deploy, inRuntime, run } from "caravan";
@@ -408,23 +409,6 @@ function cleanUp(home: string, keep: boolean, log: (m: string) => void): void {
   if (left.length) log(`processes left running (killed): ${left.join(", ")}`);
   if (keep) log(`kept ${home}`);
   else rmSync(home, { recursive: true, force: true });
-}
-
-function processesWithHome(home: string): number[] {
-  const needle = `CARAVAN_HOME=${home}\0`;
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) continue;
-      if ((readFileSync(`/proc/${entry}/environ`, "latin1") + "\0").includes(needle))
-        pids.push(Number(entry));
-    } catch {
-      /* exited, or not ours */
-    }
-  }
-  return pids;
 }
 
 // Last, once every declaration above is initialised.

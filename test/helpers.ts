@@ -5,7 +5,8 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { afterEach, beforeEach } from "vitest";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { processesWithHome } from "./processes.ts";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -113,24 +114,6 @@ export function useSandbox(setup?: (sb: Sandbox) => void): Sandbox {
       return current[key as keyof Sandbox];
     },
   });
-}
-
-/** Live processes whose environment has CARAVAN_HOME=home. */
-export function processesWithHome(home: string): number[] {
-  const needle = `CARAVAN_HOME=${home}\0`;
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const environ = readFileSync(`/proc/${entry}/environ`, "latin1");
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) continue;
-      if ((environ + "\0").includes(needle)) pids.push(Number(entry));
-    } catch {
-      /* exited meanwhile, or not ours to read */
-    }
-  }
-  return pids;
 }
 
 /** Polls `fn` until it returns a truthy value (no fixed sleeps in tests). */

@@ -14,14 +14,15 @@ const FAST_MS = 10;
 const FAST_FOR_MS = 2000;
 const SLOWEST_MS = 500;
 
-function tcpOpen(port: number, host: string): Promise<boolean> {
+/** True when something accepts a TCP connection on host:port within `timeoutMs`. */
+export function tcpOpen(port: number, host = "127.0.0.1", timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = new Socket();
     const done = (ok: boolean) => {
       socket.destroy();
       resolve(ok);
     };
-    socket.setTimeout(1000, () => done(false));
+    socket.setTimeout(timeoutMs, () => done(false));
     socket.once("error", () => done(false));
     socket.connect(port, host, () => done(true));
   });

@@ -33,12 +33,12 @@ import { endpointsFor, freePort, isAlive, signalGroup } from "./os.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "./gateway.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { TokenStore } from "./tokens.ts";
-import { connect } from "node:net";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { API_TOKEN_ENV, API_URL_ENV } from "../../runtime/protocol.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { endpointVar, expandVars } from "../../sdk/vars.ts";
+import { tcpOpen } from "../../sdk/probe.ts";
 import {
   adopt,
   readRange,
@@ -174,7 +174,7 @@ export class ControlPlane implements Backend {
         row.state !== "failed" &&
         row.revision === p.revision &&
         p.port > 0 &&
-        (await listening(p.port));
+        (await tcpOpen(p.port, "127.0.0.1", 500));
       if (current) {
         adopted.set(key, [...(adopted.get(key) ?? []), p]);
       } else {
@@ -1143,20 +1143,6 @@ function routeOf(row: EnvironmentRow): RouteOptions {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-
-/** True when something accepts connections on 127.0.0.1:port. */
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ port, host: "127.0.0.1" });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(500, () => done(false));
-    socket.once("connect", () => done(true));
-    socket.once("error", () => done(false));
-  });
-}
 
 function dependentsFirst(names: string[], byName: Map<string, EnvironmentRow>): string[] {
   const set = new Set(names);
