@@ -8,6 +8,7 @@ import { dirname } from "node:path";
 import type { Backend, DeployRequest, Endpoints, RunRecord, Scope } from "./backends/contract.ts";
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
 import { CaravanError } from "./errors.ts";
+import { LAUNCH_VARS } from "./runtime/protocol.ts";
 import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
 import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
 import {
@@ -376,8 +377,7 @@ async function prepareEnvironments(
       for (const i of env.inputs) vars[i.envVar] = "";
       for (const d of p.dependsOn)
         if (plan.byName.get(d)?.kind === "app") vars[endpointVar(d)] = "";
-      for (const v of ["CARAVAN_APP_NAME", "CARAVAN_PROJECT", "CARAVAN_DOMAIN"]) vars[v] = "";
-      vars.CARAVAN_INPUTS_FILE = "";
+      for (const v of LAUNCH_VARS) vars[v] = "";
       for (const arg of [...env.command, ...env.args]) expandVars(arg, vars, env.name);
     }
   }

@@ -56,6 +56,19 @@ export interface RuntimeConfig {
 }
 
 export const RUNTIME_ENV = "CARAVAN_RUNTIME";
+/**
+ * The variables every app and task process gets from the control plane (besides its own
+ * env vars, inputs and dependency endpoints); a command app's `${VAR}`s may use them.
+ */
+export const LAUNCH_VARS = [
+  "CARAVAN_APP_NAME",
+  "CARAVAN_PROJECT",
+  "CARAVAN_DOMAIN",
+  "CARAVAN_INPUTS_FILE",
+  "CARAVAN_API_URL",
+] as const;
+export type LaunchVar = (typeof LAUNCH_VARS)[number];
+
 /** How code in an app or task reaches the control plane's run API (see `run()`). */
 export const API_URL_ENV = "CARAVAN_API_URL";
 export const API_TOKEN_ENV = "CARAVAN_API_TOKEN";

@@ -35,7 +35,7 @@ import { desiredReplicas } from "./scaler.ts";
 import { TokenStore } from "./tokens.ts";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
-import { API_TOKEN_ENV, API_URL_ENV } from "../../runtime/protocol.ts";
+import { API_TOKEN_ENV, API_URL_ENV, type LaunchVar } from "../../runtime/protocol.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { endpointVar, expandVars } from "../../sdk/vars.ts";
 import { tcpOpen } from "../../sdk/probe.ts";
@@ -72,7 +72,6 @@ interface ReplicaProc {
   proc: AppProcess;
   /** The port it listens on (the gateway forwards there). */
   port: number;
-  revision: string;
   since: number;
 }
 
@@ -94,8 +93,6 @@ export class ControlPlane implements Backend {
   private readonly serving = new Map<string, EnvironmentRow>();
   /** How many replicas each app should have (the autoscaler moves it within [min, max]). */
   private readonly targets = new Map<string, number>();
-  /** Replicas being started outside a deploy (restarts, scale-out, wake-ups). */
-  private readonly startingCount = new Map<string, number>();
   private readonly lastScaleAt = new Map<string, number>();
   /** Replica ports handed out and not yet seen in the store (closes an allocation race). */
   private readonly reservedPorts = new Set<number>();
@@ -227,7 +224,6 @@ export class ControlPlane implements Backend {
           id: `pid-${p.pid}`,
           proc: adopt(p.pid, p.startTime),
           port: p.port,
-          revision: p.revision,
           since: Date.now(),
         };
         this.addReplica(row, replica);
@@ -403,11 +399,6 @@ export class ControlPlane implements Backend {
 
   async listRuns(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
     return this.store.listRuns(scope, filter);
-  }
-
-  /** The token a process in `scope` uses for the run API: good for that scope's runs only. */
-  runToken(scope: Scope): string | undefined {
-    return this.apiAccess && scopedRunToken(this.apiAccess.secret, scope);
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
@@ -651,7 +642,6 @@ export class ControlPlane implements Backend {
       id: l.id,
       proc: (results[i] as PromiseFulfilledResult<AppProcess>).value,
       port: l.port,
-      revision: row.revision,
       since: Date.now(),
     }));
     for (const replica of fresh) this.addReplica(row, replica);
@@ -959,18 +949,18 @@ export class ControlPlane implements Backend {
     for (const [dep, ep] of Object.entries(req.dependencies)) {
       env[endpointVar(dep)] = ep.internalEndpoint;
     }
-    Object.assign(env, {
+    const launch: Record<LaunchVar, string> = {
       CARAVAN_APP_NAME: row.name,
       CARAVAN_PROJECT: row.project,
       CARAVAN_DOMAIN: row.domain,
       CARAVAN_INPUTS_FILE: this.writeInputsFile(row),
-    });
-    if (this.apiAccess) {
-      env[API_URL_ENV] = this.apiAccess.url;
-      env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
-    }
-    // Expansion in arguments sees everything but secrets (an argv is visible to every user).
+      [API_URL_ENV]: this.apiAccess?.url ?? "",
+    };
+    Object.assign(env, launch);
+    // Expansion in arguments sees everything but secrets and the run token (credentials: an
+    // argv is visible to every user).
     const vars: Record<string, string> = { ...env, PORT: String(port), NAME: row.name };
+    if (this.apiAccess) env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
     // Secret values are read from the store at launch: never from the request or the store DB.
     const secrets = (spec.secrets as { key: string; envVar: string }[] | undefined) ?? [];
     if (secrets.length) {
@@ -1040,6 +1030,7 @@ export class ControlPlane implements Backend {
     const dir = join(this.paths.inputFiles, row.project, row.domain);
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `${row.name}-${row.revision}.json`);
+    if (existsSync(file)) return file; // one per revision: every replica and restart shares it
     const req = row.request;
     const envVars = Object.fromEntries(
       ((req.spec.inputs as { name: string; envVar: string }[]) ?? []).map((i) => [

@@ -142,9 +142,6 @@ export class Store {
         "INSERT OR REPLACE INTO processes (pid, start_time, project, domain, name, revision, port, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       ),
       removeProcess: db.prepare("DELETE FROM processes WHERE pid = ? AND start_time = ?"),
-      processesOf: db.prepare(
-        "SELECT * FROM processes WHERE project = ? AND domain = ? AND name = ?",
-      ),
       // Oldest first: on adoption, the serving process wins over a newer one still loading.
       allProcesses: db.prepare("SELECT * FROM processes ORDER BY started_at, rowid"),
       addRevision: db.prepare(
@@ -246,10 +243,6 @@ export class Store {
 
   removeProcess(pid: number, startTime: string): void {
     this.stmts.removeProcess.run(pid, startTime);
-  }
-
-  processesOf(scope: Scope, name: string): ProcessRow[] {
-    return (this.stmts.processesOf.all(scope.project, scope.domain, name) as Raw[]).map(toProcess);
   }
 
   allProcesses(): ProcessRow[] {
