@@ -7,7 +7,7 @@
 import { dirname } from "node:path";
 import type { Backend, DeployRequest, Endpoints, RunRecord, Scope } from "./backends/contract.ts";
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
-import { CaravanError } from "./errors.ts";
+import { CaravanError, headline } from "./errors.ts";
 import { LAUNCH_VARS } from "./runtime/protocol.ts";
 import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
 import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
@@ -65,7 +65,7 @@ export class Deployment {
     const o = this.outcome;
     const where = o.endpoint ? ` at ${o.endpoint}` : "";
     const rev = o.revision ? ` [rev ${o.revision}]` : "";
-    const why = o.error ? `: ${o.error.split("\n")[0]}` : "";
+    const why = o.error ? `: ${headline(o.error)}` : "";
     return `${o.name} (${o.kind}) ${o.status}${where}${rev}${why}`;
   }
   toJSON() {

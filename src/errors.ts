@@ -98,3 +98,11 @@ export function describeValue(value: unknown): string {
     return ctor ? `a ${ctor}` : "an object";
   }
 }
+
+/**
+ * The first line of an error message, for one-line displays: without the "; last lines of
+ * its log:" lead-in whose log tail follows on the next lines.
+ */
+export function headline(message: string): string {
+  return message.split("\n")[0]!.replace(/;? last lines of its log:$/, "");
+}

@@ -1,5 +1,6 @@
 import type { EngineEvent } from "../engine/engine.ts";
 import { color } from "./output.ts";
+import { headline } from "../errors.ts";
 
 /** Times are this reporter's own clock (ms), taken when events arrive. */
 type Row = { name: string; state: string; detail: string; startedAt?: number; finishedAt?: number };
@@ -52,7 +53,7 @@ export function progressReporter(stream: NodeJS.WriteStream = process.stderr) {
         Object.assign(row, {
           state: o.status,
           finishedAt: Date.now(),
-          detail: o.endpoint ?? (o.error ? color.red(o.error.split("\n")[0]!) : ""),
+          detail: o.endpoint ?? (o.error ? color.red(headline(o.error)) : ""),
         });
       }
       if (live) redraw();

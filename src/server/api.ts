@@ -152,8 +152,8 @@ export function buildApi(
   app.get<{ Params: { id: string }; Querystring: { wait?: string } }>(
     "/v1/runs/:id",
     async (req) => {
-      // The scope check comes first: a token of another scope learns nothing, not even by waiting.
-      allowed(req, await plane.getRun(req.params.id));
+      // A run token's scope is checked first: another scope learns nothing, not even by waiting.
+      if (runScopes.has(req.raw)) allowed(req, await plane.getRun(req.params.id));
       return { run: await plane.getRun(req.params.id, { waitMs: waitOf(req.query) }) };
     },
   );

@@ -13,7 +13,7 @@ import {
   truncateSync,
 } from "node:fs";
 import { join } from "node:path";
-import { CaravanError } from "../../errors.ts";
+import { CaravanError, headline } from "../../errors.ts";
 import type {
   Backend,
   DeployRequest,
@@ -713,7 +713,7 @@ export class ControlPlane implements Backend {
       try {
         await this.startReplicas(row, 1);
       } catch (e) {
-        const why = (e as Error).message.split("\n")[0]!.replace(/;? last lines of its log:$/, "");
+        const why = headline((e as Error).message);
         // A crash restart may be pending (or was): it goes on, on its own schedule.
         if (!this.restartTimers.has(key) && minReplicas(row) > 0) this.scheduleRestart(row);
         throw new Error(`${why} (see caravan logs ${row.name})`, { cause: e });
@@ -736,8 +736,10 @@ export class ControlPlane implements Backend {
       if (this.locks.has(key) || this.restartTimers.has(key)) continue;
       const scaling = row.request.spec.scaling as
         { replicas: [number, number]; concurrency?: number; scaledownAfter: number } | undefined;
-      const [min, max] = scaling?.replicas ?? [0, 1];
+      const [min, max] = replicaBounds(row);
       const list = this.replicas.get(key) ?? [];
+      // With nothing running, a waiting request has already woken the app.
+      if (list.length === 0) continue;
       const load = this.gateway.load(key);
       const current = list.length;
       const desired = desiredReplicas({
@@ -753,8 +755,6 @@ export class ControlPlane implements Backend {
         now,
       });
       if (desired === current) continue;
-      // With nothing running, a waiting request has already woken the app.
-      if (current === 0) continue;
       // After a failed scale-out, the next waits out its backoff (scaling in does not).
       if (desired > current && (this.scaleBackoff.get(key)?.until ?? 0) > now) continue;
       this.lastScaleAt.set(key, now);
@@ -779,7 +779,7 @@ export class ControlPlane implements Backend {
               row,
               row.name,
               "scale-out-failed",
-              `${(e as Error).message.split("\n")[0]}; next try in ${delayMs} ms`,
+              `${headline((e as Error).message)}; next try in ${delayMs} ms`,
             );
           }
         });
@@ -859,7 +859,7 @@ export class ControlPlane implements Backend {
           this.store.event(row, row.name, "restarted");
         } catch (e) {
           this.store.event(row, row.name, "restart-failed", (e as Error).message);
-          this.scheduleRestart(latest, undefined, (e as Error).message.split("\n")[0]);
+          this.scheduleRestart(latest, undefined, headline((e as Error).message));
         }
       });
     }, delay);

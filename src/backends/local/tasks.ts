@@ -187,11 +187,7 @@ export class TaskRunner {
       if (!this.active.has(run.id)) return;
       run.status = "failed";
       run.error = { name: "InternalError", message: e?.message ?? String(e) };
-      run.finishedAt = now();
-      this.store.updateRun(run);
-      const active = this.active.get(run.id);
-      this.active.delete(run.id);
-      for (const wake of active?.waiters ?? []) wake();
+      this.finish(run);
     });
     return { ...run };
   }
@@ -241,11 +237,7 @@ export class TaskRunner {
   async close(): Promise<void> {
     this.closing = true;
     for (const pool of this.pools.values()) pool.queue.splice(0);
-    for (const { run, waiters } of this.active.values()) {
-      this.interrupt(run);
-      for (const wake of waiters) wake();
-    }
-    this.active.clear();
+    for (const { run } of [...this.active.values()]) this.interrupt(run);
     const pools = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(
@@ -281,6 +273,11 @@ export class TaskRunner {
       this.store.event(run, run.environment, "run-retry", `${run.id} attempt ${attempt} failed`);
       this.store.updateRun(run);
     }
+    this.finish(run);
+  }
+
+  /** Records a run's end (status and error or output already set) and wakes who waits. */
+  private finish(run: RunRecord): void {
     run.finishedAt = now();
     run.durationMs = Date.parse(run.finishedAt) - Date.parse(run.startedAt ?? run.createdAt);
     this.store.updateRun(run);
@@ -428,9 +425,7 @@ export class TaskRunner {
       message: `the control plane stopped while ${run.id} was ${run.status}; run it again`,
     };
     run.status = "failed";
-    run.finishedAt = now();
-    run.durationMs = Date.parse(run.finishedAt) - Date.parse(run.startedAt ?? run.createdAt);
-    this.store.updateRun(run);
+    this.finish(run);
   }
 }
 

@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { daemonStatus, ensureDaemon, stopDaemon } from "../../backends/local/daemon.ts";
 import type { CommandContext } from "../main.ts";
 import { info, printJSON } from "../output.ts";
 
@@ -14,6 +13,7 @@ export function registerServer(program: Command, _ctx: CommandContext): void {
     .description("Start the control plane in the background (no-op if it runs)")
     .option("--json", "print JSON on stdout")
     .action(async (opts: { json?: boolean }) => {
+      const { ensureDaemon } = await import("../../backends/local/daemon.ts");
       const d = await ensureDaemon();
       if (opts.json) return printJSON({ running: true, pid: d.pid, url: d.url });
       info(`${d.started ? "started" : "already running:"} control plane pid ${d.pid} at ${d.url}`);
@@ -25,6 +25,7 @@ export function registerServer(program: Command, _ctx: CommandContext): void {
     )
     .option("--keep-apps", "leave apps running; the next control plane adopts them")
     .action(async (opts: { keepApps?: boolean }) => {
+      const { stopDaemon } = await import("../../backends/local/daemon.ts");
       const stopped = await stopDaemon(undefined, !opts.keepApps);
       info(stopped ? "control plane stopped" : "control plane was not running");
     });
@@ -33,6 +34,7 @@ export function registerServer(program: Command, _ctx: CommandContext): void {
     .description("Whether the control plane runs, its pid and address")
     .option("--json", "print JSON on stdout")
     .action(async (opts: { json?: boolean }) => {
+      const { daemonStatus } = await import("../../backends/local/daemon.ts");
       const s = await daemonStatus();
       if (opts.json) return printJSON(s);
       info(

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { openBackend } from "../../api.ts";
+import { headline } from "../../errors.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
 import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
@@ -56,7 +57,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
     for (const e of envs) {
       if (!e.error || e.state === "ready") continue;
       // The reason without the log tail it may carry: `caravan logs` shows the log.
-      const reason = e.error.split("\n")[0]!.replace(/; last lines of its log:$/, "");
+      const reason = headline(e.error);
       info(color.red(`${e.name}: ${reason} (see: caravan logs ${e.name} --tail 20)`));
     }
   });

@@ -1,18 +1,14 @@
 import type { Command } from "commander";
+import { openBackend } from "../../api.ts";
 import type { HttpBackend } from "../../backends/local/client.ts";
 import type { TokenInfo } from "../../backends/local/tokens.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
 import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
 
-/** The local control plane's client (tokens are a local-backend concern). */
+/** The control plane's client (the configured one; tokens are a local-backend concern). */
 async function controlPlane(): Promise<HttpBackend> {
-  const [{ ensureDaemon }, { HttpBackend }] = await Promise.all([
-    import("../../backends/local/daemon.ts"),
-    import("../../backends/local/client.ts"),
-  ]);
-  const daemon = await ensureDaemon();
-  return new HttpBackend(daemon.url, daemon.token);
+  return (await openBackend(await loadScope({}))) as HttpBackend;
 }
 
 export function registerToken(program: Command, _ctx: CommandContext): void {
