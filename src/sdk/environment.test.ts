@@ -326,6 +326,10 @@ describe("options", () => {
     expect(app({ name: "o", readiness: { path: "/healthz" } }).readiness).toEqual({
       path: "/healthz",
     });
+    expect(app({ name: "o", readiness: { tcp: true } }).readiness).toEqual({ tcp: true });
+    expect(
+      errorOf(() => app({ name: "o", readiness: { tcp: true, path: "/healthz" } })).message,
+    ).toContain("or { tcp: true }");
     const img = errorOf(() => app({ name: "o", image: "node:22" }));
     expect(img.code).toBe("VALIDATION");
     expect(img.message).toContain(

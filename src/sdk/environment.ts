@@ -71,6 +71,8 @@ export interface Ingress {
 export interface Readiness {
   /** HTTP path that must answer 2xx; without it, a TCP connect and any HTTP answer suffice. */
   path?: string;
+  /** Ready as soon as the port accepts a TCP connection (for a server slow to answer HTTP). */
+  tcp?: boolean;
 }
 
 export interface AppEnvironmentOptions<
@@ -315,14 +317,17 @@ export class AppEnvironment<InputName extends string = string> extends Environme
     this.inputs = checkInputs(opts.inputs, where) as Input<InputName>[];
     if (opts.readiness !== undefined) {
       const path = opts.readiness?.path;
+      const tcp = opts.readiness?.tcp;
       if (
         !isPlainObject(opts.readiness) ||
-        (path !== undefined && (typeof path !== "string" || !path.startsWith("/")))
+        (path !== undefined && (typeof path !== "string" || !path.startsWith("/"))) ||
+        (tcp !== undefined && typeof tcp !== "boolean") ||
+        (tcp === true && path !== undefined)
       ) {
         fail(
           "VALIDATION",
           where,
-          `readiness must be { path: "/healthz" } (a path starting with "/"), got ${describeValue(opts.readiness)}`,
+          `readiness must be { path: "/healthz" } (a path starting with "/") or { tcp: true }, got ${describeValue(opts.readiness)}`,
         );
       }
     }

@@ -42,18 +42,19 @@ function httpAnswers(port: number, host: string, path: string | undefined): Prom
 }
 
 /**
- * Resolves true once `port` answers; false as soon as `stop()` says to give up (checked
- * between probes).
+ * Resolves true once `port` answers (HTTP, 2xx on `path` when given; a TCP connect alone with
+ * `tcpOnly`); false as soon as `stop()` says to give up (checked between probes).
  */
 export async function probeHttp(
   port: number,
-  opts: { host?: string; path?: string | undefined; stop: () => boolean },
+  opts: { host?: string; path?: string | undefined; tcpOnly?: boolean; stop: () => boolean },
 ): Promise<boolean> {
   const host = opts.host ?? "127.0.0.1";
   const started = Date.now();
   let delay = FAST_MS;
   while (!opts.stop()) {
-    if ((await tcpOpen(port, host)) && (await httpAnswers(port, host, opts.path))) return true;
+    if ((await tcpOpen(port, host)) && (opts.tcpOnly || (await httpAnswers(port, host, opts.path))))
+      return true;
     await new Promise((r) => setTimeout(r, delay));
     if (Date.now() - started > FAST_FOR_MS) delay = Math.min(delay * 2, SLOWEST_MS);
   }

@@ -992,7 +992,7 @@ export class ControlPlane implements Backend {
             req.files && (spec.include as string[] | undefined)?.length
               ? req.files.dir
               : req.code.sourceRoot,
-          ...(spec.readiness?.path ? { readinessPath: spec.readiness.path } : {}),
+          ...(spec.readiness ? { readiness: spec.readiness } : {}),
         },
       };
     }

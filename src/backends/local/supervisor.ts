@@ -13,7 +13,7 @@ import { isAlive, processStartTime, signalGroup } from "./os.ts";
 
 export type LaunchMode =
   | { kind: "runtime"; runtimeMain: string; config: RuntimeConfig }
-  | { kind: "command"; argv: string[]; cwd: string; readinessPath?: string };
+  | { kind: "command"; argv: string[]; cwd: string; readiness?: { path?: string; tcp?: boolean } };
 
 export interface LaunchSpec {
   name: string;
@@ -211,7 +211,7 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
       : gate.then(() =>
           probeReadiness(
             spec.port,
-            (spec.mode as { readinessPath?: string }).readinessPath,
+            (spec.mode as { readiness?: { path?: string; tcp?: boolean } }).readiness ?? {},
             exited,
           ),
         );
@@ -304,10 +304,14 @@ function baseEnv(): NodeJS.ProcessEnv {
 }
 
 /** A command app's readiness: probed (see sdk/probe.ts) until it answers or exits. */
-async function probeReadiness(port: number, path: string | undefined, exited: Promise<ExitInfo>) {
+async function probeReadiness(
+  port: number,
+  readiness: { path?: string; tcp?: boolean },
+  exited: Promise<ExitInfo>,
+) {
   let gone = false;
   void exited.then(() => (gone = true));
-  await probeHttp(port, { path, stop: () => gone });
+  await probeHttp(port, { path: readiness.path, tcpOnly: readiness.tcp, stop: () => gone });
 }
 
 function describeCommand(spec: LaunchSpec): string {
