@@ -149,29 +149,8 @@ export async function runningBackend(config: ResolvedConfig): Promise<Backend | 
 }
 
 async function connect(config: ResolvedConfig, start: boolean): Promise<Backend | undefined> {
-  if (config.backend === "kubernetes") {
-    throw new CaravanError(
-      "CONFIG",
-      `${config.file}: backend "kubernetes" is not available in this version; use "local"`,
-    );
-  }
-  const [daemons, { HttpBackend }, { homePaths }] = await Promise.all([
-    import("./backends/local/daemon.ts"),
-    import("./backends/local/client.ts"),
-    import("./backends/local/home.ts"),
-  ]);
-  if (config.controlPlane) {
-    // A control plane at a configured address: not ours to start.
-    return new HttpBackend(config.controlPlane, daemons.ensureToken(homePaths()));
-  }
-  if (start) {
-    const daemon = await daemons.ensureDaemon();
-    return new HttpBackend(daemon.url, daemon.token);
-  }
-  const status = await daemons.daemonStatus();
-  return status.running && status.url
-    ? new HttpBackend(status.url, daemons.ensureToken(homePaths()))
-    : undefined;
+  const { backendProvider } = await import("./backends/registry.ts");
+  return (await backendProvider(config)).open(config, { start });
 }
 
 /** Plans, snapshots and deploys; never throws for a failed environment (see the outcomes). */

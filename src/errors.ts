@@ -43,6 +43,9 @@ export type ErrorCode =
   | "NOT_SERIALIZABLE"
   | "NO_SUCH_RUN"
   | "NOT_FOUND"
+  | "UNSUPPORTED"
+  | "CLUSTER_UNREACHABLE"
+  | "CLUSTER_REJECTED"
   | "INTERNAL";
 
 export class CaravanError extends Error {

@@ -5,6 +5,9 @@
  * it can cross a process or network boundary.
  */
 import type { EnvironmentKind } from "../sdk/environment.ts";
+import type { EnvironmentSpec } from "../sdk/spec.ts";
+
+export type { AppSpec, EnvironmentSpec, InputSpec, TaskSpec } from "../sdk/spec.ts";
 
 export interface Scope {
   project: string;
@@ -35,7 +38,7 @@ export interface DeployRequest {
   name: string;
   kind: EnvironmentKind;
   /** The environment's normalised spec (`Environment.spec()`): JSON only. */
-  spec: Record<string, any>;
+  spec: EnvironmentSpec;
   /** Identity of what would run: spec, code and resolved inputs. Equal revision: unchanged. */
   revision: string;
   code: CodeRef;

@@ -7,13 +7,29 @@ import { loadEnvironments, selectEnvironments } from "../sdk/loader.ts";
 export interface ScopeFlags {
   project?: string;
   domain?: string;
+  backend?: string;
+  context?: string;
 }
 
-/** Adds --project/--domain (they override the config file). */
+/** Adds --project/--domain and --backend/--context (they override the config file). */
 export function scopeOptions(cmd: Command): Command {
   return cmd
     .option("--project <name>", 'project (default: from caravan.config.*, else "default")')
-    .option("--domain <name>", 'domain (default: from caravan.config.*, else "development")');
+    .option("--domain <name>", 'domain (default: from caravan.config.*, else "development")')
+    .option(
+      "--backend <name>",
+      'where environments run: "local" or "kubernetes" (default: $CARAVAN_BACKEND, else caravan.config.*, else "local")',
+    )
+    .option("--context <name>", "kubeconfig context for --backend kubernetes");
+}
+
+function overridesOf(flags: ScopeFlags) {
+  return {
+    project: flags.project,
+    domain: flags.domain,
+    backend: flags.backend,
+    context: flags.context,
+  };
 }
 
 export interface LoadedProject {
@@ -30,14 +46,11 @@ export async function loadProject(
   flags: ScopeFlags,
 ): Promise<LoadedProject> {
   const loaded = await loadEnvironments(file);
-  const config = await loadConfig(dirname(loaded.file), {
-    project: flags.project,
-    domain: flags.domain,
-  });
+  const config = await loadConfig(dirname(loaded.file), overridesOf(flags));
   return { ...loaded, selected: selectEnvironments(loaded.environments, names), config };
 }
 
 /** The scope of commands that take no file: config from the working directory. */
 export async function loadScope(flags: ScopeFlags): Promise<ResolvedConfig> {
-  return loadConfig(process.cwd(), { project: flags.project, domain: flags.domain });
+  return loadConfig(process.cwd(), overridesOf(flags));
 }

@@ -16,13 +16,26 @@ export interface CaravanConfig {
   backend?: "local" | "kubernetes";
   /** Address of a running control plane, e.g. "http://127.0.0.1:7070". */
   controlPlane?: string;
+  /** Where the kubernetes backend deploys. Kubeconfig comes the standard way (KUBECONFIG, ~/.kube/config). */
+  kubernetes?: KubernetesConfig;
+}
+
+export type BackendName = "local" | "kubernetes";
+export const BACKEND_NAMES: readonly BackendName[] = ["local", "kubernetes"];
+
+export interface KubernetesConfig {
+  /** Kubeconfig context. @default the kubeconfig's current context */
+  context?: string;
+  /** Namespace for this project/domain. @default "<project>-<domain>" */
+  namespace?: string;
 }
 
 export interface ResolvedConfig {
   project: string;
   domain: string;
-  backend: "local" | "kubernetes";
+  backend: BackendName;
   controlPlane?: string;
+  kubernetes?: KubernetesConfig;
   /** The config file used, if any. */
   file?: string;
 }
@@ -66,7 +79,7 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
   if (!isPlainObject(raw)) {
     throw new CaravanError(
       "CONFIG",
-      `${file}: expected an object with project, domain, backend, controlPlane; got ${describeValue(raw)}`,
+      `${file}: expected an object with project, domain, backend, controlPlane, kubernetes; got ${describeValue(raw)}`,
       { file },
     );
   }
@@ -95,22 +108,68 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
           bad('must be a URL like "http://127.0.0.1:7070"');
         out.controlPlane = value as string;
         break;
+      case "kubernetes": {
+        if (!isPlainObject(value)) bad("must be an object like { context, namespace }");
+        const k8s: KubernetesConfig = {};
+        for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+          if (k === "context") {
+            if (typeof v !== "string" || v === "") bad(".context must be a kubeconfig context name");
+            k8s.context = v as string;
+          } else if (k === "namespace") {
+            if (typeof v !== "string" || !NAME_PATTERN.test(v))
+              bad('.namespace must be a DNS-1123 label like "shop-dev"');
+            k8s.namespace = v as string;
+          } else bad(`has an unknown field "${k}" (known: context, namespace)`);
+        }
+        out.kubernetes = k8s;
+        break;
+      }
       default:
-        bad("is not a caravan setting (known: project, domain, backend, controlPlane)");
+        bad("is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes)");
     }
   }
   return out;
 }
 
+/** What a command line (or `init()`) may override. */
+export interface ConfigOverrides {
+  project?: string | undefined;
+  domain?: string | undefined;
+  /** `--backend`; else `CARAVAN_BACKEND`; else the file's. */
+  backend?: string | undefined;
+  /** `--context`: a kubeconfig context (the kubernetes backend). */
+  context?: string | undefined;
+}
+
 /** Loads the config for `dir` (nearest file upwards), then applies overrides. */
 export async function loadConfig(
   dir: string,
-  overrides: { project?: string | undefined; domain?: string | undefined } = {},
+  overrides: ConfigOverrides = {},
 ): Promise<ResolvedConfig> {
   const file = findConfigFile(dir);
   const fromFile = file ? validateConfig(await readConfigFile(file), file) : {};
   const fromInit = shared().config ?? {};
-  for (const [key, value] of Object.entries(overrides)) {
+  const backend = overrides.backend ?? process.env.CARAVAN_BACKEND ?? fromFile.backend ?? "local";
+  if (!BACKEND_NAMES.includes(backend as BackendName)) {
+    const from =
+      overrides.backend !== undefined
+        ? "--backend"
+        : process.env.CARAVAN_BACKEND !== undefined
+          ? "CARAVAN_BACKEND"
+          : "backend";
+    throw new CaravanError(
+      "USAGE",
+      `${from} ${describeValue(backend)} is not a backend; use one of: ${BACKEND_NAMES.join(", ")}`,
+    );
+  }
+  let kubernetes = fromFile.kubernetes;
+  if (overrides.context !== undefined) {
+    if (overrides.context === "")
+      throw new CaravanError("USAGE", "--context needs a kubeconfig context name");
+    kubernetes = { ...kubernetes, context: overrides.context };
+  }
+  for (const key of ["project", "domain"] as const) {
+    const value = overrides[key];
     if (value !== undefined && !NAME_PATTERN.test(value)) {
       throw new CaravanError(
         "USAGE",
@@ -121,8 +180,9 @@ export async function loadConfig(
   return {
     project: overrides.project ?? fromInit.project ?? fromFile.project ?? "default",
     domain: overrides.domain ?? fromInit.domain ?? fromFile.domain ?? "development",
-    backend: fromFile.backend ?? "local",
+    backend: backend as BackendName,
     ...(fromFile.controlPlane ? { controlPlane: fromFile.controlPlane } : {}),
+    ...(kubernetes ? { kubernetes } : {}),
     ...(file ? { file } : {}),
   };
 }

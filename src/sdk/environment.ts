@@ -5,6 +5,7 @@ import { getInput } from "./context.ts";
 import { checkInputs, type Input } from "./inputs.ts";
 import { parameterNames } from "./serialize.ts";
 import { normalizeResources, type NormalizedResources, type Resources } from "./resources.ts";
+import type { AppSpec, EnvironmentSpec, InputSpec, TaskSpec } from "./spec.ts";
 import { callerSite, formatSite, type Site } from "./site.ts";
 import {
   fail,
@@ -238,9 +239,11 @@ export abstract class Environment {
   }
 
   /** The normalised declaration (no functions, no app objects): what the plan hashes. */
-  spec(): Record<string, unknown> {
+  abstract spec(): EnvironmentSpec;
+
+  /** The fields every kind of environment has, for `spec()`. */
+  protected commonSpec() {
     return {
-      kind: this.kind,
       name: this.name,
       dependsOn: this.dependsOn.map((d) => d.name).sort(),
       image: this.image?.toJSON(),
@@ -478,9 +481,10 @@ export class AppEnvironment<InputName extends string = string> extends Environme
     );
   }
 
-  override spec(): Record<string, unknown> {
+  override spec(): AppSpec {
     return {
-      ...super.spec(),
+      kind: "app",
+      ...this.commonSpec(),
       serveKind: this.serveKind,
       port: this.port,
       command: this.command,
@@ -491,7 +495,7 @@ export class AppEnvironment<InputName extends string = string> extends Environme
       include: this.include,
       ingress: this.ingress,
       requiresAuth: this.requiresAuth,
-      inputs: this.inputs.map((i) => i.toJSON()),
+      inputs: this.inputs.map((i) => i.toJSON() as InputSpec),
       readiness: this.readiness,
     };
   }
@@ -574,9 +578,10 @@ export class TaskEnvironment extends Environment {
     return task;
   }
 
-  override spec(): Record<string, unknown> {
+  override spec(): TaskSpec {
     return {
-      ...super.spec(),
+      kind: "task",
+      ...this.commonSpec(),
       tasks: [...this.tasks.values()]
         .map((t) => ({ id: t.id, ...t.options }))
         .sort((a, b) => a.id.localeCompare(b.id)),

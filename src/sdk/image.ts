@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { CaravanError, describeValue } from "../errors.ts";
 import { stableStringify } from "./stable.ts";
 
-interface ImageSpec {
+export interface ImageSpec {
   base: { kind: "debian"; node: string } | { kind: "ref"; ref: string };
   npmPackages: string[];
   aptPackages: string[];

@@ -1,0 +1,66 @@
+/**
+ * The backends caravan can deploy to, loaded lazily: a command pays only for the one it
+ * uses (the kubernetes client is never loaded for a local deploy, nor the reverse). Nothing
+ * outside `src/backends/` imports a backend's internals; it asks here (an ESLint rule keeps
+ * it so).
+ */
+import type { Backend } from "./contract.ts";
+import { CaravanError } from "../errors.ts";
+import type { BackendName, ResolvedConfig } from "../sdk/config.ts";
+import type { Scope } from "./contract.ts";
+
+/** Secrets as the client sees them: managed, checked before a deploy, fingerprinted. */
+export interface SecretAccess {
+  /** Where they are kept, for messages ("the local secret store", "Secret x in namespace y"). */
+  readonly where: string;
+  set(scope: Scope, name: string, value: string): Promise<void>;
+  /** Names only, never values. */
+  list(scope: Scope): Promise<string[]>;
+  /** False when there was no such secret. */
+  delete(scope: Scope, name: string): Promise<boolean>;
+  /** The names of `keys` that are not set in `scope`. */
+  missing(scope: Scope, keys: string[]): Promise<string[]>;
+  /** A keyed hash of the values of `keys` (never the values): a changed secret changes a revision. */
+  fingerprint(scope: Scope, keys: string[]): Promise<string>;
+}
+
+/** What a backend module exports. */
+export interface BackendProvider {
+  readonly name: BackendName;
+  /**
+   * Connects to the backend. With `start`, starts what it needs (the local control plane);
+   * without, resolves undefined when there is nothing running to talk to.
+   */
+  open(config: ResolvedConfig, opts: { start: boolean }): Promise<Backend | undefined>;
+  /** Secret management, when the backend has it. */
+  secrets?(config: ResolvedConfig): SecretAccess;
+}
+
+const providers: Record<BackendName, () => Promise<BackendProvider>> = {
+  local: async () => (await import("./local/index.ts")).provider,
+  kubernetes: async () => (await import("./kubernetes/index.ts")).provider,
+};
+
+/** The provider of the configured backend. */
+export async function backendProvider(config: { backend: BackendName }): Promise<BackendProvider> {
+  const load = providers[config.backend];
+  if (!load) {
+    throw new CaravanError(
+      "USAGE",
+      `"${config.backend}" is not a backend; use one of: ${Object.keys(providers).join(", ")}`,
+    );
+  }
+  return load();
+}
+
+/**
+ * The error for a command the configured backend cannot do, naming both and the way out.
+ * @example throw unsupported("kubernetes", "caravan token", "tokens guard the local gateway")
+ */
+export function unsupported(backend: BackendName, what: string, why?: string): CaravanError {
+  return new CaravanError(
+    "UNSUPPORTED",
+    `${what} is not available with the ${backend} backend${why ? ` (${why})` : ""}; use --backend local, or set backend in caravan.config.*`,
+    { backend, what },
+  );
+}

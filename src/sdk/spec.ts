@@ -1,0 +1,63 @@
+/**
+ * The normalised, JSON-only description of an environment (`Environment.spec()`): what the
+ * planner hashes and what every backend receives in a deploy request. One typed shape, so a
+ * backend reads fields, never casts.
+ */
+import type { ImageSpec } from "./image.ts";
+import type { NormalizedResources } from "./resources.ts";
+
+/** An input's value as declared (resolved values travel separately, in `DeployRequest.inputs`). */
+export type InputValueSpec =
+  | string
+  | {
+      kind: "app-endpoint";
+      appName: string;
+      public: boolean;
+      project?: string;
+      domain?: string;
+    }
+  | { kind: "run-output"; taskName?: string; runId?: string }
+  | { kind: "file" | "dir"; path: string };
+
+export interface InputSpec {
+  name: string;
+  value: InputValueSpec;
+  /** The environment variable the value arrives in. */
+  envVar: string;
+  mount?: string;
+}
+
+interface CommonSpec {
+  name: string;
+  /** Names of direct dependencies, sorted. */
+  dependsOn: string[];
+  image?: ImageSpec & { tag: string };
+  resources?: NormalizedResources;
+  envVars: Record<string, string>;
+  /** Secret names and the variables they arrive in; never values. */
+  secrets: { key: string; envVar: string }[];
+  description?: string;
+}
+
+export interface AppSpec extends CommonSpec {
+  kind: "app";
+  serveKind: "fastify" | "hono" | "express" | "function" | "command";
+  port: { port: number; name?: string };
+  command?: string[];
+  args: string[];
+  scaling: { replicas: [number, number]; concurrency?: number; scaledownAfter: number };
+  timeouts: { request?: number; start: number };
+  links: { path: string; title: string; isRelative?: boolean }[];
+  include: string[];
+  ingress?: { subdomain?: string; customDomain?: string };
+  requiresAuth: boolean;
+  inputs: InputSpec[];
+  readiness: { path?: string; tcp?: boolean };
+}
+
+export interface TaskSpec extends CommonSpec {
+  kind: "task";
+  tasks: { id: string; retries?: number; timeout?: number; concurrency?: number }[];
+}
+
+export type EnvironmentSpec = AppSpec | TaskSpec;
