@@ -179,7 +179,11 @@ describe("malformed config files", () => {
     ["domain", 42, 'must be a DNS-1123 label like "my-project"'],
     ["backend", "docker", 'must be "local" or "kubernetes"'],
     ["controlPlane", "127.0.0.1:7070", 'must be a URL like "http://127.0.0.1:7070"'],
-    ["projcet", "shop", "is not a caravan setting (known: project, domain, backend, controlPlane)"],
+    [
+      "projcet",
+      "shop",
+      "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes)",
+    ],
   ])("names the file, the field %s, the bad value and the rule", async (field, value, rule) => {
     const file = write("caravan.config.json", JSON.stringify({ [field]: value }));
     const err = await configError(loadConfig(root));

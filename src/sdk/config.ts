@@ -113,7 +113,8 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
         const k8s: KubernetesConfig = {};
         for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
           if (k === "context") {
-            if (typeof v !== "string" || v === "") bad(".context must be a kubeconfig context name");
+            if (typeof v !== "string" || v === "")
+              bad(".context must be a kubeconfig context name");
             k8s.context = v as string;
           } else if (k === "namespace") {
             if (typeof v !== "string" || !NAME_PATTERN.test(v))
