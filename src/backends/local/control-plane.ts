@@ -353,7 +353,7 @@ export class ControlPlane implements Backend {
 
   /** Spawns a JS app's new revision; it loads now and starts when `deploy` says so. */
   async prepare(req: DeployRequest): Promise<void> {
-    if (req.kind !== "app" || req.spec.serveKind === "command") return; // a command starts as it spawns
+    if (req.spec.kind !== "app" || req.spec.serveKind === "command") return; // a command starts as it spawns
     const key = keyOf(req.scope, req.name);
     await this.serialized(key, async () => {
       if (this.stopping || this.closed) return;
@@ -558,8 +558,7 @@ export class ControlPlane implements Backend {
       grew = false;
       for (const r of rows) {
         if (targets.has(r.name) || r.desired !== "running") continue;
-        const deps = (r.request.spec.dependsOn as string[] | undefined) ?? [];
-        if (!deps.some((d) => targets.has(d))) continue;
+        if (!r.request.spec.dependsOn.some((d) => targets.has(d))) continue;
         targets.add(r.name);
         blocking.push(r.name);
         grew = true;
@@ -733,10 +732,10 @@ export class ControlPlane implements Backend {
     if (this.closed || this.stopping) return;
     const now = Date.now();
     for (const [key, row] of this.serving) {
-      if (this.locks.has(key) || this.restartTimers.has(key)) continue;
-      const scaling = row.request.spec.scaling as
-        { replicas: [number, number]; concurrency?: number; scaledownAfter: number } | undefined;
-      const [min, max] = replicaBounds(row);
+      const spec = row.request.spec;
+      if (spec.kind !== "app" || this.locks.has(key) || this.restartTimers.has(key)) continue;
+      const { scaling } = spec;
+      const [min, max] = scaling.replicas;
       const list = this.replicas.get(key) ?? [];
       // With nothing running, a waiting request has already woken the app.
       if (list.length === 0) continue;
@@ -745,8 +744,8 @@ export class ControlPlane implements Backend {
       const desired = desiredReplicas({
         min,
         max,
-        concurrency: scaling?.concurrency ?? DEFAULT_CONCURRENCY,
-        scaledownAfterMs: (scaling?.scaledownAfter ?? 900) * 1000,
+        concurrency: scaling.concurrency ?? DEFAULT_CONCURRENCY,
+        scaledownAfterMs: scaling.scaledownAfter * 1000,
         current,
         inFlight: load.inFlight,
         waiting: load.waiting,
@@ -941,8 +940,8 @@ export class ControlPlane implements Backend {
   private launchSpec(row: EnvironmentRow, port: number): LaunchSpec {
     const req = row.request;
     const spec = req.spec;
-    const env: Record<string, string> = { ...(spec.envVars as Record<string, string>) };
-    for (const input of (spec.inputs as { name: string; envVar: string }[]) ?? []) {
+    const env: Record<string, string> = { ...spec.envVars };
+    for (const input of spec.kind === "app" ? spec.inputs : []) {
       const value = req.inputs[input.name];
       if (value !== undefined) env[input.envVar] = value;
     }
@@ -962,7 +961,7 @@ export class ControlPlane implements Backend {
     const vars: Record<string, string> = { ...env, PORT: String(port), NAME: row.name };
     if (this.apiAccess) env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
     // Secret values are read from the store at launch: never from the request or the store DB.
-    const secrets = (spec.secrets as { key: string; envVar: string }[] | undefined) ?? [];
+    const secrets = spec.secrets;
     if (secrets.length) {
       const values = new SecretStore(this.paths.secrets).resolve(
         row,
@@ -975,24 +974,19 @@ export class ControlPlane implements Backend {
       name: row.name,
       port,
       logFile: logFile(this.paths, row.project, row.domain, row.name),
-      startTimeoutMs: ((spec.timeouts as { start?: number })?.start ?? 60) * 1000,
+      startTimeoutMs: (spec.kind === "app" ? spec.timeouts.start : 60) * 1000,
       env,
     };
-    if (spec.serveKind === "command") {
-      const argv = [...(spec.command as string[]), ...(spec.args as string[])].map((a) =>
-        expandVars(a, vars, row.name),
-      );
+    if (spec.kind === "app" && spec.serveKind === "command" && spec.command) {
+      const argv = [...spec.command, ...spec.args].map((a) => expandVars(a, vars, row.name));
       return {
         ...base,
         mode: {
           kind: "command",
           argv,
           // With `include`, the command runs in its file snapshot.
-          cwd:
-            req.files && (spec.include as string[] | undefined)?.length
-              ? req.files.dir
-              : req.code.sourceRoot,
-          ...(spec.readiness ? { readiness: spec.readiness } : {}),
+          cwd: req.files && spec.include.length ? req.files.dir : req.code.sourceRoot,
+          readiness: spec.readiness,
         },
       };
     }
@@ -1033,10 +1027,7 @@ export class ControlPlane implements Backend {
     if (existsSync(file)) return file; // one per revision: every replica and restart shares it
     const req = row.request;
     const envVars = Object.fromEntries(
-      ((req.spec.inputs as { name: string; envVar: string }[]) ?? []).map((i) => [
-        i.name,
-        i.envVar,
-      ]),
+      (req.spec.kind === "app" ? req.spec.inputs : []).map((i) => [i.name, i.envVar]),
     );
     const doc = {
       app: row.name,
@@ -1117,18 +1108,18 @@ export function runTokenScope(secret: string, token: string): Scope | undefined 
 }
 
 function replicaBounds(row: EnvironmentRow): [number, number] {
-  return (
-    (row.request.spec.scaling as { replicas?: [number, number] } | undefined)?.replicas ?? [0, 1]
-  );
+  const spec = row.request.spec;
+  return spec.kind === "app" ? spec.scaling.replicas : [0, 1];
 }
 
 const minReplicas = (row: EnvironmentRow) => replicaBounds(row)[0];
 
 function routeOf(row: EnvironmentRow): RouteOptions {
   const spec = row.request.spec;
+  if (spec.kind !== "app") return { requiresAuth: true, requestTimeoutMs: 0 };
   return {
     requiresAuth: spec.requiresAuth !== false,
-    requestTimeoutMs: ((spec.timeouts as { request?: number } | undefined)?.request ?? 0) * 1000,
+    requestTimeoutMs: (spec.timeouts.request ?? 0) * 1000,
   };
 }
 
@@ -1143,9 +1134,7 @@ function dependentsFirst(names: string[], byName: Map<string, EnvironmentRow>): 
   const visit = (n: string) => {
     if (visited.has(n)) return;
     visited.add(n);
-    for (const d of ((byName.get(n)?.request.spec.dependsOn as string[]) ?? [])
-      .filter((d) => set.has(d))
-      .sort())
+    for (const d of (byName.get(n)?.request.spec.dependsOn ?? []).filter((d) => set.has(d)).sort())
       visit(d);
     order.push(n);
   };

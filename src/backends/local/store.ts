@@ -343,7 +343,7 @@ export class Store {
       revision: row.revision,
       restarts: row.restarts,
       pids,
-      dependsOn: (row.request.spec.dependsOn as string[] | undefined) ?? [],
+      dependsOn: row.request.spec.dependsOn,
       updatedAt: row.updatedAt,
     };
     if (row.ports !== null) Object.assign(status, endpointsFor(row.ports));

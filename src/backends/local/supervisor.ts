@@ -205,16 +205,11 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
       { app: spec.name, logTail: tail },
     );
   };
+  const mode = spec.mode;
   const listening =
-    spec.mode.kind === "runtime"
+    mode.kind === "runtime"
       ? runtimeReady(child, gate)
-      : gate.then(() =>
-          probeReadiness(
-            spec.port,
-            (spec.mode as { readiness?: { path?: string; tcp?: boolean } }).readiness ?? {},
-            exited,
-          ),
-        );
+      : gate.then(() => probeReadiness(spec.port, mode.readiness ?? {}, exited));
   let timer: NodeJS.Timeout | undefined;
   let settled = false;
   const timeout = gate.then(

@@ -107,7 +107,9 @@ function taskRow(tasks: TaskSpec[], over: Partial<EnvironmentRow> = {}): Environ
     name: "env",
     kind: "task",
     revision: "rev1",
-    request: { spec: { tasks, dependsOn: [] } } as unknown as EnvironmentRow["request"],
+    request: {
+      spec: { kind: "task", tasks, dependsOn: [] },
+    } as unknown as EnvironmentRow["request"],
     ports: null,
     state: "ready",
     desired: "running",

@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { CaravanError } from "../../errors.ts";
 import type { TaskErrorInfo, TaskOutcome } from "../../runtime/protocol.ts";
-import type { RunRecord, RunRequest, Scope } from "../contract.ts";
+import type { RunRecord, RunRequest, Scope, TaskSpec as TaskEnvironmentSpec } from "../contract.ts";
 import { keyOf, now, type EnvironmentRow, type Store } from "./store.ts";
 import type { AppProcess, Launch } from "./supervisor.ts";
 
@@ -20,14 +20,8 @@ const IDLE_MS = 5 * 60_000;
 /** A run keeps the last this many bytes of what it printed. */
 const LOG_LIMIT = 64 * 1024;
 
-interface TaskSpec {
-  id: string;
-  retries?: number;
-  /** Seconds per attempt. */
-  timeout?: number;
-  /** Most runs of this task at once. */
-  concurrency?: number;
-}
+/** A task of a deployed environment: its id, retries, timeout (s per attempt), concurrency. */
+type TaskSpec = TaskEnvironmentSpec["tasks"][number];
 
 interface Worker {
   revision: string;
@@ -155,7 +149,7 @@ export class TaskRunner {
         task: req.task,
       });
     }
-    const tasks = (row.request.spec.tasks as TaskSpec[] | undefined) ?? [];
+    const tasks = row.request.spec.kind === "task" ? row.request.spec.tasks : [];
     const spec = tasks.find((t) => t.id === req.task);
     if (!spec) {
       throw new CaravanError(
