@@ -1,9 +1,16 @@
+/**
+ * The kubernetes backend, as the registry sees it: the cluster named by the kubeconfig
+ * (KUBECONFIG, ~/.kube/config or in-cluster; `--context` or `kubernetes.context` picks one).
+ * Nothing to start: the cluster is the store.
+ */
+import type { ResolvedConfig } from "../../sdk/config.ts";
 import type { BackendProvider } from "../registry.ts";
-import { CaravanError } from "../../errors.ts";
+import { KubernetesBackend } from "./backend.ts";
+import { KubeClient } from "./client.ts";
 
 export const provider: BackendProvider = {
   name: "kubernetes",
-  open: async () => {
-    throw new CaravanError("UNSUPPORTED", "the kubernetes backend is being built");
+  async open(config: ResolvedConfig) {
+    return new KubernetesBackend(KubeClient.load(config.kubernetes), config);
   },
 };

@@ -1,0 +1,595 @@
+/**
+ * The Kubernetes backend: the same contract as the local control plane, with the cluster as
+ * the store (no daemon, no database). Every object carries caravan's labels; an app's
+ * Deployment carries its revision, dependencies and desired state as annotations, so status,
+ * unchanged checks and teardown order are read back from the cluster.
+ *
+ * Order is the engine's job (Kubernetes has none between workloads): `deploy` resolves only
+ * once the rollout is complete and the Service has a ready endpoint, or rejects, fast, with
+ * the reason a user needs. Watching is polling with backoff (long watches are known to go
+ * silent in client libraries).
+ */
+import { createInterface } from "node:readline";
+import { CaravanError, headline } from "../../errors.ts";
+import type { ResolvedConfig } from "../../sdk/config.ts";
+import {
+  dependentsIndex,
+  inReverseDependencyOrder,
+  transitiveDependents,
+} from "../../plan/graph.ts";
+import type {
+  Backend,
+  DeployRequest,
+  DeployResult,
+  Endpoints,
+  EnvironmentState,
+  EnvironmentStatus,
+  LogsOptions,
+  Scope,
+} from "../contract.ts";
+import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.ts";
+import { codeFiles, runtimeFiles, runtimeHashOf, snapshotFiles } from "./content.ts";
+import {
+  ANNOTATIONS,
+  LABELS,
+  MANAGED_BY,
+  POD_PATHS,
+  appObjects,
+  contentConfigMap,
+  endpointOf,
+  environmentLabels,
+  namespaceFor,
+  namespaceObject,
+  scopeLabels,
+  selector,
+  taskMarkerName,
+  taskObjects,
+  type KubeObject,
+  type ManifestContext,
+} from "./manifests.ts";
+import {
+  adviceFor,
+  podReady,
+  restartsOf,
+  rolloutState,
+  type DeploymentLike,
+  type EndpointSliceLike,
+  type PodLike,
+  type RolloutState,
+} from "./rollout.ts";
+
+/** The Secret a project/domain's secrets live in (pods reference it with secretKeyRef). */
+export const SECRET_NAME = "caravan-secrets";
+/** First poll of a rollout after this long, then backing off to POLL_MAX_MS. */
+const POLL_FIRST_MS = 100;
+const POLL_MAX_MS = 1_000;
+/** Extra time over an app's start timeout before caravan gives up on a rollout itself. */
+const DEADLINE_SLACK_MS = 15_000;
+/** How long delete waits for an environment's pods to be gone before it goes on. */
+const DELETE_WAIT_MS = 60_000;
+
+type Deployment = KubeObject & DeploymentLike;
+type Pod = PodLike & { metadata: PodLike["metadata"] & { namespace?: string } };
+
+/** One environment as the cluster records it. */
+interface Recorded {
+  name: string;
+  namespace: string;
+  scope: Scope;
+  kind: "app" | "task";
+  revision: string;
+  dependsOn: string[];
+  desired: "running" | "stopped";
+  deployedAt: string;
+  deployment?: Deployment;
+}
+
+export class KubernetesBackend implements Backend {
+  readonly name = "kubernetes";
+  /** Namespaces applied by this backend object (each once per process). */
+  private readonly namespaces = new Map<string, Promise<void>>();
+  /** What each namespace held when first asked, for unchanged checks: one list, not a GET per app. */
+  private readonly recorded = new Map<string, Promise<Map<string, Recorded>>>();
+
+  constructor(
+    readonly client: KubeClient,
+    private readonly config: Pick<ResolvedConfig, "kubernetes">,
+  ) {}
+
+  namespaceOf(scope: Scope): string {
+    try {
+      return namespaceFor(scope, this.config.kubernetes?.namespace);
+    } catch (e) {
+      throw new CaravanError("CONFIG", (e as Error).message);
+    }
+  }
+
+  endpointsOf(scope: Scope, name: string): Endpoints {
+    // No public exposure yet: both are the Service's in-cluster address.
+    const url = endpointOf(name, this.namespaceOf(scope));
+    return { endpoint: url, internalEndpoint: url };
+  }
+
+  /** Endpoints are deterministic: known before anything is applied. */
+  async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
+    return Object.fromEntries(names.map((n) => [n, this.endpointsOf(scope, n)]));
+  }
+
+  async deploy(req: DeployRequest): Promise<DeployResult> {
+    const namespace = this.namespaceOf(req.scope);
+    const before = (await this.recordedIn(namespace)).get(req.name);
+    const endpoints = req.kind === "app" ? this.endpointsOf(req.scope, req.name) : {};
+    if (before && !req.force && isUnchanged(before, req)) {
+      return { status: "unchanged", revision: req.revision, ...endpoints };
+    }
+    await this.ensureNamespace(namespace, req.scope);
+    const ctx = await this.upload(req, namespace);
+    if (req.spec.kind === "task") {
+      // Ready once its code is stored and its tasks recorded.
+      for (const object of taskObjects(req, ctx)) await this.apply(object, req.name);
+      return { status: "ready", revision: req.revision };
+    }
+    const objects = appObjects({ ...req, spec: req.spec }, ctx);
+    for (const object of objects) await this.apply(object, req.name);
+    await this.awaitRollout(req, namespace);
+    return { status: "ready", revision: req.revision, ...endpoints };
+  }
+
+  async status(scope?: Scope): Promise<EnvironmentStatus[]> {
+    const namespace = scope ? this.namespaceOf(scope) : undefined;
+    const managed = scope ? selector(scopeLabels(scope)) : `${MANAGED_BY}=caravan`;
+    const [deployments, markers, pods, slices] = await Promise.all([
+      this.client.list<Deployment>("Deployment", namespace, managed),
+      this.client.list<KubeObject>("ConfigMap", namespace, `${managed},${LABELS.kind}=task`),
+      this.client.list<Pod>("Pod", namespace, managed),
+      this.client.list<EndpointSliceLike & { metadata: KubeObject["metadata"] }>(
+        "EndpointSlice",
+        namespace,
+        managed,
+      ),
+    ]);
+    const out: EnvironmentStatus[] = [];
+    for (const d of deployments.items) {
+      const r = recordOf(d);
+      if (!r) continue;
+      const key = (o: { metadata: { namespace?: string; labels?: Record<string, string> } }) =>
+        o.metadata.namespace === r.namespace && o.metadata.labels?.[LABELS.environment] === r.name;
+      const own = pods.items.filter(key);
+      const current = own.filter((p) => p.metadata.labels?.[LABELS.revision] === r.revision);
+      const ownSlices = slices.items.filter(
+        (s) =>
+          s.metadata.namespace === r.namespace &&
+          s.metadata.labels?.["kubernetes.io/service-name"] === r.name,
+      );
+      const rollout = rolloutState(d, current, ownSlices);
+      const { state, error } = stateOf(r, rollout, d);
+      out.push({
+        project: r.scope.project,
+        domain: r.scope.domain,
+        name: r.name,
+        kind: "app",
+        state,
+        revision: r.revision,
+        restarts: own.reduce((n, p) => n + restartsOf(p), 0),
+        pids: [],
+        instances: own.map((p) => ({
+          id: p.metadata.name,
+          ready: podReady(p),
+          restarts: restartsOf(p),
+          ...(p.spec?.nodeName ? { node: p.spec.nodeName } : {}),
+        })),
+        dependsOn: r.dependsOn,
+        ...(error ? { error } : {}),
+        updatedAt: r.deployedAt,
+        replicas: d.status?.readyReplicas ?? 0,
+        ...this.endpointsOf(r.scope, r.name),
+      });
+    }
+    for (const m of markers.items) {
+      const r = recordOf(m);
+      if (!r) continue;
+      out.push({
+        project: r.scope.project,
+        domain: r.scope.domain,
+        name: r.name,
+        kind: "task",
+        state: r.desired === "stopped" ? "stopped" : "ready",
+        revision: r.revision,
+        restarts: 0,
+        pids: [],
+        instances: [],
+        dependsOn: r.dependsOn,
+        updatedAt: r.deployedAt,
+      });
+    }
+    return out.sort((a, b) =>
+      `${a.project}/${a.domain}/${a.name}` < `${b.project}/${b.domain}/${b.name}` ? -1 : 1,
+    );
+  }
+
+  stop(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
+    return this.takeDown(scope, names, opts, false);
+  }
+
+  delete(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
+    return this.takeDown(scope, names, opts, true);
+  }
+
+  async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {
+    const namespace = this.namespaceOf(scope);
+    const pods = await this.client.list<Pod>(
+      "Pod",
+      namespace,
+      selector(environmentLabels(scope, name)),
+    );
+    if (!pods.items.length) {
+      const known = (await this.recordedIn(namespace, true)).has(name);
+      throw new CaravanError(
+        known ? "NOT_FOUND" : "NOT_DEPLOYED",
+        known
+          ? `${name} has no pods in namespace ${namespace} (stopped? caravan status)`
+          : `"${name}" is not deployed in ${scope.project}/${scope.domain} (namespace ${namespace}; see caravan status)`,
+      );
+    }
+    const many = pods.items.length > 1;
+    for (const pod of pods.items) {
+      let res;
+      try {
+        res = await this.client.stream(
+          `/api/v1/namespaces/${namespace}/pods/${pod.metadata.name}/log`,
+          {
+            container: "app",
+            ...(opts.tail !== undefined ? { tailLines: opts.tail } : {}),
+            ...(opts.follow && !many ? { follow: true } : {}),
+          },
+          opts.signal,
+        );
+      } catch (e) {
+        const why = e instanceof ApiError ? e.message : (e as Error).message;
+        throw new CaravanError(
+          "NOT_FOUND",
+          `the logs of ${name} (pod ${pod.metadata.name}) cannot be read: ${why}`,
+        );
+      }
+      for await (const line of createInterface({ input: res, crlfDelay: Infinity })) {
+        yield many ? `[${pod.metadata.name}] ${line}` : line;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+
+  // --- internals ---
+
+  private async apply(object: KubeObject, env: string): Promise<void> {
+    try {
+      await this.client.apply(object);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      throw new CaravanError(
+        "CLUSTER_REJECTED",
+        `${env}: the cluster refused ${object.kind} ${object.metadata.namespace ? `${object.metadata.namespace}/` : ""}${object.metadata.name}: ${e.message}`,
+        { kind: object.kind, name: object.metadata.name, status: e.status, reason: e.reason },
+      );
+    }
+  }
+
+  private ensureNamespace(namespace: string, scope: Scope): Promise<void> {
+    let done = this.namespaces.get(namespace);
+    if (!done) {
+      done = this.apply(namespaceObject(namespace, scope), namespace);
+      this.namespaces.set(namespace, done);
+      done.catch(() => this.namespaces.delete(namespace));
+    }
+    return done;
+  }
+
+  /** Applies the request's content-addressed ConfigMaps; gives what the manifests refer to. */
+  private async upload(req: DeployRequest, namespace: string): Promise<ManifestContext> {
+    const labels = environmentLabels(req.scope, req.name);
+    const { files: code, entry } = codeFiles(req.code);
+    const codeMap = contentConfigMap(
+      `${req.name}-code-${req.code.hash}`,
+      namespace,
+      labels,
+      "code",
+      code,
+    );
+    const maps = [codeMap.object];
+    const ctx: ManifestContext = {
+      namespace,
+      code: { name: codeMap.object.metadata.name, items: codeMap.items },
+      runtime: { name: "", items: [] },
+      inputs: { ...req.inputs },
+      entry,
+      secretName: SECRET_NAME,
+      now: new Date().toISOString(),
+    };
+    if (req.spec.kind === "task" || req.spec.serveKind !== "command") {
+      const runtime = contentConfigMap(
+        `${req.name}-runtime-${runtimeHashOf(req.code)}`,
+        namespace,
+        labels,
+        "runtime",
+        runtimeFiles(req.code),
+      );
+      maps.push(runtime.object);
+      ctx.runtime = { name: runtime.object.metadata.name, items: runtime.items };
+    }
+    if (req.files) {
+      const files = contentConfigMap(
+        `${req.name}-files-${req.files.hash}`,
+        namespace,
+        labels,
+        "files",
+        snapshotFiles(req.files.dir),
+      );
+      maps.push(files.object);
+      ctx.files = { name: files.object.metadata.name, items: files.items, localDir: req.files.dir };
+      // File/Dir inputs point into the snapshot: in a pod, into its mount.
+      for (const [k, v] of Object.entries(ctx.inputs))
+        if (v.startsWith(req.files.dir))
+          ctx.inputs[k] = POD_PATHS.files + v.slice(req.files.dir.length);
+    }
+    // Immutable and named by content: when one exists it already holds these bytes.
+    const existing = new Set(
+      (
+        await this.client.list<KubeObject>("ConfigMap", namespace, selector({ ...labels }))
+      ).items.map((m) => m.metadata.name),
+    );
+    await Promise.all(
+      maps.filter((m) => !existing.has(m.metadata.name)).map((m) => this.apply(m, req.name)),
+    );
+    return ctx;
+  }
+
+  /** Polls the rollout of `req.revision` until it is ready, or fails with the reason. */
+  private async awaitRollout(req: DeployRequest, namespace: string): Promise<void> {
+    const startSeconds = req.spec.kind === "app" ? req.spec.timeouts.start : 60;
+    const deadline = Date.now() + startSeconds * 1000 + DEADLINE_SLACK_MS;
+    const podSelector = selector({
+      ...environmentLabels(req.scope, req.name),
+      [LABELS.revision]: req.revision,
+    });
+    let delay = POLL_FIRST_MS;
+    let last: RolloutState = { state: "progressing", why: "applied" };
+    for (;;) {
+      const [deployment, pods, slices] = await Promise.all([
+        this.client.get<Deployment>("Deployment", namespace, req.name),
+        this.client.list<Pod>("Pod", namespace, podSelector),
+        this.client.list<EndpointSliceLike>(
+          "EndpointSlice",
+          namespace,
+          `kubernetes.io/service-name=${req.name}`,
+        ),
+      ]);
+      if (!deployment) {
+        throw new CaravanError(
+          "APP_NOT_READY",
+          `${req.name}: its Deployment in namespace ${namespace} disappeared during the rollout (deleted by someone else?)`,
+        );
+      }
+      if (deployment.metadata.annotations?.[ANNOTATIONS.revision] !== req.revision) {
+        throw new CaravanError(
+          "APP_NOT_READY",
+          `${req.name}: another deploy replaced revision ${req.revision} with ${deployment.metadata.annotations?.[ANNOTATIONS.revision]} during its rollout`,
+        );
+      }
+      last = rolloutState(deployment, pods.items, slices.items);
+      if (last.state === "ready") return;
+      if (last.state === "failed") {
+        const tail = last.pod ? await this.lastLogLines(namespace, last.pod) : "";
+        const advice = adviceFor(last.reason);
+        throw new CaravanError(
+          last.reason === "ProgressDeadlineExceeded" ? "START_TIMEOUT" : "APP_NOT_READY",
+          `${req.name} failed: ${last.reason}: ${last.message}${advice ? ` (${advice})` : ""}${tail}`,
+          { reason: last.reason, ...(last.pod ? { pod: last.pod } : {}) },
+        );
+      }
+      if (Date.now() > deadline) {
+        throw new CaravanError(
+          "START_TIMEOUT",
+          `${req.name} was not ready within ${startSeconds} s (timeouts.start): ${last.why}`,
+        );
+      }
+      await sleep(delay);
+      delay = Math.min(POLL_MAX_MS, Math.round(delay * 1.5));
+    }
+  }
+
+  /** The last lines a failed pod wrote, for the error (empty when the cluster has none). */
+  private async lastLogLines(namespace: string, pod: string): Promise<string> {
+    for (const previous of [true, false]) {
+      try {
+        const res = await this.client.stream(`/api/v1/namespaces/${namespace}/pods/${pod}/log`, {
+          container: "app",
+          tailLines: 20,
+          ...(previous ? { previous: true } : {}),
+        });
+        const lines: string[] = [];
+        for await (const line of createInterface({ input: res, crlfDelay: Infinity }))
+          lines.push(line);
+        if (lines.length) return `\nlast log lines of pod ${pod}:\n${lines.join("\n")}`;
+      } catch {
+        // no logs (not started, or a cluster without kubelets' logs): say nothing
+      }
+    }
+    return "";
+  }
+
+  /**
+   * What the namespace holds, listed once per backend object: the engine deploys each
+   * environment once, so an unchanged deploy of many apps costs two list calls, not a GET each.
+   */
+  private recordedIn(namespace: string, fresh = false): Promise<Map<string, Recorded>> {
+    let listing = fresh ? undefined : this.recorded.get(namespace);
+    if (!listing) {
+      listing = (async () => {
+        const managed = `${MANAGED_BY}=caravan`;
+        const [deployments, markers] = await Promise.all([
+          this.client.list<Deployment>("Deployment", namespace, managed),
+          this.client.list<KubeObject>("ConfigMap", namespace, `${managed},${LABELS.kind}=task`),
+        ]);
+        const out = new Map<string, Recorded>();
+        for (const o of [...deployments.items, ...markers.items]) {
+          const r = recordOf(o);
+          if (r) out.set(r.name, r);
+        }
+        return out;
+      })();
+      this.recorded.set(namespace, listing);
+      listing.catch(() => this.recorded.delete(namespace));
+    }
+    return listing;
+  }
+
+  private async takeDown(
+    scope: Scope,
+    names: string[],
+    opts: { cascade?: boolean },
+    forget: boolean,
+  ): Promise<string[]> {
+    const namespace = this.namespaceOf(scope);
+    const recorded = await this.recordedIn(namespace, true);
+    const missing = names.filter((n) => !recorded.has(n));
+    if (missing.length) {
+      const known = [...recorded.keys()].sort();
+      throw new CaravanError(
+        "NOT_DEPLOYED",
+        `${missing.map((n) => `"${n}"`).join(", ")} ${missing.length === 1 ? "is" : "are"} not deployed in ${scope.project}/${scope.domain} (namespace ${namespace}); ${known.length ? `deployed: ${known.join(", ")}` : "nothing is deployed there"}`,
+        { names: missing },
+      );
+    }
+    const nodes = [...recorded.values()];
+    const running = nodes.filter((r) => r.desired === "running");
+    const blocking = transitiveDependents(names, dependentsIndex(running));
+    if (blocking.length && !opts.cascade) {
+      const verb = forget ? "delete" : "stop";
+      throw new CaravanError(
+        "DEPENDENTS_EXIST",
+        `cannot ${verb} ${names.join(", ")}: ${blocking.join(", ")} depend${blocking.length === 1 ? "s" : ""} on it and ${blocking.length === 1 ? "is" : "are"} running. ${verb[0]!.toUpperCase()}${verb.slice(1)} ${blocking.length === 1 ? "it" : "them"} too, or pass --cascade`,
+        { dependents: blocking },
+      );
+    }
+    const order = inReverseDependencyOrder(nodes, [...names, ...blocking]);
+    for (const name of order) {
+      const r = recorded.get(name)!;
+      if (forget) await this.deleteEnvironment(scope, namespace, r);
+      else await this.stopEnvironment(namespace, r);
+    }
+    this.recorded.delete(namespace);
+    return order;
+  }
+
+  /** Scales an app to zero and records that it is stopped (its definition stays). */
+  private async stopEnvironment(namespace: string, r: Recorded): Promise<void> {
+    const kind: ResourceKind = r.kind === "app" ? "Deployment" : "ConfigMap";
+    const name = r.kind === "app" ? r.name : taskMarkerName(r.name);
+    await this.client.call("PATCH", resourcePath(kind, namespace, name), {
+      body: {
+        metadata: { annotations: { [ANNOTATIONS.desired]: "stopped" } },
+        ...(r.kind === "app" ? { spec: { replicas: 0 } } : {}),
+      },
+      contentType: "application/merge-patch+json",
+    });
+    if (r.kind === "app") await this.waitForPods(namespace, r);
+  }
+
+  /** Removes every object of the environment (found by its labels), then waits for its pods. */
+  private async deleteEnvironment(scope: Scope, namespace: string, r: Recorded): Promise<void> {
+    const labels = selector(environmentLabels(scope, r.name));
+    for (const kind of [
+      "Deployment",
+      "HorizontalPodAutoscaler",
+      "Job",
+      "Service",
+      "ConfigMap",
+    ] as const) {
+      const list = await this.client.list<KubeObject>(kind, namespace, labels);
+      await Promise.all(
+        list.items.map((o) => this.client.delete(kind, namespace, o.metadata.name)),
+      );
+    }
+    await this.waitForPods(namespace, r);
+  }
+
+  /** Teardown goes dependents first: the next one waits until these pods are gone. */
+  private async waitForPods(namespace: string, r: Recorded): Promise<void> {
+    const deadline = Date.now() + DELETE_WAIT_MS;
+    const labels = selector(environmentLabels(r.scope, r.name));
+    let delay = POLL_FIRST_MS;
+    while (Date.now() < deadline) {
+      const pods = await this.client.list<Pod>("Pod", namespace, labels);
+      if (!pods.items.length) return;
+      await sleep(delay);
+      delay = Math.min(POLL_MAX_MS, Math.round(delay * 1.5));
+    }
+    throw new CaravanError(
+      "INTERNAL",
+      `${r.name}: its pods in namespace ${namespace} were still terminating after ${DELETE_WAIT_MS / 1000} s`,
+    );
+  }
+}
+
+/** The record an object carries in its labels and annotations (undefined: not an environment's). */
+function recordOf(o: KubeObject): Recorded | undefined {
+  const labels = o.metadata.labels ?? {};
+  const annotations = o.metadata.annotations ?? {};
+  const name = labels[LABELS.environment];
+  const revision = annotations[ANNOTATIONS.revision];
+  if (!name || !revision) return undefined;
+  let dependsOn: string[] = [];
+  try {
+    dependsOn = JSON.parse(annotations[ANNOTATIONS.dependsOn] ?? "[]") as string[];
+  } catch {
+    // hand-edited: no known dependencies
+  }
+  return {
+    name,
+    namespace: (o.metadata.namespace as string | undefined) ?? "",
+    scope: { project: labels[LABELS.project] ?? "", domain: labels[LABELS.domain] ?? "" },
+    kind: o.kind === "Deployment" ? "app" : "task",
+    revision,
+    dependsOn,
+    desired: annotations[ANNOTATIONS.desired] === "stopped" ? "stopped" : "running",
+    deployedAt: annotations[ANNOTATIONS.deployedAt] ?? "",
+    ...(o.kind === "Deployment" ? { deployment: o as Deployment } : {}),
+  };
+}
+
+/** Same revision, meant to run, and (an app) fully rolled out: nothing to write. */
+function isUnchanged(r: Recorded, req: DeployRequest): boolean {
+  if (r.revision !== req.revision || r.desired !== "running" || r.kind !== req.kind) return false;
+  if (r.kind === "task") return true;
+  const d = r.deployment;
+  const s = d?.status ?? {};
+  const desired = d?.spec?.replicas ?? 1;
+  return (
+    (s.observedGeneration ?? 0) >= (d?.metadata.generation ?? 0) &&
+    (s.updatedReplicas ?? 0) === desired &&
+    (s.availableReplicas ?? 0) >= desired &&
+    (s.replicas ?? 0) === desired
+  );
+}
+
+function stateOf(
+  r: Recorded,
+  rollout: RolloutState,
+  d: Deployment,
+): { state: EnvironmentState; error?: string } {
+  if (r.desired === "stopped") return { state: "stopped" };
+  if (rollout.state === "ready") return { state: "ready" };
+  if (rollout.state === "failed") {
+    // A failed new revision while the old one still serves: still failed, and said so.
+    const serving = (d.status?.availableReplicas ?? 0) > 0;
+    return {
+      state: "failed",
+      error: `${rollout.reason}: ${headline(rollout.message)}${serving ? " (the previous revision still serves)" : ""}`,
+    };
+  }
+  return { state: "starting" };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

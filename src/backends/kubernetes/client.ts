@@ -1,0 +1,284 @@
+/**
+ * A small client for the Kubernetes API: kubeconfig and authentication come from
+ * `@kubernetes/client-node` (KUBECONFIG, ~/.kube/config, in-cluster; tokens, client
+ * certificates, exec plugins), the requests are plain HTTPS so caravan chooses every query
+ * parameter (server-side apply with `fieldManager=caravan`, `force`, `fieldValidation=Strict`,
+ * dry runs) and counts its calls (an unchanged deploy must cost a bounded number of them).
+ */
+import { request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent, request as httpsRequest, type RequestOptions } from "node:https";
+import { KubeConfig } from "@kubernetes/client-node";
+import { CaravanError } from "../../errors.ts";
+import type { KubernetesConfig } from "../../sdk/config.ts";
+import type { KubeObject } from "./manifests.ts";
+
+/** Where each kind lives in the API. */
+const RESOURCES: Record<string, { group: string; plural: string; namespaced: boolean }> = {
+  Namespace: { group: "/api/v1", plural: "namespaces", namespaced: false },
+  ConfigMap: { group: "/api/v1", plural: "configmaps", namespaced: true },
+  Secret: { group: "/api/v1", plural: "secrets", namespaced: true },
+  Service: { group: "/api/v1", plural: "services", namespaced: true },
+  Pod: { group: "/api/v1", plural: "pods", namespaced: true },
+  Deployment: { group: "/apis/apps/v1", plural: "deployments", namespaced: true },
+  ReplicaSet: { group: "/apis/apps/v1", plural: "replicasets", namespaced: true },
+  EndpointSlice: {
+    group: "/apis/discovery.k8s.io/v1",
+    plural: "endpointslices",
+    namespaced: true,
+  },
+  HorizontalPodAutoscaler: {
+    group: "/apis/autoscaling/v2",
+    plural: "horizontalpodautoscalers",
+    namespaced: true,
+  },
+  Job: { group: "/apis/batch/v1", plural: "jobs", namespaced: true },
+};
+export type ResourceKind = keyof typeof RESOURCES;
+
+/** The path of a collection (`name` omitted) or of one object. */
+export function resourcePath(kind: ResourceKind, namespace?: string, name?: string): string {
+  const r = RESOURCES[kind];
+  if (!r) throw new Error(`unknown kind ${kind}`);
+  const ns = r.namespaced && namespace ? `/namespaces/${namespace}` : "";
+  return `${r.group}${ns}/${r.plural}${name ? `/${name}` : ""}`;
+}
+
+/** An error answer of the API server. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface CallCounts {
+  total: number;
+  writes: number;
+  byMethod: Record<string, number>;
+}
+
+export interface ListResult<T> {
+  items: T[];
+  metadata?: { resourceVersion?: string };
+}
+
+export class KubeClient {
+  readonly calls: CallCounts = { total: 0, writes: 0, byMethod: {} };
+  private agent?: Agent;
+
+  private constructor(
+    private readonly kc: KubeConfig,
+    readonly server: string,
+    readonly context: string,
+  ) {}
+
+  /** From the standard kubeconfig; `context` picks one of its contexts. */
+  static load(config: KubernetesConfig = {}): KubeClient {
+    const kc = new KubeConfig();
+    try {
+      kc.loadFromDefault();
+    } catch (e) {
+      throw new CaravanError(
+        "CONFIG",
+        `cannot read the kubeconfig (${process.env.KUBECONFIG ?? "~/.kube/config"}): ${(e as Error).message}`,
+      );
+    }
+    const context = config.context ?? process.env.CARAVAN_K8S_CONTEXT ?? kc.getCurrentContext();
+    if (config.context || process.env.CARAVAN_K8S_CONTEXT) {
+      if (!kc.getContexts().some((c) => c.name === context)) {
+        throw new CaravanError(
+          "CONFIG",
+          `kubeconfig context "${context}" does not exist; known: ${
+            kc
+              .getContexts()
+              .map((c) => c.name)
+              .join(", ") || "none"
+          } (set KUBECONFIG or --context)`,
+        );
+      }
+      kc.setCurrentContext(context);
+    }
+    const cluster = kc.getCurrentCluster();
+    if (!cluster || !context) {
+      throw new CaravanError(
+        "CONFIG",
+        "no Kubernetes cluster is configured: set KUBECONFIG to a kubeconfig file, or give --context, or put kubernetes: { context } in caravan.config.*",
+      );
+    }
+    return new KubeClient(kc, cluster.server.replace(/\/$/, ""), context);
+  }
+
+  /** One API call. Resolves with the parsed JSON body; rejects with ApiError or CLUSTER_UNREACHABLE. */
+  async call<T = any>(
+    method: string,
+    path: string,
+    opts: {
+      query?: Record<string, string | number | boolean | undefined>;
+      body?: unknown;
+      contentType?: string;
+      timeoutMs?: number;
+    } = {},
+  ): Promise<T> {
+    const res = await this.send(method, path, opts);
+    const text = await readBody(res);
+    if ((res.statusCode ?? 500) >= 400) throw apiError(res.statusCode ?? 500, text);
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** A streamed answer (logs): the response, once its status is known to be a success. */
+  async stream(
+    path: string,
+    query: Record<string, string | number | boolean | undefined>,
+    signal?: AbortSignal,
+  ): Promise<IncomingMessage> {
+    const res = await this.send("GET", path, { query, ...(signal ? { signal } : {}) });
+    if ((res.statusCode ?? 500) >= 400) throw apiError(res.statusCode ?? 500, await readBody(res));
+    return res;
+  }
+
+  /** Server-side apply of one object (created or updated; caravan owns the fields it sets). */
+  apply<T = KubeObject>(object: KubeObject, opts: { dryRun?: boolean } = {}): Promise<T> {
+    const path = resourcePath(object.kind, object.metadata.namespace, object.metadata.name);
+    return this.call<T>("PATCH", path, {
+      query: {
+        fieldManager: "caravan",
+        force: true,
+        fieldValidation: "Strict",
+        ...(opts.dryRun ? { dryRun: "All" } : {}),
+      },
+      body: object,
+      contentType: "application/apply-patch+yaml",
+    });
+  }
+
+  list<T = any>(
+    kind: ResourceKind,
+    namespace: string | undefined,
+    labelSelector?: string,
+  ): Promise<ListResult<T>> {
+    return this.call<ListResult<T>>("GET", resourcePath(kind, namespace), {
+      query: { labelSelector },
+    });
+  }
+
+  /** The object, or undefined when there is none. */
+  async get<T = any>(kind: ResourceKind, namespace: string | undefined, name: string) {
+    try {
+      return await this.call<T>("GET", resourcePath(kind, namespace, name));
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return undefined;
+      throw e;
+    }
+  }
+
+  /** Deletes one object (its dependents in the background); false when it was already gone. */
+  async delete(kind: ResourceKind, namespace: string | undefined, name: string): Promise<boolean> {
+    try {
+      await this.call("DELETE", resourcePath(kind, namespace, name), {
+        body: { kind: "DeleteOptions", apiVersion: "v1", propagationPolicy: "Background" },
+        contentType: "application/json",
+      });
+      return true;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return false;
+      throw e;
+    }
+  }
+
+  close(): void {
+    this.agent?.destroy();
+  }
+
+  private async send(
+    method: string,
+    path: string,
+    opts: {
+      query?: Record<string, string | number | boolean | undefined>;
+      body?: unknown;
+      contentType?: string;
+      timeoutMs?: number;
+      signal?: AbortSignal;
+    },
+  ): Promise<IncomingMessage> {
+    this.calls.total++;
+    this.calls.byMethod[method] = (this.calls.byMethod[method] ?? 0) + 1;
+    if (method !== "GET") this.calls.writes++;
+    const url = new URL(this.server + path);
+    for (const [k, v] of Object.entries(opts.query ?? {}))
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    const options: RequestOptions = { method, headers: { Accept: "application/json" } };
+    await this.kc.applyToHTTPSOptions(options);
+    const body =
+      opts.body === undefined
+        ? undefined
+        : Buffer.from(typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body));
+    if (body) {
+      options.headers = {
+        ...options.headers,
+        "Content-Type": opts.contentType ?? "application/json",
+        "Content-Length": String(body.length),
+      };
+    }
+    const secure = url.protocol === "https:";
+    if (secure) {
+      // One keep-alive agent with the cluster's TLS settings: polling reuses connections.
+      this.agent ??= new Agent({
+        keepAlive: true,
+        maxSockets: 16,
+        ...(options.ca ? { ca: options.ca } : {}),
+        ...(options.cert ? { cert: options.cert } : {}),
+        ...(options.key ? { key: options.key } : {}),
+        ...(options.rejectUnauthorized !== undefined
+          ? { rejectUnauthorized: options.rejectUnauthorized }
+          : {}),
+        ...(options.servername ? { servername: options.servername } : {}),
+      });
+      options.agent = this.agent;
+    } else {
+      delete options.agent;
+    }
+    if (opts.signal) options.signal = opts.signal;
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      const req = (secure ? httpsRequest : httpRequest)(url, options, resolve);
+      req.setTimeout(opts.timeoutMs ?? 30_000, () =>
+        req.destroy(new Error(`no answer within ${opts.timeoutMs ?? 30_000} ms`)),
+      );
+      req.on("error", (e) => {
+        if ((e as Error).name === "AbortError") return reject(e);
+        reject(
+          new CaravanError(
+            "CLUSTER_UNREACHABLE",
+            `cannot reach the Kubernetes API at ${this.server} (context "${this.context}"): ${(e as Error).message}. Check that the cluster is up and KUBECONFIG / --context point at it`,
+            { server: this.server, context: this.context },
+          ),
+        );
+      });
+      req.end(body);
+    });
+  }
+}
+
+function readBody(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    res.on("error", reject);
+  });
+}
+
+function apiError(status: number, text: string): ApiError {
+  let reason = "";
+  let message = text.trim() || `HTTP ${status}`;
+  try {
+    const s = JSON.parse(text) as { reason?: string; message?: string };
+    reason = s.reason ?? "";
+    message = s.message ?? message;
+  } catch {
+    // not a Status object
+  }
+  return new ApiError(status, reason, message);
+}

@@ -1,0 +1,189 @@
+import { describe, expect, test } from "vitest";
+import type { AppSpec, DeployRequest } from "../contract.ts";
+import {
+  ANNOTATIONS,
+  LABELS,
+  appObjects,
+  contentConfigMap,
+  endpointOf,
+  imageOf,
+  namespaceFor,
+  type ManifestContext,
+} from "./manifests.ts";
+
+const scope = { project: "shop", domain: "dev" };
+const spec: AppSpec = {
+  kind: "app",
+  name: "web",
+  dependsOn: ["api"],
+  envVars: { MODE: "fast" },
+  secrets: [{ key: "API_KEY", envVar: "API_KEY" }],
+  serveKind: "fastify",
+  port: { port: 8080 },
+  args: [],
+  scaling: { replicas: [0, 1], scaledownAfter: 900 },
+  timeouts: { start: 30 },
+  links: [],
+  include: [],
+  requiresAuth: false,
+  inputs: [{ name: "greeting", value: "hi", envVar: "GREETING" }],
+  readiness: {},
+  resources: { milliCpu: 1000, memoryBytes: 512 * 1024 * 1024 },
+};
+const api = endpointOf("api", "shop-dev");
+const req: DeployRequest & { spec: AppSpec } = {
+  scope,
+  name: "web",
+  kind: "app",
+  spec,
+  revision: "abc123",
+  code: {
+    hash: "c0de",
+    entry: "/h/bundles/c0de/entry.js",
+    sourceRoot: "/src",
+    runtime: "/h/rt/r1/runtime/main.js",
+  },
+  inputs: { greeting: "hello" },
+  dependencies: { api: { endpoint: api, internalEndpoint: api } },
+};
+const ctx: ManifestContext = {
+  namespace: "shop-dev",
+  code: { name: "web-code-c0de", items: [{ key: "f0-entry.js", path: "entry.js" }] },
+  runtime: {
+    name: "web-runtime-r1",
+    items: [{ key: "f0-runtime_main.js", path: "runtime/main.js" }],
+  },
+  inputs: { greeting: "hello" },
+  entry: "entry.js",
+  secretName: "caravan-secrets",
+  now: "2026-01-01T00:00:00.000Z",
+};
+
+const find = (kind: string) => appObjects(req, ctx).find((o) => o.kind === kind)! as any;
+
+describe("namespace and endpoints", () => {
+  test("one namespace per project/domain, DNS-1123 checked; endpoints are deterministic", () => {
+    expect(namespaceFor(scope)).toBe("shop-dev");
+    expect(namespaceFor(scope, "custom")).toBe("custom");
+    expect(() => namespaceFor({ project: "a".repeat(40), domain: "b".repeat(30) })).toThrow(
+      /63 characters/,
+    );
+    expect(api).toBe("http://api.shop-dev.svc.cluster.local");
+  });
+});
+
+describe("an app's objects", () => {
+  test("Deployment: labels, revision annotation, rolling update that never drops a replica", () => {
+    const d = find("Deployment");
+    expect(d.metadata.labels).toMatchObject({
+      "app.kubernetes.io/managed-by": "caravan",
+      [LABELS.project]: "shop",
+      [LABELS.domain]: "dev",
+      [LABELS.environment]: "web",
+    });
+    expect(d.metadata.annotations[ANNOTATIONS.revision]).toBe("abc123");
+    expect(JSON.parse(d.metadata.annotations[ANNOTATIONS.dependsOn])).toEqual(["api"]);
+    expect(d.spec.strategy.rollingUpdate.maxUnavailable).toBe(0);
+    expect(d.spec.template.metadata.labels[LABELS.revision]).toBe("abc123");
+    expect(d.spec.selector.matchLabels).not.toHaveProperty(LABELS.revision);
+    expect(d.spec.replicas).toBe(1);
+    expect(d.spec.progressDeadlineSeconds).toBe(30);
+  });
+
+  test("the container gets the launch environment, the runtime config and secretKeyRefs, never values", () => {
+    const c = find("Deployment").spec.template.spec.containers[0];
+    const env = Object.fromEntries(c.env.map((e: any) => [e.name, e.value ?? e.valueFrom]));
+    expect(env.CARAVAN_ENDPOINT_API).toBe(api);
+    expect(env.GREETING).toBe("hello");
+    expect(env.MODE).toBe("fast");
+    expect(env.API_KEY).toEqual({ secretKeyRef: { name: "caravan-secrets", key: "API_KEY" } });
+    const runtime = JSON.parse(env.CARAVAN_RUNTIME);
+    expect(runtime).toMatchObject({
+      name: "web",
+      entry: "/app/.caravan/code/entry.js",
+      host: "0.0.0.0",
+      port: 8080,
+      endpoints: { api },
+    });
+    expect(c.command).toEqual(["node", "/app/.caravan/runtime/runtime/main.js"]);
+    expect(c.resources).toEqual({
+      requests: { cpu: "1000m", memory: String(512 * 1024 * 1024) },
+      limits: { memory: String(512 * 1024 * 1024) },
+    });
+    expect(c.readinessProbe.tcpSocket.port).toBe("http");
+    expect(c.startupProbe.failureThreshold).toBe(30);
+    expect(c.lifecycle.preStop.sleep.seconds).toBeGreaterThan(0);
+  });
+
+  test("Service: ClusterIP on port 80 to the app's port, selecting its pods", () => {
+    const s = find("Service");
+    expect(s.spec.type).toBe("ClusterIP");
+    expect(s.spec.ports[0]).toMatchObject({ port: 80, targetPort: "http" });
+    expect(s.spec.selector[LABELS.environment]).toBe("web");
+  });
+
+  test("a command app runs its expanded argv with an HTTP probe on its readiness path", () => {
+    const cmd = {
+      ...req,
+      spec: {
+        ...spec,
+        serveKind: "command" as const,
+        command: ["python3", "-m", "http.server", "$PORT"],
+        args: ["--dir", "${CARAVAN_ENDPOINT_API}"],
+        readiness: { path: "/healthz" },
+      },
+    };
+    const d = appObjects(cmd, ctx).find((o) => o.kind === "Deployment") as any;
+    const c = d.spec.template.spec.containers[0];
+    expect(c.command).toEqual(["python3", "-m", "http.server", "8080", "--dir", api]);
+    expect(c.readinessProbe.httpGet).toEqual({ path: "/healthz", port: "http" });
+    expect(c.env.map((e: any) => e.name)).not.toContain("CARAVAN_RUNTIME");
+    expect(d.spec.template.spec.volumes.map((v: any) => v.name)).not.toContain("runtime");
+  });
+
+  test("a fixed replica count is kept; min 0 still starts one", () => {
+    const three = {
+      ...req,
+      spec: { ...spec, scaling: { replicas: [3, 3] as [number, number], scaledownAfter: 1 } },
+    };
+    expect((appObjects(three, ctx).find((o) => o.kind === "Deployment") as any).spec.replicas).toBe(
+      3,
+    );
+  });
+
+  test("the same request gives the same objects (unchanged is decided by revision)", () => {
+    expect(appObjects(req, ctx)).toEqual(appObjects(req, ctx));
+  });
+});
+
+describe("content ConfigMaps", () => {
+  test("immutable, binary, flat keys mapped back to paths", () => {
+    const { object, items } = contentConfigMap("web-code-c0de", "ns", {}, "code", [
+      { path: "entry.js", contents: Buffer.from("export {}") },
+      { path: "chunks/a-1.js", contents: Buffer.from("x") },
+    ]);
+    expect(object.immutable).toBe(true);
+    expect(items.map((i) => i.path)).toEqual(["entry.js", "chunks/a-1.js"]);
+    for (const i of items) expect(i.key).toMatch(/^[-._a-zA-Z0-9]+$/);
+    expect(Buffer.from((object as any).binaryData[items[0]!.key], "base64").toString()).toBe(
+      "export {}",
+    );
+  });
+});
+
+describe("images", () => {
+  test("an image reference is used as it is; a built image is named by its content tag", () => {
+    expect(imageOf(spec)).toBe("node:22-bookworm-slim");
+    const ref = {
+      base: { kind: "ref" as const, ref: "python:3.12" },
+      npmPackages: [],
+      aptPackages: [],
+      env: {},
+      tag: "t1",
+    };
+    expect(imageOf({ ...spec, image: ref })).toBe("python:3.12");
+    expect(imageOf({ ...spec, image: { ...ref, npmPackages: ["fastify"] } })).toBe(
+      "caravan-image/web:t1",
+    );
+  });
+});

@@ -1,0 +1,394 @@
+/**
+ * From a deploy request to Kubernetes objects. Pure: no I/O, the same request gives the same
+ * objects, so an unchanged environment is recognised by its revision annotation alone.
+ *
+ * An app is a Deployment (rolling update that never drops below the desired count, readiness
+ * and startup probes, a short pre-stop delay) and a ClusterIP Service on port 80. Its code is
+ * not baked into an image: the esbuild bundle and caravan's compiled runtime go into
+ * immutable, content-addressed ConfigMaps mounted into the app's image. A task environment is
+ * its code ConfigMap and a marker ConfigMap that records its revision and tasks.
+ */
+import type { AppSpec, DeployRequest, EnvironmentSpec, Scope } from "../contract.ts";
+import { commandArgv, inputsDocument, launchEnvironment, type LaunchSource } from "../launch.ts";
+import { RUNTIME_ENV, type RuntimeConfig } from "../../runtime/protocol.ts";
+
+export const MANAGED_BY = "app.kubernetes.io/managed-by";
+export const LABELS = {
+  project: "caravan.dev/project",
+  domain: "caravan.dev/domain",
+  environment: "caravan.dev/environment",
+  kind: "caravan.dev/kind",
+  /** On a pod: the revision it runs (rollouts tell old pods from new by it). */
+  revision: "caravan.dev/revision",
+  /** On a content-addressed object: what it holds ("code", "files", "runtime"). */
+  content: "caravan.dev/content",
+} as const;
+export const ANNOTATIONS = {
+  revision: "caravan.dev/revision",
+  /** The environment's direct dependencies, JSON: teardown goes dependents first from it. */
+  dependsOn: "caravan.dev/depends-on",
+  /** "running" or "stopped" (`caravan stop` scales to zero and keeps the definition). */
+  desired: "caravan.dev/desired",
+  deployedAt: "caravan.dev/deployed-at",
+  /** A task environment's task ids, JSON. */
+  tasks: "caravan.dev/tasks",
+} as const;
+
+/** Where things are mounted in a pod: the image's `/app` holds its node_modules. */
+export const POD_PATHS = {
+  code: "/app/.caravan/code",
+  runtime: "/app/.caravan/runtime",
+  files: "/app/.caravan/files",
+  inputsFile: "/app/.caravan/inputs/inputs.json",
+  workDir: "/app",
+} as const;
+
+/** The image a JS app runs in when its environment names none. */
+export const DEFAULT_IMAGE = "node:22-bookworm-slim";
+/** A Service's port: endpoints are `http://<app>.<namespace>.svc.cluster.local`. */
+export const SERVICE_PORT = 80;
+/** Seconds a pod keeps serving after it is taken out of the Service (endpoints settle first). */
+export const PRE_STOP_SECONDS = 3;
+
+export type KubeObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [k: string]: unknown;
+  };
+  [k: string]: unknown;
+};
+
+/** A file that goes into a ConfigMap: its path under the mount and its bytes. */
+export interface BundleFile {
+  path: string;
+  contents: Uint8Array;
+}
+
+/** The namespace of a project/domain: `<project>-<domain>` unless configured. */
+export function namespaceFor(scope: Scope, configured?: string): string {
+  const name = configured ?? `${scope.project}-${scope.domain}`;
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) || name.length > 63) {
+    throw new Error(
+      `namespace "${name}" is not a DNS-1123 label of at most 63 characters; set kubernetes.namespace in caravan.config.*`,
+    );
+  }
+  return name;
+}
+
+/** The stable, deterministic in-cluster endpoint of an app. */
+export function endpointOf(app: string, namespace: string): string {
+  return `http://${app}.${namespace}.svc.cluster.local`;
+}
+
+export function scopeLabels(scope: Scope): Record<string, string> {
+  return {
+    [MANAGED_BY]: "caravan",
+    [LABELS.project]: scope.project,
+    [LABELS.domain]: scope.domain,
+  };
+}
+
+/** Labels every object of an environment carries; delete finds them all by these. */
+export function environmentLabels(scope: Scope, name: string): Record<string, string> {
+  return { ...scopeLabels(scope), [LABELS.environment]: name };
+}
+
+/** `caravan.dev/environment=<name>,...` for a list call. */
+export function selector(labels: Record<string, string>): string {
+  return Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+}
+
+export function namespaceObject(namespace: string, scope: Scope): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Namespace",
+    metadata: { name: namespace, labels: scopeLabels(scope) },
+  };
+}
+
+/**
+ * An immutable ConfigMap holding `files`, named after their content hash. ConfigMap keys
+ * cannot contain "/", so each file gets a flat key and the volume maps it back to its path.
+ */
+export function contentConfigMap(
+  name: string,
+  namespace: string,
+  labels: Record<string, string>,
+  content: "code" | "files" | "runtime",
+  files: BundleFile[],
+): { object: KubeObject; items: { key: string; path: string }[] } {
+  const binaryData: Record<string, string> = {};
+  const items = files
+    .map((f, i) => ({ key: `f${i}-${flatKey(f.path)}`.slice(0, 253), path: f.path, f }))
+    .map(({ key, path, f }) => {
+      binaryData[key] = Buffer.from(f.contents).toString("base64");
+      return { key, path };
+    });
+  return {
+    object: {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name, namespace, labels: { ...labels, [LABELS.content]: content } },
+      immutable: true,
+      binaryData,
+    },
+    items,
+  };
+}
+
+function flatKey(path: string): string {
+  return path.replace(/[^-._a-zA-Z0-9]/g, "_");
+}
+
+/** What the backend has ready for a request: the namespace and the content it uploaded. */
+export interface ManifestContext {
+  namespace: string;
+  /** The code ConfigMap and how its files map to paths. */
+  code: { name: string; items: { key: string; path: string }[] };
+  /** caravan's compiled runtime (JS apps run in it). */
+  runtime: { name: string; items: { key: string; path: string }[] };
+  /** The file snapshot (include, File/Dir inputs), when the app has one. */
+  files?: { name: string; items: { key: string; path: string }[]; localDir: string };
+  /** Input values as the pod sees them (File/Dir inputs point into the mounted files). */
+  inputs: Record<string, string>;
+  /** The bundle's entry module, relative to the code mount. */
+  entry: string;
+  /** The Secret holding the project/domain's secrets. */
+  secretName: string;
+  now: string;
+}
+
+/** Everything to apply for an app, in apply order (the Deployment last but one, then the Service). */
+export function appObjects(
+  req: DeployRequest & { spec: AppSpec },
+  ctx: ManifestContext,
+): KubeObject[] {
+  const spec = req.spec;
+  const labels = environmentLabels(req.scope, req.name);
+  const src: LaunchSource = { ...req, inputs: ctx.inputs };
+  const env = launchEnvironment(src, { inputsFile: POD_PATHS.inputsFile, apiUrl: "" });
+  const port = spec.port.port;
+  const isCommand = spec.serveKind === "command";
+  const runtimeConfig: RuntimeConfig = {
+    kind: "app",
+    name: req.name,
+    project: req.scope.project,
+    domain: req.scope.domain,
+    entry: `${POD_PATHS.code}/${ctx.entry}`,
+    sourceRoot: POD_PATHS.workDir,
+    port,
+    host: "0.0.0.0",
+    endpoints: mapValues(req.dependencies, (e) => e.internalEndpoint),
+    publicEndpoints: mapValues(req.dependencies, (e) => e.endpoint),
+    inputs: ctx.inputs,
+  };
+  const containerEnv: Record<string, unknown>[] = Object.entries(env)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([name, value]) => ({ name, value }));
+  if (!isCommand) containerEnv.push({ name: RUNTIME_ENV, value: JSON.stringify(runtimeConfig) });
+  // Secret values never appear in the pod spec: the kubelet reads them from the Secret.
+  for (const s of spec.secrets)
+    containerEnv.push({
+      name: s.envVar,
+      valueFrom: { secretKeyRef: { name: ctx.secretName, key: s.key } },
+    });
+
+  const volumes: Record<string, unknown>[] = [
+    { name: "code", configMap: { name: ctx.code.name, items: ctx.code.items } },
+    {
+      name: "inputs",
+      configMap: { name: inputsName(req), items: [{ key: "inputs.json", path: "inputs.json" }] },
+    },
+  ];
+  const mounts: Record<string, unknown>[] = [
+    { name: "code", mountPath: POD_PATHS.code, readOnly: true },
+    { name: "inputs", mountPath: dirOf(POD_PATHS.inputsFile), readOnly: true },
+  ];
+  if (!isCommand) {
+    volumes.push({
+      name: "runtime",
+      configMap: { name: ctx.runtime.name, items: ctx.runtime.items },
+    });
+    mounts.push({ name: "runtime", mountPath: POD_PATHS.runtime, readOnly: true });
+  }
+  if (ctx.files) {
+    volumes.push({ name: "files", configMap: { name: ctx.files.name, items: ctx.files.items } });
+    mounts.push({ name: "files", mountPath: POD_PATHS.files, readOnly: true });
+  }
+
+  const probe = readinessProbe(spec);
+  const startSeconds = spec.timeouts.start;
+  const container: Record<string, unknown> = {
+    name: "app",
+    image: imageOf(spec),
+    ports: [{ name: "http", containerPort: port, protocol: "TCP" }],
+    env: containerEnv,
+    volumeMounts: mounts,
+    readinessProbe: { ...probe, periodSeconds: 2, failureThreshold: 2 },
+    // Gives a slow start `timeouts.start` before liveness or readiness count against it.
+    startupProbe: {
+      ...probe,
+      periodSeconds: 1,
+      failureThreshold: Math.max(1, startSeconds),
+    },
+    lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SECONDS } } },
+    ...resourcesOf(spec),
+  };
+  if (isCommand) {
+    container.command = commandArgv(src, env, port);
+    container.workingDir = ctx.files && spec.include.length ? POD_PATHS.files : POD_PATHS.workDir;
+  } else {
+    container.command = ["node", `${POD_PATHS.runtime}/runtime/main.js`];
+    container.workingDir = POD_PATHS.workDir;
+  }
+  const [min, max] = spec.scaling.replicas;
+  const annotations = {
+    [ANNOTATIONS.revision]: req.revision,
+    [ANNOTATIONS.dependsOn]: JSON.stringify(spec.dependsOn),
+    [ANNOTATIONS.desired]: "running",
+    [ANNOTATIONS.deployedAt]: ctx.now,
+  };
+  const deployment: KubeObject = {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: {
+      name: req.name,
+      namespace: ctx.namespace,
+      labels: { ...labels, [LABELS.kind]: "app" },
+      annotations,
+    },
+    spec: {
+      replicas: Math.min(Math.max(1, min), Math.max(1, max)),
+      selector: { matchLabels: labels },
+      // kubectl's rollout rule with a deadline: a start that makes no progress fails.
+      progressDeadlineSeconds: Math.max(startSeconds, 10),
+      revisionHistoryLimit: 3,
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      template: {
+        metadata: {
+          labels: { ...labels, [LABELS.revision]: req.revision },
+          annotations: { [ANNOTATIONS.revision]: req.revision },
+        },
+        spec: {
+          containers: [container],
+          volumes,
+          terminationGracePeriodSeconds: PRE_STOP_SECONDS + 10,
+          enableServiceLinks: false,
+        },
+      },
+    },
+  };
+  const service: KubeObject = {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: {
+      name: req.name,
+      namespace: ctx.namespace,
+      labels: { ...labels, [LABELS.kind]: "app" },
+      annotations: { [ANNOTATIONS.revision]: req.revision },
+    },
+    spec: {
+      type: "ClusterIP",
+      selector: labels,
+      ports: [{ name: "http", port: SERVICE_PORT, targetPort: "http", protocol: "TCP" }],
+    },
+  };
+  return [inputsObject(req, ctx, src), deployment, service];
+}
+
+/** A task environment: its marker (revision, tasks, dependencies). Its code is uploaded beside it. */
+export function taskObjects(req: DeployRequest, ctx: ManifestContext): KubeObject[] {
+  const tasks = req.spec.kind === "task" ? req.spec.tasks.map((t) => t.id) : [];
+  return [
+    {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: {
+        name: taskMarkerName(req.name),
+        namespace: ctx.namespace,
+        labels: { ...environmentLabels(req.scope, req.name), [LABELS.kind]: "task" },
+        annotations: {
+          [ANNOTATIONS.revision]: req.revision,
+          [ANNOTATIONS.dependsOn]: JSON.stringify(req.spec.dependsOn),
+          [ANNOTATIONS.desired]: "running",
+          [ANNOTATIONS.deployedAt]: ctx.now,
+          [ANNOTATIONS.tasks]: JSON.stringify(tasks),
+        },
+      },
+      data: {
+        revision: req.revision,
+        code: ctx.code.name,
+        entry: ctx.entry,
+        tasks: JSON.stringify(tasks),
+      },
+    },
+  ];
+}
+
+export function taskMarkerName(name: string): string {
+  return `${name}-tasks`;
+}
+
+function inputsName(req: DeployRequest): string {
+  return `${req.name}-inputs-${req.revision}`;
+}
+
+/** `$CARAVAN_INPUTS_FILE` of the revision, as an immutable ConfigMap (no secrets in it). */
+function inputsObject(req: DeployRequest, ctx: ManifestContext, src: LaunchSource): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: {
+      name: inputsName(req),
+      namespace: ctx.namespace,
+      labels: { ...environmentLabels(req.scope, req.name), [LABELS.content]: "inputs" },
+    },
+    immutable: true,
+    data: { "inputs.json": JSON.stringify(inputsDocument(src), null, 2) + "\n" },
+  };
+}
+
+function readinessProbe(spec: AppSpec): Record<string, unknown> {
+  if (spec.serveKind === "command" && spec.readiness.tcp) return { tcpSocket: { port: "http" } };
+  if (spec.readiness.path) return { httpGet: { path: spec.readiness.path, port: "http" } };
+  // A JS app listens only once its start-up hooks ran; a command app is probed the same way.
+  return { tcpSocket: { port: "http" } };
+}
+
+/** The image reference: the environment's, or the default Node image. */
+export function imageOf(spec: EnvironmentSpec): string {
+  const image = spec.image;
+  if (!image) return DEFAULT_IMAGE;
+  if (image.base.kind === "ref" && !image.npmPackages.length && !image.aptPackages.length)
+    return image.base.ref;
+  return `caravan-image/${spec.name}:${image.tag}`;
+}
+
+function resourcesOf(spec: EnvironmentSpec): { resources?: Record<string, unknown> } {
+  const r = spec.resources;
+  if (!r) return {};
+  const requests: Record<string, string> = {};
+  const limits: Record<string, string> = {};
+  if (r.milliCpu !== undefined) requests.cpu = `${r.milliCpu}m`;
+  if (r.memoryBytes !== undefined) {
+    requests.memory = String(r.memoryBytes);
+    limits.memory = String(r.memoryBytes);
+  }
+  if (r.gpu) limits["nvidia.com/gpu"] = String(r.gpu);
+  return { resources: { requests, ...(Object.keys(limits).length ? { limits } : {}) } };
+}
+
+function mapValues<T, U>(o: Record<string, T>, f: (v: T) => U): Record<string, U> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v)]));
+}
+
+function dirOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/"));
+}
