@@ -354,7 +354,6 @@ export class KubernetesBackend implements Backend {
       [LABELS.revision]: req.revision,
     });
     let delay = POLL_FIRST_MS;
-    let last: RolloutState = { state: "progressing", why: "applied" };
     for (;;) {
       const [deployment, pods, slices] = await Promise.all([
         this.client.get<Deployment>("Deployment", namespace, req.name),
@@ -377,7 +376,7 @@ export class KubernetesBackend implements Backend {
           `${req.name}: another deploy replaced revision ${req.revision} with ${deployment.metadata.annotations?.[ANNOTATIONS.revision]} during its rollout`,
         );
       }
-      last = rolloutState(deployment, pods.items, slices.items);
+      const last: RolloutState = rolloutState(deployment, pods.items, slices.items);
       if (last.state === "ready") return;
       if (last.state === "failed") {
         const tail = last.pod ? await this.lastLogLines(namespace, last.pod) : "";
