@@ -577,3 +577,35 @@ describe("FastifyAppEnvironment", () => {
     expect(err.message).toContain('FastifyAppEnvironment "fast"');
   });
 });
+
+describe("kubernetes settings", () => {
+  it("are kept in the spec (they change the revision) and validated", () => {
+    const env = new AppEnvironment({
+      name: "k8s-settings",
+      command: "true",
+      kubernetes: {
+        podAnnotations: { "example.com/team": "web" },
+        nodeSelector: { pool: "general" },
+        tolerations: [{ key: "dedicated", operator: "Exists", effect: "NoSchedule" }],
+      },
+    });
+    expect(env.spec().kubernetes).toEqual({
+      podAnnotations: { "example.com/team": "web" },
+      nodeSelector: { pool: "general" },
+      tolerations: [{ key: "dedicated", operator: "Exists", effect: "NoSchedule" }],
+    });
+    const bad = errorOf(
+      () =>
+        new AppEnvironment({
+          name: "k8s-bad",
+          command: "true",
+          kubernetes: { podLabels: { "not a key": "x" } },
+        }),
+    );
+    expect(bad.message).toMatch(/podLabels key "not a key" is not a valid Kubernetes key/);
+    expect(
+      errorOf(() => new TaskEnvironment({ name: "k8s-bad2", kubernetes: { replicas: 3 } as never }))
+        .message,
+    ).toMatch(/unknown field "replicas"/);
+  });
+});

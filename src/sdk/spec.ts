@@ -37,6 +37,14 @@ interface CommonSpec {
   /** Secret names and the variables they arrive in; never values. */
   secrets: { key: string; envVar: string }[];
   description?: string;
+  /** Settings for pods (kubernetes backend only). */
+  kubernetes?: {
+    podLabels?: Record<string, string>;
+    podAnnotations?: Record<string, string>;
+    serviceAccountName?: string;
+    nodeSelector?: Record<string, string>;
+    tolerations?: Record<string, string | number>[];
+  };
 }
 
 export interface AppSpec extends CommonSpec {

@@ -141,6 +141,28 @@ describe("an app's objects", () => {
     expect(d.spec.template.spec.volumes.map((v: any) => v.name)).not.toContain("runtime");
   });
 
+  test("per-environment pod settings reach the pod; caravan's own labels win", () => {
+    const custom = {
+      ...req,
+      spec: {
+        ...spec,
+        kubernetes: {
+          podLabels: { team: "web", [LABELS.environment]: "spoofed" },
+          podAnnotations: { "caravan.test/ready-after": "3" },
+          serviceAccountName: "runner",
+          nodeSelector: { pool: "general" },
+        },
+      },
+    };
+    const pod = (appObjects(custom, ctx).find((o) => o.kind === "Deployment") as any).spec.template;
+    expect(pod.metadata.labels).toMatchObject({ team: "web", [LABELS.environment]: "web" });
+    expect(pod.metadata.annotations["caravan.test/ready-after"]).toBe("3");
+    expect(pod.spec).toMatchObject({
+      serviceAccountName: "runner",
+      nodeSelector: { pool: "general" },
+    });
+  });
+
   test("a fixed replica count is kept; min 0 still starts one", () => {
     const three = {
       ...req,

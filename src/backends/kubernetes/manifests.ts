@@ -249,6 +249,7 @@ export function appObjects(
     container.workingDir = POD_PATHS.workDir;
   }
   const [min, max] = spec.scaling.replicas;
+  const k8s = spec.kubernetes ?? {};
   const annotations = {
     [ANNOTATIONS.revision]: req.revision,
     [ANNOTATIONS.dependsOn]: JSON.stringify(spec.dependsOn),
@@ -273,10 +274,14 @@ export function appObjects(
       strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
       template: {
         metadata: {
-          labels: { ...labels, [LABELS.revision]: req.revision },
-          annotations: { [ANNOTATIONS.revision]: req.revision },
+          // caravan's own labels win: the selector and rollouts rely on them.
+          labels: { ...k8s.podLabels, ...labels, [LABELS.revision]: req.revision },
+          annotations: { ...k8s.podAnnotations, [ANNOTATIONS.revision]: req.revision },
         },
         spec: {
+          ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),
+          ...(k8s.nodeSelector ? { nodeSelector: k8s.nodeSelector } : {}),
+          ...(k8s.tolerations ? { tolerations: k8s.tolerations } : {}),
           containers: [container],
           volumes,
           terminationGracePeriodSeconds: PRE_STOP_SECONDS + 10,
