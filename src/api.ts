@@ -8,7 +8,6 @@ import { dirname } from "node:path";
 import type { Backend, DeployRequest, Endpoints, RunRecord, Scope } from "./backends/contract.ts";
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
 import { CaravanError, headline } from "./errors.ts";
-import { LAUNCH_VARS } from "./runtime/protocol.ts";
 import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
 import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
 import {
@@ -336,11 +335,11 @@ async function prepareEnvironments(
       (p.env.include.length > 0 ||
         p.env.inputs.some((i) => ["file", "dir"].includes(inputValueKind(i.value) ?? ""))),
   );
-  const [{ SecretStore, missingSecrets }, { snapshotFiles }, { expandVars, endpointVar }] =
+  const [{ SecretStore, missingSecrets }, { snapshotFiles }, { checkCommandVariables }] =
     await Promise.all([
       import("./backends/local/secrets.ts"),
       import("./backends/files.ts"),
-      import("./sdk/vars.ts"),
+      import("./backends/launch.ts"),
     ]);
   const store = needsSecrets ? new SecretStore(home.secrets) : undefined;
   const missing: Record<string, string[]> = {};
@@ -350,14 +349,9 @@ async function prepareEnvironments(
       const lacking = store.missing(scope, keys);
       if (lacking.length) missing[p.name] = lacking;
     }
-    const env = p.env;
-    if (isAppEnvironment(env) && env.command) {
-      const vars: Record<string, string> = { ...env.envVars, PORT: "", NAME: "" };
-      for (const i of env.inputs) vars[i.envVar] = "";
-      for (const d of p.dependsOn)
-        if (plan.byName.get(d)?.kind === "app") vars[endpointVar(d)] = "";
-      for (const v of LAUNCH_VARS) vars[v] = "";
-      for (const arg of [...env.command, ...env.args]) expandVars(arg, vars, env.name);
+    if (isAppEnvironment(p.env) && p.env.command) {
+      const appDependencies = p.dependsOn.filter((d) => plan.byName.get(d)?.kind === "app");
+      checkCommandVariables(scope, p.env.spec(), appDependencies);
     }
   }
   if (Object.keys(missing).length) throw missingSecrets(scope, missing);

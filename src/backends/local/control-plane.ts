@@ -35,9 +35,9 @@ import { desiredReplicas } from "./scaler.ts";
 import { TokenStore } from "./tokens.ts";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
-import { API_TOKEN_ENV, API_URL_ENV, type LaunchVar } from "../../runtime/protocol.ts";
+import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
+import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
-import { endpointVar, expandVars } from "../../sdk/vars.ts";
 import { tcpOpen } from "../../sdk/probe.ts";
 import {
   adopt,
@@ -940,35 +940,22 @@ export class ControlPlane implements Backend {
   private launchSpec(row: EnvironmentRow, port: number): LaunchSpec {
     const req = row.request;
     const spec = req.spec;
-    const env: Record<string, string> = { ...spec.envVars };
-    for (const input of spec.kind === "app" ? spec.inputs : []) {
-      const value = req.inputs[input.name];
-      if (value !== undefined) env[input.envVar] = value;
-    }
-    for (const [dep, ep] of Object.entries(req.dependencies)) {
-      env[endpointVar(dep)] = ep.internalEndpoint;
-    }
-    const launch: Record<LaunchVar, string> = {
-      CARAVAN_APP_NAME: row.name,
-      CARAVAN_PROJECT: row.project,
-      CARAVAN_DOMAIN: row.domain,
-      CARAVAN_INPUTS_FILE: this.writeInputsFile(row),
-      [API_URL_ENV]: this.apiAccess?.url ?? "",
-    };
-    Object.assign(env, launch);
+    const env = launchEnvironment(req, {
+      inputsFile: this.writeInputsFile(row),
+      apiUrl: this.apiAccess?.url ?? "",
+    });
     // Expansion in arguments sees everything but secrets and the run token (credentials: an
-    // argv is visible to every user).
-    const vars: Record<string, string> = { ...env, PORT: String(port), NAME: row.name };
+    // argv is visible to every user): both are added after.
+    const argv = commandArgv(req, env, port);
     if (this.apiAccess) env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
     // Secret values are read from the store at launch: never from the request or the store DB.
-    const secrets = spec.secrets;
-    if (secrets.length) {
+    if (spec.secrets.length) {
       const values = new SecretStore(this.paths.secrets).resolve(
         row,
-        secrets.map((s) => s.key),
+        spec.secrets.map((s) => s.key),
         row.name,
       );
-      for (const s of secrets) env[s.envVar] = values[s.key]!;
+      for (const s of spec.secrets) env[s.envVar] = values[s.key]!;
     }
     const base = {
       name: row.name,
@@ -977,8 +964,7 @@ export class ControlPlane implements Backend {
       startTimeoutMs: (spec.kind === "app" ? spec.timeouts.start : 60) * 1000,
       env,
     };
-    if (spec.kind === "app" && spec.serveKind === "command" && spec.command) {
-      const argv = [...spec.command, ...spec.args].map((a) => expandVars(a, vars, row.name));
+    if (spec.kind === "app" && spec.serveKind === "command" && argv.length) {
       return {
         ...base,
         mode: {
@@ -1017,27 +1003,15 @@ export class ControlPlane implements Backend {
   }
 
   /**
-   * `$CARAVAN_INPUTS_FILE`: every input and dependency endpoint as JSON, for programs that
-   * prefer a file to environment variables. One file per revision; no secrets in it.
+   * `$CARAVAN_INPUTS_FILE` (see `inputsDocument`): one file per revision, which every replica
+   * and restart shares.
    */
   private writeInputsFile(row: EnvironmentRow): string {
     const dir = join(this.paths.inputFiles, row.project, row.domain);
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `${row.name}-${row.revision}.json`);
-    if (existsSync(file)) return file; // one per revision: every replica and restart shares it
-    const req = row.request;
-    const envVars = Object.fromEntries(
-      (req.spec.kind === "app" ? req.spec.inputs : []).map((i) => [i.name, i.envVar]),
-    );
-    const doc = {
-      app: row.name,
-      project: row.project,
-      domain: row.domain,
-      inputs: req.inputs,
-      inputEnvVars: envVars,
-      endpoints: req.dependencies,
-    };
-    writeFileSync(file, JSON.stringify(doc, null, 2) + "\n");
+    if (existsSync(file)) return file;
+    writeFileSync(file, JSON.stringify(inputsDocument(row.request), null, 2) + "\n");
     return file;
   }
 
