@@ -6,6 +6,7 @@
  */
 import type { Backend, DeployRequest, DeployResult } from "../backends/contract.ts";
 import { CaravanError, isCaravanError } from "../errors.ts";
+import { transitiveDependents } from "../plan/graph.ts";
 import type { Plan, PlannedEnvironment } from "../plan/plan.ts";
 
 export type Outcome = "ready" | "unchanged" | "failed" | "skipped";
@@ -78,10 +79,9 @@ export async function executePlan(
   const preparing = new Map<string, Promise<unknown>>();
   const requests = new Map<string, Promise<DeployRequest>>();
   const discarding: Promise<unknown>[] = [];
+  const dependentsOf = (name: string) => plan.byName.get(name)!.dependents;
   const skipDependents = (failed: string) => {
-    const stack = [...plan.byName.get(failed)!.dependents];
-    while (stack.length) {
-      const name = stack.pop()!;
+    for (const name of transitiveDependents([failed], dependentsOf)) {
       if (outcomes.has(name)) continue;
       if (preloaded.has(name)) {
         // After its preload (which may still be in flight), or that would outlive the discard.
@@ -96,7 +96,6 @@ export async function executePlan(
         error: `dependency ${failed} failed`,
         finishedAt: now(),
       });
-      stack.push(...p.dependents);
     }
   };
 

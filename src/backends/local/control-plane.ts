@@ -37,6 +37,11 @@ import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
 import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
+import {
+  dependentsIndex,
+  inReverseDependencyOrder,
+  transitiveDependents,
+} from "../../plan/graph.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { tcpOpen } from "../../sdk/probe.ts";
 import {
@@ -550,20 +555,12 @@ export class ControlPlane implements Backend {
     const byName = new Map(rows.map((r) => [r.name, r]));
     const missing = names.filter((n) => !byName.has(n));
     if (missing.length) throw notDeployed(scope, missing, rows);
-    // Every running dependent, direct or transitive: with --cascade they go too; without,
-    // they are all named (stopping just the direct ones would be refused again).
-    const targets = new Set(names);
-    const blocking: string[] = [];
-    for (let grew = true; grew;) {
-      grew = false;
-      for (const r of rows) {
-        if (targets.has(r.name) || r.desired !== "running") continue;
-        if (!r.request.spec.dependsOn.some((d) => targets.has(d))) continue;
-        targets.add(r.name);
-        blocking.push(r.name);
-        grew = true;
-      }
-    }
+    // Every running dependent, direct or transitive (through running ones): with --cascade
+    // they go too; without, they are all named (stopping just the direct ones would be
+    // refused again).
+    const nodes = rows.map((r) => ({ name: r.name, dependsOn: r.request.spec.dependsOn }));
+    const running = dependentsIndex(nodes.filter((n) => byName.get(n.name)!.desired === "running"));
+    const blocking = transitiveDependents(names, running);
     if (blocking.length && !opts.cascade) {
       const verb = forget ? "delete" : "stop";
       throw new CaravanError(
@@ -572,7 +569,7 @@ export class ControlPlane implements Backend {
         { dependents: blocking },
       );
     }
-    const order = dependentsFirst([...targets], byName);
+    const order = inReverseDependencyOrder(nodes, [...names, ...blocking]);
     for (const name of order) {
       const key = keyOf(scope, name);
       await this.serialized(key, async () => {
@@ -1099,22 +1096,6 @@ function routeOf(row: EnvironmentRow): RouteOptions {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-
-function dependentsFirst(names: string[], byName: Map<string, EnvironmentRow>): string[] {
-  const set = new Set(names);
-  const order: string[] = [];
-  const visited = new Set<string>();
-  // Post-order over dependencies gives dependencies first; reversed, dependents first.
-  const visit = (n: string) => {
-    if (visited.has(n)) return;
-    visited.add(n);
-    for (const d of (byName.get(n)?.request.spec.dependsOn ?? []).filter((d) => set.has(d)).sort())
-      visit(d);
-    order.push(n);
-  };
-  for (const n of [...names].sort()) visit(n);
-  return order.reverse();
-}
 
 function notDeployed(scope: Scope, names: string[], rows: EnvironmentRow[]): CaravanError {
   const known = rows.map((r) => r.name);
