@@ -11,6 +11,7 @@ import { registerServer } from "./commands/server.ts";
 import { registerSecret } from "./commands/secret.ts";
 import { registerRun } from "./commands/run.ts";
 import { registerToken } from "./commands/token.ts";
+import { registerImage } from "./commands/image.ts";
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
@@ -48,6 +49,7 @@ Examples:
   registerRun(program, ctx);
   registerToken(program, ctx);
   registerSecret(program, ctx);
+  registerImage(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

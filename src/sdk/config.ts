@@ -28,6 +28,8 @@ export interface KubernetesConfig {
   context?: string;
   /** Namespace for this project/domain. @default "<project>-<domain>" */
   namespace?: string;
+  /** Where built images are pushed and pulled from, e.g. "registry.example.com/team". */
+  registry?: string;
 }
 
 export interface ResolvedConfig {
@@ -120,7 +122,11 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
             if (typeof v !== "string" || !NAME_PATTERN.test(v))
               bad('.namespace must be a DNS-1123 label like "shop-dev"');
             k8s.namespace = v as string;
-          } else bad(`has an unknown field "${k}" (known: context, namespace)`);
+          } else if (k === "registry") {
+            if (typeof v !== "string" || !/^[a-z0-9][-a-z0-9.:/_]*$/i.test(v))
+              bad('.registry must be an image registry prefix like "registry.example.com/team"');
+            k8s.registry = v as string;
+          } else bad(`has an unknown field "${k}" (known: context, namespace, registry)`);
         }
         out.kubernetes = k8s;
         break;

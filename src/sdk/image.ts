@@ -107,3 +107,22 @@ function checkPackage(kind: string) {
     return p;
   };
 }
+
+/** The image a JS app runs in on a cluster when its environment names none. */
+export const DEFAULT_IMAGE = "node:22-bookworm-slim";
+
+/**
+ * The image reference an environment runs in on a cluster: an image reference as it is; a
+ * built image (`fromDebianBase`, packages) named by its content tag, under `registry` when
+ * given (`caravan image build` builds and pushes exactly this name).
+ */
+export function imageReference(
+  name: string,
+  image: (ImageSpec & { tag: string }) | undefined,
+  registry?: string,
+): string {
+  if (!image) return DEFAULT_IMAGE;
+  if (image.base.kind === "ref" && !image.npmPackages.length && !image.aptPackages.length)
+    return image.base.ref;
+  return `${registry ? `${registry.replace(/\/$/, "")}/` : ""}caravan-${name}:${image.tag}`;
+}

@@ -306,6 +306,7 @@ export class KubernetesBackend implements Backend {
       entry,
       secretName: SECRET_NAME,
       now: new Date().toISOString(),
+      ...(this.config.kubernetes?.registry ? { registry: this.config.kubernetes.registry } : {}),
     };
     if (req.spec.kind === "task" || req.spec.serveKind !== "command") {
       const runtime = contentConfigMap(

@@ -205,7 +205,7 @@ describe("images", () => {
     };
     expect(imageOf({ ...spec, image: ref })).toBe("python:3.12");
     expect(imageOf({ ...spec, image: { ...ref, npmPackages: ["fastify"] } })).toBe(
-      "caravan-image/web:t1",
+      "caravan-web:t1",
     );
   });
 });

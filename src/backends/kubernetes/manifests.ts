@@ -11,6 +11,7 @@
 import type { AppSpec, DeployRequest, EnvironmentSpec, Scope } from "../contract.ts";
 import { commandArgv, inputsDocument, launchEnvironment, type LaunchSource } from "../launch.ts";
 import { RUNTIME_ENV, type RuntimeConfig } from "../../runtime/protocol.ts";
+import { imageReference } from "../../sdk/image.ts";
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by";
 export const LABELS = {
@@ -43,8 +44,6 @@ export const POD_PATHS = {
   workDir: "/app",
 } as const;
 
-/** The image a JS app runs in when its environment names none. */
-export const DEFAULT_IMAGE = "node:22-bookworm-slim";
 /** A Service's port: endpoints are `http://<app>.<namespace>.svc.cluster.local`. */
 export const SERVICE_PORT = 80;
 /** Seconds a pod keeps serving after it is taken out of the Service (endpoints settle first). */
@@ -162,6 +161,8 @@ export interface ManifestContext {
   entry: string;
   /** The Secret holding the project/domain's secrets. */
   secretName: string;
+  /** Registry prefix of built images (`kubernetes.registry`). */
+  registry?: string;
   now: string;
 }
 
@@ -227,7 +228,7 @@ export function appObjects(
   const startSeconds = spec.timeouts.start;
   const container: Record<string, unknown> = {
     name: "app",
-    image: imageOf(spec),
+    image: imageOf(spec, ctx.registry),
     ports: [{ name: "http", containerPort: port, protocol: "TCP" }],
     env: containerEnv,
     volumeMounts: mounts,
@@ -368,12 +369,8 @@ function readinessProbe(spec: AppSpec): Record<string, unknown> {
 }
 
 /** The image reference: the environment's, or the default Node image. */
-export function imageOf(spec: EnvironmentSpec): string {
-  const image = spec.image;
-  if (!image) return DEFAULT_IMAGE;
-  if (image.base.kind === "ref" && !image.npmPackages.length && !image.aptPackages.length)
-    return image.base.ref;
-  return `caravan-image/${spec.name}:${image.tag}`;
+export function imageOf(spec: EnvironmentSpec, registry?: string): string {
+  return imageReference(spec.name, spec.image, registry);
 }
 
 function resourcesOf(spec: EnvironmentSpec): { resources?: Record<string, unknown> } {

@@ -1,0 +1,197 @@
+/**
+ * The kubernetes backend against a real API server, controller manager and scheduler (pods
+ * simulated by kwok): DESIGN §3 through `--backend kubernetes`, checked in the cluster's own
+ * objects.
+ */
+import { execFile } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ROOT } from "../helpers.ts";
+import { fixture, json, statuses, type DeploymentJSON } from "../support.ts";
+import { clusterAvailable, scoped, useKubeSandbox } from "./support.ts";
+
+const GRAPH = fixture("kubernetes/graph.ts");
+const t = (iso: string) => Date.parse(iso);
+
+describe.skipIf(!clusterAvailable())("kubernetes backend", () => {
+  const k = useKubeSandbox();
+
+  async function deploy(args: string[], env: NodeJS.ProcessEnv = {}) {
+    const r = await k.sb.run(scoped(k, "deploy", ...args, "--json"), { env });
+    const { deployments } = json<{ deployments: DeploymentJSON[] }>(r);
+    return { ...r, by: Object.fromEntries(deployments.map((d) => [d.name, d])), deployments };
+  }
+
+  it("deploys a chain in order: each created only after its dependency is ready", async () => {
+    const r = await deploy([GRAPH, "top"], { K8S_READY_AFTER: "3" });
+    expect(r.code, r.stderr).toBe(0);
+    expect(statuses(r.deployments)).toEqual({ base: "ready", middle: "ready", top: "ready" });
+    const ns = k.namespace();
+    expect(r.by.top!.internalEndpoint).toBe(`http://top.${ns}.svc.cluster.local`);
+
+    const kube = k.kube();
+    const deployments = (await kube.list("Deployment", ns)).items;
+    const created = Object.fromEntries(
+      deployments.map((d: any) => [d.metadata.name, t(d.metadata.creationTimestamp)]),
+    );
+    const pods = (await kube.list("Pod", ns)).items;
+    const readyAt = (app: string) =>
+      t(
+        pods
+          .find((p: any) => p.metadata.labels["caravan.dev/environment"] === app)
+          .status.conditions.find((c: any) => c.type === "Ready").lastTransitionTime,
+      );
+    // base became ready ~3 s after it was created, and middle was created only then.
+    expect(readyAt("base") - created.base!).toBeGreaterThanOrEqual(2000);
+    expect(created.middle!).toBeGreaterThanOrEqual(readyAt("base"));
+    expect(created.top!).toBeGreaterThanOrEqual(readyAt("middle"));
+
+    // The objects are what DESIGN §8 says: labels, revision annotation, endpoints injected.
+    const top = deployments.find((d: any) => d.metadata.name === "top") as any;
+    expect(top.metadata.labels).toMatchObject({
+      "app.kubernetes.io/managed-by": "caravan",
+      "caravan.dev/project": k.project(),
+      "caravan.dev/environment": "top",
+    });
+    expect(top.metadata.annotations["caravan.dev/revision"]).toBe(r.by.top!.revision);
+    const env = top.spec.template.spec.containers[0].env;
+    expect(env).toContainEqual({
+      name: "CARAVAN_ENDPOINT_MIDDLE",
+      value: `http://middle.${ns}.svc.cluster.local`,
+    });
+    const service = (await kube.get("Service", ns, "middle")) as any;
+    expect(service.spec.ports[0].port).toBe(80);
+    const middle = deployments.find((d: any) => d.metadata.name === "middle") as any;
+    expect(middle.spec.template.spec.containers[0].command).toEqual([
+      "python3",
+      "-m",
+      "http.server",
+      "8080",
+    ]);
+  });
+
+  it("a crashing dependency fails with CrashLoopBackOff, skips its dependents, and an independent branch finishes", async () => {
+    const r = await deploy([GRAPH, "needs-broken", "independent"], { K8S_CRASH: "broken" });
+    expect(r.code).toBe(1);
+    expect(statuses(r.deployments)).toEqual({
+      broken: "failed",
+      "needs-broken": "skipped",
+      independent: "ready",
+    });
+    expect(r.by.broken!.error).toMatch(/CrashLoopBackOff/);
+    expect(r.by["needs-broken"]!.error).toBe("dependency broken failed");
+    // Nothing was applied for the skipped one.
+    expect(await k.kube().get("Deployment", k.namespace(), "needs-broken")).toBeUndefined();
+
+    const s = await k.sb.run(scoped(k, "status", "--json"));
+    const envs = Object.fromEntries(
+      json<{ environments: any[] }>(s).environments.map((e) => [e.name, e]),
+    );
+    expect(envs.broken.state).toBe("failed");
+    expect(envs.broken.restarts).toBeGreaterThan(0);
+    expect(envs.independent.state).toBe("ready");
+    expect(envs.independent.instances).toHaveLength(1);
+    expect(envs.independent.instances[0]).toMatchObject({ ready: true });
+  });
+
+  it("an unchanged redeploy writes nothing; changed code rolls only the changed app", async () => {
+    const first = await deploy([GRAPH, "top"]);
+    expect(first.code, first.stderr).toBe(0);
+    const kube = k.kube();
+    const generation = async (name: string) =>
+      ((await kube.get("Deployment", k.namespace(), name)) as any).metadata.generation;
+    const before = { base: await generation("base"), top: await generation("top") };
+
+    const again = await deploy([GRAPH, "top"]);
+    expect(statuses(again.deployments)).toEqual({
+      base: "unchanged",
+      middle: "unchanged",
+      top: "unchanged",
+    });
+
+    const changed = await deploy([GRAPH, "top"], { K8S_GREETING: "bonjour" });
+    expect(changed.code, changed.stderr).toBe(0);
+    expect(statuses(changed.deployments)).toEqual({
+      base: "unchanged",
+      middle: "unchanged",
+      top: "ready",
+    });
+    expect(changed.by.top!.revision).not.toBe(first.by.top!.revision);
+    expect(await generation("base")).toBe(before.base);
+    expect(await generation("top")).toBeGreaterThan(before.top);
+  });
+
+  it("a failed new revision leaves the previous one serving", async () => {
+    const first = await deploy([GRAPH, "broken"]);
+    expect(first.code, first.stderr).toBe(0);
+    const failed = await deploy([GRAPH, "broken"], { K8S_CRASH: "broken" });
+    expect(failed.code).toBe(1);
+    expect(failed.by.broken!.error).toMatch(/CrashLoopBackOff/);
+    const d = (await k.kube().get("Deployment", k.namespace(), "broken")) as any;
+    expect(d.status.availableReplicas).toBeGreaterThanOrEqual(1);
+    const s = json<{ environments: any[] }>(await k.sb.run(scoped(k, "status", "--json")));
+    expect(s.environments[0].error).toMatch(/previous revision still serves/);
+  });
+
+  it("stop scales to zero and keeps the definition; delete goes dependents first and leaves no object", async () => {
+    const r = await deploy([GRAPH, "top"]);
+    expect(r.code, r.stderr).toBe(0);
+    const refused = await k.sb.run(scoped(k, "stop", "base"));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/middle, top depend on it/);
+
+    const stopped = await k.sb.run(scoped(k, "stop", "top"));
+    expect(stopped.code, stopped.stderr).toBe(0);
+    const ns = k.namespace();
+    expect(((await k.kube().get("Deployment", ns, "top")) as any).spec.replicas).toBe(0);
+    const s = json<{ environments: any[] }>(await k.sb.run(scoped(k, "status", "--json")));
+    expect(s.environments.find((e) => e.name === "top").state).toBe("stopped");
+
+    const deleted = await k.sb.run(scoped(k, "delete", "base", "--cascade"));
+    expect(deleted.code, deleted.stderr).toBe(0);
+    const order = deleted.stdout + deleted.stderr;
+    expect(order.indexOf("top")).toBeLessThan(order.indexOf("middle"));
+    expect(order.indexOf("middle")).toBeLessThan(order.indexOf("base"));
+    const selector = "app.kubernetes.io/managed-by=caravan";
+    for (const kind of ["Deployment", "Service", "ConfigMap", "Pod"] as const) {
+      expect((await k.kube().list(kind, ns, selector)).items, kind).toEqual([]);
+    }
+    const after = json<{ environments: any[] }>(await k.sb.run(scoped(k, "status", "--json")));
+    expect(after.environments).toEqual([]);
+  });
+
+  it("an unchanged deploy of 21 apps makes a bounded number of API calls and no write", async () => {
+    const first = await deploy([fixture("kubernetes/fan-out.ts")]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.deployments).toHaveLength(21);
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        [
+          join(ROOT, "node_modules/tsx/dist/cli.mjs"),
+          fixture("kubernetes/count-calls.ts"),
+          k.project(),
+        ],
+        { cwd: ROOT, env: k.sb.env, timeout: 60_000 },
+        (err, stdout, stderr) => (err ? reject(new Error(stderr || err.message)) : resolve(stdout)),
+      ),
+    );
+    const { statuses: st, calls } = JSON.parse(out.trim().split("\n").at(-1)!);
+    expect(Object.values(st)).toEqual(Array(21).fill("unchanged"));
+    expect(calls.writes).toBe(0);
+    // status before planning (4 lists) + one listing of the namespace (2): not one GET per app.
+    expect(calls.total).toBeLessThanOrEqual(8);
+  });
+
+  it.each(readdirSync(join(ROOT, "examples")).filter((f) => f.endsWith(".ts")))(
+    "the seed scenario %s deploys, every environment ready",
+    async (file) => {
+      const r = await deploy([join(ROOT, "examples", file)]);
+      expect(r.code, r.stderr).toBe(0);
+      for (const d of r.deployments) expect(d.status, `${d.name}: ${d.error}`).toBe("ready");
+      for (const d of r.deployments.filter((x) => x.kind === "app"))
+        expect(d.internalEndpoint).toBe(`http://${d.name}.${k.namespace()}.svc.cluster.local`);
+    },
+  );
+});
