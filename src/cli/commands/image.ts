@@ -5,13 +5,12 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { CaravanError } from "../../errors.ts";
 import { Image, imageReference } from "../../sdk/image.ts";
-import type { Environment } from "../../sdk/environment.ts";
 import type { CommandContext } from "../main.ts";
 import { info, printJSON } from "../output.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
 
-/** The one environment named on the command line. */
-async function environmentOf(file: string, name: string, flags: ScopeFlags): Promise<Environment> {
+/** The one environment named on the command line, and the project's config. */
+async function environmentOf(file: string, name: string, flags: ScopeFlags) {
   const project = await loadProject(file, [name], flags);
   const env = project.selected.find((e) => e.name === name);
   if (!env) {
@@ -20,7 +19,7 @@ async function environmentOf(file: string, name: string, flags: ScopeFlags): Pro
       `${file} declares no environment "${name}"; it declares: ${project.environments.map((e) => e.name).join(", ")}`,
     );
   }
-  return env;
+  return { env, config: project.config };
 }
 
 /** docker or podman, whichever is installed. */
@@ -48,9 +47,8 @@ export function registerImage(program: Command, _ctx: CommandContext): void {
       .argument("<env>", "the environment")
       .option("--json", "print { image, dockerfile } as JSON on stdout"),
   ).action(async (file: string, name: string, opts: ScopeFlags & { json?: boolean }) => {
-    const env = await environmentOf(file, name, opts);
+    const { env, config } = await environmentOf(file, name, opts);
     const dockerfile = (env.image ?? Image.fromDebianBase()).dockerfile();
-    const { config } = await loadProject(file, [name], opts);
     const ref = imageReference(env.name, env.image?.toJSON(), config.kubernetes?.registry);
     if (opts.json) return printJSON({ image: ref, dockerfile });
     info(`# image: ${ref}`);
@@ -69,15 +67,14 @@ export function registerImage(program: Command, _ctx: CommandContext): void {
       .option("--no-push", "build only"),
   ).action(
     async (file: string, name: string, opts: ScopeFlags & { registry?: string; push: boolean }) => {
-      const env = await environmentOf(file, name, opts);
+      const { env, config } = await environmentOf(file, name, opts);
       if (!env.image) {
         throw new CaravanError(
           "USAGE",
           `${name} names no image, so it runs in ${imageReference(name, undefined)} as it is; give it one (image: Image.fromDebianBase().withNpmPackages(...)) to build`,
         );
       }
-      const project = await loadProject(file, [name], opts);
-      const registry = opts.registry ?? project.config.kubernetes?.registry;
+      const registry = opts.registry ?? config.kubernetes?.registry;
       const ref = imageReference(env.name, env.image.toJSON(), registry);
       const tool = containerTool();
       const dir = mkdtempSync(join(tmpdir(), "caravan-image-"));
