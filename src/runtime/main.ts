@@ -5,6 +5,7 @@
  * Runs inside user processes: it never imports the control plane.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { createServer } from "node:http";
 import { pathToFileURL } from "node:url";
 import {
   isAppEnvironment,
@@ -16,6 +17,8 @@ import {
 import { shared } from "../sdk/global.ts";
 import { assertJsonValue } from "../sdk/serialize.ts";
 import {
+  HEALTH_PATH,
+  HEALTH_PORT_ENV,
   RUNTIME_ENV,
   type PlaneMessage,
   type RuntimeConfig,
@@ -24,6 +27,22 @@ import {
 } from "./protocol.ts";
 
 const send = (message: RuntimeMessage) => process.send?.(message);
+
+/** Whether the app serves yet, for the health endpoint. */
+let serving = false;
+
+/** The readiness endpoint a pod's probes ask (only when HEALTH_PORT_ENV is set). */
+function startHealthEndpoint(): void {
+  const port = Number(process.env[HEALTH_PORT_ENV]);
+  if (!port) return;
+  const server = createServer((req, res) => {
+    const ok = req.url === HEALTH_PATH && serving;
+    res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready" : "starting");
+  });
+  server.on("error", (e) => fatal(new Error(`health endpoint on port ${port}: ${e.message}`)));
+  server.listen(port, "0.0.0.0");
+  server.unref();
+}
 
 function fatal(error: unknown): never {
   const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
@@ -37,6 +56,7 @@ async function main(): Promise<void> {
   if (!raw)
     fatal(new Error(`${RUNTIME_ENV} is not set: this program is started by caravan, not by hand`));
   const config = JSON.parse(raw) as RuntimeConfig;
+  startHealthEndpoint();
 
   const state = shared();
   state.runtime = {
@@ -113,6 +133,7 @@ async function serveApp(env: AppEnvironment, config: RuntimeConfig, go: Promise<
   process.on("SIGINT", shutdown);
   // If the control plane goes away, keep serving: the next one adopts this process.
   process.on("disconnect", () => {});
+  serving = true;
   send({ type: "ready", port: config.port });
   process.channel?.unref();
 }

@@ -72,3 +72,12 @@ export type LaunchVar = (typeof LAUNCH_VARS)[number];
 /** How code in an app or task reaches the control plane's run API (see `run()`). */
 export const API_URL_ENV = "CARAVAN_API_URL";
 export const API_TOKEN_ENV = "CARAVAN_API_TOKEN";
+
+/**
+ * Set where nothing watches the process over IPC (a pod): the runtime then answers
+ * `GET /ready` on this port, 200 once the app serves and 503 before (the pod's readiness and
+ * startup probes). One of the ports reserved for the platform, so it never meets an app's.
+ */
+export const HEALTH_PORT_ENV = "CARAVAN_HEALTH_PORT";
+export const HEALTH_PORT = 8022;
+export const HEALTH_PATH = "/ready";

@@ -110,7 +110,9 @@ describe("an app's objects", () => {
       requests: { cpu: "1000m", memory: String(512 * 1024 * 1024) },
       limits: { memory: String(512 * 1024 * 1024) },
     });
-    expect(c.readinessProbe.tcpSocket.port).toBe("http");
+    // caravan's runtime answers the probes once the app serves.
+    expect(c.readinessProbe.httpGet).toEqual({ path: "/ready", port: 8022 });
+    expect(env.CARAVAN_HEALTH_PORT).toBe("8022");
     expect(c.startupProbe.failureThreshold).toBe(30);
     expect(c.lifecycle.preStop.sleep.seconds).toBeGreaterThan(0);
   });

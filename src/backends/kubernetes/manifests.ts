@@ -10,7 +10,13 @@
  */
 import type { AppSpec, DeployRequest, EnvironmentSpec, Scope } from "../contract.ts";
 import { commandArgv, inputsDocument, launchEnvironment, type LaunchSource } from "../launch.ts";
-import { RUNTIME_ENV, type RuntimeConfig } from "../../runtime/protocol.ts";
+import {
+  HEALTH_PATH,
+  HEALTH_PORT,
+  HEALTH_PORT_ENV,
+  RUNTIME_ENV,
+  type RuntimeConfig,
+} from "../../runtime/protocol.ts";
 import { imageReference } from "../../sdk/image.ts";
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by";
@@ -193,7 +199,10 @@ export function appObjects(
   const containerEnv: Record<string, unknown>[] = Object.entries(env)
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([name, value]) => ({ name, value }));
-  if (!isCommand) containerEnv.push({ name: RUNTIME_ENV, value: JSON.stringify(runtimeConfig) });
+  if (!isCommand) {
+    containerEnv.push({ name: RUNTIME_ENV, value: JSON.stringify(runtimeConfig) });
+    containerEnv.push({ name: HEALTH_PORT_ENV, value: String(HEALTH_PORT) });
+  }
   // Secret values never appear in the pod spec: the kubelet reads them from the Secret.
   for (const s of spec.secrets)
     containerEnv.push({
@@ -362,9 +371,10 @@ function inputsObject(req: DeployRequest, ctx: ManifestContext, src: LaunchSourc
 }
 
 function readinessProbe(spec: AppSpec): Record<string, unknown> {
-  if (spec.serveKind === "command" && spec.readiness.tcp) return { tcpSocket: { port: "http" } };
+  // A JS app: caravan's runtime says when it serves (after its start-up hooks ran).
+  if (spec.serveKind !== "command") return { httpGet: { path: HEALTH_PATH, port: HEALTH_PORT } };
+  if (spec.readiness.tcp) return { tcpSocket: { port: "http" } };
   if (spec.readiness.path) return { httpGet: { path: spec.readiness.path, port: "http" } };
-  // A JS app listens only once its start-up hooks ran; a command app is probed the same way.
   return { tcpSocket: { port: "http" } };
 }
 

@@ -1,0 +1,64 @@
+/**
+ * In a pod nothing watches the runtime over IPC: it answers its readiness probe on
+ * CARAVAN_HEALTH_PORT instead — 503 while the app's start-up hooks run, 200 once it serves.
+ */
+import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ROOT, eventually, useSandbox } from "./helpers.ts";
+import { fixture, get } from "./support.ts";
+
+const freePort = async () => {
+  const { createServer } = await import("node:net");
+  return new Promise<number>((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+};
+
+describe("the runtime's health endpoint", () => {
+  const sb = useSandbox();
+
+  it("answers 503 until the app serves, then 200", async () => {
+    const [appPort, healthPort] = [await freePort(), await freePort()];
+    const go = join(sb.home, "go");
+    const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "src/runtime/main.ts")], {
+      cwd: ROOT,
+      env: {
+        ...sb.env,
+        GO_FILE: go,
+        CARAVAN_HEALTH_PORT: String(healthPort),
+        CARAVAN_RUNTIME: JSON.stringify({
+          kind: "app",
+          name: "slow",
+          project: "p",
+          domain: "d",
+          entry: fixture("kubernetes/health-app.ts"),
+          sourceRoot: ROOT,
+          port: appPort,
+          host: "127.0.0.1",
+          endpoints: {},
+          publicEndpoints: {},
+          inputs: {},
+        }),
+      },
+      stdio: "ignore",
+    });
+    try {
+      await eventually(
+        async () => (await get(`http://127.0.0.1:${healthPort}/ready`)).status === 503,
+      );
+      expect((await get(`http://127.0.0.1:${appPort}/`)).status).toBe(0);
+      writeFileSync(go, "");
+      await eventually(
+        async () => (await get(`http://127.0.0.1:${healthPort}/ready`)).status === 200,
+      );
+      expect(await get(`http://127.0.0.1:${appPort}/`)).toEqual({ status: 200, body: "serving" });
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+});
