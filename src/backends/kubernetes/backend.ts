@@ -384,7 +384,7 @@ export class KubernetesBackend implements Backend {
         const advice = adviceFor(last.reason);
         throw new CaravanError(
           last.reason === "ProgressDeadlineExceeded" ? "START_TIMEOUT" : "APP_NOT_READY",
-          `${req.name} failed: ${last.reason}: ${last.message}${advice ? ` (${advice})` : ""}${tail}`,
+          `${last.reason}: ${last.message}${advice ? ` (${advice})` : ""}${tail}`,
           { reason: last.reason, ...(last.pod ? { pod: last.pod } : {}) },
         );
       }

@@ -90,21 +90,27 @@ describe("pod failures that waiting will not fix", () => {
         }),
       )?.reason,
     ).toBe("OOMKilled");
-    expect(
-      podFailure({
-        metadata: { name: "p" },
-        status: {
-          conditions: [
-            {
-              type: "PodScheduled",
-              status: "False",
-              reason: "Unschedulable",
-              message: "0/1 nodes",
-            },
-          ],
-        },
-      }),
-    ).toEqual({ reason: "Unschedulable", message: "0/1 nodes" });
+    const unschedulable = (since: string): PodLike => ({
+      metadata: { name: "p" },
+      status: {
+        conditions: [
+          {
+            type: "PodScheduled",
+            status: "False",
+            reason: "Unschedulable",
+            message: "0/1 nodes",
+            lastTransitionTime: since,
+          },
+        ],
+      },
+    });
+    const now = Date.parse("2026-01-01T00:00:30Z");
+    // A pod may be placed a moment later: only one unschedulable for a while fails.
+    expect(podFailure(unschedulable("2026-01-01T00:00:25Z"), now)).toBeUndefined();
+    expect(podFailure(unschedulable("2026-01-01T00:00:10Z"), now)).toEqual({
+      reason: "Unschedulable",
+      message: "0/1 nodes",
+    });
   });
 
   test("a container still starting is not a failure", () => {

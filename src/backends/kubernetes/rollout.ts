@@ -31,7 +31,13 @@ export interface PodLike {
   status?: {
     phase?: string;
     podIP?: string;
-    conditions?: { type: string; status: string; reason?: string; message?: string }[];
+    conditions?: {
+      type: string;
+      status: string;
+      reason?: string;
+      message?: string;
+      lastTransitionTime?: string;
+    }[];
     containerStatuses?: ContainerStatusLike[];
   };
 }
@@ -63,6 +69,12 @@ const FATAL_WAITING = new Set([
   "RunContainerError",
 ]);
 
+/**
+ * A pod that cannot be scheduled may be placed a moment later (a node becoming ready, an
+ * autoscaler adding one): it fails the rollout only after being unschedulable this long.
+ */
+export const UNSCHEDULABLE_GRACE_MS = 10_000;
+
 /** What the user should do about each reason. */
 const ADVICE: Record<string, string> = {
   CrashLoopBackOff: "the app exits soon after it starts; see its logs",
@@ -91,10 +103,11 @@ export function rolloutState(
   deployment: DeploymentLike,
   pods: PodLike[],
   slices: EndpointSliceLike[],
+  now = Date.now(),
 ): RolloutState {
   for (const pod of pods) {
     if (pod.metadata.deletionTimestamp) continue;
-    const failure = podFailure(pod);
+    const failure = podFailure(pod, now);
     if (failure) return { state: "failed", ...failure, pod: pod.metadata.name };
   }
   const status = deployment.status ?? {};
@@ -126,9 +139,17 @@ export function rolloutState(
 }
 
 /** Why a pod will not become ready, if waiting would not help. */
-export function podFailure(pod: PodLike): { reason: string; message: string } | undefined {
+export function podFailure(
+  pod: PodLike,
+  now = Date.now(),
+): { reason: string; message: string } | undefined {
   const scheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled");
-  if (scheduled?.status === "False" && scheduled.reason === "Unschedulable") {
+  const since = Date.parse(scheduled?.lastTransitionTime ?? "") || now;
+  if (
+    scheduled?.status === "False" &&
+    scheduled.reason === "Unschedulable" &&
+    now - since >= UNSCHEDULABLE_GRACE_MS
+  ) {
     return { reason: "Unschedulable", message: scheduled.message ?? "no node fits the pod" };
   }
   for (const c of pod.status?.containerStatuses ?? []) {
