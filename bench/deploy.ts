@@ -994,7 +994,7 @@ register();
 const t = () => performance.now();
 const [dir, files] = [process.argv[2], JSON.parse(process.argv[3])];
 let t0 = t();
-const { buildRuntime } = await import(${JSON.stringify(join(ROOT, "src/backends/local/runtime-build.ts"))});
+const { buildRuntime } = await import(${JSON.stringify(join(ROOT, "src/backends/runtime-build.ts"))});
 const { snapshotCode } = await import(${JSON.stringify(join(ROOT, "src/backends/snapshot.ts"))});
 const importMs = t() - t0;
 t0 = t(); await buildRuntime(dir + "/runtime"); const runtimeCold = t() - t0;

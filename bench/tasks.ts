@@ -95,7 +95,7 @@ async function main(): Promise<void> {
   const scope = { project: "default", domain: "development" };
   const load0 = loadavg()[0]!;
 
-  const { HttpBackend } = await import("../src/backends/local/client.ts");
+  const { HttpBackend } = await import("../src/backends/http-client.ts");
   const { ensureDaemon } = await import("../src/backends/local/daemon.ts");
   const { loadConfig } = await import("../src/sdk/config.ts");
 
@@ -196,7 +196,7 @@ async function main(): Promise<void> {
     parts.push(
       row(
         "client: import() of a loaded module under tsx (5 per run() from a script)",
-        await timed(WARMUP, RUNS, () => import("../src/backends/local/client.ts")),
+        await timed(WARMUP, RUNS, () => import("../src/backends/http-client.ts")),
       ),
     );
     parts.push(

@@ -20,6 +20,7 @@ import { shared } from "./sdk/global.ts";
 import { inputValueKind, type AppEndpoint, type RunOutput } from "./sdk/inputs.ts";
 import { sha256, stableStringify } from "./sdk/stable.ts";
 import type { FilesSnapshot } from "./backends/files.ts";
+import type { SecretAccess } from "./backends/registry.ts";
 
 export interface DeployOptions {
   /** Restart environments even when unchanged. */
@@ -37,7 +38,7 @@ export interface DeployOptions {
   onEvent?: (event: EngineEvent) => void;
   /** Where to deploy. @default the configured backend (the local control plane) */
   backend?: Backend;
-  /** Where snapshots and the compiled runtime go. @default under $CARAVAN_HOME */
+  /** Where snapshots and the compiled runtime go. @default under $CARAVAN_HOME (backends/home.ts) */
   paths?: { bundles: string; runtime: string };
 }
 
@@ -169,9 +170,23 @@ export async function deployEnvironments(
   });
   // Everything else that can be wrong is found before anything starts: missing secrets,
   // unknown ${VAR}s in command arguments, include paths and file inputs (copied now).
-  const { homePaths } = await import("./backends/local/home.ts");
-  const home = homePaths();
-  const prepared = await prepareEnvironments(plan, scope, home);
+  const [{ clientPaths }, { backendProvider, unsupported }] = await Promise.all([
+    import("./backends/home.ts"),
+    import("./backends/registry.ts"),
+  ]);
+  const home = clientPaths();
+  const declaring = plan.environments.filter((p) => p.env.secrets.length > 0).map((p) => p.name);
+  let secrets: SecretAccess | undefined;
+  if (declaring.length) {
+    secrets = (await backendProvider(config)).secrets?.(config);
+    if (!secrets)
+      throw unsupported(
+        config.backend,
+        `secrets (declared by ${declaring.join(", ")})`,
+        "it has no secret store",
+      );
+  }
+  const prepared = await prepareEnvironments(plan, scope, home, secrets);
   await resolveRunOutputs(plan, scope, running, prepared);
   const backend = running ?? (await openBackend(config));
   try {
@@ -325,28 +340,26 @@ function taskIdOf(taskName: string, plan: Plan): string {
 async function prepareEnvironments(
   plan: Plan,
   scope: Scope,
-  home: { secrets: string; files: string },
+  home: { files: string },
+  secrets: SecretAccess | undefined,
 ): Promise<Map<string, Prepared>> {
   const out = new Map<string, Prepared>();
-  const needsSecrets = plan.environments.some((p) => p.env.secrets.length > 0);
   const needsFiles = plan.environments.some(
     (p) =>
       isAppEnvironment(p.env) &&
       (p.env.include.length > 0 ||
         p.env.inputs.some((i) => ["file", "dir"].includes(inputValueKind(i.value) ?? ""))),
   );
-  const [{ SecretStore, missingSecrets }, { snapshotFiles }, { checkCommandVariables }] =
-    await Promise.all([
-      import("./backends/local/secrets.ts"),
-      import("./backends/files.ts"),
-      import("./backends/launch.ts"),
-    ]);
-  const store = needsSecrets ? new SecretStore(home.secrets) : undefined;
+  const [{ missingSecrets }, { snapshotFiles }, { checkCommandVariables }] = await Promise.all([
+    import("./backends/secrets.ts"),
+    import("./backends/files.ts"),
+    import("./backends/launch.ts"),
+  ]);
   const missing: Record<string, string[]> = {};
   for (const p of plan.environments) {
     const keys = p.env.secrets.map((s) => s.key);
-    if (store && keys.length) {
-      const lacking = store.missing(scope, keys);
+    if (secrets && keys.length) {
+      const lacking = await secrets.missing(scope, keys);
       if (lacking.length) missing[p.name] = lacking;
     }
     if (isAppEnvironment(p.env) && p.env.command) {
@@ -357,8 +370,8 @@ async function prepareEnvironments(
   if (Object.keys(missing).length) throw missingSecrets(scope, missing);
   for (const p of plan.environments) {
     const entry: Prepared = {};
-    if (store && p.env.secrets.length)
-      entry.secrets = store.fingerprint(
+    if (secrets && p.env.secrets.length)
+      entry.secrets = await secrets.fingerprint(
         scope,
         p.env.secrets.map((s) => s.key),
       );

@@ -155,7 +155,7 @@ async function connect(
   const runtime = shared().runtime;
   const url = process.env[API_URL_ENV];
   const token = process.env[API_TOKEN_ENV];
-  const { HttpBackend } = await import("./backends/local/client.ts");
+  const { HttpBackend } = await import("./backends/http-client.ts");
   if (runtime && url && token) {
     // Inside an app or a task worker: the deployed revision, in the app's own scope.
     return {

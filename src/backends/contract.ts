@@ -137,6 +137,37 @@ export interface LogsOptions {
   signal?: AbortSignal;
 }
 
+/** An API token for apps' public endpoints, as listed (never its value). */
+export interface TokenInfo {
+  id: string;
+  name: string;
+  /** ISO 8601. */
+  createdAt: string;
+  lastUsedAt?: string;
+  revoked: boolean;
+}
+
+/** A token just created: its value is in this answer only (the backend keeps a hash). */
+export interface NewToken {
+  id: string;
+  name: string;
+  token: string;
+}
+
+/**
+ * Tokens for apps' public endpoints (`requiresAuth`), a backend capability: API tokens sent
+ * as `Authorization: Bearer`, and one-time links that open an app in a browser.
+ */
+export interface TokenAccess {
+  create(name?: string): Promise<NewToken>;
+  /** Every API token, oldest first, revoked ones included. */
+  list(): Promise<TokenInfo[]>;
+  /** Revokes the live token with this id (or else this name); `NOT_FOUND` when there is none. */
+  revoke(idOrName: string): Promise<void>;
+  /** A one-time URL (valid a few minutes) that opens `app`'s public endpoint in a browser. */
+  link(scope: Scope, app: string): Promise<string>;
+}
+
 export interface Backend {
   /** Deploys one environment; resolves once it is ready (or unchanged), rejects with a CaravanError. */
   deploy(request: DeployRequest): Promise<DeployResult>;
@@ -162,6 +193,8 @@ export interface Backend {
   startRun?(request: RunRequest, opts?: { waitMs?: number }): Promise<RunRecord>;
   getRun?(id: string, opts?: { waitMs?: number }): Promise<RunRecord>;
   listRuns?(scope: Scope | undefined, filter?: RunFilter): Promise<RunRecord[]>;
+  /** Tokens for apps' public endpoints (optional): the backend's gateway checks them. */
+  readonly tokens?: TokenAccess;
   /** An app's log lines. */
   logs(scope: Scope, name: string, opts?: LogsOptions): AsyncIterable<string>;
   /** Releases connections (not the environments). */

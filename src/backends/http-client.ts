@@ -1,5 +1,9 @@
-/** The backend contract over the daemon's HTTP API. */
-import { CaravanError } from "../../errors.ts";
+/**
+ * The backend contract over caravan's control-plane HTTP API (`http-routes.ts`). The local
+ * backend's daemon serves that API; code inside an app or a task worker reaches its run API
+ * with this client too (`CARAVAN_API_URL` and a run token), whichever backend started it.
+ */
+import { CaravanError } from "../errors.ts";
 import type {
   Backend,
   DeployRequest,
@@ -7,11 +11,15 @@ import type {
   Endpoints,
   EnvironmentStatus,
   LogsOptions,
+  NewToken,
   RunFilter,
   RunRecord,
   RunRequest,
   Scope,
-} from "../contract.ts";
+  TokenAccess,
+  TokenInfo,
+} from "./contract.ts";
+import { ROUTES, pathOf } from "./http-routes.ts";
 
 export class HttpBackend implements Backend {
   constructor(
@@ -19,8 +27,8 @@ export class HttpBackend implements Backend {
     private readonly token: string,
   ) {}
 
-  /** A call to the daemon's API (also its local-only routes: tokens, login links, metrics). */
-  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** One call to the API: JSON in, JSON out; an error answer is thrown as its CaravanError. */
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     let res: Response;
     try {
       res = await fetch(`${this.url}${path}`, {
@@ -48,20 +56,21 @@ export class HttpBackend implements Backend {
   }
 
   deploy(request: DeployRequest): Promise<DeployResult> {
-    return this.call("POST", "/v1/deploy", request);
+    return this.call("POST", ROUTES.deploy, request);
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
-    const query = scope
-      ? `?${new URLSearchParams({ project: scope.project, domain: scope.domain })}`
-      : "";
-    return (await this.call<{ environments: EnvironmentStatus[] }>("GET", `/v1/status${query}`))
-      .environments;
+    const path = pathOf(
+      ROUTES.status,
+      {},
+      scope && { project: scope.project, domain: scope.domain },
+    );
+    return (await this.call<{ environments: EnvironmentStatus[] }>("GET", path)).environments;
   }
 
   async stop(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
     return (
-      await this.call<{ done: string[] }>("POST", "/v1/stop", {
+      await this.call<{ done: string[] }>("POST", ROUTES.stop, {
         scope,
         names,
         cascade: opts.cascade,
@@ -71,7 +80,7 @@ export class HttpBackend implements Backend {
 
   async delete(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {
     return (
-      await this.call<{ done: string[] }>("POST", "/v1/delete", {
+      await this.call<{ done: string[] }>("POST", ROUTES.delete, {
         scope,
         names,
         cascade: opts.cascade,
@@ -81,7 +90,7 @@ export class HttpBackend implements Backend {
 
   async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
     return (
-      await this.call<{ endpoints: Record<string, Endpoints> }>("POST", "/v1/reserve", {
+      await this.call<{ endpoints: Record<string, Endpoints> }>("POST", ROUTES.reserve, {
         scope,
         names,
       })
@@ -89,23 +98,21 @@ export class HttpBackend implements Backend {
   }
 
   async prepare(request: DeployRequest): Promise<void> {
-    await this.call("POST", "/v1/prepare", request);
+    await this.call("POST", ROUTES.prepare, request);
   }
 
   async discard(scope: Scope, name: string): Promise<void> {
-    await this.call("POST", "/v1/discard", { scope, name });
+    await this.call("POST", ROUTES.discard, { scope, name });
   }
 
   async startRun(request: RunRequest, opts: { waitMs?: number } = {}): Promise<RunRecord> {
-    const query = opts.waitMs ? `?wait=${opts.waitMs}` : "";
-    return (await this.call<{ run: RunRecord }>("POST", `/v1/runs${query}`, request)).run;
+    const path = pathOf(ROUTES.runs, {}, waitQuery(opts.waitMs));
+    return (await this.call<{ run: RunRecord }>("POST", path, request)).run;
   }
 
   async getRun(id: string, opts: { waitMs?: number } = {}): Promise<RunRecord> {
-    const query = opts.waitMs ? `?wait=${opts.waitMs}` : "";
-    return (
-      await this.call<{ run: RunRecord }>("GET", `/v1/runs/${encodeURIComponent(id)}${query}`)
-    ).run;
+    const path = pathOf(ROUTES.run, { id }, waitQuery(opts.waitMs));
+    return (await this.call<{ run: RunRecord }>("GET", path)).run;
   }
 
   async listRuns(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
@@ -115,8 +122,24 @@ export class HttpBackend implements Backend {
       query.set("domain", scope.domain);
     }
     for (const [k, v] of Object.entries(filter)) if (v !== undefined) query.set(k, String(v));
-    return (await this.call<{ runs: RunRecord[] }>("GET", `/v1/runs?${query}`)).runs;
+    return (await this.call<{ runs: RunRecord[] }>("GET", pathOf(ROUTES.runs, {}, query))).runs;
   }
+
+  readonly tokens: TokenAccess = {
+    create: async (name) =>
+      (await this.call<{ token: NewToken }>("POST", ROUTES.tokens, name ? { name } : {})).token,
+    list: async () => (await this.call<{ tokens: TokenInfo[] }>("GET", ROUTES.tokens)).tokens,
+    revoke: async (idOrName) => {
+      await this.call("DELETE", pathOf(ROUTES.token, { id: idOrName }));
+    },
+    link: async (scope, app) =>
+      (
+        await this.call<{ url: string }>("POST", ROUTES.loginLink, {
+          scope: { project: scope.project, domain: scope.domain },
+          name: app,
+        })
+      ).url,
+  };
 
   async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {
     const query = new URLSearchParams({
@@ -126,7 +149,7 @@ export class HttpBackend implements Backend {
       follow: String(!!opts.follow),
     });
     if (opts.tail !== undefined) query.set("tail", String(opts.tail));
-    const res = await fetch(`${this.url}/v1/logs?${query}`, {
+    const res = await fetch(`${this.url}${pathOf(ROUTES.logs, {}, query)}`, {
       headers: { authorization: `Bearer ${this.token}` },
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
@@ -154,3 +177,5 @@ export class HttpBackend implements Backend {
 
   async close(): Promise<void> {}
 }
+
+const waitQuery = (waitMs?: number) => (waitMs ? { wait: String(waitMs) } : undefined);

@@ -24,7 +24,35 @@ export interface SecretAccess {
   fingerprint(scope: Scope, keys: string[]): Promise<string>;
 }
 
-/** What a backend module exports. */
+/** Whether a backend's daemon runs, and where (`caravan server status --json`). */
+export interface DaemonStatus {
+  running: boolean;
+  pid: number | null;
+  url: string | null;
+}
+
+/** A daemon the backend runs on this machine: `caravan server start|stop|status|run`. */
+export interface DaemonControl {
+  /** Starts it in the background, unless it runs already (`started` says which). */
+  start(config: ResolvedConfig): Promise<{ pid: number; url: string; started: boolean }>;
+  /**
+   * Stops it; with `stopApps`, everything it runs too (dependents first), else they keep
+   * running for the next one to adopt. False when it was not running.
+   */
+  stop(config: ResolvedConfig, opts: { stopApps: boolean }): Promise<boolean>;
+  status(config: ResolvedConfig): Promise<DaemonStatus>;
+  /** Runs the daemon in this process (what `start` spawns); resolves once it serves. */
+  run(config: ResolvedConfig): Promise<void>;
+}
+
+/** A backend that lives in this process for one `caravan serve` session. */
+export interface InProcessBackend {
+  readonly backend: Backend;
+  /** Stops everything it runs (dependents first) and removes the session's state. */
+  shutdown(): Promise<void>;
+}
+
+/** What a backend module exports. Optional members are capabilities a backend may lack. */
 export interface BackendProvider {
   readonly name: BackendName;
   /**
@@ -34,6 +62,13 @@ export interface BackendProvider {
   open(config: ResolvedConfig, opts: { start: boolean }): Promise<Backend | undefined>;
   /** Secret management, when the backend has it. */
   secrets?(config: ResolvedConfig): SecretAccess;
+  /** Its daemon on this machine, when it has one. */
+  readonly daemon?: DaemonControl;
+  /**
+   * A backend in this process, for `caravan serve`: its state apart from any daemon's, and
+   * gone with the session. `onStop` is called when it is told to stop from outside.
+   */
+  inProcess?(config: ResolvedConfig, opts?: { onStop?: () => void }): Promise<InProcessBackend>;
 }
 
 const providers: Record<BackendName, () => Promise<BackendProvider>> = {

@@ -9,9 +9,9 @@ import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import { writeContentAddressed } from "../snapshot.ts";
+import { writeContentAddressed } from "./snapshot.ts";
 
-const SRC = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
+const SRC = dirname(dirname(fileURLToPath(import.meta.url)));
 
 /** The public entry points, as a user's code imports them. */
 export const PUBLIC_ENTRIES: Record<string, string> = {

@@ -19,7 +19,7 @@ import { CaravanError } from "../errors.ts";
 import type { Environment } from "../sdk/environment.ts";
 import { sha256 } from "../sdk/stable.ts";
 import type { CodeRef } from "./contract.ts";
-import { PUBLIC_ENTRIES, buildRuntime, runtimeMainOf } from "./local/runtime-build.ts";
+import { PUBLIC_ENTRIES, buildRuntime, runtimeMainOf } from "./runtime-build.ts";
 
 export interface Snapshot {
   code: CodeRef;

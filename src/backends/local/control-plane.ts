@@ -25,6 +25,7 @@ import type {
   RunRecord,
   RunRequest,
   Scope,
+  TokenAccess,
 } from "../contract.ts";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
@@ -89,7 +90,10 @@ interface Starting {
 
 export class ControlPlane implements Backend {
   readonly store: Store;
-  readonly tokens: TokenStore;
+  /** API tokens, login codes and sessions (hashes, in the store's database). */
+  private readonly tokenStore: TokenStore;
+  /** The tokens capability of the contract, over `tokenStore`. */
+  readonly tokens: TokenAccess;
   /** Listens on every app's endpoints and forwards to its replicas. */
   readonly gateway: Gateway;
   /** Ready replicas of each app, by environment key. */
@@ -125,10 +129,22 @@ export class ControlPlane implements Backend {
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
-    this.tokens = new TokenStore(this.store.database);
+    const tokens = (this.tokenStore = new TokenStore(this.store.database));
+    this.tokens = {
+      create: async (name) => tokens.create(name),
+      list: async () => tokens.list(),
+      revoke: async (idOrName) => {
+        if (!tokens.revoke(idOrName))
+          throw new CaravanError(
+            "NOT_FOUND",
+            `no live token "${idOrName}" (caravan token list shows them)`,
+          );
+      },
+      link: async (scope, app) => this.loginLink(scope, app),
+    };
     this.gateway = new Gateway({
-      authorize: (token, key) => this.tokens.verify(token, key),
-      redeem: (code, key) => this.tokens.redeem(code, key),
+      authorize: (token, key) => tokens.verify(token, key),
+      redeem: (code, key) => tokens.redeem(code, key),
       wake: (key) => this.wake(key),
     });
     this.tasks = new TaskRunner(this.store, {
@@ -437,7 +453,7 @@ export class ControlPlane implements Backend {
    * A link that opens an app's public endpoint in a browser: a one-time code the gateway
    * trades for a session cookie.
    */
-  loginLink(scope: Scope, name: string, ttlMs = 5 * 60_000): string {
+  private loginLink(scope: Scope, name: string, ttlMs = 5 * 60_000): string {
     const row = this.store.get(scope, name);
     if (!row?.ports) {
       if (row)
@@ -452,7 +468,7 @@ export class ControlPlane implements Backend {
         "APP_NOT_READY",
         `"${name}" is ${row.desired === "stopped" ? "stopped" : row.state}: deploy it, then ask for a link`,
       );
-    const code = this.tokens.loginCode(keyOf(scope, name), ttlMs);
+    const code = this.tokenStore.loginCode(keyOf(scope, name), ttlMs);
     return `${endpointsFor(row.ports).endpoint}${LOGIN_PATH}?code=${encodeURIComponent(code)}`;
   }
 
@@ -581,7 +597,7 @@ export class ControlPlane implements Backend {
           await this.discardPrepared(key);
           this.store.remove(scope, name);
           this.store.releasePort(scope, name);
-          this.tokens.forgetApp(key);
+          this.tokenStore.forgetApp(key);
         } else this.store.setState(scope, name, "stopped");
         this.store.event(scope, name, forget ? "deleted" : "stopped");
       });

@@ -1,6 +1,7 @@
 /**
  * Finding, starting and stopping the control plane daemon (the daemon itself is
- * `src/server/daemon.ts`, run as `caravan server run`). The daemon's address and token live under `$CARAVAN_HOME` (mode 0600).
+ * `server/daemon.ts`, run as `caravan server run`). The daemon's address and token live
+ * under `$CARAVAN_HOME` (mode 0600).
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -8,6 +9,7 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "no
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CaravanError } from "../../errors.ts";
+import { ROUTES } from "../http-routes.ts";
 import { homePaths, type HomePaths } from "./home.ts";
 import { isAlive } from "./os.ts";
 import { logTail } from "./supervisor.ts";
@@ -44,7 +46,7 @@ export function readInfo(paths: HomePaths): DaemonInfo | undefined {
 
 async function healthy(info: DaemonInfo, token: string): Promise<boolean> {
   try {
-    const res = await fetch(`${info.url}/v1/health`, {
+    const res = await fetch(`${info.url}${ROUTES.health}`, {
       headers: { authorization: `Bearer ${token}` },
       signal: AbortSignal.timeout(2000),
     });
@@ -72,7 +74,8 @@ export async function ensureDaemon(
   if (existing && (await healthy(existing, token))) return { ...existing, token, started: false };
 
   const log = openSync(paths.daemonLog, "a");
-  const child = spawn(process.execPath, [BIN, "server", "run"], {
+  // The local backend's daemon, whichever backend the environment or config names.
+  const child = spawn(process.execPath, [BIN, "server", "run", "--backend", "local"], {
     detached: true,
     stdio: ["ignore", log, log],
     env: { ...process.env, CARAVAN_HOME: paths.home },
@@ -103,7 +106,7 @@ export async function stopDaemon(paths = homePaths(), stopApps = true): Promise<
   const info = readInfo(paths);
   if (!info) return false;
   const token = ensureToken(paths);
-  await fetch(`${info.url}/v1/shutdown`, {
+  await fetch(`${info.url}${ROUTES.shutdown}`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: JSON.stringify({ stopApps }),

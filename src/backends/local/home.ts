@@ -1,26 +1,21 @@
 import { mkdirSync } from "node:fs";
-import { homedir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { caravanHome, clientPaths } from "../home.ts";
 
-/** Everything the local control plane keeps lives under `$CARAVAN_HOME` (default `~/.caravan`). */
-export function caravanHome(): string {
-  return resolve(process.env.CARAVAN_HOME || join(homedir(), ".caravan"));
-}
-
+/**
+ * Everything the local control plane keeps, under `$CARAVAN_HOME` beside the client's
+ * snapshots (`../home.ts`): its database, token, daemon files, logs, secrets and inputs files.
+ */
 export function homePaths(home = caravanHome()) {
-  mkdirSync(home, { recursive: true, mode: 0o700 });
   return {
-    home,
+    ...clientPaths(home),
     db: join(home, "state.db"),
     token: join(home, "token"),
     daemonFile: join(home, "daemon.json"),
     daemonLock: join(home, "daemon.lock"),
     daemonLog: join(home, "daemon.log"),
     logs: join(home, "logs"),
-    bundles: join(home, "bundles"),
-    runtime: join(home, "runtime"),
     secrets: join(home, "secrets.json"),
-    files: join(home, "files"),
     inputFiles: join(home, "inputs"),
   };
 }

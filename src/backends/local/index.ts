@@ -1,12 +1,14 @@
 /**
  * The local backend, as the registry sees it: a control plane daemon on this machine (started
- * on demand) reached over HTTP, and a secret store in `$CARAVAN_HOME`.
+ * on demand) reached over HTTP, a secret store in `$CARAVAN_HOME`, the daemon's controls
+ * (`caravan server`) and an in-process control plane for `caravan serve`. Heavy pieces (the
+ * control plane, the API server) load only when a command needs them.
  */
 import type { ResolvedConfig } from "../../sdk/config.ts";
 import type { Backend } from "../contract.ts";
-import type { BackendProvider, SecretAccess } from "../registry.ts";
-import { HttpBackend } from "./client.ts";
-import { daemonStatus, ensureDaemon, ensureToken } from "./daemon.ts";
+import { HttpBackend } from "../http-client.ts";
+import type { BackendProvider, DaemonControl, SecretAccess } from "../registry.ts";
+import { daemonStatus, ensureDaemon, ensureToken, stopDaemon } from "./daemon.ts";
 import { homePaths } from "./home.ts";
 import { SecretStore } from "./secrets.ts";
 
@@ -40,4 +42,20 @@ function secrets(): SecretAccess {
   };
 }
 
-export const provider: BackendProvider = { name: "local", open, secrets };
+const daemon: DaemonControl = {
+  start: async () => {
+    const d = await ensureDaemon();
+    return { pid: d.pid, url: d.url, started: d.started };
+  },
+  stop: (_config, opts) => stopDaemon(undefined, opts.stopApps),
+  status: () => daemonStatus(),
+  run: async () => (await import("./server/daemon.ts")).runDaemon(),
+};
+
+export const provider: BackendProvider = {
+  name: "local",
+  open,
+  secrets,
+  daemon,
+  inProcess: async (_config, opts) => (await import("./serve.ts")).serveInProcess(opts),
+};

@@ -10,24 +10,13 @@ import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from "
 import { CaravanError } from "../../errors.ts";
 import type { Scope } from "../contract.ts";
 import { stableStringify } from "../../sdk/stable.ts";
+import { missingSecrets, validateSecretName } from "../secrets.ts";
 
 interface SecretFile {
   /** Hex key for the HMAC of secret values (per home, never leaves this file). */
   key: string;
   /** `"project/domain"` -> name -> value. */
   scopes: Record<string, Record<string, string>>;
-}
-
-const NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
-
-export function validateSecretName(name: string): string {
-  if (!NAME.test(name)) {
-    throw new CaravanError(
-      "USAGE",
-      `secret name ${JSON.stringify(name)} is not valid: use letters, digits, "_", "." and "-", starting with a letter or "_" (e.g. API_KEY)`,
-    );
-  }
-  return name;
 }
 
 const scopeKey = (scope: Scope) => `${scope.project}/${scope.domain}`;
@@ -104,17 +93,4 @@ export class SecretStore {
       .update(stableStringify(values))
       .digest("hex");
   }
-}
-
-/** `missing`: app name -> secret names it lacks. */
-export function missingSecrets(scope: Scope, missing: Record<string, string[]>): CaravanError {
-  const names = [...new Set(Object.values(missing).flat())].sort();
-  const apps = Object.entries(missing)
-    .map(([app, ns]) => `${app} needs ${ns.join(", ")}`)
-    .join("; ");
-  return new CaravanError(
-    "MISSING_SECRET",
-    `secret${names.length === 1 ? "" : "s"} ${names.join(", ")} ${names.length === 1 ? "is" : "are"} not set in ${scope.project}/${scope.domain} (${apps}); set ${names.length === 1 ? "it" : "each"} with: caravan secret set ${names[0]} --project ${scope.project} --domain ${scope.domain} < file`,
-    { secrets: names },
-  );
 }

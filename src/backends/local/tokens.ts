@@ -10,15 +10,7 @@
 import { hash, randomBytes } from "node:crypto";
 import type Database from "better-sqlite3";
 import { CaravanError } from "../../errors.ts";
-
-export interface TokenInfo {
-  id: string;
-  name: string;
-  /** ISO 8601. */
-  createdAt: string;
-  lastUsedAt?: string;
-  revoked: boolean;
-}
+import type { NewToken, TokenInfo } from "../contract.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS api_tokens (
@@ -104,7 +96,7 @@ export class TokenStore {
   }
 
   /** A new API token; its value is returned here only (the store keeps its hash). */
-  create(name?: string): { id: string; name: string; token: string } {
+  create(name?: string): NewToken {
     if (name !== undefined && !NAME.test(name)) {
       throw new CaravanError(
         "VALIDATION",

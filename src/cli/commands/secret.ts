@@ -1,16 +1,19 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
+import type { SecretAccess } from "../../backends/registry.ts";
+import type { ResolvedConfig } from "../../sdk/config.ts";
 import { CaravanError } from "../../errors.ts";
 import type { CommandContext } from "../main.ts";
 import { info, printJSON } from "../output.ts";
 import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
 
-async function store() {
-  const [{ SecretStore }, { homePaths }] = await Promise.all([
-    import("../../backends/local/secrets.ts"),
-    import("../../backends/local/home.ts"),
-  ]);
-  return new SecretStore(homePaths().secrets);
+/** The configured backend's secrets; UNSUPPORTED when it has none. */
+async function store(config: ResolvedConfig, command: string): Promise<SecretAccess> {
+  const { backendProvider, unsupported } = await import("../../backends/registry.ts");
+  const provider = await backendProvider(config);
+  if (!provider.secrets)
+    throw unsupported(config.backend, `caravan secret ${command}`, "it has no secret store");
+  return provider.secrets(config);
 }
 
 async function readStdin(): Promise<string> {
@@ -32,7 +35,7 @@ export function registerSecret(program: Command, ctx: CommandContext): void {
   const secret = program
     .command("secret")
     .description(
-      "Manage secrets (stored under $CARAVAN_HOME, owner-only), injected into apps that declare them.",
+      "Manage secrets, injected into apps that declare them (the local backend keeps them under $CARAVAN_HOME, owner-only).",
     );
 
   scopeOptions(
@@ -46,7 +49,8 @@ export function registerSecret(program: Command, ctx: CommandContext): void {
       .option("--json", "print JSON on stdout"),
   ).action(async (name: string, opts: ScopeFlags & { file?: string; json?: boolean }) => {
     const config = await loadScope(opts);
-    const { validateSecretName } = await import("../../backends/local/secrets.ts");
+    const secrets = await store(config, "set");
+    const { validateSecretName } = await import("../../backends/secrets.ts");
     validateSecretName(name);
     let value: string;
     if (opts.file !== undefined) {
@@ -56,7 +60,7 @@ export function registerSecret(program: Command, ctx: CommandContext): void {
         throw new CaravanError("USAGE", `cannot read --file ${opts.file}: ${(e as Error).message}`);
       }
     } else value = await readStdin();
-    (await store()).set(config, name, value);
+    await secrets.set(config, name, value);
     if (opts.json) return printJSON({ set: name, project: config.project, domain: config.domain });
     info(`secret ${name} set in ${config.project}/${config.domain}`);
   });
@@ -68,7 +72,7 @@ export function registerSecret(program: Command, ctx: CommandContext): void {
       .option("--json", "print JSON on stdout"),
   ).action(async (opts: ScopeFlags & { json?: boolean }) => {
     const config = await loadScope(opts);
-    const names = (await store()).list(config);
+    const names = await (await store(config, "list")).list(config);
     if (opts.json)
       return printJSON({ project: config.project, domain: config.domain, secrets: names });
     if (names.length === 0) info(`no secrets in ${config.project}/${config.domain}`);
@@ -83,7 +87,7 @@ export function registerSecret(program: Command, ctx: CommandContext): void {
       .option("--json", "print JSON on stdout"),
   ).action(async (name: string, opts: ScopeFlags & { json?: boolean }) => {
     const config = await loadScope(opts);
-    const deleted = (await store()).delete(config, name);
+    const deleted = await (await store(config, "delete")).delete(config, name);
     if (!deleted) {
       ctx.exitCode = 1;
       if (opts.json) return printJSON({ deleted: null });

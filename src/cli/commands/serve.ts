@@ -1,8 +1,5 @@
-import { rmSync } from "node:fs";
-import { join } from "node:path";
 import { type Command, Option } from "commander";
 import { deployEnvironments } from "../../api.ts";
-import { caravanHome, homePaths } from "../../backends/local/home.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, wholeNumber } from "../output.ts";
 import { progressReporter } from "../progress.ts";
@@ -26,31 +23,25 @@ export function registerServe(program: Command, ctx: CommandContext): void {
       ),
   ).action(async (file: string, names: string[], opts: ScopeFlags & { concurrency?: number }) => {
     const project = await loadProject(file, names, opts);
-    // Its own state, apart from the daemon's: nothing of a serve session outlives it.
-    // (Content-addressed code and runtime builds are shared with the daemon's home.)
-    const paths = {
-      ...homePaths(join(caravanHome(), "serve", String(process.pid))),
-      runtime: homePaths().runtime,
-    };
-    const [{ ControlPlane }, { buildApi }, { ensureToken }] = await Promise.all([
-      import("../../backends/local/control-plane.ts"),
-      import("../../server/api.ts"),
-      import("../../backends/local/daemon.ts"),
-    ]);
-    const plane = new ControlPlane(paths);
-    // The run API, so apps served here can run tasks (nothing else uses it).
-    const token = ensureToken(paths);
-    const api = buildApi(plane, token, () => void stop());
-    plane.setApiAccess(await api.listen({ port: 0, host: "127.0.0.1" }), token);
+    const { config } = project;
+    const { backendProvider, unsupported } = await import("../../backends/registry.ts");
+    const provider = await backendProvider(config);
+    if (!provider.inProcess)
+      throw unsupported(
+        config.backend,
+        "caravan serve",
+        "it cannot run environments inside this process; use caravan deploy",
+      );
+    // Nothing of a serve session outlives it: its backend's state is its own.
+    const session = await provider.inProcess(config, { onStop: () => void stop() });
+    const plane = session.backend;
     const abort = new AbortController();
     let stopping: Promise<void> | undefined;
     const stop = () =>
       (stopping ??= (async () => {
         abort.abort();
         info(color.dim("\nstopping (dependents first)..."));
-        await api.close();
-        await plane.shutdown({ stopApps: true });
-        rmSync(paths.home, { recursive: true, force: true });
+        await session.shutdown();
       })());
     const onSignal = () => void stop().then(() => process.exit(ctx.exitCode));
     // A second Ctrl-C while stopping changes nothing: leaving apps behind would be worse.
@@ -58,7 +49,7 @@ export function registerServe(program: Command, ctx: CommandContext): void {
     process.on("SIGTERM", onSignal);
 
     const progress = progressReporter();
-    const { plan, deployments } = await deployEnvironments(project.selected, project.config, {
+    const { plan, deployments } = await deployEnvironments(project.selected, config, {
       entry: project.file,
       backend: plane,
       onEvent: progress.onEvent,
@@ -80,7 +71,7 @@ export function registerServe(program: Command, ctx: CommandContext): void {
           const paint = PALETTE[i % PALETTE.length]!;
           const prefix = paint(`${e.name.padEnd(width)} |`);
           try {
-            for await (const line of plane.logs(project.config, e.name, {
+            for await (const line of plane.logs(config, e.name, {
               follow: true,
               signal: abort.signal,
             })) {

@@ -1,14 +1,34 @@
 import type { Command } from "commander";
 import { openBackend } from "../../api.ts";
-import type { HttpBackend } from "../../backends/local/client.ts";
-import type { TokenInfo } from "../../backends/local/tokens.ts";
+import type { TokenAccess } from "../../backends/contract.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
 import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
 
-/** The control plane's client (the configured one; tokens are a local-backend concern). */
-async function controlPlane(): Promise<HttpBackend> {
-  return (await openBackend(await loadScope({}))) as HttpBackend;
+/**
+ * Runs `fn` with the configured backend's tokens (the local one starts its control plane);
+ * UNSUPPORTED when that backend has none.
+ */
+async function withTokens<T>(
+  flags: ScopeFlags,
+  command: string,
+  fn: (tokens: TokenAccess) => Promise<T>,
+): Promise<T> {
+  const config = await loadScope(flags);
+  const backend = await openBackend(config);
+  try {
+    if (!backend.tokens) {
+      const { unsupported } = await import("../../backends/registry.ts");
+      throw unsupported(
+        config.backend,
+        `caravan token ${command}`,
+        "it has no gateway of its own to check tokens",
+      );
+    }
+    return await fn(backend.tokens);
+  } finally {
+    await backend.close();
+  }
 }
 
 export function registerToken(program: Command, _ctx: CommandContext): void {
@@ -21,12 +41,10 @@ export function registerToken(program: Command, _ctx: CommandContext): void {
     .command("create")
     .description("Create a token; its value is printed once, alone on the last line of stdout")
     .option("--name <name>", "a name to recognise it by (default: token-<n>)")
+    .option("--backend <name>", "the backend whose gateway checks it (default: the configured one)")
     .option("--json", "print JSON on stdout")
-    .action(async (opts: { name?: string; json?: boolean }) => {
-      const plane = await controlPlane();
-      const { token: created } = await plane.call<{
-        token: { id: string; name: string; token: string };
-      }>("POST", "/v1/tokens", opts.name ? { name: opts.name } : {});
+    .action(async (opts: { name?: string; backend?: string; json?: boolean }) => {
+      const created = await withTokens(opts, "create", (t) => t.create(opts.name));
       if (opts.json) return printJSON(created);
       info(`created token "${created.name}" (${created.id}); it is not shown again:`);
       process.stdout.write(`${created.token}\n`);
@@ -34,10 +52,10 @@ export function registerToken(program: Command, _ctx: CommandContext): void {
   token
     .command("list")
     .description("Every token (never its value): id, name, created, last used, revoked")
+    .option("--backend <name>", "the backend whose tokens to list (default: the configured one)")
     .option("--json", "print JSON on stdout")
-    .action(async (opts: { json?: boolean }) => {
-      const plane = await controlPlane();
-      const { tokens } = await plane.call<{ tokens: TokenInfo[] }>("GET", "/v1/tokens");
+    .action(async (opts: { backend?: string; json?: boolean }) => {
+      const tokens = await withTokens(opts, "list", (t) => t.list());
       if (opts.json) return printJSON({ tokens });
       if (!tokens.length) return info("no tokens (caravan token create makes one)");
       printTable(
@@ -55,9 +73,9 @@ export function registerToken(program: Command, _ctx: CommandContext): void {
     .command("revoke")
     .description("Revoke a token by id or name: requests with it get 401 from then on")
     .argument("<token>", "the token's id or name")
-    .action(async (id: string) => {
-      const plane = await controlPlane();
-      await plane.call("DELETE", `/v1/tokens/${encodeURIComponent(id)}`);
+    .option("--backend <name>", "the backend whose token to revoke (default: the configured one)")
+    .action(async (id: string, opts: { backend?: string }) => {
+      await withTokens(opts, "revoke", (t) => t.revoke(id));
       info(`revoked ${id}`);
     });
   scopeOptions(
@@ -69,11 +87,7 @@ export function registerToken(program: Command, _ctx: CommandContext): void {
       .argument("<app>", "the app to open"),
   ).action(async (app: string, opts: ScopeFlags) => {
     const scope = await loadScope(opts);
-    const plane = await controlPlane();
-    const { url } = await plane.call<{ url: string }>("POST", "/v1/login-link", {
-      scope: { project: scope.project, domain: scope.domain },
-      name: app,
-    });
+    const url = await withTokens(opts, "link", (t) => t.link(scope, app));
     info(color.dim("open this link once in a browser (it works one time, for 5 minutes):"));
     process.stdout.write(`${url}\n`);
   });

@@ -5,9 +5,10 @@
 import { timingSafeEqual } from "node:crypto";
 import { Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
-import type { DeployRequest, RunFilter, RunRequest, Scope } from "../backends/contract.ts";
-import { runTokenScope, type ControlPlane } from "../backends/local/control-plane.ts";
-import { CaravanError, isCaravanError, type ErrorCode } from "../errors.ts";
+import type { DeployRequest, RunFilter, RunRequest, Scope } from "../../contract.ts";
+import { ROUTES } from "../../http-routes.ts";
+import { runTokenScope, type ControlPlane } from "../control-plane.ts";
+import { CaravanError, isCaravanError, type ErrorCode } from "../../../errors.ts";
 
 const STATUS_OF: Partial<Record<ErrorCode, number>> = {
   UNAUTHORIZED: 401,
@@ -49,7 +50,7 @@ export function buildApi(
     const given = Buffer.from(header);
     if (given.length === expected.length && timingSafeEqual(given, expected)) return;
     const scope =
-      req.url.startsWith("/v1/runs") && header.startsWith("Bearer run_")
+      req.url.startsWith(ROUTES.runs) && header.startsWith("Bearer run_")
         ? runTokenScope(token, header.slice(7))
         : undefined;
     if (scope) runScopes.set(req.raw, scope);
@@ -72,23 +73,23 @@ export function buildApi(
       .send({ error: { code: status < 500 ? "USAGE" : "INTERNAL", message, details: {} } });
   });
 
-  app.get("/v1/health", async () => ({ ok: true, pid: process.pid }));
+  app.get(ROUTES.health, async () => ({ ok: true, pid: process.pid }));
 
-  app.post<{ Body: DeployRequest }>("/v1/deploy", async (req) => plane.deploy(req.body));
+  app.post<{ Body: DeployRequest }>(ROUTES.deploy, async (req) => plane.deploy(req.body));
 
-  app.post<{ Body: { scope: Scope; names: string[] } }>("/v1/reserve", async (req) => ({
+  app.post<{ Body: { scope: Scope; names: string[] } }>(ROUTES.reserve, async (req) => ({
     endpoints: await plane.reserve(req.body.scope, req.body.names),
   }));
-  app.post<{ Body: DeployRequest }>("/v1/prepare", async (req) => {
+  app.post<{ Body: DeployRequest }>(ROUTES.prepare, async (req) => {
     await plane.prepare(req.body);
     return { ok: true };
   });
-  app.post<{ Body: { scope: Scope; name: string } }>("/v1/discard", async (req) => {
+  app.post<{ Body: { scope: Scope; name: string } }>(ROUTES.discard, async (req) => {
     await plane.discard(req.body.scope, req.body.name);
     return { ok: true };
   });
 
-  app.get<{ Querystring: Partial<Scope> }>("/v1/status", async (req) => {
+  app.get<{ Querystring: Partial<Scope> }>(ROUTES.status, async (req) => {
     const { project, domain } = req.query;
     return {
       environments: await plane.status(project && domain ? { project, domain } : undefined),
@@ -97,7 +98,7 @@ export function buildApi(
 
   for (const action of ["stop", "delete"] as const) {
     app.post<{ Body: { scope: Scope; names: string[]; cascade?: boolean } }>(
-      `/v1/${action}`,
+      ROUTES[action],
       async (req) => {
         const { scope, names, cascade } = req.body;
         return { done: await plane[action](scope, names, { cascade: cascade ?? false }) };
@@ -106,7 +107,7 @@ export function buildApi(
   }
 
   app.get<{ Querystring: Scope & { name: string; tail?: string; follow?: string } }>(
-    "/v1/logs",
+    ROUTES.logs,
     async (req, reply) => {
       const { project, domain, name, tail, follow } = req.query;
       const abort = new AbortController();
@@ -131,34 +132,34 @@ export function buildApi(
   // Runs. `wait` (ms, at most 30 s) holds the answer until the run finished, so a short task
   // takes one round trip; a client loops on GET /v1/runs/:id for longer ones.
   const waitOf = (q: { wait?: string }) => Math.min(30_000, Math.max(0, Number(q.wait) || 0));
-  app.post<{ Body: RunRequest; Querystring: { wait?: string } }>("/v1/runs", async (req, reply) => {
-    const body = req.body as Partial<RunRequest> | undefined;
-    if (
-      !body ||
-      typeof body.task !== "string" ||
-      !Array.isArray(body.args) ||
-      typeof body.scope?.project !== "string" ||
-      typeof body.scope?.domain !== "string"
-    ) {
-      throw new CaravanError(
-        "USAGE",
-        'a run needs a JSON body {"scope": {"project", "domain"}, "task": "<environment>.<task>", "args": [...]}',
-      );
-    }
-    allowed(req, req.body.scope);
-    const run = await plane.startRun(req.body, { waitMs: waitOf(req.query) });
-    return reply.code(201).send({ run });
-  });
-  app.get<{ Params: { id: string }; Querystring: { wait?: string } }>(
-    "/v1/runs/:id",
-    async (req) => {
-      // A run token's scope is checked first: another scope learns nothing, not even by waiting.
-      if (runScopes.has(req.raw)) allowed(req, await plane.getRun(req.params.id));
-      return { run: await plane.getRun(req.params.id, { waitMs: waitOf(req.query) }) };
+  app.post<{ Body: RunRequest; Querystring: { wait?: string } }>(
+    ROUTES.runs,
+    async (req, reply) => {
+      const body = req.body as Partial<RunRequest> | undefined;
+      if (
+        !body ||
+        typeof body.task !== "string" ||
+        !Array.isArray(body.args) ||
+        typeof body.scope?.project !== "string" ||
+        typeof body.scope?.domain !== "string"
+      ) {
+        throw new CaravanError(
+          "USAGE",
+          'a run needs a JSON body {"scope": {"project", "domain"}, "task": "<environment>.<task>", "args": [...]}',
+        );
+      }
+      allowed(req, req.body.scope);
+      const run = await plane.startRun(req.body, { waitMs: waitOf(req.query) });
+      return reply.code(201).send({ run });
     },
   );
+  app.get<{ Params: { id: string }; Querystring: { wait?: string } }>(ROUTES.run, async (req) => {
+    // A run token's scope is checked first: another scope learns nothing, not even by waiting.
+    if (runScopes.has(req.raw)) allowed(req, await plane.getRun(req.params.id));
+    return { run: await plane.getRun(req.params.id, { waitMs: waitOf(req.query) }) };
+  });
   app.get<{ Querystring: Partial<Scope> & { task?: string; status?: string; limit?: string } }>(
-    "/v1/runs",
+    ROUTES.runs,
     async (req) => {
       const { project, domain, task, status, limit } = req.query;
       const scope = project && domain ? { project, domain } : runScopes.get(req.raw);
@@ -172,28 +173,25 @@ export function buildApi(
   );
 
   // Prometheus exposition of the gateway's traffic.
-  app.get("/metrics", async (_req, reply) =>
+  app.get(ROUTES.metrics, async (_req, reply) =>
     reply.type("text/plain; version=0.0.4").send(plane.metrics()),
   );
 
   // Tokens for apps' public endpoints (stored hashed; a new token's value is shown once).
-  app.post<{ Body: { name?: string } }>("/v1/tokens", async (req, reply) =>
-    reply.code(201).send({ token: plane.tokens.create(req.body?.name) }),
+  const tokens = plane.tokens;
+  app.post<{ Body: { name?: string } }>(ROUTES.tokens, async (req, reply) =>
+    reply.code(201).send({ token: await tokens.create(req.body?.name) }),
   );
-  app.get("/v1/tokens", async () => ({ tokens: plane.tokens.list() }));
-  app.delete<{ Params: { id: string } }>("/v1/tokens/:id", async (req) => {
-    if (!plane.tokens.revoke(req.params.id))
-      throw new CaravanError(
-        "NOT_FOUND",
-        `no live token "${req.params.id}" (caravan token list shows them)`,
-      );
+  app.get(ROUTES.tokens, async () => ({ tokens: await tokens.list() }));
+  app.delete<{ Params: { id: string } }>(ROUTES.token, async (req) => {
+    await tokens.revoke(req.params.id);
     return { revoked: req.params.id };
   });
-  app.post<{ Body: { scope: Scope; name: string } }>("/v1/login-link", async (req) => ({
-    url: plane.loginLink(req.body.scope, req.body.name),
+  app.post<{ Body: { scope: Scope; name: string } }>(ROUTES.loginLink, async (req) => ({
+    url: await tokens.link(req.body.scope, req.body.name),
   }));
 
-  app.post<{ Body: { stopApps?: boolean } }>("/v1/shutdown", async (req) => {
+  app.post<{ Body: { stopApps?: boolean } }>(ROUTES.shutdown, async (req) => {
     setImmediate(() => onShutdown(req.body?.stopApps ?? true));
     return { ok: true };
   });

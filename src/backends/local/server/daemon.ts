@@ -1,13 +1,13 @@
 /**
  * The control plane daemon (`caravan server run`): one per `$CARAVAN_HOME`, serving the
- * control plane's API on 127.0.0.1. Clients find and start it with `backends/local/daemon.ts`;
- * kept apart so that clients never load the API server or the store.
+ * control plane's API on 127.0.0.1. Clients find and start it with `../daemon.ts`; kept
+ * apart so that clients never load the API server or the store.
  */
 import { rmSync, writeFileSync } from "node:fs";
-import { ControlPlane } from "../backends/local/control-plane.ts";
-import { ensureToken, lockHeld, readInfo, type DaemonInfo } from "../backends/local/daemon.ts";
-import { homePaths, type HomePaths } from "../backends/local/home.ts";
-import { processStartTime } from "../backends/local/os.ts";
+import { ControlPlane } from "../control-plane.ts";
+import { ensureToken, lockHeld, readInfo, type DaemonInfo } from "../daemon.ts";
+import { homePaths, type HomePaths } from "../home.ts";
+import { processStartTime } from "../os.ts";
 import { buildApi } from "./api.ts";
 
 /** The daemon process itself: one per `$CARAVAN_HOME`. */

@@ -1,0 +1,29 @@
+/**
+ * The client's state directory, `$CARAVAN_HOME` (default `~/.caravan`): what a deploy writes
+ * before it talks to any backend (code snapshots, the compiled runtime, file snapshots), so
+ * every backend shares these. A backend's own state (the local control plane's database,
+ * logs, secrets, daemon files) is its business: see `local/home.ts`.
+ */
+import { mkdirSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+
+export function caravanHome(): string {
+  return resolve(process.env.CARAVAN_HOME || join(homedir(), ".caravan"));
+}
+
+/** Where snapshots go, content-addressed; created (owner-only) on first use. */
+export function clientPaths(home = caravanHome()) {
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  return {
+    home,
+    /** Code snapshots: `bundles/<hash>/entry.js`. */
+    bundles: join(home, "bundles"),
+    /** The compiled caravan runtime: `runtime/<hash>/`. */
+    runtime: join(home, "runtime"),
+    /** File snapshots (`include`, File/Dir inputs): `files/<hash>/`. */
+    files: join(home, "files"),
+  };
+}
+
+export type ClientPaths = ReturnType<typeof clientPaths>;

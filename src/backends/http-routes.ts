@@ -1,0 +1,43 @@
+/**
+ * The control plane's HTTP API, written once: the local daemon registers these routes
+ * (`local/server/api.ts`) and the client calls them (`http-client.ts`, `local/daemon.ts`).
+ * Every route but `health` needs `Authorization: Bearer <token>`.
+ */
+export const ROUTES = {
+  health: "/v1/health",
+  deploy: "/v1/deploy",
+  reserve: "/v1/reserve",
+  prepare: "/v1/prepare",
+  discard: "/v1/discard",
+  status: "/v1/status",
+  stop: "/v1/stop",
+  delete: "/v1/delete",
+  logs: "/v1/logs",
+  /** POST starts a run (`?wait=ms`), GET lists them. */
+  runs: "/v1/runs",
+  run: "/v1/runs/:id",
+  tokens: "/v1/tokens",
+  token: "/v1/tokens/:id",
+  loginLink: "/v1/login-link",
+  shutdown: "/v1/shutdown",
+  /** Prometheus text. */
+  metrics: "/metrics",
+} as const;
+
+/**
+ * A route's path with its `:params` filled in (URI-encoded) and an optional query.
+ * @example pathOf(ROUTES.run, { id: "run-1" }, { wait: "100" }) // "/v1/runs/run-1?wait=100"
+ */
+export function pathOf(
+  route: string,
+  params: Record<string, string> = {},
+  query?: URLSearchParams | Record<string, string>,
+): string {
+  const path = route.replace(/:(\w+)/g, (_, name: string) => {
+    const value = params[name];
+    if (value === undefined) throw new Error(`route ${route} needs :${name}`);
+    return encodeURIComponent(value);
+  });
+  const q = query ? new URLSearchParams(query).toString() : "";
+  return q ? `${path}?${q}` : path;
+}

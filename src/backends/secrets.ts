@@ -1,0 +1,31 @@
+/**
+ * What every backend's secrets share: the rule for a secret's name and the error for secrets
+ * that are not set. Where values are kept is a backend's (`SecretAccess` in registry.ts).
+ */
+import { CaravanError } from "../errors.ts";
+import type { Scope } from "./contract.ts";
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+
+export function validateSecretName(name: string): string {
+  if (!NAME.test(name)) {
+    throw new CaravanError(
+      "USAGE",
+      `secret name ${JSON.stringify(name)} is not valid: use letters, digits, "_", "." and "-", starting with a letter or "_" (e.g. API_KEY)`,
+    );
+  }
+  return name;
+}
+
+/** `missing`: app name -> secret names it lacks. */
+export function missingSecrets(scope: Scope, missing: Record<string, string[]>): CaravanError {
+  const names = [...new Set(Object.values(missing).flat())].sort();
+  const apps = Object.entries(missing)
+    .map(([app, ns]) => `${app} needs ${ns.join(", ")}`)
+    .join("; ");
+  return new CaravanError(
+    "MISSING_SECRET",
+    `secret${names.length === 1 ? "" : "s"} ${names.join(", ")} ${names.length === 1 ? "is" : "are"} not set in ${scope.project}/${scope.domain} (${apps}); set ${names.length === 1 ? "it" : "each"} with: caravan secret set ${names[0]} --project ${scope.project} --domain ${scope.domain} < file`,
+    { secrets: names },
+  );
+}
