@@ -70,7 +70,7 @@ describe("stop, delete, logs, status", () => {
     });
   });
 
-  it("shows pids in status --json, the last lines with logs --tail, and forgets deleted apps", async () => {
+  it("shows pids and instances in status --json, the last lines with logs --tail, and forgets deleted apps", async () => {
     const r = await deploy(sb, [GRAPH]);
     expect(r.code, r.stderr).toBe(0);
 
@@ -87,6 +87,7 @@ describe("stop, delete, logs, status", () => {
       });
       expect(s.pids, name).toHaveLength(1);
       expect(appProcesses(sb, name), name).toEqual(s.pids);
+      expect(s.instances, name).toEqual([{ id: `pid-${s.pids[0]}`, ready: true, pid: s.pids[0] }]);
     }
 
     const tail = await sb.run(["logs", "lone", "--tail", "3"]);

@@ -30,6 +30,7 @@ export interface StatusJSON {
   internalEndpoint: string | null;
   restarts: number;
   pids: number[];
+  instances: { id: string; ready: boolean; pid?: number; restarts?: number; node?: string }[];
   project: string;
   domain: string;
   error?: string;

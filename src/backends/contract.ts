@@ -63,6 +63,20 @@ export interface DeployResult extends Partial<Endpoints> {
 
 export type EnvironmentState = "starting" | "ready" | "restarting" | "failed" | "stopped";
 
+/** One instance of an environment: a replica or task worker process, a pod. */
+export interface InstanceStatus {
+  /** Its name while it lives: `pid-1234` for a local process, the pod's name on Kubernetes. */
+  id: string;
+  /** Serving (an app's replica) or taking runs (a task worker). */
+  ready: boolean;
+  /** The process id, where the instance is a process on this machine. */
+  pid?: number;
+  /** Restarts of this instance, where the backend counts them per instance. */
+  restarts?: number;
+  /** The machine it runs on, where that is not this one (a Kubernetes node). */
+  node?: string;
+}
+
 export interface EnvironmentStatus extends Partial<Endpoints> {
   project: string;
   domain: string;
@@ -71,7 +85,9 @@ export interface EnvironmentStatus extends Partial<Endpoints> {
   state: EnvironmentState;
   revision: string;
   restarts: number;
+  /** Process ids of `instances` that are processes on this machine (DESIGN §5 `status --json`). */
   pids: number[];
+  instances: InstanceStatus[];
   dependsOn: string[];
   /** Last failure, when state is failed or restarting. */
   error?: string;

@@ -425,11 +425,16 @@ export class ControlPlane implements Backend {
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
     return this.store.list(scope).map((row) => {
       const key = keyOf(row, row.name);
-      if (row.kind === "task") return this.store.toStatus(row, this.tasks.pids(key));
+      // Ready replicas of an app, loaded workers of a task environment: one process each.
+      const pids =
+        row.kind === "task"
+          ? this.tasks.pids(key)
+          : (this.replicas.get(key) ?? []).map((r) => r.proc.pid);
       const status = this.store.toStatus(
         row,
-        (this.replicas.get(key) ?? []).map((r) => r.proc.pid),
+        pids.map((pid) => ({ id: `pid-${pid}`, ready: true, pid })),
       );
+      if (row.kind === "task") return status;
       if (this.serving.has(key)) {
         const stats = this.gateway.stats(key);
         status.replicas = this.replicas.get(key)?.length ?? 0;

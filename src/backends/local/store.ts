@@ -8,6 +8,7 @@ import type {
   DeployRequest,
   EnvironmentState,
   EnvironmentStatus,
+  InstanceStatus,
   RunFilter,
   RunRecord,
   Scope,
@@ -333,7 +334,8 @@ export class Store {
     return (this.stmts.unfinishedRuns.all() as Raw[]).map(toRun);
   }
 
-  toStatus(row: EnvironmentRow, pids: number[]): EnvironmentStatus {
+  /** The status of `row`, whose live processes are `instances`. */
+  toStatus(row: EnvironmentRow, instances: InstanceStatus[]): EnvironmentStatus {
     const status: EnvironmentStatus = {
       project: row.project,
       domain: row.domain,
@@ -342,7 +344,8 @@ export class Store {
       state: row.state,
       revision: row.revision,
       restarts: row.restarts,
-      pids,
+      pids: instances.flatMap((i) => (i.pid === undefined ? [] : [i.pid])),
+      instances,
       dependsOn: row.request.spec.dependsOn,
       updatedAt: row.updatedAt,
     };

@@ -9,7 +9,9 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
   scopeOptions(
     program
       .command("status")
-      .description("Every deployed environment with its state, revision, restarts and endpoints.")
+      .description(
+        "Every deployed environment with its state, revision, restarts, instances (processes, pods) and endpoints.",
+      )
       .option("--all", "every project and domain, not just the current one")
       .option("--json", "print JSON on stdout"),
   ).action(async (opts: ScopeFlags & { all?: boolean; json?: boolean }) => {
@@ -27,6 +29,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
           internalEndpoint: e.internalEndpoint ?? null,
           restarts: e.restarts,
           pids: e.pids,
+          instances: e.instances,
           project: e.project,
           domain: e.domain,
           dependsOn: e.dependsOn,
@@ -49,10 +52,20 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       e.replicas === undefined ? "-" : String(e.replicas),
       e.revision,
       String(e.restarts),
-      e.pids.join(",") || "-",
+      // A process by its pid, a pod by its name; "(starting)" until it serves.
+      e.instances.map((i) => `${i.pid ?? i.id}${i.ready ? "" : " (starting)"}`).join(",") || "-",
       e.endpoint ?? "-",
     ]);
-    const head = ["NAME", "KIND", "STATE", "REPLICAS", "REVISION", "RESTARTS", "PIDS", "ENDPOINT"];
+    const head = [
+      "NAME",
+      "KIND",
+      "STATE",
+      "REPLICAS",
+      "REVISION",
+      "RESTARTS",
+      "INSTANCES",
+      "ENDPOINT",
+    ];
     printTable(head, rows);
     for (const e of envs) {
       if (!e.error || e.state === "ready") continue;
