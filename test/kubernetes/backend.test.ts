@@ -148,7 +148,8 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", () => {
     const s = json<{ environments: any[] }>(await k.sb.run(scoped(k, "status", "--json")));
     expect(s.environments.find((e) => e.name === "top").state).toBe("stopped");
 
-    const deleted = await k.sb.run(scoped(k, "delete", "base", "--cascade"));
+    // top is stopped, so it does not hold base back: name it to delete it too.
+    const deleted = await k.sb.run(scoped(k, "delete", "base", "top", "--cascade"));
     expect(deleted.code, deleted.stderr).toBe(0);
     const order = deleted.stdout + deleted.stderr;
     expect(order.indexOf("top")).toBeLessThan(order.indexOf("middle"));

@@ -533,13 +533,17 @@ export class KubernetesBackend implements Backend {
   }
 }
 
-/** The record an object carries in its labels and annotations (undefined: not an environment's). */
+/**
+ * The record an object carries in its labels and annotations (undefined: not an
+ * environment's). Items of a list have no `kind`: the kind label says which it is.
+ */
 function recordOf(o: KubeObject): Recorded | undefined {
   const labels = o.metadata.labels ?? {};
+  const kind = labels[LABELS.kind];
   const annotations = o.metadata.annotations ?? {};
   const name = labels[LABELS.environment];
   const revision = annotations[ANNOTATIONS.revision];
-  if (!name || !revision) return undefined;
+  if (!name || !revision || (kind !== "app" && kind !== "task")) return undefined;
   let dependsOn: string[] = [];
   try {
     dependsOn = JSON.parse(annotations[ANNOTATIONS.dependsOn] ?? "[]") as string[];
@@ -550,12 +554,12 @@ function recordOf(o: KubeObject): Recorded | undefined {
     name,
     namespace: (o.metadata.namespace as string | undefined) ?? "",
     scope: { project: labels[LABELS.project] ?? "", domain: labels[LABELS.domain] ?? "" },
-    kind: o.kind === "Deployment" ? "app" : "task",
+    kind,
     revision,
     dependsOn,
     desired: annotations[ANNOTATIONS.desired] === "stopped" ? "stopped" : "running",
     deployedAt: annotations[ANNOTATIONS.deployedAt] ?? "",
-    ...(o.kind === "Deployment" ? { deployment: o as Deployment } : {}),
+    ...(kind === "app" ? { deployment: o as Deployment } : {}),
   };
 }
 
