@@ -75,7 +75,7 @@ export function sandbox(): Sandbox {
       return processesWithHome(home);
     },
     async cleanup() {
-      await sb.run(["server", "stop"]).catch(() => undefined);
+      await sb.run(["server", "stop", "--backend", "local"]).catch(() => undefined);
       for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
       const left = processesWithHome(home);
       for (const pid of left) {
