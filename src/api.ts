@@ -5,7 +5,14 @@
  * inside an app costs nothing.
  */
 import { dirname } from "node:path";
-import type { Backend, DeployRequest, Endpoints, RunRecord, Scope } from "./backends/contract.ts";
+import type {
+  Backend,
+  Change,
+  DeployRequest,
+  Endpoints,
+  RunRecord,
+  Scope,
+} from "./backends/contract.ts";
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
 import { CaravanError, headline } from "./errors.ts";
 import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
@@ -159,6 +166,86 @@ export async function deployEnvironments(
   config: ResolvedConfig,
   opts: DeployOptions,
 ): Promise<{ plan: Plan; deployments: Deployment[] }> {
+  const ready = await readyToDeploy(envs, config, opts, { start: true });
+  const { plan, backend, known } = ready;
+  try {
+    const { executePlan } = await import("./engine/engine.ts");
+    const outcomes = await executePlan(plan, backend, {
+      ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+      ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+      preload: backend.reserve !== undefined,
+      request: (env, results) => {
+        for (const [name, r] of results)
+          if (r.endpoint && r.internalEndpoint)
+            known.set(name, { endpoint: r.endpoint, internalEndpoint: r.internalEndpoint });
+        return ready.request(env);
+      },
+    });
+    for (const o of outcomes) {
+      if (o.endpoint && o.internalEndpoint)
+        shared().deployedEndpoints.set(o.name, {
+          endpoint: o.endpoint,
+          internalEndpoint: o.internalEndpoint,
+        });
+    }
+    return {
+      plan,
+      deployments: outcomes.map((o) => new Deployment(plan.byName.get(o.name)!.env, o)),
+    };
+  } finally {
+    if (!opts.backend) await backend.close();
+  }
+}
+
+/**
+ * What a deploy would change, per environment in plan order, from a backend that can tell
+ * (`Backend.preview`: the kubernetes backend dry-runs every object on the server); undefined
+ * when the backend cannot. Starts and changes nothing.
+ */
+export async function previewEnvironments(
+  envs: unknown[],
+  config: ResolvedConfig,
+  opts: DeployOptions = {},
+): Promise<{ plan: Plan; changes?: Map<string, Change> }> {
+  const running = opts.backend ?? (await runningBackend(config));
+  if (!running?.preview) {
+    // Nothing to ask (no control plane runs, or a backend that cannot tell): the plan alone.
+    if (running && !opts.backend) await running.close();
+    return { plan: await planOnly(envs, config, running) };
+  }
+  const ready = await readyToDeploy(envs, config, { ...opts, backend: running }, { start: false });
+  try {
+    const changes = new Map<string, Change>();
+    for (const env of ready.plan.environments)
+      changes.set(env.name, await running.preview(await ready.request(env)));
+    return { plan: ready.plan, changes };
+  } finally {
+    if (!opts.backend) await running.close();
+  }
+}
+
+async function planOnly(envs: unknown[], config: ResolvedConfig, running?: Backend) {
+  const scope: Scope = { project: config.project, domain: config.domain };
+  const deployed = running ? await running.status(scope) : [];
+  return planDeployment(envs, { ...scope, deployedApps: new Set(deployed.map((d) => d.name)) });
+}
+
+/**
+ * Everything a deploy does before the first environment starts: validate, plan, check
+ * secrets and variables, copy files, resolve RunOutputs, snapshot the code, reserve
+ * endpoints. Gives the plan, the backend and how to build each environment's request.
+ */
+async function readyToDeploy(
+  envs: unknown[],
+  config: ResolvedConfig,
+  opts: DeployOptions,
+  how: { start: boolean },
+): Promise<{
+  plan: Plan;
+  backend: Backend;
+  known: Map<string, Endpoints>;
+  request: (env: PlannedEnvironment) => DeployRequest;
+}> {
   const scope: Scope = { project: config.project, domain: config.domain };
   // Validate before starting anything, a control plane included: with none running, nothing
   // is deployed that an AppEndpoint could name.
@@ -188,6 +275,8 @@ export async function deployEnvironments(
   }
   const prepared = await prepareEnvironments(plan, scope, home, secrets);
   await resolveRunOutputs(plan, scope, running, prepared);
+  if (!running && !how.start)
+    throw new CaravanError("INTERNAL", "readyToDeploy: no backend to prepare against");
   const backend = running ?? (await openBackend(config));
   try {
     // By default the file that declares the first environment asked for: it imports (and so
@@ -213,17 +302,12 @@ export async function deployEnvironments(
     const apps = plan.environments.filter((e) => e.kind === "app").map((e) => e.name);
     const reserved = backend.reserve && apps.length ? await backend.reserve(scope, apps) : {};
     for (const [name, ep] of Object.entries(reserved)) known.set(name, ep);
-
-    const { executePlan } = await import("./engine/engine.ts");
-    const outcomes = await executePlan(plan, backend, {
-      ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
-      ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
-      preload: backend.reserve !== undefined,
-      request: (env, ready) => {
-        for (const [name, r] of ready)
-          if (r.endpoint && r.internalEndpoint)
-            known.set(name, { endpoint: r.endpoint, internalEndpoint: r.internalEndpoint });
-        return buildRequest(
+    return {
+      plan,
+      backend,
+      known,
+      request: (env) =>
+        buildRequest(
           env,
           scope,
           snapshot.code,
@@ -231,22 +315,11 @@ export async function deployEnvironments(
           known,
           opts.force ?? false,
           prepared.get(env.name) ?? {},
-        );
-      },
-    });
-    for (const o of outcomes) {
-      if (o.endpoint && o.internalEndpoint)
-        shared().deployedEndpoints.set(o.name, {
-          endpoint: o.endpoint,
-          internalEndpoint: o.internalEndpoint,
-        });
-    }
-    return {
-      plan,
-      deployments: outcomes.map((o) => new Deployment(plan.byName.get(o.name)!.env, o)),
+        ),
     };
-  } finally {
+  } catch (e) {
     if (!opts.backend) await backend.close();
+    throw e;
   }
 }
 

@@ -184,6 +184,22 @@ export interface TokenAccess {
   link(scope: Scope, app: string): Promise<string>;
 }
 
+/** What a deploy of one environment would do (`caravan plan` asks backends that can tell). */
+export interface Change {
+  /**
+   * `create`: not deployed; `update`: a new revision replaces the deployed one; `start`: the
+   * same revision, stopped or not serving; `unchanged`: nothing to do.
+   */
+  action: "create" | "update" | "start" | "unchanged";
+  /** The deployed revision, if any. */
+  from?: string;
+  to: string;
+  /** What would be written, e.g. "Deployment shop-dev/web" (checked by a dry run where possible). */
+  writes: string[];
+  /** Why the backend would refuse it (a dry run's answer), when it would. */
+  error?: string;
+}
+
 export interface Backend {
   /** Deploys one environment; resolves once it is ready (or unchanged), rejects with a CaravanError. */
   deploy(request: DeployRequest): Promise<DeployResult>;
@@ -211,6 +227,11 @@ export interface Backend {
   listRuns?(scope: Scope | undefined, filter?: RunFilter): Promise<RunRecord[]>;
   /** Tokens for apps' public endpoints (optional): the backend's gateway checks them. */
   readonly tokens?: TokenAccess;
+  /**
+   * What `deploy(request)` would change, without changing anything (optional; the kubernetes
+   * backend answers with a server-side dry run of every object it would write).
+   */
+  preview?(request: DeployRequest): Promise<Change>;
   /** An app's log lines. */
   logs(scope: Scope, name: string, opts?: LogsOptions): AsyncIterable<string>;
   /** Releases connections (not the environments). */

@@ -195,4 +195,43 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", () => {
         expect(d.internalEndpoint).toBe(`http://${d.name}.${k.namespace()}.svc.cluster.local`);
     },
   );
+
+  it("plan says what a deploy would change, checked by a server-side dry run, and writes nothing", async () => {
+    const plan = async (env: NodeJS.ProcessEnv = {}) => {
+      const r = await k.sb.run(scoped(k, "plan", GRAPH, "top", "--json"), { env });
+      const doc = json<{ environments: { name: string; change: any }[] }>(r);
+      return {
+        code: r.code,
+        by: Object.fromEntries(doc.environments.map((e) => [e.name, e.change])),
+      };
+    };
+    const fresh = await plan();
+    expect(fresh.code).toBe(0);
+    expect(fresh.by.base).toMatchObject({ action: "create" });
+    expect(fresh.by.base.writes).toContain(`Namespace ${k.namespace()}`);
+    expect(await k.kube().get("Namespace", undefined, k.namespace())).toBeUndefined();
+
+    expect((await deploy([GRAPH, "top"])).code).toBe(0);
+    const same = await plan();
+    expect(Object.values(same.by).map((c) => c.action)).toEqual([
+      "unchanged",
+      "unchanged",
+      "unchanged",
+    ]);
+
+    const changed = await plan({ K8S_GREETING: "hola" });
+    expect(changed.by.top).toMatchObject({ action: "update" });
+    expect(changed.by.top.writes).toContain(`Deployment ${k.namespace()}/top`);
+    expect(changed.by.base.action).toBe("unchanged");
+
+    // A value the API server refuses: plan fails, naming the reason; nothing was written.
+    const before = ((await k.kube().get("Deployment", k.namespace(), "top")) as any).metadata
+      .generation;
+    const refused = await plan({ K8S_NODE_POOL: "x".repeat(70) });
+    expect(refused.code).toBe(1);
+    expect(refused.by.top.error).toMatch(/nodeSelector|must be no more than 63/);
+    expect(
+      ((await k.kube().get("Deployment", k.namespace(), "top")) as any).metadata.generation,
+    ).toBe(before);
+  });
 });

@@ -19,6 +19,7 @@ import {
 } from "../../plan/graph.ts";
 import type {
   Backend,
+  Change,
   DeployRequest,
   DeployResult,
   Endpoints,
@@ -123,14 +124,15 @@ export class KubernetesBackend implements Backend {
       return { status: "unchanged", revision: req.revision, ...endpoints };
     }
     await this.ensureNamespace(namespace, req.scope);
-    const ctx = await this.upload(req, namespace);
+    const { ctx, content } = this.contentOf(req, namespace);
+    await this.upload(req, namespace, content);
     if (req.spec.kind === "task") {
       // Ready once its code is stored and its tasks recorded.
       for (const object of taskObjects(req, ctx)) await this.apply(object, req.name);
       return { status: "ready", revision: req.revision };
     }
-    const objects = appObjects({ ...req, spec: req.spec }, ctx);
-    for (const object of objects) await this.apply(object, req.name);
+    for (const object of appObjects({ ...req, spec: req.spec }, ctx))
+      await this.apply(object, req.name);
     await this.awaitRollout(req, namespace);
     return { status: "ready", revision: req.revision, ...endpoints };
   }
@@ -286,8 +288,11 @@ export class KubernetesBackend implements Backend {
     return done;
   }
 
-  /** Applies the request's content-addressed ConfigMaps; gives what the manifests refer to. */
-  private async upload(req: DeployRequest, namespace: string): Promise<ManifestContext> {
+  /** The request's content-addressed ConfigMaps and what the manifests refer to. Reads files only. */
+  private contentOf(
+    req: DeployRequest,
+    namespace: string,
+  ): { ctx: ManifestContext; content: KubeObject[] } {
     const labels = environmentLabels(req.scope, req.name);
     const { files: code, entry } = codeFiles(req.code);
     const codeMap = contentConfigMap(
@@ -297,7 +302,7 @@ export class KubernetesBackend implements Backend {
       "code",
       code,
     );
-    const maps = [codeMap.object];
+    const content = [codeMap.object];
     const ctx: ManifestContext = {
       namespace,
       code: { name: codeMap.object.metadata.name, items: codeMap.items },
@@ -316,7 +321,7 @@ export class KubernetesBackend implements Backend {
         "runtime",
         runtimeFiles(req.code),
       );
-      maps.push(runtime.object);
+      content.push(runtime.object);
       ctx.runtime = { name: runtime.object.metadata.name, items: runtime.items };
     }
     if (req.files) {
@@ -327,23 +332,64 @@ export class KubernetesBackend implements Backend {
         "files",
         snapshotFiles(req.files.dir),
       );
-      maps.push(files.object);
+      content.push(files.object);
       ctx.files = { name: files.object.metadata.name, items: files.items, localDir: req.files.dir };
       // File/Dir inputs point into the snapshot: in a pod, into its mount.
       for (const [k, v] of Object.entries(ctx.inputs))
         if (v.startsWith(req.files.dir))
           ctx.inputs[k] = POD_PATHS.files + v.slice(req.files.dir.length);
     }
-    // Immutable and named by content: when one exists it already holds these bytes.
+    return { ctx, content };
+  }
+
+  /** Applies the content ConfigMaps the namespace lacks (immutable and named by content). */
+  private async upload(req: DeployRequest, namespace: string, content: KubeObject[]) {
     const existing = new Set(
       (
-        await this.client.list<KubeObject>("ConfigMap", namespace, selector({ ...labels }))
+        await this.client.list<KubeObject>(
+          "ConfigMap",
+          namespace,
+          selector(environmentLabels(req.scope, req.name)),
+        )
       ).items.map((m) => m.metadata.name),
     );
     await Promise.all(
-      maps.filter((m) => !existing.has(m.metadata.name)).map((m) => this.apply(m, req.name)),
+      content.filter((m) => !existing.has(m.metadata.name)).map((m) => this.apply(m, req.name)),
     );
-    return ctx;
+  }
+
+  /** The objects a deploy of `req` writes, content first, as `deploy` applies them. */
+  private objectsOf(req: DeployRequest, namespace: string): KubeObject[] {
+    const { ctx, content } = this.contentOf(req, namespace);
+    const own =
+      req.spec.kind === "task"
+        ? taskObjects(req, ctx)
+        : appObjects({ ...req, spec: req.spec }, ctx);
+    return [...content, ...own];
+  }
+
+  async preview(req: DeployRequest): Promise<Change> {
+    const namespace = this.namespaceOf(req.scope);
+    const before = (await this.recordedIn(namespace)).get(req.name);
+    const from = before ? { from: before.revision } : {};
+    if (before && !req.force && isUnchanged(before, req))
+      return { action: "unchanged", ...from, to: req.revision, writes: [] };
+    const action = !before ? "create" : before.revision === req.revision ? "start" : "update";
+    const objects = this.objectsOf(req, namespace);
+    const writes = objects.map((o) => `${o.kind} ${namespace}/${o.metadata.name}`);
+    const hasNamespace = await this.client.get("Namespace", undefined, namespace);
+    if (!hasNamespace) writes.unshift(`Namespace ${namespace}`);
+    try {
+      // A server-side dry run: admission, defaulting and strict validation, nothing stored.
+      // Without the namespace (it is created by the deploy) only it can be checked.
+      if (!hasNamespace)
+        await this.client.apply(namespaceObject(namespace, req.scope), { dryRun: true });
+      else for (const o of objects) await this.client.apply(o, { dryRun: true });
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      return { action, ...from, to: req.revision, writes, error: e.message };
+    }
+    return { action, ...from, to: req.revision, writes };
   }
 
   /** Polls the rollout of `req.revision` until it is ready, or fails with the reason. */

@@ -1,24 +1,16 @@
 import type { Command } from "commander";
-import { runningBackend } from "../../api.ts";
-import type { ResolvedConfig } from "../../sdk/config.ts";
-import { planDeployment, planToJSON } from "../../plan/plan.ts";
+import { previewEnvironments } from "../../api.ts";
+import { planToJSON } from "../../plan/plan.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON } from "../output.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
 
-/** Apps already deployed, if a control plane runs (planning never starts one). */
-async function deployedApps(config: ResolvedConfig): Promise<Set<string>> {
-  const backend = await runningBackend(config);
-  const envs = backend ? await backend.status(config) : [];
-  return new Set(envs.filter((e) => e.kind === "app").map((e) => e.name));
-}
-
-export function registerPlan(program: Command, _ctx: CommandContext): void {
+export function registerPlan(program: Command, ctx: CommandContext): void {
   scopeOptions(
     program
       .command("plan")
       .description(
-        "Load a file, validate its environments and print the deployment plan. Starts nothing.",
+        "Load a file, validate its environments and print the deployment plan. Starts nothing. With --backend kubernetes it also says what would change, checked by a server-side dry run.",
       )
       .argument("<file>", "TypeScript file that declares environments")
       .argument(
@@ -28,20 +20,36 @@ export function registerPlan(program: Command, _ctx: CommandContext): void {
       .option("--json", "print the plan as JSON on stdout"),
   ).action(async (file: string, names: string[], opts: ScopeFlags & { json?: boolean }) => {
     const project = await loadProject(file, names, opts);
-    const plan = planDeployment(project.selected, {
-      ...project.config,
-      deployedApps: await deployedApps(project.config),
-    });
-    if (opts.json) return printJSON(planToJSON(plan));
+    // Apps already deployed may be named by AppEndpoints; a backend that can tell says what
+    // a deploy would change. Planning never starts a control plane.
+    const { plan, changes } = await previewEnvironments(project.selected, project.config);
+    const refused = [...(changes?.values() ?? [])].filter((c) => c.error);
+    if (refused.length) ctx.exitCode = 1;
+    if (opts.json) {
+      const doc = planToJSON(plan);
+      return printJSON(
+        changes
+          ? {
+              ...doc,
+              environments: doc.environments.map((e) => ({ ...e, change: changes.get(e.name) })),
+            }
+          : doc,
+      );
+    }
     const width = Math.max(...plan.order.map((n) => n.length));
     info(
       `Plan for ${color.bold(`${plan.project}/${plan.domain}`)}: ${plan.order.length} environment(s), in order`,
     );
     for (const e of plan.environments) {
       const deps = e.dependsOn.length ? color.dim(` after ${e.dependsOn.join(", ")}`) : "";
+      const change = changes?.get(e.name);
+      const what = change
+        ? `  ${change.action.padEnd(9)} ${color.dim(change.from && change.from !== change.to ? `${change.from} -> ${change.to}` : change.to)}`
+        : "";
       process.stdout.write(
-        `  ${color.dim(`level ${e.level}`)}  ${e.name.padEnd(width)}  ${e.kind.padEnd(4)}${deps}\n`,
+        `  ${color.dim(`level ${e.level}`)}  ${e.name.padEnd(width)}  ${e.kind.padEnd(4)}${what}${deps}\n`,
       );
+      if (change?.error) process.stdout.write(`    ${color.red(`refused: ${change.error}`)}\n`);
     }
   });
 }
