@@ -14,7 +14,8 @@ import { clusterAvailable, scoped, useKubeSandbox } from "./support.ts";
 const GRAPH = fixture("kubernetes/graph.ts");
 const t = (iso: string) => Date.parse(iso);
 
-describe.skipIf(!clusterAvailable())("kubernetes backend", () => {
+// A rollout waits up to an app's start timeout (60 s) and more on a loaded machine.
+describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 }, () => {
   const k = useKubeSandbox();
 
   async function deploy(args: string[], env: NodeJS.ProcessEnv = {}) {

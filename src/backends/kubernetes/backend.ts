@@ -29,6 +29,7 @@ import type {
   Scope,
 } from "../contract.ts";
 import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.ts";
+import { NamespaceWatch, type Deployment, type Pod } from "./watch.ts";
 import { codeFiles, runtimeFiles, runtimeHashOf, snapshotFiles } from "./content.ts";
 import {
   ANNOTATIONS,
@@ -53,9 +54,7 @@ import {
   podReady,
   restartsOf,
   rolloutState,
-  type DeploymentLike,
   type EndpointSliceLike,
-  type PodLike,
   type RolloutState,
 } from "./rollout.ts";
 
@@ -68,9 +67,6 @@ const POLL_MAX_MS = 1_000;
 const DEADLINE_SLACK_MS = 15_000;
 /** How long delete waits for an environment's pods to be gone before it goes on. */
 const DELETE_WAIT_MS = 60_000;
-
-type Deployment = KubeObject & DeploymentLike;
-type Pod = PodLike & { metadata: PodLike["metadata"] & { namespace?: string } };
 
 /** One environment as the cluster records it. */
 interface Recorded {
@@ -89,6 +85,10 @@ export class KubernetesBackend implements Backend {
   readonly name = "kubernetes";
   /** Namespaces applied by this backend object (each once per process). */
   private readonly namespaces = new Map<string, Promise<void>>();
+  /** The content ConfigMaps of each namespace, and those being applied, by name. */
+  private readonly content = new Map<string, Promise<Map<string, Promise<void>>>>();
+  /** One rollout poll loop per namespace. */
+  private readonly watches = new Map<string, NamespaceWatch>();
   /** What each namespace held when first asked, for unchanged checks: one list, not a GET per app. */
   private readonly recorded = new Map<string, Promise<Map<string, Recorded>>>();
 
@@ -294,11 +294,14 @@ export class KubernetesBackend implements Backend {
     namespace: string,
   ): { ctx: ManifestContext; content: KubeObject[] } {
     const labels = environmentLabels(req.scope, req.name);
+    // The bundle and the runtime are the same for every environment of a deploy: one
+    // ConfigMap each per namespace, shared (and collected when nothing refers to them).
+    const shared = scopeLabels(req.scope);
     const { files: code, entry } = codeFiles(req.code);
     const codeMap = contentConfigMap(
-      `${req.name}-code-${req.code.hash}`,
+      `caravan-code-${req.code.hash}`,
       namespace,
-      labels,
+      shared,
       "code",
       code,
     );
@@ -315,9 +318,9 @@ export class KubernetesBackend implements Backend {
     };
     if (req.spec.kind === "task" || req.spec.serveKind !== "command") {
       const runtime = contentConfigMap(
-        `${req.name}-runtime-${runtimeHashOf(req.code)}`,
+        `caravan-runtime-${runtimeHashOf(req.code)}`,
         namespace,
-        labels,
+        shared,
         "runtime",
         runtimeFiles(req.code),
       );
@@ -342,20 +345,73 @@ export class KubernetesBackend implements Backend {
     return { ctx, content };
   }
 
-  /** Applies the content ConfigMaps the namespace lacks (immutable and named by content). */
+  /**
+   * Applies the content ConfigMaps the namespace lacks (immutable and named by content: one
+   * that exists holds these bytes). The namespace's content is listed once per backend
+   * object, and each ConfigMap applied once, however many environments share it.
+   */
   private async upload(req: DeployRequest, namespace: string, content: KubeObject[]) {
-    const existing = new Set(
-      (
-        await this.client.list<KubeObject>(
+    let existing = this.content.get(namespace);
+    if (!existing) {
+      existing = this.client
+        .list<KubeObject>(
           "ConfigMap",
           namespace,
-          selector(environmentLabels(req.scope, req.name)),
+          `${selector(scopeLabels(req.scope))},${LABELS.content}`,
         )
-      ).items.map((m) => m.metadata.name),
+        .then((l) => new Map(l.items.map((m) => [m.metadata.name, Promise.resolve()])));
+      this.content.set(namespace, existing);
+      existing.catch(() => this.content.delete(namespace));
+    }
+    const known = await existing;
+    await Promise.all(
+      content.map((m) => {
+        let applied = known.get(m.metadata.name);
+        if (!applied) {
+          applied = this.apply(m, req.name);
+          known.set(m.metadata.name, applied);
+          applied.catch(() => known.delete(m.metadata.name));
+        }
+        return applied;
+      }),
+    );
+  }
+
+  /**
+   * Deletes the namespace's shared content ConfigMaps that no Deployment or task environment
+   * refers to any more (after a delete: older revisions' ReplicaSets may still use them until
+   * then).
+   */
+  private async collectContent(namespace: string, scope: Scope): Promise<void> {
+    const managed = selector(scopeLabels(scope));
+    const [deployments, maps] = await Promise.all([
+      this.client.list<Deployment>("Deployment", namespace, managed),
+      this.client.list<KubeObject>("ConfigMap", namespace, managed),
+    ]);
+    const used = new Set<string>();
+    for (const d of deployments.items) {
+      const volumes = ((d.spec as any)?.template?.spec?.volumes ?? []) as {
+        configMap?: { name: string };
+      }[];
+      for (const v of volumes) if (v.configMap) used.add(v.configMap.name);
+    }
+    for (const m of maps.items) {
+      const data = (m as { data?: Record<string, string> }).data;
+      if (m.metadata.labels?.[LABELS.kind] === "task" && data) {
+        if (data.code) used.add(data.code);
+        if (data.runtime) used.add(data.runtime);
+      }
+    }
+    const shared = maps.items.filter(
+      (m) =>
+        m.metadata.labels?.[LABELS.content] &&
+        !m.metadata.labels[LABELS.environment] &&
+        !used.has(m.metadata.name),
     );
     await Promise.all(
-      content.filter((m) => !existing.has(m.metadata.name)).map((m) => this.apply(m, req.name)),
+      shared.map((m) => this.client.delete("ConfigMap", namespace, m.metadata.name)),
     );
+    this.content.delete(namespace);
   }
 
   /** The objects a deploy of `req` writes, content first, as `deploy` applies them. */
@@ -392,25 +448,12 @@ export class KubernetesBackend implements Backend {
     return { action, ...from, to: req.revision, writes };
   }
 
-  /** Polls the rollout of `req.revision` until it is ready, or fails with the reason. */
+  /** Waits for the rollout of `req.revision` to be ready, or fails with the reason. */
   private async awaitRollout(req: DeployRequest, namespace: string): Promise<void> {
     const startSeconds = req.spec.kind === "app" ? req.spec.timeouts.start : 60;
     const deadline = Date.now() + startSeconds * 1000 + DEADLINE_SLACK_MS;
-    const podSelector = selector({
-      ...environmentLabels(req.scope, req.name),
-      [LABELS.revision]: req.revision,
-    });
-    let delay = POLL_FIRST_MS;
-    for (;;) {
-      const [deployment, pods, slices] = await Promise.all([
-        this.client.get<Deployment>("Deployment", namespace, req.name),
-        this.client.list<Pod>("Pod", namespace, podSelector),
-        this.client.list<EndpointSliceLike>(
-          "EndpointSlice",
-          namespace,
-          `kubernetes.io/service-name=${req.name}`,
-        ),
-      ]);
+    await this.watchOf(namespace, req.scope).until(async (seen) => {
+      const deployment = seen.deployment(req.name);
       if (!deployment) {
         throw new CaravanError(
           "APP_NOT_READY",
@@ -423,8 +466,12 @@ export class KubernetesBackend implements Backend {
           `${req.name}: another deploy replaced revision ${req.revision} with ${deployment.metadata.annotations?.[ANNOTATIONS.revision]} during its rollout`,
         );
       }
-      const last: RolloutState = rolloutState(deployment, pods.items, slices.items);
-      if (last.state === "ready") return;
+      const last = rolloutState(
+        deployment,
+        seen.pods(req.name, req.revision),
+        seen.slices(req.name),
+      );
+      if (last.state === "ready") return true;
       if (last.state === "failed") {
         const tail = last.pod ? await this.lastLogLines(namespace, last.pod) : "";
         const advice = adviceFor(last.reason);
@@ -440,9 +487,17 @@ export class KubernetesBackend implements Backend {
           `${req.name} was not ready within ${startSeconds} s (timeouts.start): ${last.why}`,
         );
       }
-      await sleep(delay);
-      delay = Math.min(POLL_MAX_MS, Math.round(delay * 1.5));
+      return false;
+    });
+  }
+
+  private watchOf(namespace: string, scope: Scope): NamespaceWatch {
+    let watch = this.watches.get(namespace);
+    if (!watch) {
+      watch = new NamespaceWatch(this.client, namespace, selector(scopeLabels(scope)));
+      this.watches.set(namespace, watch);
     }
+    return watch;
   }
 
   /** The last lines a failed pod wrote, for the error (empty when the cluster has none). */
@@ -525,6 +580,7 @@ export class KubernetesBackend implements Backend {
       if (forget) await this.deleteEnvironment(scope, namespace, r);
       else await this.stopEnvironment(namespace, r);
     }
+    if (forget) await this.collectContent(namespace, scope);
     this.recorded.delete(namespace);
     return order;
   }

@@ -340,6 +340,7 @@ export function taskObjects(req: DeployRequest, ctx: ManifestContext): KubeObjec
       data: {
         revision: req.revision,
         code: ctx.code.name,
+        runtime: ctx.runtime.name,
         entry: ctx.entry,
         tasks: JSON.stringify(tasks),
       },
