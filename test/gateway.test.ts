@@ -217,10 +217,13 @@ describe("the gateway", () => {
     // Three requests arrive at once at an app with no process: all are answered, by one.
     const woken = await Promise.all([1, 2, 3].map(() => request(`${endpoint}/`)));
     expect(woken.map((w) => w.status)).toEqual([200, 200, 200]);
+    // One process answered all three. (Status may already show it asleep again: it scales
+    // to zero after a second idle, which a slow `caravan status` can outlast.)
+    const bodies = new Set(woken.map((w) => w.body));
+    expect(bodies.size).toBe(1);
+    expect([...bodies][0]).toMatch(/^awake \d+$/);
     const s = await appStatus(sb, "sleepy");
-    expect(s.replicas).toBe(1);
-    expect(s.pids).toHaveLength(1);
-    expect(woken.map((w) => w.body)).toEqual(Array(3).fill(`awake ${s.pids[0]}`));
+    expect(s.replicas).toBeLessThanOrEqual(1);
     expect(s.traffic?.errors).toBe(0);
   });
 
