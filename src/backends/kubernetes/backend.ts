@@ -12,11 +12,6 @@
 import { createInterface } from "node:readline";
 import { CaravanError, headline } from "../../errors.ts";
 import type { ResolvedConfig } from "../../sdk/config.ts";
-import {
-  dependentsIndex,
-  inReverseDependencyOrder,
-  transitiveDependents,
-} from "../../plan/graph.ts";
 import type {
   Backend,
   Change,
@@ -29,6 +24,7 @@ import type {
   Scope,
 } from "../contract.ts";
 import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.ts";
+import { teardownOrder } from "../teardown.ts";
 import { NamespaceWatch, type Deployment, type Pod } from "./watch.ts";
 import { codeFiles, runtimeFiles, runtimeHashOf, snapshotFiles } from "./content.ts";
 import {
@@ -554,27 +550,16 @@ export class KubernetesBackend implements Backend {
   ): Promise<string[]> {
     const namespace = this.namespaceOf(scope);
     const recorded = await this.recordedIn(namespace, true);
-    const missing = names.filter((n) => !recorded.has(n));
-    if (missing.length) {
-      const known = [...recorded.keys()].sort();
-      throw new CaravanError(
-        "NOT_DEPLOYED",
-        `${missing.map((n) => `"${n}"`).join(", ")} ${missing.length === 1 ? "is" : "are"} not deployed in ${scope.project}/${scope.domain} (namespace ${namespace}); ${known.length ? `deployed: ${known.join(", ")}` : "nothing is deployed there"}`,
-        { names: missing },
-      );
-    }
-    const nodes = [...recorded.values()];
-    const running = nodes.filter((r) => r.desired === "running");
-    const blocking = transitiveDependents(names, dependentsIndex(running));
-    if (blocking.length && !opts.cascade) {
-      const verb = forget ? "delete" : "stop";
-      throw new CaravanError(
-        "DEPENDENTS_EXIST",
-        `cannot ${verb} ${names.join(", ")}: ${blocking.join(", ")} depend${blocking.length === 1 ? "s" : ""} on it and ${blocking.length === 1 ? "is" : "are"} running. ${verb[0]!.toUpperCase()}${verb.slice(1)} ${blocking.length === 1 ? "it" : "them"} too, or pass --cascade`,
-        { dependents: blocking },
-      );
-    }
-    const order = inReverseDependencyOrder(nodes, [...names, ...blocking]);
+    const order = teardownOrder(
+      scope,
+      [...recorded.values()].map((r) => ({ ...r, running: r.desired === "running" })),
+      names,
+      {
+        cascade: opts.cascade ?? false,
+        verb: forget ? "delete" : "stop",
+        where: `namespace ${namespace}`,
+      },
+    );
     for (const name of order) {
       const r = recorded.get(name)!;
       if (forget) await this.deleteEnvironment(scope, namespace, r);

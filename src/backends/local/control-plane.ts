@@ -33,16 +33,12 @@ import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive, signalGroup } from "./os.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "./gateway.ts";
 import { desiredReplicas } from "./scaler.ts";
+import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore } from "./tokens.ts";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
 import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
-import {
-  dependentsIndex,
-  inReverseDependencyOrder,
-  transitiveDependents,
-} from "../../plan/graph.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { tcpOpen } from "../../sdk/probe.ts";
 import {
@@ -466,7 +462,11 @@ export class ControlPlane implements Backend {
           "USAGE",
           `"${name}" is a task environment: it has no endpoint to open (apps have)`,
         );
-      throw notDeployed(scope, [name], this.store.list(scope));
+      throw notDeployed(
+        scope,
+        [name],
+        this.store.list(scope).map((r) => r.name),
+      );
     }
     if (!this.serving.has(keyOf(scope, name)))
       throw new CaravanError(
@@ -486,7 +486,12 @@ export class ControlPlane implements Backend {
   }
 
   async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {
-    if (!this.store.get(scope, name)) throw notDeployed(scope, [name], this.store.list(scope));
+    if (!this.store.get(scope, name))
+      throw notDeployed(
+        scope,
+        [name],
+        this.store.list(scope).map((r) => r.name),
+      );
     const file = logFile(this.paths, scope.project, scope.domain, name);
     let offset = 0;
     if (existsSync(file)) {
@@ -572,25 +577,16 @@ export class ControlPlane implements Backend {
     opts: { cascade?: boolean },
     forget: boolean,
   ): Promise<string[]> {
-    const rows = this.store.list(scope);
-    const byName = new Map(rows.map((r) => [r.name, r]));
-    const missing = names.filter((n) => !byName.has(n));
-    if (missing.length) throw notDeployed(scope, missing, rows);
-    // Every running dependent, direct or transitive (through running ones): with --cascade
-    // they go too; without, they are all named (stopping just the direct ones would be
-    // refused again).
-    const nodes = rows.map((r) => ({ name: r.name, dependsOn: r.request.spec.dependsOn }));
-    const running = dependentsIndex(nodes.filter((n) => byName.get(n.name)!.desired === "running"));
-    const blocking = transitiveDependents(names, running);
-    if (blocking.length && !opts.cascade) {
-      const verb = forget ? "delete" : "stop";
-      throw new CaravanError(
-        "DEPENDENTS_EXIST",
-        `cannot ${verb} ${names.join(", ")}: ${blocking.join(", ")} depend${blocking.length === 1 ? "s" : ""} on it and ${blocking.length === 1 ? "is" : "are"} running. ${verb[0]!.toUpperCase()}${verb.slice(1)} ${blocking.length === 1 ? "it" : "them"} too, or pass --cascade`,
-        { dependents: blocking },
-      );
-    }
-    const order = inReverseDependencyOrder(nodes, [...names, ...blocking]);
+    const order = teardownOrder(
+      scope,
+      this.store.list(scope).map((r) => ({
+        name: r.name,
+        dependsOn: r.request.spec.dependsOn,
+        running: r.desired === "running",
+      })),
+      names,
+      { cascade: opts.cascade ?? false, verb: forget ? "delete" : "stop" },
+    );
     for (const name of order) {
       const key = keyOf(scope, name);
       await this.serialized(key, async () => {
@@ -1117,12 +1113,3 @@ function routeOf(row: EnvironmentRow): RouteOptions {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-
-function notDeployed(scope: Scope, names: string[], rows: EnvironmentRow[]): CaravanError {
-  const known = rows.map((r) => r.name);
-  return new CaravanError(
-    "NOT_DEPLOYED",
-    `${names.map((n) => `"${n}"`).join(", ")} ${names.length === 1 ? "is" : "are"} not deployed in ${scope.project}/${scope.domain}; ${known.length ? `deployed: ${known.join(", ")}` : "nothing is deployed there"} (see caravan status --all)`,
-    { names },
-  );
-}
