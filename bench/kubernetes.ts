@@ -1,5 +1,5 @@
 /**
- * Kubernetes backend benchmark: `npx tsx bench/kubernetes.ts [--runs N]` (or
+ * Kubernetes backend benchmark: `npx tsx bench/kubernetes.ts [--runs N] [--only chain|fanout]` (or
  * `npm run bench:kubernetes`), against the test control plane (scripts/kube-test-cluster up;
  * or KUBECONFIG pointing at another cluster).
  *
@@ -24,6 +24,9 @@ import { KubeClient } from "../src/backends/kubernetes/client.ts";
 import { loadConfig } from "../src/sdk/config.ts";
 
 const runs = Number(process.argv[process.argv.indexOf("--runs") + 1]) || 5;
+const only = process.argv.includes("--only")
+  ? process.argv[process.argv.indexOf("--only") + 1]
+  : "";
 const ROOT = join(import.meta.dirname, "..");
 
 function kubeconfig(): string {
@@ -140,6 +143,7 @@ console.log(
   `kubernetes bench: ${runs} runs per tool and graph, ${cpus().length} CPUs (${cpus()[0]?.model}), Node ${process.version}, kubectl ${kubectl}`,
 );
 for (const [shape, levels] of Object.entries(shapes)) {
+  if (only && shape !== only) continue;
   const c: { ms: number; calls: number }[] = [];
   const s: { ms: number; calls: number }[] = [];
   await caravan(shape); // warm-up: the runtime build, esbuild, the client's first connection

@@ -127,8 +127,10 @@ export class KubernetesBackend implements Backend {
       for (const object of taskObjects(req, ctx)) await this.apply(object, req.name);
       return { status: "ready", revision: req.revision };
     }
-    for (const object of appObjects({ ...req, spec: req.spec }, ctx))
-      await this.apply(object, req.name);
+    // Independent objects: one round trip for all (a pod waits for its inputs ConfigMap anyway).
+    await Promise.all(
+      appObjects({ ...req, spec: req.spec }, ctx).map((o) => this.apply(o, req.name)),
+    );
     await this.awaitRollout(req, namespace);
     return { status: "ready", revision: req.revision, ...endpoints };
   }
