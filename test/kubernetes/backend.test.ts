@@ -4,7 +4,8 @@
  * objects.
  */
 import { execFile } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ROOT } from "../helpers.ts";
@@ -96,7 +97,7 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 },
     expect(envs.independent.instances[0]).toMatchObject({ ready: true });
   });
 
-  it("an unchanged redeploy writes nothing; changed code rolls only the changed app", async () => {
+  it("an unchanged redeploy writes nothing; a changed spec rolls only the changed app", async () => {
     const first = await deploy([GRAPH, "top"]);
     expect(first.code, first.stderr).toBe(0);
     const kube = k.kube();
@@ -234,5 +235,40 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 },
     expect(
       ((await k.kube().get("Deployment", k.namespace(), "top")) as any).metadata.generation,
     ).toBe(before);
+  });
+
+  it("changed code rolls only the app whose code changed", async () => {
+    // A copy of the snapshot fixture (two apps, each in its own module) that the test edits;
+    // inside the repo so "caravan" and "fastify" resolve (test/fixtures/snapshot/.tmp, ignored).
+    const dir = join(fixture("snapshot/.tmp"), randomBytes(6).toString("hex"));
+    mkdirSync(dir, { recursive: true });
+    try {
+      for (const f of ["main.ts", "a.ts", "b.ts"])
+        copyFileSync(fixture(`snapshot/${f}`), join(dir, f));
+      const main = join(dir, "main.ts");
+      const first = await deploy([main]);
+      expect(first.code, first.stderr).toBe(0);
+      const generation = async (name: string) =>
+        ((await k.kube().get("Deployment", k.namespace(), name)) as any).metadata.generation;
+      const before = { a: await generation("snap-a"), b: await generation("snap-b") };
+
+      const aFile = join(dir, "a.ts");
+      writeFileSync(aFile, readFileSync(aFile, "utf8").replace('"a-v1"', '"a-v2"'));
+      const second = await deploy([main]);
+      expect(second.code, second.stderr).toBe(0);
+      expect(statuses(second.deployments)).toEqual({ "snap-a": "ready", "snap-b": "unchanged" });
+      expect(await generation("snap-a")).toBeGreaterThan(before.a);
+      expect(await generation("snap-b")).toBe(before.b);
+      // The new revision's pods mount the new bundle, which has the edit.
+      const a = (await k.kube().get("Deployment", k.namespace(), "snap-a")) as any;
+      const code = a.spec.template.spec.volumes.find((v: any) => v.name === "code").configMap.name;
+      const map = (await k.kube().get("ConfigMap", k.namespace(), code)) as any;
+      const bundle = Object.values(map.binaryData as Record<string, string>)
+        .map((b) => Buffer.from(b, "base64").toString("utf8"))
+        .join("\n");
+      expect(bundle).toContain("a-v2");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
