@@ -10,7 +10,7 @@
  * silent in client libraries).
  */
 import { createInterface } from "node:readline";
-import { CaravanError, headline } from "../../errors.ts";
+import { CaravanError } from "../../errors.ts";
 import type { ResolvedConfig } from "../../sdk/config.ts";
 import type {
   Backend,
@@ -18,7 +18,6 @@ import type {
   DeployRequest,
   DeployResult,
   Endpoints,
-  EnvironmentState,
   EnvironmentStatus,
   LogsOptions,
   Scope,
@@ -26,14 +25,13 @@ import type {
 import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.ts";
 import { teardownOrder } from "../teardown.ts";
 import { NamespaceWatch, type Deployment, type Pod } from "./watch.ts";
-import { codeFiles, runtimeFiles, runtimeHashOf, snapshotFiles } from "./content.ts";
+import { isUnchanged, recordOf, stateOf, type Recorded } from "./records.ts";
+import { ContentStore, contentFor } from "./content.ts";
 import {
   ANNOTATIONS,
   LABELS,
   MANAGED_BY,
-  POD_PATHS,
   appObjects,
-  contentConfigMap,
   endpointOf,
   environmentLabels,
   namespaceFor,
@@ -43,7 +41,6 @@ import {
   taskMarkerName,
   taskObjects,
   type KubeObject,
-  type ManifestContext,
 } from "./manifests.ts";
 import {
   adviceFor,
@@ -51,11 +48,8 @@ import {
   restartsOf,
   rolloutState,
   type EndpointSliceLike,
-  type RolloutState,
 } from "./rollout.ts";
 
-/** The Secret a project/domain's secrets live in (pods reference it with secretKeyRef). */
-export const SECRET_NAME = "caravan-secrets";
 /** First poll of a rollout after this long, then backing off to POLL_MAX_MS. */
 const POLL_FIRST_MS = 100;
 const POLL_MAX_MS = 1_000;
@@ -64,25 +58,11 @@ const DEADLINE_SLACK_MS = 15_000;
 /** How long delete waits for an environment's pods to be gone before it goes on. */
 const DELETE_WAIT_MS = 60_000;
 
-/** One environment as the cluster records it. */
-interface Recorded {
-  name: string;
-  namespace: string;
-  scope: Scope;
-  kind: "app" | "task";
-  revision: string;
-  dependsOn: string[];
-  desired: "running" | "stopped";
-  deployedAt: string;
-  deployment?: Deployment;
-}
-
 export class KubernetesBackend implements Backend {
   readonly name = "kubernetes";
   /** Namespaces applied by this backend object (each once per process). */
   private readonly namespaces = new Map<string, Promise<void>>();
-  /** The content ConfigMaps of each namespace, and those being applied, by name. */
-  private readonly content = new Map<string, Promise<Map<string, Promise<void>>>>();
+  private readonly content: ContentStore;
   /** One rollout poll loop per namespace. */
   private readonly watches = new Map<string, NamespaceWatch>();
   /** What each namespace held when first asked, for unchanged checks: one list, not a GET per app. */
@@ -91,7 +71,9 @@ export class KubernetesBackend implements Backend {
   constructor(
     readonly client: KubeClient,
     private readonly config: Pick<ResolvedConfig, "kubernetes">,
-  ) {}
+  ) {
+    this.content = new ContentStore(client, (o, env) => this.apply(o, env));
+  }
 
   namespaceOf(scope: Scope): string {
     try {
@@ -120,8 +102,8 @@ export class KubernetesBackend implements Backend {
       return { status: "unchanged", revision: req.revision, ...endpoints };
     }
     await this.ensureNamespace(namespace, req.scope);
-    const { ctx, content } = this.contentOf(req, namespace);
-    await this.upload(req, namespace, content);
+    const { ctx, content } = contentFor(req, namespace, this.config.kubernetes?.registry);
+    await this.content.upload(req, namespace, content);
     if (req.spec.kind === "task") {
       // Ready once its code is stored and its tasks recorded.
       for (const object of taskObjects(req, ctx)) await this.apply(object, req.name);
@@ -286,135 +268,9 @@ export class KubernetesBackend implements Backend {
     return done;
   }
 
-  /** The request's content-addressed ConfigMaps and what the manifests refer to. Reads files only. */
-  private contentOf(
-    req: DeployRequest,
-    namespace: string,
-  ): { ctx: ManifestContext; content: KubeObject[] } {
-    const labels = environmentLabels(req.scope, req.name);
-    // The bundle and the runtime are the same for every environment of a deploy: one
-    // ConfigMap each per namespace, shared (and collected when nothing refers to them).
-    const shared = scopeLabels(req.scope);
-    const { files: code, entry } = codeFiles(req.code);
-    const codeMap = contentConfigMap(
-      `caravan-code-${req.code.hash}`,
-      namespace,
-      shared,
-      "code",
-      code,
-    );
-    const content = [codeMap.object];
-    const ctx: ManifestContext = {
-      namespace,
-      code: { name: codeMap.object.metadata.name, items: codeMap.items },
-      runtime: { name: "", items: [] },
-      inputs: { ...req.inputs },
-      entry,
-      secretName: SECRET_NAME,
-      now: new Date().toISOString(),
-      ...(this.config.kubernetes?.registry ? { registry: this.config.kubernetes.registry } : {}),
-    };
-    if (req.spec.kind === "task" || req.spec.serveKind !== "command") {
-      const runtime = contentConfigMap(
-        `caravan-runtime-${runtimeHashOf(req.code)}`,
-        namespace,
-        shared,
-        "runtime",
-        runtimeFiles(req.code),
-      );
-      content.push(runtime.object);
-      ctx.runtime = { name: runtime.object.metadata.name, items: runtime.items };
-    }
-    if (req.files) {
-      const files = contentConfigMap(
-        `${req.name}-files-${req.files.hash}`,
-        namespace,
-        labels,
-        "files",
-        snapshotFiles(req.files.dir),
-      );
-      content.push(files.object);
-      ctx.files = { name: files.object.metadata.name, items: files.items, localDir: req.files.dir };
-      // File/Dir inputs point into the snapshot: in a pod, into its mount.
-      for (const [k, v] of Object.entries(ctx.inputs))
-        if (v.startsWith(req.files.dir))
-          ctx.inputs[k] = POD_PATHS.files + v.slice(req.files.dir.length);
-    }
-    return { ctx, content };
-  }
-
-  /**
-   * Applies the content ConfigMaps the namespace lacks (immutable and named by content: one
-   * that exists holds these bytes). The namespace's content is listed once per backend
-   * object, and each ConfigMap applied once, however many environments share it.
-   */
-  private async upload(req: DeployRequest, namespace: string, content: KubeObject[]) {
-    let existing = this.content.get(namespace);
-    if (!existing) {
-      existing = this.client
-        .list<KubeObject>(
-          "ConfigMap",
-          namespace,
-          `${selector(scopeLabels(req.scope))},${LABELS.content}`,
-        )
-        .then((l) => new Map(l.items.map((m) => [m.metadata.name, Promise.resolve()])));
-      this.content.set(namespace, existing);
-      existing.catch(() => this.content.delete(namespace));
-    }
-    const known = await existing;
-    await Promise.all(
-      content.map((m) => {
-        let applied = known.get(m.metadata.name);
-        if (!applied) {
-          applied = this.apply(m, req.name);
-          known.set(m.metadata.name, applied);
-          applied.catch(() => known.delete(m.metadata.name));
-        }
-        return applied;
-      }),
-    );
-  }
-
-  /**
-   * Deletes the namespace's shared content ConfigMaps that no Deployment or task environment
-   * refers to any more (after a delete: older revisions' ReplicaSets may still use them until
-   * then).
-   */
-  private async collectContent(namespace: string, scope: Scope): Promise<void> {
-    const managed = selector(scopeLabels(scope));
-    const [deployments, maps] = await Promise.all([
-      this.client.list<Deployment>("Deployment", namespace, managed),
-      this.client.list<KubeObject>("ConfigMap", namespace, managed),
-    ]);
-    const used = new Set<string>();
-    for (const d of deployments.items) {
-      const volumes = ((d.spec as any)?.template?.spec?.volumes ?? []) as {
-        configMap?: { name: string };
-      }[];
-      for (const v of volumes) if (v.configMap) used.add(v.configMap.name);
-    }
-    for (const m of maps.items) {
-      const data = (m as { data?: Record<string, string> }).data;
-      if (m.metadata.labels?.[LABELS.kind] === "task" && data) {
-        if (data.code) used.add(data.code);
-        if (data.runtime) used.add(data.runtime);
-      }
-    }
-    const shared = maps.items.filter(
-      (m) =>
-        m.metadata.labels?.[LABELS.content] &&
-        !m.metadata.labels[LABELS.environment] &&
-        !used.has(m.metadata.name),
-    );
-    await Promise.all(
-      shared.map((m) => this.client.delete("ConfigMap", namespace, m.metadata.name)),
-    );
-    this.content.delete(namespace);
-  }
-
   /** The objects a deploy of `req` writes, content first, as `deploy` applies them. */
   private objectsOf(req: DeployRequest, namespace: string): KubeObject[] {
-    const { ctx, content } = this.contentOf(req, namespace);
+    const { ctx, content } = contentFor(req, namespace, this.config.kubernetes?.registry);
     const own =
       req.spec.kind === "task"
         ? taskObjects(req, ctx)
@@ -567,7 +423,7 @@ export class KubernetesBackend implements Backend {
       if (forget) await this.deleteEnvironment(scope, namespace, r);
       else await this.stopEnvironment(namespace, r);
     }
-    if (forget) await this.collectContent(namespace, scope);
+    if (forget) await this.content.collect(namespace, scope);
     this.recorded.delete(namespace);
     return order;
   }
@@ -620,69 +476,6 @@ export class KubernetesBackend implements Backend {
       `${r.name}: its pods in namespace ${namespace} were still terminating after ${DELETE_WAIT_MS / 1000} s`,
     );
   }
-}
-
-/**
- * The record an object carries in its labels and annotations (undefined: not an
- * environment's). Items of a list have no `kind`: the kind label says which it is.
- */
-function recordOf(o: KubeObject): Recorded | undefined {
-  const labels = o.metadata.labels ?? {};
-  const kind = labels[LABELS.kind];
-  const annotations = o.metadata.annotations ?? {};
-  const name = labels[LABELS.environment];
-  const revision = annotations[ANNOTATIONS.revision];
-  if (!name || !revision || (kind !== "app" && kind !== "task")) return undefined;
-  let dependsOn: string[] = [];
-  try {
-    dependsOn = JSON.parse(annotations[ANNOTATIONS.dependsOn] ?? "[]") as string[];
-  } catch {
-    // hand-edited: no known dependencies
-  }
-  return {
-    name,
-    namespace: (o.metadata.namespace as string | undefined) ?? "",
-    scope: { project: labels[LABELS.project] ?? "", domain: labels[LABELS.domain] ?? "" },
-    kind,
-    revision,
-    dependsOn,
-    desired: annotations[ANNOTATIONS.desired] === "stopped" ? "stopped" : "running",
-    deployedAt: annotations[ANNOTATIONS.deployedAt] ?? "",
-    ...(kind === "app" ? { deployment: o as Deployment } : {}),
-  };
-}
-
-/** Same revision, meant to run, and (an app) fully rolled out: nothing to write. */
-function isUnchanged(r: Recorded, req: DeployRequest): boolean {
-  if (r.revision !== req.revision || r.desired !== "running" || r.kind !== req.kind) return false;
-  if (r.kind === "task") return true;
-  const d = r.deployment;
-  const s = d?.status ?? {};
-  const desired = d?.spec?.replicas ?? 1;
-  return (
-    (s.observedGeneration ?? 0) >= (d?.metadata.generation ?? 0) &&
-    (s.updatedReplicas ?? 0) === desired &&
-    (s.availableReplicas ?? 0) >= desired &&
-    (s.replicas ?? 0) === desired
-  );
-}
-
-function stateOf(
-  r: Recorded,
-  rollout: RolloutState,
-  d: Deployment,
-): { state: EnvironmentState; error?: string } {
-  if (r.desired === "stopped") return { state: "stopped" };
-  if (rollout.state === "ready") return { state: "ready" };
-  if (rollout.state === "failed") {
-    // A failed new revision while the old one still serves: still failed, and said so.
-    const serving = (d.status?.availableReplicas ?? 0) > 0;
-    return {
-      state: "failed",
-      error: `${rollout.reason}: ${headline(rollout.message)}${serving ? " (the previous revision still serves)" : ""}`,
-    };
-  }
-  return { state: "starting" };
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

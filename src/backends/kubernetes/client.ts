@@ -54,6 +54,15 @@ export class ApiError extends Error {
   }
 }
 
+/** The parts of one API call besides its method and path. */
+export interface CallOptions {
+  query?: Record<string, string | number | boolean | undefined>;
+  body?: unknown;
+  contentType?: string;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
 export interface CallCounts {
   total: number;
   writes: number;
@@ -112,16 +121,7 @@ export class KubeClient {
   }
 
   /** One API call. Resolves with the parsed JSON body; rejects with ApiError or CLUSTER_UNREACHABLE. */
-  async call<T = any>(
-    method: string,
-    path: string,
-    opts: {
-      query?: Record<string, string | number | boolean | undefined>;
-      body?: unknown;
-      contentType?: string;
-      timeoutMs?: number;
-    } = {},
-  ): Promise<T> {
+  async call<T = any>(method: string, path: string, opts: CallOptions = {}): Promise<T> {
     const res = await this.send(method, path, opts);
     const text = await readBody(res);
     if ((res.statusCode ?? 500) >= 400) throw apiError(res.statusCode ?? 500, text);
@@ -192,17 +192,7 @@ export class KubeClient {
     this.agent?.destroy();
   }
 
-  private async send(
-    method: string,
-    path: string,
-    opts: {
-      query?: Record<string, string | number | boolean | undefined>;
-      body?: unknown;
-      contentType?: string;
-      timeoutMs?: number;
-      signal?: AbortSignal;
-    },
-  ): Promise<IncomingMessage> {
+  private async send(method: string, path: string, opts: CallOptions): Promise<IncomingMessage> {
     this.calls.total++;
     this.calls.byMethod[method] = (this.calls.byMethod[method] ?? 0) + 1;
     if (method !== "GET") this.calls.writes++;

@@ -7,8 +7,23 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
 import { CaravanError } from "../../errors.ts";
-import type { CodeRef } from "../contract.ts";
-import { POD_PATHS, type BundleFile } from "./manifests.ts";
+import type { CodeRef, DeployRequest, Scope } from "../contract.ts";
+import type { KubeClient } from "./client.ts";
+import {
+  LABELS,
+  POD_PATHS,
+  contentConfigMap,
+  environmentLabels,
+  scopeLabels,
+  selector,
+  type BundleFile,
+  type KubeObject,
+  type ManifestContext,
+} from "./manifests.ts";
+import type { Deployment } from "./watch.ts";
+
+/** The Secret a project/domain's secrets live in (pods reference it with secretKeyRef). */
+export const SECRET_NAME = "caravan-secrets";
 
 /** A ConfigMap holds at most 1 MiB; leave room for the object around the data. */
 const CONFIGMAP_LIMIT = 900 * 1024;
@@ -81,4 +96,145 @@ function checked(files: BundleFile[], what: string): BundleFile[] {
     );
   }
   return files;
+}
+
+/** The request's content-addressed ConfigMaps and what the manifests refer to. Reads files only. */
+export function contentFor(
+  req: DeployRequest,
+  namespace: string,
+  registry?: string,
+): { ctx: ManifestContext; content: KubeObject[] } {
+  const labels = environmentLabels(req.scope, req.name);
+  // The bundle and the runtime are the same for every environment of a deploy: one
+  // ConfigMap each per namespace, shared (and collected when nothing refers to them).
+  const shared = scopeLabels(req.scope);
+  const { files: code, entry } = codeFiles(req.code);
+  const codeMap = contentConfigMap(
+    `caravan-code-${req.code.hash}`,
+    namespace,
+    shared,
+    "code",
+    code,
+  );
+  const content = [codeMap.object];
+  const ctx: ManifestContext = {
+    namespace,
+    code: { name: codeMap.object.metadata.name, items: codeMap.items },
+    runtime: { name: "", items: [] },
+    inputs: { ...req.inputs },
+    entry,
+    secretName: SECRET_NAME,
+    now: new Date().toISOString(),
+    ...(registry ? { registry } : {}),
+  };
+  if (req.spec.kind === "task" || req.spec.serveKind !== "command") {
+    const runtime = contentConfigMap(
+      `caravan-runtime-${runtimeHashOf(req.code)}`,
+      namespace,
+      shared,
+      "runtime",
+      runtimeFiles(req.code),
+    );
+    content.push(runtime.object);
+    ctx.runtime = { name: runtime.object.metadata.name, items: runtime.items };
+  }
+  if (req.files) {
+    const files = contentConfigMap(
+      `${req.name}-files-${req.files.hash}`,
+      namespace,
+      labels,
+      "files",
+      snapshotFiles(req.files.dir),
+    );
+    content.push(files.object);
+    ctx.files = { name: files.object.metadata.name, items: files.items, localDir: req.files.dir };
+    // File/Dir inputs point into the snapshot: in a pod, into its mount.
+    for (const [k, v] of Object.entries(ctx.inputs))
+      if (v.startsWith(req.files.dir))
+        ctx.inputs[k] = POD_PATHS.files + v.slice(req.files.dir.length);
+  }
+  return { ctx, content };
+}
+
+/**
+ * The content ConfigMaps of each namespace: listed once per backend object, each applied
+ * once however many environments share it, and collected when nothing refers to it.
+ */
+export class ContentStore {
+  /** The content ConfigMaps of each namespace, and those being applied, by name. */
+  private readonly content = new Map<string, Promise<Map<string, Promise<void>>>>();
+
+  constructor(
+    private readonly client: KubeClient,
+    private readonly apply: (object: KubeObject, env: string) => Promise<void>,
+  ) {}
+
+  /**
+   * Applies the content ConfigMaps the namespace lacks (immutable and named by content: one
+   * that exists holds these bytes). The namespace's content is listed once per backend
+   * object, and each ConfigMap applied once, however many environments share it.
+   */
+  async upload(req: DeployRequest, namespace: string, content: KubeObject[]) {
+    let existing = this.content.get(namespace);
+    if (!existing) {
+      existing = this.client
+        .list<KubeObject>(
+          "ConfigMap",
+          namespace,
+          `${selector(scopeLabels(req.scope))},${LABELS.content}`,
+        )
+        .then((l) => new Map(l.items.map((m) => [m.metadata.name, Promise.resolve()])));
+      this.content.set(namespace, existing);
+      existing.catch(() => this.content.delete(namespace));
+    }
+    const known = await existing;
+    await Promise.all(
+      content.map((m) => {
+        let applied = known.get(m.metadata.name);
+        if (!applied) {
+          applied = this.apply(m, req.name);
+          known.set(m.metadata.name, applied);
+          applied.catch(() => known.delete(m.metadata.name));
+        }
+        return applied;
+      }),
+    );
+  }
+
+  /**
+   * Deletes the namespace's shared content ConfigMaps that no Deployment or task environment
+   * refers to any more (after a delete: older revisions' ReplicaSets may still use them until
+   * then).
+   */
+  async collect(namespace: string, scope: Scope): Promise<void> {
+    const managed = selector(scopeLabels(scope));
+    const [deployments, maps] = await Promise.all([
+      this.client.list<Deployment>("Deployment", namespace, managed),
+      this.client.list<KubeObject>("ConfigMap", namespace, managed),
+    ]);
+    const used = new Set<string>();
+    for (const d of deployments.items) {
+      const volumes = ((d.spec as any)?.template?.spec?.volumes ?? []) as {
+        configMap?: { name: string };
+      }[];
+      for (const v of volumes) if (v.configMap) used.add(v.configMap.name);
+    }
+    for (const m of maps.items) {
+      const data = (m as { data?: Record<string, string> }).data;
+      if (m.metadata.labels?.[LABELS.kind] === "task" && data) {
+        if (data.code) used.add(data.code);
+        if (data.runtime) used.add(data.runtime);
+      }
+    }
+    const shared = maps.items.filter(
+      (m) =>
+        m.metadata.labels?.[LABELS.content] &&
+        !m.metadata.labels[LABELS.environment] &&
+        !used.has(m.metadata.name),
+    );
+    await Promise.all(
+      shared.map((m) => this.client.delete("ConfigMap", namespace, m.metadata.name)),
+    );
+    this.content.delete(namespace);
+  }
 }

@@ -1,0 +1,86 @@
+/**
+ * What the cluster records of an environment: caravan's labels and annotations on its
+ * Deployment (an app) or marker ConfigMap (a task environment), read back for status,
+ * unchanged checks and teardown order. Pure.
+ */
+import type { DeployRequest, EnvironmentState, Scope } from "../contract.ts";
+import { headline } from "../../errors.ts";
+import { ANNOTATIONS, LABELS, type KubeObject } from "./manifests.ts";
+import type { RolloutState } from "./rollout.ts";
+import type { Deployment } from "./watch.ts";
+
+/** One environment as the cluster records it. */
+export interface Recorded {
+  name: string;
+  namespace: string;
+  scope: Scope;
+  kind: "app" | "task";
+  revision: string;
+  dependsOn: string[];
+  desired: "running" | "stopped";
+  deployedAt: string;
+  deployment?: Deployment;
+}
+
+/**
+ * The record an object carries in its labels and annotations (undefined: not an
+ * environment's). Items of a list have no `kind`: the kind label says which it is.
+ */
+export function recordOf(o: KubeObject): Recorded | undefined {
+  const labels = o.metadata.labels ?? {};
+  const kind = labels[LABELS.kind];
+  const annotations = o.metadata.annotations ?? {};
+  const name = labels[LABELS.environment];
+  const revision = annotations[ANNOTATIONS.revision];
+  if (!name || !revision || (kind !== "app" && kind !== "task")) return undefined;
+  let dependsOn: string[] = [];
+  try {
+    dependsOn = JSON.parse(annotations[ANNOTATIONS.dependsOn] ?? "[]") as string[];
+  } catch {
+    // hand-edited: no known dependencies
+  }
+  return {
+    name,
+    namespace: (o.metadata.namespace as string | undefined) ?? "",
+    scope: { project: labels[LABELS.project] ?? "", domain: labels[LABELS.domain] ?? "" },
+    kind,
+    revision,
+    dependsOn,
+    desired: annotations[ANNOTATIONS.desired] === "stopped" ? "stopped" : "running",
+    deployedAt: annotations[ANNOTATIONS.deployedAt] ?? "",
+    ...(kind === "app" ? { deployment: o as Deployment } : {}),
+  };
+}
+
+/** Same revision, meant to run, and (an app) fully rolled out: nothing to write. */
+export function isUnchanged(r: Recorded, req: DeployRequest): boolean {
+  if (r.revision !== req.revision || r.desired !== "running" || r.kind !== req.kind) return false;
+  if (r.kind === "task") return true;
+  const d = r.deployment;
+  const s = d?.status ?? {};
+  const desired = d?.spec?.replicas ?? 1;
+  return (
+    (s.observedGeneration ?? 0) >= (d?.metadata.generation ?? 0) &&
+    (s.updatedReplicas ?? 0) === desired &&
+    (s.availableReplicas ?? 0) >= desired &&
+    (s.replicas ?? 0) === desired
+  );
+}
+
+export function stateOf(
+  r: Recorded,
+  rollout: RolloutState,
+  d: Deployment,
+): { state: EnvironmentState; error?: string } {
+  if (r.desired === "stopped") return { state: "stopped" };
+  if (rollout.state === "ready") return { state: "ready" };
+  if (rollout.state === "failed") {
+    // A failed new revision while the old one still serves: still failed, and said so.
+    const serving = (d.status?.availableReplicas ?? 0) > 0;
+    return {
+      state: "failed",
+      error: `${rollout.reason}: ${headline(rollout.message)}${serving ? " (the previous revision still serves)" : ""}`,
+    };
+  }
+  return { state: "starting" };
+}
