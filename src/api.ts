@@ -166,7 +166,7 @@ export async function deployEnvironments(
   config: ResolvedConfig,
   opts: DeployOptions,
 ): Promise<{ plan: Plan; deployments: Deployment[] }> {
-  const ready = await readyToDeploy(envs, config, opts, { start: true });
+  const ready = await readyToDeploy(envs, config, opts);
   const { plan, backend, known } = ready;
   try {
     const { executePlan } = await import("./engine/engine.ts");
@@ -208,19 +208,16 @@ export async function previewEnvironments(
   opts: DeployOptions = {},
 ): Promise<{ plan: Plan; changes?: Map<string, Change> }> {
   const running = opts.backend ?? (await runningBackend(config));
-  if (!running?.preview) {
-    // Nothing to ask (no control plane runs, or a backend that cannot tell): the plan alone.
-    if (running && !opts.backend) await running.close();
-    return { plan: await planOnly(envs, config, running) };
-  }
-  const ready = await readyToDeploy(envs, config, { ...opts, backend: running }, { start: false });
   try {
+    // Nothing to ask (no control plane runs, or a backend that cannot tell): the plan alone.
+    if (!running?.preview) return { plan: await planOnly(envs, config, running) };
+    const ready = await readyToDeploy(envs, config, { ...opts, backend: running });
     const changes = new Map<string, Change>();
     for (const env of ready.plan.environments)
       changes.set(env.name, await running.preview(await ready.request(env)));
     return { plan: ready.plan, changes };
   } finally {
-    if (!opts.backend) await running.close();
+    if (running && !opts.backend) await running.close();
   }
 }
 
@@ -239,7 +236,6 @@ async function readyToDeploy(
   envs: unknown[],
   config: ResolvedConfig,
   opts: DeployOptions,
-  how: { start: boolean },
 ): Promise<{
   plan: Plan;
   backend: Backend;
@@ -250,33 +246,39 @@ async function readyToDeploy(
   // Validate before starting anything, a control plane included: with none running, nothing
   // is deployed that an AppEndpoint could name.
   const running = opts.backend ?? (await runningBackend(config));
-  const deployed = running ? await running.status(scope) : [];
-  const plan = planDeployment(envs, {
-    ...scope,
-    deployedApps: new Set(deployed.map((d) => d.name)),
+  // What follows may fail (validation); a backend opened here is closed then.
+  const checked = await (async () => {
+    const deployed = running ? await running.status(scope) : [];
+    const plan = planDeployment(envs, {
+      ...scope,
+      deployedApps: new Set(deployed.map((d) => d.name)),
+    });
+    // Everything else that can be wrong is found before anything starts: missing secrets,
+    // unknown ${VAR}s in command arguments, include paths and file inputs (copied now).
+    const [{ clientPaths }, { backendProvider, unsupported }] = await Promise.all([
+      import("./backends/home.ts"),
+      import("./backends/registry.ts"),
+    ]);
+    const home = clientPaths();
+    const declaring = plan.environments.filter((p) => p.env.secrets.length > 0).map((p) => p.name);
+    let secrets: SecretAccess | undefined;
+    if (declaring.length) {
+      secrets = (await backendProvider(config)).secrets?.(config);
+      if (!secrets)
+        throw unsupported(
+          config.backend,
+          `secrets (declared by ${declaring.join(", ")})`,
+          "it has no secret store",
+        );
+    }
+    const prepared = await prepareEnvironments(plan, scope, home, secrets);
+    await resolveRunOutputs(plan, scope, running, prepared);
+    return { deployed, plan, prepared, home };
+  })().catch(async (e) => {
+    if (running && !opts.backend) await running.close();
+    throw e;
   });
-  // Everything else that can be wrong is found before anything starts: missing secrets,
-  // unknown ${VAR}s in command arguments, include paths and file inputs (copied now).
-  const [{ clientPaths }, { backendProvider, unsupported }] = await Promise.all([
-    import("./backends/home.ts"),
-    import("./backends/registry.ts"),
-  ]);
-  const home = clientPaths();
-  const declaring = plan.environments.filter((p) => p.env.secrets.length > 0).map((p) => p.name);
-  let secrets: SecretAccess | undefined;
-  if (declaring.length) {
-    secrets = (await backendProvider(config)).secrets?.(config);
-    if (!secrets)
-      throw unsupported(
-        config.backend,
-        `secrets (declared by ${declaring.join(", ")})`,
-        "it has no secret store",
-      );
-  }
-  const prepared = await prepareEnvironments(plan, scope, home, secrets);
-  await resolveRunOutputs(plan, scope, running, prepared);
-  if (!running && !how.start)
-    throw new CaravanError("INTERNAL", "readyToDeploy: no backend to prepare against");
+  const { deployed, plan, prepared, home } = checked;
   const backend = running ?? (await openBackend(config));
   try {
     // By default the file that declares the first environment asked for: it imports (and so

@@ -96,7 +96,7 @@ export class KubernetesBackend implements Backend {
 
   async deploy(req: DeployRequest): Promise<DeployResult> {
     const namespace = this.namespaceOf(req.scope);
-    const before = (await this.recordedIn(namespace)).get(req.name);
+    const before = (await this.recordedIn(req.scope)).get(req.name);
     const endpoints = req.kind === "app" ? this.endpointsOf(req.scope, req.name) : {};
     if (before && !req.force && isUnchanged(before, req)) {
       return { status: "unchanged", revision: req.revision, ...endpoints };
@@ -107,6 +107,7 @@ export class KubernetesBackend implements Backend {
     if (req.spec.kind === "task") {
       // Ready once its code is stored and its tasks recorded.
       for (const object of taskObjects(req, ctx)) await this.apply(object, req.name);
+      (await this.recordedIn(req.scope)).delete(req.name);
       return { status: "ready", revision: req.revision };
     }
     // Independent objects: one round trip for all (a pod waits for its inputs ConfigMap anyway).
@@ -114,6 +115,8 @@ export class KubernetesBackend implements Backend {
       appObjects({ ...req, spec: req.spec }, ctx).map((o) => this.apply(o, req.name)),
     );
     await this.awaitRollout(req, namespace);
+    // What was listed for unchanged checks no longer holds for this one.
+    (await this.recordedIn(req.scope)).delete(req.name);
     return { status: "ready", revision: req.revision, ...endpoints };
   }
 
@@ -205,7 +208,7 @@ export class KubernetesBackend implements Backend {
       selector(environmentLabels(scope, name)),
     );
     if (!pods.items.length) {
-      const known = (await this.recordedIn(namespace, true)).has(name);
+      const known = (await this.recordedIn(scope, true)).has(name);
       throw new CaravanError(
         known ? "NOT_FOUND" : "NOT_DEPLOYED",
         known
@@ -214,6 +217,12 @@ export class KubernetesBackend implements Backend {
       );
     }
     const many = pods.items.length > 1;
+    if (opts.follow && many) {
+      throw new CaravanError(
+        "USAGE",
+        `${name} has ${pods.items.length} pods (${pods.items.map((p) => p.metadata.name).join(", ")}); --follow reads one: use kubectl logs -f -l caravan.dev/environment=${name} -n ${namespace} --prefix, or caravan logs without --follow`,
+      );
+    }
     for (const pod of pods.items) {
       let res;
       try {
@@ -222,19 +231,29 @@ export class KubernetesBackend implements Backend {
           {
             container: "app",
             ...(opts.tail !== undefined ? { tailLines: opts.tail } : {}),
-            ...(opts.follow && !many ? { follow: true } : {}),
+            ...(opts.follow ? { follow: true } : {}),
           },
-          opts.signal,
+          // A followed log may stay silent for as long as it likes.
+          {
+            ...(opts.signal ? { signal: opts.signal } : {}),
+            ...(opts.follow ? { timeoutMs: 0 } : {}),
+          },
         );
       } catch (e) {
+        if (opts.signal?.aborted) return;
         const why = e instanceof ApiError ? e.message : (e as Error).message;
         throw new CaravanError(
           "NOT_FOUND",
           `the logs of ${name} (pod ${pod.metadata.name}) cannot be read: ${why}`,
         );
       }
-      for await (const line of createInterface({ input: res, crlfDelay: Infinity })) {
-        yield many ? `[${pod.metadata.name}] ${line}` : line;
+      try {
+        for await (const line of createInterface({ input: res, crlfDelay: Infinity })) {
+          yield many ? `[${pod.metadata.name}] ${line}` : line;
+        }
+      } catch (e) {
+        if (opts.signal?.aborted) return; // Ctrl-C while following
+        throw e;
       }
     }
   }
@@ -261,7 +280,13 @@ export class KubernetesBackend implements Backend {
   private ensureNamespace(namespace: string, scope: Scope): Promise<void> {
     let done = this.namespaces.get(namespace);
     if (!done) {
-      done = this.apply(namespaceObject(namespace, scope), namespace);
+      // Read first: a user whose rights stop at an existing namespace can still deploy there.
+      done = this.client
+        .get("Namespace", undefined, namespace)
+        .catch((e) => (e instanceof ApiError && e.status === 403 ? true : Promise.reject(e)))
+        .then((found) =>
+          found ? undefined : this.apply(namespaceObject(namespace, scope), namespace),
+        );
       this.namespaces.set(namespace, done);
       done.catch(() => this.namespaces.delete(namespace));
     }
@@ -280,16 +305,16 @@ export class KubernetesBackend implements Backend {
 
   async preview(req: DeployRequest): Promise<Change> {
     const namespace = this.namespaceOf(req.scope);
-    const before = (await this.recordedIn(namespace)).get(req.name);
+    const before = (await this.recordedIn(req.scope)).get(req.name);
     const from = before ? { from: before.revision } : {};
     if (before && !req.force && isUnchanged(before, req))
       return { action: "unchanged", ...from, to: req.revision, writes: [] };
     const action = !before ? "create" : before.revision === req.revision ? "start" : "update";
     const objects = this.objectsOf(req, namespace);
     const writes = objects.map((o) => `${o.kind} ${namespace}/${o.metadata.name}`);
-    const hasNamespace = await this.client.get("Namespace", undefined, namespace);
-    if (!hasNamespace) writes.unshift(`Namespace ${namespace}`);
     try {
+      const hasNamespace = await this.client.get("Namespace", undefined, namespace);
+      if (!hasNamespace) writes.unshift(`Namespace ${namespace}`);
       // A server-side dry run: admission, defaulting and strict validation, nothing stored.
       // Without the namespace (it is created by the deploy) only it can be checked.
       if (!hasNamespace)
@@ -305,7 +330,10 @@ export class KubernetesBackend implements Backend {
   /** Waits for the rollout of `req.revision` to be ready, or fails with the reason. */
   private async awaitRollout(req: DeployRequest, namespace: string): Promise<void> {
     const startSeconds = req.spec.kind === "app" ? req.spec.timeouts.start : 60;
-    const deadline = Date.now() + startSeconds * 1000 + DEADLINE_SLACK_MS;
+    // Replicas start one at a time (maxSurge 1, maxUnavailable 0): each gets the start timeout.
+    // The Deployment's own progress deadline catches a stall sooner.
+    const replicas = req.spec.kind === "app" ? Math.max(1, req.spec.scaling.replicas[0]) : 1;
+    const deadline = Date.now() + startSeconds * 1000 * replicas + DEADLINE_SLACK_MS;
     await this.watchOf(namespace, req.scope).until(async (seen) => {
       const deployment = seen.deployment(req.name);
       if (!deployment) {
@@ -346,10 +374,11 @@ export class KubernetesBackend implements Backend {
   }
 
   private watchOf(namespace: string, scope: Scope): NamespaceWatch {
-    let watch = this.watches.get(namespace);
+    const only = selector(scopeLabels(scope));
+    let watch = this.watches.get(`${namespace}|${only}`);
     if (!watch) {
-      watch = new NamespaceWatch(this.client, namespace, selector(scopeLabels(scope)));
-      this.watches.set(namespace, watch);
+      watch = new NamespaceWatch(this.client, namespace, only);
+      this.watches.set(`${namespace}|${only}`, watch);
     }
     return watch;
   }
@@ -358,11 +387,12 @@ export class KubernetesBackend implements Backend {
   private async lastLogLines(namespace: string, pod: string): Promise<string> {
     for (const previous of [true, false]) {
       try {
-        const res = await this.client.stream(`/api/v1/namespaces/${namespace}/pods/${pod}/log`, {
-          container: "app",
-          tailLines: 20,
-          ...(previous ? { previous: true } : {}),
-        });
+        const res = await this.client.stream(
+          `/api/v1/namespaces/${namespace}/pods/${pod}/log`,
+          { container: "app", tailLines: 20, ...(previous ? { previous: true } : {}) },
+          // Every rollout in the namespace waits for this tick: never long.
+          { timeoutMs: 5_000 },
+        );
         const lines: string[] = [];
         for await (const line of createInterface({ input: res, crlfDelay: Infinity }))
           lines.push(line);
@@ -378,11 +408,14 @@ export class KubernetesBackend implements Backend {
    * What the namespace holds, listed once per backend object: the engine deploys each
    * environment once, so an unchanged deploy of many apps costs two list calls, not a GET each.
    */
-  private recordedIn(namespace: string, fresh = false): Promise<Map<string, Recorded>> {
-    let listing = fresh ? undefined : this.recorded.get(namespace);
+  private recordedIn(scope: Scope, fresh = false): Promise<Map<string, Recorded>> {
+    const namespace = this.namespaceOf(scope);
+    // By scope, not namespace: a configured namespace may hold several project/domains.
+    const key = `${namespace}|${scope.project}/${scope.domain}`;
+    let listing = fresh ? undefined : this.recorded.get(key);
     if (!listing) {
       listing = (async () => {
-        const managed = `${MANAGED_BY}=caravan`;
+        const managed = selector(scopeLabels(scope));
         const [deployments, markers] = await Promise.all([
           this.client.list<Deployment>("Deployment", namespace, managed),
           this.client.list<KubeObject>("ConfigMap", namespace, `${managed},${LABELS.kind}=task`),
@@ -394,8 +427,8 @@ export class KubernetesBackend implements Backend {
         }
         return out;
       })();
-      this.recorded.set(namespace, listing);
-      listing.catch(() => this.recorded.delete(namespace));
+      this.recorded.set(key, listing);
+      listing.catch(() => this.recorded.delete(key));
     }
     return listing;
   }
@@ -407,7 +440,7 @@ export class KubernetesBackend implements Backend {
     forget: boolean,
   ): Promise<string[]> {
     const namespace = this.namespaceOf(scope);
-    const recorded = await this.recordedIn(namespace, true);
+    const recorded = await this.recordedIn(scope, true);
     const order = teardownOrder(
       scope,
       [...recorded.values()].map((r) => ({ ...r, running: r.desired === "running" })),
@@ -424,7 +457,7 @@ export class KubernetesBackend implements Backend {
       else await this.stopEnvironment(namespace, r);
     }
     if (forget) await this.content.collect(namespace, scope);
-    this.recorded.delete(namespace);
+    this.recorded.delete(`${namespace}|${scope.project}/${scope.domain}`);
     return order;
   }
 

@@ -43,14 +43,21 @@ export function resourcePath(kind: ResourceKind, namespace?: string, name?: stri
   return `${r.group}${ns}/${r.plural}${name ? `/${name}` : ""}`;
 }
 
-/** An error answer of the API server. */
-export class ApiError extends Error {
+/** An error answer of the API server (CLUSTER_REJECTED, with its HTTP status and reason). */
+export class ApiError extends CaravanError {
   constructor(
     readonly status: number,
     readonly reason: string,
     message: string,
   ) {
-    super(message);
+    super(
+      "CLUSTER_REJECTED",
+      `the Kubernetes API answered ${status}${reason ? ` ${reason}` : ""}: ${message}`,
+      {
+        status,
+        reason,
+      },
+    );
   }
 }
 
@@ -132,9 +139,9 @@ export class KubeClient {
   async stream(
     path: string,
     query: Record<string, string | number | boolean | undefined>,
-    signal?: AbortSignal,
+    opts: { signal?: AbortSignal; timeoutMs?: number } = {},
   ): Promise<IncomingMessage> {
-    const res = await this.send("GET", path, { query, ...(signal ? { signal } : {}) });
+    const res = await this.send("GET", path, { query, ...opts });
     if ((res.statusCode ?? 500) >= 400) throw apiError(res.statusCode ?? 500, await readBody(res));
     return res;
   }
@@ -233,9 +240,10 @@ export class KubeClient {
     if (opts.signal) options.signal = opts.signal;
     return new Promise<IncomingMessage>((resolve, reject) => {
       const req = (secure ? httpsRequest : httpRequest)(url, options, resolve);
-      req.setTimeout(opts.timeoutMs ?? 30_000, () =>
-        req.destroy(new Error(`no answer within ${opts.timeoutMs ?? 30_000} ms`)),
-      );
+      // 0: no timeout (a followed log may be silent for as long as it likes).
+      const timeoutMs = opts.timeoutMs ?? 30_000;
+      if (timeoutMs > 0)
+        req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on("error", (e) => {
         if ((e as Error).name === "AbortError") return reject(e);
         reject(

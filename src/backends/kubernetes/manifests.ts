@@ -37,6 +37,8 @@ export const ANNOTATIONS = {
   /** "running" or "stopped" (`caravan stop` scales to zero and keeps the definition). */
   desired: "caravan.dev/desired",
   deployedAt: "caravan.dev/deployed-at",
+  /** On a pod template, set by `deploy --force`: new pods even for the same revision. */
+  restartedAt: "caravan.dev/restarted-at",
   /** A task environment's task ids, JSON. */
   tasks: "caravan.dev/tasks",
 } as const;
@@ -286,7 +288,12 @@ export function appObjects(
         metadata: {
           // caravan's own labels win: the selector and rollouts rely on them.
           labels: { ...k8s.podLabels, ...labels, [LABELS.revision]: req.revision },
-          annotations: { ...k8s.podAnnotations, [ANNOTATIONS.revision]: req.revision },
+          annotations: {
+            ...k8s.podAnnotations,
+            [ANNOTATIONS.revision]: req.revision,
+            // --force: a changed template is what makes Kubernetes replace the pods.
+            ...(req.force ? { [ANNOTATIONS.restartedAt]: ctx.now } : {}),
+          },
         },
         spec: {
           ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),

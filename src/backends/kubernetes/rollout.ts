@@ -163,7 +163,8 @@ export function podFailure(
       const reason = last?.reason === "OOMKilled" ? "OOMKilled" : waiting.reason;
       return { reason, message: detail };
     }
-    const terminated = c.state?.terminated ?? c.lastState?.terminated;
+    // An OOM kill in the past of a container that runs again is history, not a failure.
+    const terminated = c.state?.terminated ?? (c.ready ? undefined : c.lastState?.terminated);
     if (terminated?.reason === "OOMKilled") {
       return {
         reason: "OOMKilled",

@@ -46,8 +46,18 @@ export class Snapshot {
 /** Given each snapshot until it settles (resolves or rejects its own promise): true then. */
 type Waiter = (snapshot: Snapshot) => Promise<boolean>;
 
+/** Consecutive failed ticks before the waiters are told (a transient 5xx or timeout is retried). */
+const TOLERATED_FAILURES = 5;
+
 export class NamespaceWatch {
-  private readonly waiters = new Set<{ visit: Waiter; fail: (e: unknown) => void }>();
+  /** `since`: the first tick that may answer (one that started after the waiter joined). */
+  private readonly waiters = new Set<{
+    visit: Waiter;
+    fail: (e: unknown) => void;
+    since: number;
+  }>();
+  /** Ticks started so far. */
+  private ticks = 0;
   private delay = POLL_FIRST_MS;
   private looping = false;
 
@@ -68,6 +78,8 @@ export class NamespaceWatch {
           return true;
         },
         fail: reject,
+        // A tick already in flight listed before this rollout's writes: not an answer.
+        since: this.ticks + 1,
       };
       this.waiters.add(waiter);
       this.delay = POLL_FIRST_MS;
@@ -78,8 +90,10 @@ export class NamespaceWatch {
   private async loop(): Promise<void> {
     this.looping = true;
     try {
+      let failures = 0;
       while (this.waiters.size) {
         let snapshot: Snapshot;
+        const tick = ++this.ticks;
         try {
           const [deployments, pods, slices] = await Promise.all([
             this.client.list<Deployment>("Deployment", this.namespace, this.selector),
@@ -87,13 +101,19 @@ export class NamespaceWatch {
             this.client.list<Slice>("EndpointSlice", this.namespace, this.selector),
           ]);
           snapshot = new Snapshot(deployments.items, pods.items, slices.items);
+          failures = 0;
         } catch (e) {
-          for (const w of this.waiters) w.fail(e);
-          this.waiters.clear();
-          return;
+          if (++failures >= TOLERATED_FAILURES) {
+            for (const w of this.waiters) w.fail(e);
+            this.waiters.clear();
+            return;
+          }
+          await new Promise((r) => setTimeout(r, POLL_MAX_MS));
+          continue;
         }
         await Promise.all(
           [...this.waiters].map(async (w) => {
+            if (w.since > tick) return;
             try {
               if (await w.visit(snapshot)) this.waiters.delete(w);
             } catch (e) {

@@ -30,6 +30,7 @@ export function registerLogs(program: Command, _ctx: CommandContext): void {
       }
     } finally {
       process.off("SIGINT", onSignal);
+      await backend.close();
     }
   });
 }

@@ -17,7 +17,8 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
   ).action(async (opts: ScopeFlags & { all?: boolean; json?: boolean }) => {
     const config = await loadScope(opts);
     const backend = await openBackend(config);
-    const envs = await backend.status(opts.all ? undefined : config);
+    // A cluster client keeps a keep-alive agent: closed once the answer is in.
+    const envs = await backend.status(opts.all ? undefined : config).finally(() => backend.close());
     if (opts.json) {
       return printJSON({
         environments: envs.map((e) => ({

@@ -20,7 +20,9 @@ export function registerStopDelete(program: Command, _ctx: CommandContext): void
     ).action(async (apps: string[], opts: ScopeFlags & { cascade?: boolean; json?: boolean }) => {
       const config = await loadScope(opts);
       const backend = await openBackend(config);
-      const done = await backend[action](config, apps, { cascade: opts.cascade ?? false });
+      const done = await backend[action](config, apps, { cascade: opts.cascade ?? false }).finally(
+        () => backend.close(),
+      );
       if (opts.json) return printJSON({ [action === "stop" ? "stopped" : "deleted"]: done });
       for (const name of done) info(`${action === "stop" ? "stopped" : "deleted"} ${name}`);
     });
