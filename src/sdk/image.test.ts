@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Image } from "./image.ts";
+import { Image, imageReference, needsBuild } from "./image.ts";
 import { errorOf } from "../test-helpers.ts";
 
 describe("Image", () => {
@@ -100,5 +100,20 @@ describe("Image", () => {
     const value = errorOf(() => Image.fromDebianBase().withEnv({ GOOD: 1 as never }));
     expect(value.code).toBe("INVALID_ENV_VAR");
     expect(value.message).toContain('"GOOD"=1 is not NAME=string');
+  });
+});
+
+describe("image references on a cluster", () => {
+  it("runs an image reference as it is, and builds one that adds anything to it", () => {
+    const ref = Image.fromRef("python:3.12");
+    expect(imageReference("api", ref.toJSON())).toBe("python:3.12");
+    expect(needsBuild(ref.toJSON())).toBe(false);
+    // Variables are part of the image: a reference with them must be built, not run bare.
+    const withEnv = ref.withEnv({ MODE: "fast" });
+    expect(needsBuild(withEnv.toJSON())).toBe(true);
+    expect(imageReference("api", withEnv.toJSON(), "registry.example.com/team/")).toBe(
+      `registry.example.com/team/caravan-api:${withEnv.tag}`,
+    );
+    expect(imageReference("api", undefined)).toBe("node:22-bookworm-slim");
   });
 });

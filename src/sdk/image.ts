@@ -122,7 +122,16 @@ export function imageReference(
   registry?: string,
 ): string {
   if (!image) return DEFAULT_IMAGE;
-  if (image.base.kind === "ref" && !image.npmPackages.length && !image.aptPackages.length)
-    return image.base.ref;
+  if (image.base.kind === "ref" && !needsBuild(image)) return image.base.ref;
   return `${registry ? `${registry.replace(/\/$/, "")}/` : ""}caravan-${name}:${image.tag}`;
+}
+
+/** Whether an image spec adds anything to its base (packages, variables): then it is built. */
+export function needsBuild(image: ImageSpec): boolean {
+  return (
+    image.base.kind === "debian" ||
+    image.npmPackages.length > 0 ||
+    image.aptPackages.length > 0 ||
+    Object.keys(image.env).length > 0
+  );
 }

@@ -55,8 +55,25 @@ export function runtimeHashOf(code: CodeRef): string {
   return basename(runtimeDirOf(code));
 }
 
+/**
+ * The last few snapshots read, by content hash: every environment of a deploy shares the
+ * bundle and the runtime, which are read (and encoded) once.
+ */
+const recent = new Map<string, unknown>();
+function memo<T>(key: string, read: () => T): T {
+  if (recent.has(key)) return recent.get(key) as T;
+  const value = read();
+  recent.set(key, value);
+  if (recent.size > 8) recent.delete(recent.keys().next().value!);
+  return value;
+}
+
 /** The bundle's files, with imports of the local runtime pointed at the pod's runtime mount. */
 export function codeFiles(code: CodeRef): { files: BundleFile[]; entry: string } {
+  return memo(`code:${code.hash}:${code.runtime}`, () => readCode(code));
+}
+
+function readCode(code: CodeRef): { files: BundleFile[]; entry: string } {
   const dir = dirname(code.entry);
   const runtimeDir = runtimeDirOf(code);
   const files = filesUnder(dir).map((f) =>
@@ -75,9 +92,11 @@ export function codeFiles(code: CodeRef): { files: BundleFile[]; entry: string }
 
 /** caravan's compiled runtime (source maps left out: the user's own code keeps its maps). */
 export function runtimeFiles(code: CodeRef): BundleFile[] {
-  return checked(
-    filesUnder(runtimeDirOf(code), (p) => p.endsWith(".map")),
-    "caravan's runtime",
+  return memo(`runtime:${runtimeHashOf(code)}`, () =>
+    checked(
+      filesUnder(runtimeDirOf(code), (p) => p.endsWith(".map")),
+      "caravan's runtime",
+    ),
   );
 }
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { CaravanError } from "../../errors.ts";
-import { Image, imageReference } from "../../sdk/image.ts";
+import { Image, imageReference, needsBuild } from "../../sdk/image.ts";
 import type { CommandContext } from "../main.ts";
 import { info, printJSON } from "../output.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
@@ -68,10 +68,10 @@ export function registerImage(program: Command, _ctx: CommandContext): void {
   ).action(
     async (file: string, name: string, opts: ScopeFlags & { registry?: string; push: boolean }) => {
       const { env, config } = await environmentOf(file, name, opts);
-      if (!env.image) {
+      if (!env.image || !needsBuild(env.image.toJSON())) {
         throw new CaravanError(
           "USAGE",
-          `${name} names no image, so it runs in ${imageReference(name, undefined)} as it is; give it one (image: Image.fromDebianBase().withNpmPackages(...)) to build`,
+          `${name} runs ${imageReference(name, env.image?.toJSON())} as it is: there is nothing to build; give it packages or variables (image: Image.fromDebianBase().withNpmPackages(...)) to build one`,
         );
       }
       const registry = opts.registry ?? config.kubernetes?.registry;
