@@ -271,4 +271,49 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 },
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("secrets live in the namespace's Secret, reach pods only by reference, and a changed one rolls the app", async () => {
+    const app = fixture("kubernetes/secret-app.ts");
+    const missing = await k.sb.run(scoped(k, "deploy", app, "--json"));
+    expect(missing.code).toBe(1);
+    expect(json<{ error: { code: string } }>(missing).error.code).toBe("MISSING_SECRET");
+    expect(missing.stderr).toMatch(/API_KEY is not set/);
+    // Refused before anything was applied: not even the namespace exists.
+    expect(await k.kube().get("Namespace", undefined, k.namespace())).toBeUndefined();
+
+    const setSecret = async (value: string) => {
+      const file = join(k.sb.home, "value");
+      writeFileSync(file, value);
+      const r = await k.sb.run(scoped(k, "secret", "set", "API_KEY", "--file", file));
+      expect(r.code, r.stderr).toBe(0);
+    };
+    await setSecret("s3cret-one");
+    const listed = await k.sb.run(scoped(k, "secret", "list", "--json"));
+    expect(listed.stdout).toContain("API_KEY");
+    expect(listed.stdout).not.toContain("s3cret");
+
+    const first = await deploy([app]);
+    expect(first.code, first.stderr).toBe(0);
+    const deployment = async () =>
+      JSON.stringify(await k.kube().get("Deployment", k.namespace(), "vault"));
+    expect(await deployment()).not.toContain("s3cret");
+    const d = JSON.parse(await deployment());
+    expect(d.spec.template.spec.containers[0].env).toContainEqual({
+      name: "API_KEY",
+      valueFrom: { secretKeyRef: { name: "caravan-secrets", key: "API_KEY" } },
+    });
+    const secret = (await k.kube().get("Secret", k.namespace(), "caravan-secrets")) as any;
+    expect(Buffer.from(secret.data.API_KEY, "base64").toString()).toBe("s3cret-one");
+
+    expect(statuses((await deploy([app])).deployments)).toEqual({ vault: "unchanged" });
+    await setSecret("s3cret-two");
+    const rolled = await deploy([app]);
+    expect(statuses(rolled.deployments)).toEqual({ vault: "ready" });
+    expect(rolled.by.vault!.revision).not.toBe(first.by.vault!.revision);
+    expect(await deployment()).not.toContain("s3cret");
+
+    const deleted = await k.sb.run(scoped(k, "secret", "delete", "API_KEY"));
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect((await k.sb.run(scoped(k, "secret", "list", "--json"))).stdout).not.toContain("API_KEY");
+  });
 });

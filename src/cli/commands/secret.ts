@@ -35,7 +35,7 @@ export function registerSecret(program: Command, ctx: CommandContext): void {
   const secret = program
     .command("secret")
     .description(
-      "Manage secrets, injected into apps that declare them (the local backend keeps them under $CARAVAN_HOME, owner-only).",
+      "Manage secrets, injected into apps that declare them (the local backend keeps them under $CARAVAN_HOME, owner-only; the kubernetes backend in the Secret caravan-secrets of the project/domain's namespace).",
     );
 
   scopeOptions(
