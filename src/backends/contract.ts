@@ -94,6 +94,8 @@ export interface EnvironmentStatus extends Partial<Endpoints> {
   updatedAt: string;
   /** Replicas serving an app now (0 when scaled to zero). */
   replicas?: number;
+  /** Replicas the app should have now, where the backend knows (a Deployment's spec). */
+  desiredReplicas?: number;
   /** What the gateway saw since the control plane started: requests, 5xx, latency. */
   traffic?: { requests: number; errors: number; p50Ms: number; p99Ms: number };
 }

@@ -94,6 +94,7 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 },
     expect(envs.broken.restarts).toBeGreaterThan(0);
     expect(envs.independent.state).toBe("ready");
     expect(envs.independent.instances).toHaveLength(1);
+    expect(envs.independent).toMatchObject({ replicas: 1, desiredReplicas: 1 });
     expect(envs.independent.instances[0]).toMatchObject({ ready: true });
   });
 

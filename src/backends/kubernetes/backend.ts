@@ -167,6 +167,7 @@ export class KubernetesBackend implements Backend {
         ...(error ? { error } : {}),
         updatedAt: r.deployedAt,
         replicas: d.status?.readyReplicas ?? 0,
+        desiredReplicas: d.spec?.replicas ?? 1,
         ...this.endpointsOf(r.scope, r.name),
       });
     }

@@ -35,6 +35,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
           domain: e.domain,
           dependsOn: e.dependsOn,
           ...(e.replicas !== undefined ? { replicas: e.replicas } : {}),
+          ...(e.desiredReplicas !== undefined ? { desiredReplicas: e.desiredReplicas } : {}),
           ...(e.traffic ? { traffic: e.traffic } : {}),
           ...(e.error ? { error: e.error } : {}),
         })),
@@ -50,7 +51,10 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       opts.all ? `${e.project}/${e.domain}/${e.name}` : e.name,
       e.kind,
       e.state,
-      e.replicas === undefined ? "-" : String(e.replicas),
+      // Ready of desired where the backend knows both (a Deployment), else those serving.
+      e.replicas === undefined
+        ? "-"
+        : `${e.replicas}${e.desiredReplicas !== undefined ? `/${e.desiredReplicas}` : ""}`,
       e.revision,
       String(e.restarts),
       // A process by its pid, a pod by its name; "(starting)" until it serves.
