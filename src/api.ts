@@ -281,6 +281,11 @@ async function readyToDeploy(
   const { deployed, plan, prepared, home } = checked;
   const backend = running ?? (await openBackend(config));
   try {
+    // What this backend cannot honour is refused before anything is deployed.
+    backend.validate?.(
+      scope,
+      plan.environments.map((p) => p.env.spec()),
+    );
     // By default the file that declares the first environment asked for: it imports (and so
     // bundles) whatever it depends on, while its dependencies' files may not import it.
     const asked = envs.filter(isEnvironment).find((e) => e.declaredAt);

@@ -230,6 +230,11 @@ export interface Backend {
   /** Tokens for apps' public endpoints (optional): the backend's gateway checks them. */
   readonly tokens?: TokenAccess;
   /**
+   * Refuses what this backend cannot honour (optional), before anything is deployed: called
+   * with every environment of a plan once it is valid.
+   */
+  validate?(scope: Scope, specs: EnvironmentSpec[]): void;
+  /**
    * What `deploy(request)` would change, without changing anything (optional; the kubernetes
    * backend answers with a server-side dry run of every object it would write).
    */

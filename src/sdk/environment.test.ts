@@ -125,7 +125,11 @@ describe("scaling", () => {
     expect(
       app({ name: "s4", scaling: { replicas: [2, 2], concurrency: 10, scaledownAfter: 0 } })
         .scaling,
-    ).toEqual({ replicas: [2, 2], concurrency: 10, scaledownAfter: 0 });
+    ).toEqual({ replicas: [2, 2], concurrency: 10, scaledownAfter: 0, replicasDeclared: true });
+    // Declared replicas are told apart from the default (a cluster refuses a declared min 0).
+    expect(app({ name: "s5", scaling: { scaledownAfter: 60 } }).scaling).not.toHaveProperty(
+      "replicasDeclared",
+    );
   });
 
   it.each([

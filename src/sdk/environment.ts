@@ -289,7 +289,13 @@ export class AppEnvironment<InputName extends string = string> extends Environme
   readonly port: Port;
   readonly command?: string[];
   readonly args: string[];
-  readonly scaling: { replicas: [number, number]; concurrency?: number; scaledownAfter: number };
+  readonly scaling: {
+    replicas: [number, number];
+    concurrency?: number;
+    scaledownAfter: number;
+    /** The replicas were given (not the seed's default [0, 1]): a cluster refuses a min of 0. */
+    replicasDeclared?: true;
+  };
   readonly timeouts: { request?: number; start: number };
   readonly links: Link[];
   readonly include: string[];
@@ -670,6 +676,7 @@ function normalizeScaling(scaling: unknown, where: string): AppEnvironment["scal
     );
   }
   const out: AppEnvironment["scaling"] = { replicas: [min, max], scaledownAfter: 900 };
+  if (scaling.replicas !== undefined) out.replicasDeclared = true;
   if (scaling.concurrency !== undefined) {
     if (
       typeof scaling.concurrency !== "number" ||

@@ -53,7 +53,13 @@ export interface AppSpec extends CommonSpec {
   port: { port: number; name?: string };
   command?: string[];
   args: string[];
-  scaling: { replicas: [number, number]; concurrency?: number; scaledownAfter: number };
+  scaling: {
+    replicas: [number, number];
+    concurrency?: number;
+    scaledownAfter: number;
+    /** The replicas were given (not the default [0, 1]). */
+    replicasDeclared?: true;
+  };
   timeouts: { request?: number; start: number };
   links: { path: string; title: string; isRelative?: boolean }[];
   include: string[];

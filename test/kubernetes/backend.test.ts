@@ -317,4 +317,36 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 },
     expect(deleted.code, deleted.stderr).toBe(0);
     expect((await k.sb.run(scoped(k, "secret", "list", "--json"))).stdout).not.toContain("API_KEY");
   });
+
+  it("min < max gets an autoscaler that owns the count; a declared min of 0 is refused up front", async () => {
+    const app = fixture("kubernetes/scaled.ts");
+    const zero = await k.sb.run(scoped(k, "deploy", app, "--json"), { env: { K8S_MIN: "0" } });
+    expect(zero.code).toBe(1);
+    expect(zero.stderr).toMatch(/asks to scale to zero.*replicas: \[1, 4\]/);
+    expect(await k.kube().get("Namespace", undefined, k.namespace())).toBeUndefined();
+
+    const first = await deploy([app]);
+    expect(first.code, first.stderr).toBe(0);
+    const hpa = (await k.kube().get("HorizontalPodAutoscaler", k.namespace(), "elastic")) as any;
+    expect(hpa.spec).toMatchObject({ minReplicas: 2, maxReplicas: 4 });
+    const d = (await k.kube().get("Deployment", k.namespace(), "elastic")) as any;
+    expect(d.spec.replicas).toBe(2);
+    expect(d.status.availableReplicas).toBe(2);
+    // caravan's own applies never own the count: the autoscaler's moves survive a redeploy.
+    const owners = (d.metadata.managedFields as any[])
+      .filter((f) => JSON.stringify(f.fieldsV1 ?? {}).includes('"f:replicas"'))
+      .map((f) => f.manager);
+    expect(owners).not.toContain("caravan");
+    await k
+      .kube()
+      .call("PATCH", `/apis/apps/v1/namespaces/${k.namespace()}/deployments/elastic/scale`, {
+        body: { spec: { replicas: 3 } },
+        contentType: "application/merge-patch+json",
+      });
+    const again = await deploy([app], { K8S_GREETING: "hi" });
+    expect(statuses(again.deployments)).toEqual({ elastic: "ready" });
+    expect(
+      ((await k.kube().get("Deployment", k.namespace(), "elastic")) as any).spec.replicas,
+    ).toBe(3);
+  });
 });

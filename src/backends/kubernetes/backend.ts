@@ -18,6 +18,7 @@ import type {
   DeployRequest,
   DeployResult,
   Endpoints,
+  EnvironmentSpec,
   EnvironmentStatus,
   LogsOptions,
   Scope,
@@ -32,6 +33,8 @@ import {
   LABELS,
   MANAGED_BY,
   appObjects,
+  autoscaled,
+  initialReplicas,
   endpointOf,
   environmentLabels,
   namespaceFor,
@@ -90,6 +93,21 @@ export class KubernetesBackend implements Backend {
   }
 
   /** Endpoints are deterministic: known before anything is applied. */
+  /** A declared minimum of 0 cannot be honoured: a cluster has no scale-to-zero layer. */
+  validate(_scope: Scope, specs: EnvironmentSpec[]): void {
+    for (const spec of specs) {
+      if (spec.kind !== "app" || !spec.scaling.replicasDeclared) continue;
+      const [min, max] = spec.scaling.replicas;
+      if (min === 0) {
+        throw new CaravanError(
+          "UNSUPPORTED",
+          `app "${spec.name}": scaling.replicas [${min}, ${max}] asks to scale to zero, which a Kubernetes cluster cannot do without a scale-to-zero layer; give a minimum of 1 or more (replicas: [1, ${Math.max(1, max)}]), or deploy it with --backend local`,
+          { app: spec.name },
+        );
+      }
+    }
+  }
+
   async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
     return Object.fromEntries(names.map((n) => [n, this.endpointsOf(scope, n)]));
   }
@@ -114,6 +132,19 @@ export class KubernetesBackend implements Backend {
     await Promise.all(
       appObjects({ ...req, spec: req.spec }, ctx).map((o) => this.apply(o, req.name)),
     );
+    if (!before && autoscaled(req.spec)) {
+      // A new autoscaled app starts at its minimum. Written by a manager of its own, so
+      // caravan's applies never own (and never reset) the count the autoscaler moves.
+      await this.client.apply(
+        {
+          apiVersion: "apps/v1",
+          kind: "Deployment",
+          metadata: { name: req.name, namespace },
+          spec: { replicas: initialReplicas(req.spec) },
+        },
+        { fieldManager: "caravan-initial-replicas" },
+      );
+    }
     await this.awaitRollout(req, namespace);
     // What was listed for unchanged checks no longer holds for this one.
     (await this.recordedIn(req.scope)).delete(req.name);

@@ -147,11 +147,14 @@ export class KubeClient {
   }
 
   /** Server-side apply of one object (created or updated; caravan owns the fields it sets). */
-  apply<T = KubeObject>(object: KubeObject, opts: { dryRun?: boolean } = {}): Promise<T> {
+  apply<T = KubeObject>(
+    object: KubeObject,
+    opts: { dryRun?: boolean; fieldManager?: string } = {},
+  ): Promise<T> {
     const path = resourcePath(object.kind, object.metadata.namespace, object.metadata.name);
     return this.call<T>("PATCH", path, {
       query: {
-        fieldManager: "caravan",
+        fieldManager: opts.fieldManager ?? "caravan",
         force: true,
         fieldValidation: "Strict",
         ...(opts.dryRun ? { dryRun: "All" } : {}),

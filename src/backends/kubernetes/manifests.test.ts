@@ -165,14 +165,40 @@ describe("an app's objects", () => {
     });
   });
 
-  test("a fixed replica count is kept; min 0 still starts one", () => {
-    const three = {
-      ...req,
-      spec: { ...spec, scaling: { replicas: [3, 3] as [number, number], scaledownAfter: 1 } },
+  test("scaling: min == max is a fixed count; min < max an autoscaler that owns the count", () => {
+    const scaled = (replicas: [number, number], declared = true) => {
+      const objects = appObjects(
+        {
+          ...req,
+          spec: {
+            ...spec,
+            scaling: {
+              replicas,
+              scaledownAfter: 1,
+              ...(declared ? { replicasDeclared: true as const } : {}),
+            },
+          },
+        },
+        ctx,
+      ) as any[];
+      return {
+        deployment: objects.find((o) => o.kind === "Deployment"),
+        hpa: objects.find((o) => o.kind === "HorizontalPodAutoscaler"),
+      };
     };
-    expect((appObjects(three, ctx).find((o) => o.kind === "Deployment") as any).spec.replicas).toBe(
-      3,
-    );
+    const fixed = scaled([3, 3]);
+    expect(fixed.deployment.spec.replicas).toBe(3);
+    expect(fixed.hpa).toBeUndefined();
+    const auto = scaled([2, 5]);
+    // Left out of caravan's apply, so caravan and the autoscaler never fight over it.
+    expect(auto.deployment.spec).not.toHaveProperty("replicas");
+    expect(auto.hpa.spec).toMatchObject({
+      minReplicas: 2,
+      maxReplicas: 5,
+      scaleTargetRef: { kind: "Deployment", name: "web" },
+    });
+    // No replicas declared (the seed's default [0, 1]): one replica, nothing asked to scale.
+    expect(scaled([0, 1], false).deployment.spec.replicas).toBe(1);
   });
 
   test("the same request gives the same objects (unchanged is decided by revision)", () => {
@@ -209,5 +235,25 @@ describe("images", () => {
     expect(imageOf({ ...spec, image: { ...ref, npmPackages: ["fastify"] } })).toBe(
       "caravan-web:t1",
     );
+  });
+});
+
+describe("what a cluster cannot honour", () => {
+  test("a declared minimum of 0 is refused before anything is applied, saying what to do", async () => {
+    const { KubernetesBackend } = await import("./backend.ts");
+    const backend = new KubernetesBackend({} as never, {});
+    const app = (replicas: [number, number], declared: boolean) => ({
+      ...spec,
+      scaling: {
+        replicas,
+        scaledownAfter: 1,
+        ...(declared ? { replicasDeclared: true as const } : {}),
+      },
+    });
+    expect(() => backend.validate(scope, [app([0, 3], true)])).toThrow(
+      /scaling.replicas \[0, 3\] asks to scale to zero.*replicas: \[1, 3\]/,
+    );
+    // The default [0, 1], never declared, runs one replica.
+    expect(() => backend.validate(scope, [app([0, 1], false), app([1, 3], true)])).not.toThrow();
   });
 });

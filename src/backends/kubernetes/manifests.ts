@@ -278,7 +278,8 @@ export function appObjects(
       annotations,
     },
     spec: {
-      replicas: Math.min(Math.max(1, min), Math.max(1, max)),
+      // Autoscaled: the HorizontalPodAutoscaler owns the count (caravan never writes it).
+      ...(autoscaled(spec) ? {} : { replicas: fixedReplicas(spec) }),
       selector: { matchLabels: labels },
       // kubectl's rollout rule with a deadline: a start that makes no progress fails.
       progressDeadlineSeconds: Math.max(startSeconds, 10),
@@ -322,7 +323,51 @@ export function appObjects(
       ports: [{ name: "http", port: SERVICE_PORT, targetPort: "http", protocol: "TCP" }],
     },
   };
-  return [inputsObject(req, ctx, src), deployment, service];
+  const objects = [inputsObject(req, ctx, src), deployment, service];
+  if (autoscaled(spec)) {
+    objects.push({
+      apiVersion: "autoscaling/v2",
+      kind: "HorizontalPodAutoscaler",
+      metadata: {
+        name: req.name,
+        namespace: ctx.namespace,
+        labels: { ...labels, [LABELS.kind]: "app" },
+        annotations: { [ANNOTATIONS.revision]: req.revision },
+      },
+      spec: {
+        scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: req.name },
+        minReplicas: min,
+        maxReplicas: max,
+        metrics: [
+          {
+            type: "Resource",
+            resource: { name: "cpu", target: { type: "Utilization", averageUtilization: 80 } },
+          },
+        ],
+      },
+    });
+  }
+  return objects;
+}
+
+/** `min < max` (declared): a HorizontalPodAutoscaler keeps the count within them. */
+export function autoscaled(spec: AppSpec): boolean {
+  const [min, max] = spec.scaling.replicas;
+  return min < max && spec.scaling.replicasDeclared === true && min >= 1;
+}
+
+/**
+ * The replica count of an app that is not autoscaled: `min == max`, or one when the app
+ * declared none (the default [0, 1]: a cluster has no scale-to-zero, and nothing was asked).
+ */
+export function fixedReplicas(spec: AppSpec): number {
+  const [min, max] = spec.scaling.replicas;
+  return spec.scaling.replicasDeclared ? Math.max(1, min === max ? max : min) : 1;
+}
+
+/** The replica count an app starts with: its minimum. */
+export function initialReplicas(spec: AppSpec): number {
+  return autoscaled(spec) ? spec.scaling.replicas[0] : fixedReplicas(spec);
 }
 
 /** A task environment: its marker (revision, tasks, dependencies). Its code is uploaded beside it. */
