@@ -308,15 +308,17 @@ export function appObjects(
       },
     },
   };
+  // The Service and the autoscaler are named and labelled like the Deployment.
+  const companion = {
+    name: req.name,
+    namespace: ctx.namespace,
+    labels: { ...labels, [LABELS.kind]: "app" },
+    annotations: { [ANNOTATIONS.revision]: req.revision },
+  };
   const service: KubeObject = {
     apiVersion: "v1",
     kind: "Service",
-    metadata: {
-      name: req.name,
-      namespace: ctx.namespace,
-      labels: { ...labels, [LABELS.kind]: "app" },
-      annotations: { [ANNOTATIONS.revision]: req.revision },
-    },
+    metadata: companion,
     spec: {
       type: "ClusterIP",
       selector: labels,
@@ -328,12 +330,7 @@ export function appObjects(
     objects.push({
       apiVersion: "autoscaling/v2",
       kind: "HorizontalPodAutoscaler",
-      metadata: {
-        name: req.name,
-        namespace: ctx.namespace,
-        labels: { ...labels, [LABELS.kind]: "app" },
-        annotations: { [ANNOTATIONS.revision]: req.revision },
-      },
+      metadata: companion,
       spec: {
         scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: req.name },
         minReplicas: min,
