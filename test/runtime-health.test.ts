@@ -62,3 +62,56 @@ describe("the runtime's health endpoint", () => {
     }
   });
 });
+
+describe("the runtime's one-shot run (a cluster's Job)", () => {
+  const sb = useSandbox();
+  const runOnce = (task: string) =>
+    new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        ["--import", "tsx", join(ROOT, "src/runtime/main.ts")],
+        {
+          cwd: ROOT,
+          env: {
+            ...sb.env,
+            CARAVAN_RUNTIME: JSON.stringify({
+              kind: "run",
+              name: "training-env",
+              project: "p",
+              domain: "d",
+              entry: fixture("kubernetes/tasks.ts"),
+              sourceRoot: ROOT,
+              port: 0,
+              host: "127.0.0.1",
+              endpoints: {},
+              publicEndpoints: {},
+              inputs: {},
+              task,
+              args: [3],
+            }),
+          },
+          stdio: ["ignore", "pipe", "ignore"],
+        },
+      );
+      let stdout = "";
+      child.stdout.on("data", (c) => (stdout += c));
+      child.on("exit", (code) => resolve({ code, stdout }));
+    });
+
+  it("runs the task once, prints its outcome (what a pod leaves as its termination message) and exits", async () => {
+    const ok = await runOnce("training-env.train");
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout.trim().split("\n").at(-1)!)).toEqual({
+      ok: true,
+      output: { epochs: 3 },
+    });
+    const failed = await runOnce("training-env.explode");
+    expect(failed.code).toBe(1);
+    const outcome = JSON.parse(failed.stdout.trim().split("\n").at(-1)!);
+    expect(outcome).toMatchObject({
+      ok: false,
+      error: { name: "RangeError", message: "bad epochs: 3" },
+    });
+    expect(outcome.error.stack).toContain("explode");
+  });
+});

@@ -5,6 +5,7 @@
  * Runs inside user processes: it never imports the control plane.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { pathToFileURL } from "node:url";
 import {
@@ -20,10 +21,13 @@ import {
   HEALTH_PATH,
   HEALTH_PORT_ENV,
   RUNTIME_ENV,
+  TERMINATION_LIMIT,
+  TERMINATION_LOG,
   type PlaneMessage,
   type RuntimeConfig,
   type RuntimeMessage,
   type TaskErrorInfo,
+  type TaskOutcome,
 } from "./protocol.ts";
 
 const send = (message: RuntimeMessage) => process.send?.(message);
@@ -82,11 +86,17 @@ async function main(): Promise<void> {
   state.runtime.loading = false;
   const kind = config.kind ?? "app";
   const env = state.environments.find((e) =>
-    kind === "task"
-      ? isTaskEnvironment(e) && e.name === config.name
-      : isAppEnvironment(e) && e.name === config.name,
+    kind === "app"
+      ? isAppEnvironment(e) && e.name === config.name
+      : isTaskEnvironment(e) && e.name === config.name,
   );
-  if (!env) fatal(new Error(`the snapshot declares no ${kind} environment named "${config.name}"`));
+  if (!env)
+    fatal(
+      new Error(
+        `the snapshot declares no ${kind === "app" ? "app" : "task"} environment named "${config.name}"`,
+      ),
+    );
+  if (kind === "run") return runOnce(env as TaskEnvironment, config);
   if (kind === "task") return serveTasks(env as TaskEnvironment, go);
   return serveApp(env as AppEnvironment, config, go);
 }
@@ -173,6 +183,48 @@ async function serveTasks(env: TaskEnvironment, go: Promise<void>) {
   process.on("disconnect", () => process.exit(0));
   process.on("SIGTERM", () => process.exit(0));
   send({ type: "ready", port: 0 });
+}
+
+/**
+ * A run on a cluster (a Job's pod): the task once, its outcome as the termination message
+ * (trimmed to fit: an error's stack first, then the message), exit 0 or 1.
+ */
+async function runOnce(env: TaskEnvironment, config: RuntimeConfig): Promise<void> {
+  let outcome: TaskOutcome;
+  try {
+    const task = [...env.tasks.values()].find((t) => t.id === config.task);
+    if (!task) throw new Error(`this revision of ${env.name} has no task "${config.task}"`);
+    const output = await task(...(config.args ?? []));
+    assertJsonValue(output, "the result", `task ${config.task}`);
+    outcome = { ok: true, output: output ?? null };
+  } catch (e) {
+    outcome = { ok: false, error: errorInfo(e) };
+  }
+  let text = JSON.stringify(outcome);
+  if (text.length > TERMINATION_LIMIT && !outcome.ok) {
+    const { stack: _stack, ...short } = outcome.error;
+    text = JSON.stringify({
+      ok: false,
+      error: { ...short, message: short.message.slice(0, 3000) },
+    });
+  }
+  if (text.length > TERMINATION_LIMIT) {
+    outcome = {
+      ok: false,
+      error: {
+        name: "OutputTooLarge",
+        message: `the result of ${config.task} is ${text.length} bytes as JSON; a run on a cluster returns at most ${TERMINATION_LIMIT}: store large results elsewhere and return where`,
+      },
+    };
+    text = JSON.stringify(outcome);
+  }
+  console.log(text);
+  try {
+    writeFileSync(TERMINATION_LOG, text);
+  } catch {
+    // not in a container: the line above is the outcome
+  }
+  process.exit(outcome.ok ? 0 : 1);
 }
 
 function errorInfo(e: unknown): TaskErrorInfo {

@@ -39,8 +39,14 @@ export interface TaskErrorInfo {
 
 /** Passed to the runtime as JSON in `CARAVAN_RUNTIME`. */
 export interface RuntimeConfig {
-  /** An app serves; a task worker runs its environment's tasks on request. */
-  kind: "app" | "task";
+  /**
+   * An app serves; a task worker runs its environment's tasks on request; a run (a cluster's
+   * Job) runs one task once, writes its outcome as the termination message and exits.
+   */
+  kind: "app" | "task" | "run";
+  /** kind "run": the task id and its arguments. */
+  task?: string;
+  args?: unknown[];
   name: string;
   project: string;
   domain: string;
@@ -56,6 +62,12 @@ export interface RuntimeConfig {
 }
 
 export const RUNTIME_ENV = "CARAVAN_RUNTIME";
+/**
+ * Where a run writes its outcome (`TaskOutcome` as JSON): the container's termination
+ * message, which the cluster keeps with the pod's status (at most 4 KiB).
+ */
+export const TERMINATION_LOG = "/dev/termination-log";
+export const TERMINATION_LIMIT = 4096;
 /**
  * The variables every app and task process gets from the control plane (besides its own
  * env vars, inputs and dependency endpoints); a command app's `${VAR}`s may use them.

@@ -21,11 +21,15 @@ import type {
   EnvironmentSpec,
   EnvironmentStatus,
   LogsOptions,
+  RunFilter,
+  RunRecord,
+  RunRequest,
   Scope,
 } from "../contract.ts";
 import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.ts";
 import { teardownOrder } from "../teardown.ts";
 import { NamespaceWatch, type Deployment, type Pod } from "./watch.ts";
+import { ClusterRuns } from "./runs.ts";
 import { isUnchanged, recordOf, stateOf, type Recorded } from "./records.ts";
 import { ContentStore, contentFor } from "./content.ts";
 import {
@@ -66,6 +70,7 @@ export class KubernetesBackend implements Backend {
   /** Namespaces applied by this backend object (each once per process). */
   private readonly namespaces = new Map<string, Promise<void>>();
   private readonly content: ContentStore;
+  private readonly runs: ClusterRuns;
   /** One rollout poll loop per namespace. */
   private readonly watches = new Map<string, NamespaceWatch>();
   /** What each namespace held when first asked, for unchanged checks: one list, not a GET per app. */
@@ -76,6 +81,7 @@ export class KubernetesBackend implements Backend {
     private readonly config: Pick<ResolvedConfig, "kubernetes">,
   ) {
     this.content = new ContentStore(client, (o, env) => this.apply(o, env));
+    this.runs = new ClusterRuns(client, (scope) => this.namespaceOf(scope));
   }
 
   namespaceOf(scope: Scope): string {
@@ -288,6 +294,19 @@ export class KubernetesBackend implements Backend {
         throw e;
       }
     }
+  }
+
+  /** A run is one Job (see runs.ts). */
+  startRun(req: RunRequest, opts: { waitMs?: number } = {}): Promise<RunRecord> {
+    return this.runs.start(req, opts.waitMs);
+  }
+
+  getRun(id: string, opts: { waitMs?: number } = {}): Promise<RunRecord> {
+    return this.runs.get(id, opts.waitMs);
+  }
+
+  listRuns(scope: Scope | undefined, filter?: RunFilter): Promise<RunRecord[]> {
+    return this.runs.list(scope, filter);
   }
 
   async close(): Promise<void> {

@@ -390,7 +390,14 @@ export function taskObjects(req: DeployRequest, ctx: ManifestContext): KubeObjec
         revision: req.revision,
         code: ctx.code.name,
         runtime: ctx.runtime.name,
+        // ConfigMap keys are flat: how they map back to the files' paths.
+        codeItems: JSON.stringify(ctx.code.items),
+        runtimeItems: JSON.stringify(ctx.runtime.items),
         entry: ctx.entry,
+        // What a run's Job is made from: image, task options, pod settings (no secret values).
+        spec: JSON.stringify(req.spec),
+        // Its variables (env vars, dependency endpoints, caravan's), built like an app's.
+        launch: JSON.stringify(launchEnvironment(req, { inputsFile: "", apiUrl: "" })),
         tasks: JSON.stringify(tasks),
       },
     },

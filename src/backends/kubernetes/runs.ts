@@ -1,0 +1,307 @@
+/**
+ * Task runs on a cluster: one Job per run, made from the task environment's deployed revision
+ * (its marker ConfigMap: code, runtime, spec, variables). `retries` becomes `backoffLimit`,
+ * `timeout` `activeDeadlineSeconds`; the Job's name comes from the run's idempotency key, so a
+ * resent request finds the run the first one created. The runtime runs the task once and
+ * leaves its outcome (output, or the error with its stack) as the container's termination
+ * message, which the record is read from. Finished Jobs go after a retention period.
+ */
+import { CaravanError } from "../../errors.ts";
+import { sha256 } from "../../sdk/stable.ts";
+import { RUNTIME_ENV, type RuntimeConfig, type TaskOutcome } from "../../runtime/protocol.ts";
+import type { RunFilter, RunRecord, RunRequest, Scope, TaskSpec } from "../contract.ts";
+import { ApiError, type KubeClient } from "./client.ts";
+import {
+  ANNOTATIONS,
+  LABELS,
+  POD_PATHS,
+  environmentLabels,
+  imageOf,
+  scopeLabels,
+  selector,
+  taskMarkerName,
+  type KubeObject,
+} from "./manifests.ts";
+
+/** How long a finished run's Job (and its result) stays. */
+export const RUN_RETENTION_SECONDS = 24 * 3600;
+const RUN_LABEL = "caravan.dev/run";
+const TASK_ANNOTATION = "caravan.dev/task";
+const ARGS_ANNOTATION = "caravan.dev/args";
+const CALLER_ANNOTATION = "caravan.dev/caller";
+
+type Job = KubeObject & {
+  metadata: KubeObject["metadata"] & { creationTimestamp?: string };
+  spec?: { template?: { metadata?: { labels?: Record<string, string> } } };
+  status?: {
+    active?: number;
+    succeeded?: number;
+    failed?: number;
+    startTime?: string;
+    completionTime?: string;
+    conditions?: {
+      type: string;
+      status: string;
+      reason?: string;
+      message?: string;
+      lastTransitionTime?: string;
+    }[];
+  };
+};
+type Pod = KubeObject & {
+  metadata: KubeObject["metadata"] & { creationTimestamp?: string };
+  status?: {
+    containerStatuses?: {
+      state?: { terminated?: { exitCode?: number; message?: string; finishedAt?: string } };
+    }[];
+  };
+};
+
+export class ClusterRuns {
+  constructor(
+    private readonly client: KubeClient,
+    private readonly namespaceOf: (scope: Scope) => string,
+  ) {}
+
+  async start(req: RunRequest, waitMs = 0): Promise<RunRecord> {
+    const [envName] = req.task.split(".");
+    const namespace = this.namespaceOf(req.scope);
+    const marker = await this.client.get<KubeObject & { data?: Record<string, string> }>(
+      "ConfigMap",
+      namespace,
+      taskMarkerName(envName!),
+    );
+    const where = `${req.scope.project}/${req.scope.domain}`;
+    if (!marker?.data?.spec) {
+      throw new CaravanError(
+        "NOT_DEPLOYED",
+        `cannot run ${req.task}: task environment "${envName}" is not deployed in ${where} (namespace ${namespace}); deploy it first (caravan deploy <file> ${envName} --backend kubernetes)`,
+        { task: req.task },
+      );
+    }
+    const spec = JSON.parse(marker.data.spec) as TaskSpec;
+    const task = spec.tasks.find((t) => t.id === req.task);
+    if (!task) {
+      throw new CaravanError(
+        "UNKNOWN_TASK",
+        `${envName} (revision ${marker.data.revision}) has no task "${req.task}"; it has: ${spec.tasks.map((t) => t.id).join(", ") || "none"}`,
+        { task: req.task },
+      );
+    }
+    const name = `run-${sha256(`${where}|${req.requestId ?? crypto.randomUUID()}`).slice(0, 20)}`;
+    const job = runJob(req, namespace, name, spec, task, marker.data);
+    try {
+      await this.client.call("POST", `/apis/batch/v1/namespaces/${namespace}/jobs`, {
+        body: job,
+      });
+    } catch (e) {
+      // The same request sent again: its run exists already.
+      if (!(e instanceof ApiError && e.status === 409)) throw e;
+    }
+    return this.get(`${namespace}/${name}`, waitMs);
+  }
+
+  /** A run by id (`<namespace>/<job>`), waiting up to `waitMs` for it to finish. */
+  async get(id: string, waitMs = 0): Promise<RunRecord> {
+    const [namespace, name] = id.split("/");
+    if (!namespace || !name)
+      throw new CaravanError("NO_SUCH_RUN", `"${id}" is not a run id of the kubernetes backend`);
+    const deadline = Date.now() + waitMs;
+    let delay = 100;
+    for (;;) {
+      const job = await this.client.get<Job>("Job", namespace, name);
+      if (!job) {
+        throw new CaravanError(
+          "NO_SUCH_RUN",
+          `there is no run "${id}" (finished runs are kept ${RUN_RETENTION_SECONDS / 3600} h)`,
+          { runId: id },
+        );
+      }
+      const record = await this.recordOf(job);
+      if (record.status === "succeeded" || record.status === "failed" || Date.now() >= deadline)
+        return record;
+      await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
+      delay = Math.min(1000, Math.round(delay * 1.5));
+    }
+  }
+
+  async list(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
+    const namespace = scope ? this.namespaceOf(scope) : undefined;
+    const labels = scope ? selector(scopeLabels(scope)) : "app.kubernetes.io/managed-by=caravan";
+    const jobs = await this.client.list<Job>("Job", namespace, `${labels},${RUN_LABEL}`);
+    const newest = jobs.items.sort((a, b) =>
+      (b.metadata.creationTimestamp ?? "").localeCompare(a.metadata.creationTimestamp ?? ""),
+    );
+    const out: RunRecord[] = [];
+    for (const job of newest) {
+      if (filter.task && job.metadata.annotations?.[TASK_ANNOTATION] !== filter.task) continue;
+      const record = await this.recordOf(job);
+      if (filter.status && record.status !== filter.status) continue;
+      out.push(record);
+      if (filter.limit && out.length >= filter.limit) break;
+    }
+    return out;
+  }
+
+  private async recordOf(job: Job): Promise<RunRecord> {
+    const labels = job.metadata.labels ?? {};
+    const annotations = job.metadata.annotations ?? {};
+    const status = job.status ?? {};
+    const condition = (type: string) =>
+      status.conditions?.find((c) => c.type === type && c.status === "True");
+    const complete = condition("Complete") ?? condition("SuccessCriteriaMet");
+    const failed = condition("Failed") ?? condition("FailureTarget");
+    const runStatus = complete
+      ? "succeeded"
+      : failed
+        ? "failed"
+        : (status.active ?? 0) > 0
+          ? "running"
+          : "queued";
+    const record: RunRecord = {
+      id: `${job.metadata.namespace}/${job.metadata.name}`,
+      project: labels[LABELS.project] ?? "",
+      domain: labels[LABELS.domain] ?? "",
+      environment: labels[LABELS.environment] ?? "",
+      task: annotations[TASK_ANNOTATION] ?? "",
+      revision: annotations[ANNOTATIONS.revision] ?? "",
+      status: runStatus,
+      args: JSON.parse(annotations[ARGS_ANNOTATION] ?? "[]") as unknown[],
+      attempts: Math.max(1, (status.failed ?? 0) + (status.succeeded ?? 0) + (status.active ?? 0)),
+      ...(annotations[CALLER_ANNOTATION] ? { caller: annotations[CALLER_ANNOTATION] } : {}),
+      createdAt: job.metadata.creationTimestamp ?? "",
+      ...(status.startTime ? { startedAt: status.startTime } : {}),
+    };
+    const finishedAt = status.completionTime ?? failed?.lastTransitionTime;
+    if (runStatus === "succeeded" || runStatus === "failed") {
+      if (finishedAt) record.finishedAt = finishedAt;
+      if (record.startedAt && record.finishedAt)
+        record.durationMs = Date.parse(record.finishedAt) - Date.parse(record.startedAt);
+      const outcome = await this.outcomeOf(job);
+      if (runStatus === "succeeded") record.output = outcome?.ok ? outcome.output : null;
+      else
+        record.error =
+          outcome && !outcome.ok
+            ? outcome.error
+            : {
+                name: failed?.reason === "DeadlineExceeded" ? "TimeoutError" : "Error",
+                message: failed?.message ?? "the run's pod failed without an outcome",
+              };
+    }
+    return record;
+  }
+
+  /** The outcome the last finished pod of the Job left as its termination message. */
+  private async outcomeOf(job: Job): Promise<TaskOutcome | undefined> {
+    const pods = await this.client.list<Pod>(
+      "Pod",
+      job.metadata.namespace,
+      `job-name=${job.metadata.name}`,
+    );
+    const finished = pods.items
+      .map((p) => p.status?.containerStatuses?.[0]?.state?.terminated)
+      .filter((t): t is NonNullable<typeof t> => Boolean(t?.message))
+      .sort((a, b) => (a.finishedAt ?? "").localeCompare(b.finishedAt ?? ""));
+    const last = finished.at(-1);
+    if (!last?.message) return undefined;
+    try {
+      return JSON.parse(last.message) as TaskOutcome;
+    } catch {
+      return { ok: false, error: { name: "Error", message: last.message.slice(0, 2000) } };
+    }
+  }
+}
+
+/** The Job of one run. */
+export function runJob(
+  req: RunRequest,
+  namespace: string,
+  name: string,
+  spec: TaskSpec,
+  task: TaskSpec["tasks"][number],
+  marker: Record<string, string>,
+): KubeObject {
+  const envName = spec.name;
+  const labels = { ...environmentLabels(req.scope, envName), [RUN_LABEL]: name };
+  const launch = JSON.parse(marker.launch ?? "{}") as Record<string, string>;
+  const runtime: RuntimeConfig = {
+    kind: "run",
+    name: envName,
+    project: req.scope.project,
+    domain: req.scope.domain,
+    entry: `${POD_PATHS.code}/${marker.entry}`,
+    sourceRoot: POD_PATHS.workDir,
+    port: 0,
+    host: "0.0.0.0",
+    endpoints: {},
+    publicEndpoints: {},
+    inputs: {},
+    task: req.task,
+    args: req.args,
+  };
+  const k8s = spec.kubernetes ?? {};
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name,
+      namespace,
+      labels,
+      annotations: {
+        [ANNOTATIONS.revision]: marker.revision ?? "",
+        [TASK_ANNOTATION]: req.task,
+        [ARGS_ANNOTATION]: JSON.stringify(req.args),
+        ...(req.caller ? { [CALLER_ANNOTATION]: req.caller } : {}),
+      },
+    },
+    spec: {
+      backoffLimit: task.retries ?? 0,
+      ...(task.timeout ? { activeDeadlineSeconds: task.timeout } : {}),
+      ttlSecondsAfterFinished: RUN_RETENTION_SECONDS,
+      template: {
+        metadata: {
+          labels: { ...k8s.podLabels, ...labels },
+          annotations: { ...k8s.podAnnotations },
+        },
+        spec: {
+          restartPolicy: "Never",
+          ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),
+          ...(k8s.nodeSelector ? { nodeSelector: k8s.nodeSelector } : {}),
+          ...(k8s.tolerations ? { tolerations: k8s.tolerations } : {}),
+          enableServiceLinks: false,
+          containers: [
+            {
+              name: "run",
+              image: imageOf(spec),
+              command: ["node", `${POD_PATHS.runtime}/runtime/main.js`],
+              workingDir: POD_PATHS.workDir,
+              terminationMessagePolicy: "FallbackToLogsOnError",
+              env: [
+                ...Object.entries(launch).map(([n, value]) => ({ name: n, value })),
+                { name: RUNTIME_ENV, value: JSON.stringify(runtime) },
+                ...spec.secrets.map((s) => ({
+                  name: s.envVar,
+                  valueFrom: { secretKeyRef: { name: "caravan-secrets", key: s.key } },
+                })),
+              ],
+              volumeMounts: [
+                { name: "code", mountPath: POD_PATHS.code, readOnly: true },
+                { name: "runtime", mountPath: POD_PATHS.runtime, readOnly: true },
+              ],
+            },
+          ],
+          volumes: [
+            {
+              name: "code",
+              configMap: { name: marker.code, items: JSON.parse(marker.codeItems ?? "[]") },
+            },
+            {
+              name: "runtime",
+              configMap: { name: marker.runtime, items: JSON.parse(marker.runtimeItems ?? "[]") },
+            },
+          ],
+        },
+      },
+    },
+  };
+}
