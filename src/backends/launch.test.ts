@@ -1,26 +1,18 @@
 import { describe, expect, test } from "vitest";
 import type { AppSpec } from "./contract.ts";
+import { appSpec } from "../test-helpers.ts";
 import { checkCommandVariables, commandArgv, inputsDocument, launchEnvironment } from "./launch.ts";
 
 const scope = { project: "shop", domain: "dev" };
-const spec: AppSpec = {
-  kind: "app",
-  name: "web",
+const spec: AppSpec = appSpec({
   dependsOn: ["api"],
   envVars: { MODE: "fast" },
   secrets: [{ key: "TOKEN", envVar: "TOKEN" }],
   serveKind: "command",
-  port: { port: 8080 },
   command: ["server", "--port", "$PORT", "--api", "${CARAVAN_ENDPOINT_API}"],
   args: ["--mode=${MODE}", "--in=${GREETING}"],
-  scaling: { replicas: [0, 1], scaledownAfter: 900 },
-  timeouts: { start: 60 },
-  links: [],
-  include: [],
-  requiresAuth: true,
   inputs: [{ name: "greeting", value: "hi", envVar: "GREETING" }],
-  readiness: {},
-};
+});
 const src = {
   scope,
   name: "web",

@@ -20,6 +20,7 @@ export {
 export { Image } from "../sdk/image.ts";
 export { Input, AppEndpoint, RunOutput, File, Dir, type InputValue } from "../sdk/inputs.ts";
 export type { Resources } from "../sdk/resources.ts";
+export type { KubernetesOptions } from "../sdk/kubernetes.ts";
 export { getInput, inRuntime } from "../sdk/context.ts";
 export { init, type CaravanConfig } from "../sdk/config.ts";
 export { CaravanError, isCaravanError, type ErrorCode } from "../errors.ts";

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { appSpec } from "../../test-helpers.ts";
 import type { AppSpec, DeployRequest } from "../contract.ts";
 import {
   ANNOTATIONS,
@@ -12,24 +13,15 @@ import {
 } from "./manifests.ts";
 
 const scope = { project: "shop", domain: "dev" };
-const spec: AppSpec = {
-  kind: "app",
-  name: "web",
+const spec: AppSpec = appSpec({
   dependsOn: ["api"],
   envVars: { MODE: "fast" },
   secrets: [{ key: "API_KEY", envVar: "API_KEY" }],
-  serveKind: "fastify",
-  port: { port: 8080 },
-  args: [],
-  scaling: { replicas: [0, 1], scaledownAfter: 900 },
   timeouts: { start: 30 },
-  links: [],
-  include: [],
   requiresAuth: false,
   inputs: [{ name: "greeting", value: "hi", envVar: "GREETING" }],
-  readiness: {},
   resources: { milliCpu: 1000, memoryBytes: 512 * 1024 * 1024 },
-};
+});
 const api = endpointOf("api", "shop-dev");
 const req: DeployRequest & { spec: AppSpec } = {
   scope,

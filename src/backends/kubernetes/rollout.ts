@@ -12,6 +12,15 @@ export type RolloutState =
   | { state: "progressing"; why: string }
   | { state: "failed"; reason: string; message: string; pod?: string };
 
+/** A status condition, as every kind reports them. */
+export interface Condition {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+  lastTransitionTime?: string;
+}
+
 export interface DeploymentLike {
   metadata: { generation?: number; annotations?: Record<string, string> };
   spec?: { replicas?: number };
@@ -21,7 +30,7 @@ export interface DeploymentLike {
     updatedReplicas?: number;
     availableReplicas?: number;
     readyReplicas?: number;
-    conditions?: { type: string; status: string; reason?: string; message?: string }[];
+    conditions?: Condition[];
   };
 }
 
@@ -31,13 +40,7 @@ export interface PodLike {
   status?: {
     phase?: string;
     podIP?: string;
-    conditions?: {
-      type: string;
-      status: string;
-      reason?: string;
-      message?: string;
-      lastTransitionTime?: string;
-    }[];
+    conditions?: Condition[];
     containerStatuses?: ContainerStatusLike[];
   };
 }

@@ -11,6 +11,7 @@ import { sha256 } from "../../sdk/stable.ts";
 import { RUNTIME_ENV, type RuntimeConfig, type TaskOutcome } from "../../runtime/protocol.ts";
 import type { RunFilter, RunRecord, RunRequest, Scope, TaskSpec } from "../contract.ts";
 import { ApiError, type KubeClient } from "./client.ts";
+import type { Condition } from "./rollout.ts";
 import {
   ANNOTATIONS,
   LABELS,
@@ -39,13 +40,7 @@ type Job = KubeObject & {
     failed?: number;
     startTime?: string;
     completionTime?: string;
-    conditions?: {
-      type: string;
-      status: string;
-      reason?: string;
-      message?: string;
-      lastTransitionTime?: string;
-    }[];
+    conditions?: Condition[];
   };
 };
 type Pod = KubeObject & {
