@@ -47,6 +47,9 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 },
     // base became ready ~3 s after it was created, and middle was created only then.
     expect(readyAt("base") - created.base!).toBeGreaterThanOrEqual(2000);
     expect(created.middle!).toBeGreaterThanOrEqual(readyAt("base"));
+    // Timestamps have 1 s resolution: middle's creation is also checked against the ~3 s
+    // base took, so an order broken by less than a second cannot pass.
+    expect(created.middle! - created.base!).toBeGreaterThanOrEqual(2000);
     expect(created.top!).toBeGreaterThanOrEqual(readyAt("middle"));
 
     // The objects are what DESIGN §8 says: labels, revision annotation, endpoints injected.

@@ -385,7 +385,7 @@ export class KubernetesBackend implements Backend {
     // The Deployment's own progress deadline catches a stall sooner.
     const replicas = req.spec.kind === "app" ? Math.max(1, req.spec.scaling.replicas[0]) : 1;
     const deadline = Date.now() + startSeconds * 1000 * replicas + DEADLINE_SLACK_MS;
-    await this.watchOf(namespace, req.scope).until(async (seen) => {
+    const rollout = this.watchOf(namespace, req.scope).until(async (seen) => {
       const deployment = seen.deployment(req.name);
       if (!deployment) {
         throw new CaravanError(
@@ -406,11 +406,12 @@ export class KubernetesBackend implements Backend {
       );
       if (last.state === "ready") return true;
       if (last.state === "failed") {
-        const tail = last.pod ? await this.lastLogLines(namespace, last.pod) : "";
+        // The pod's last lines are read after leaving the poll loop, which every rollout in
+        // the namespace shares (a slow log read must not hold the others).
         const advice = adviceFor(last.reason);
         throw new CaravanError(
           last.reason === "ProgressDeadlineExceeded" ? "START_TIMEOUT" : "APP_NOT_READY",
-          `${last.reason}: ${last.message}${advice ? ` (${advice})` : ""}${tail}`,
+          `${last.reason}: ${last.message}${advice ? ` (${advice})` : ""}`,
           { reason: last.reason, ...(last.pod ? { pod: last.pod } : {}) },
         );
       }
@@ -422,6 +423,13 @@ export class KubernetesBackend implements Backend {
       }
       return false;
     });
+    try {
+      await rollout;
+    } catch (e) {
+      if (e instanceof CaravanError && typeof e.details.pod === "string")
+        e.message += await this.lastLogLines(namespace, e.details.pod);
+      throw e;
+    }
   }
 
   private watchOf(namespace: string, scope: Scope): NamespaceWatch {
