@@ -20,7 +20,7 @@ import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { deployEnvironments } from "../src/api.ts";
 import { KubernetesBackend } from "../src/backends/kubernetes/backend.ts";
-import { KubeClient } from "../src/backends/kubernetes/client.ts";
+import { loadKubeClient } from "../src/backends/kubernetes/kubeconfig.ts";
 import { loadConfig } from "../src/sdk/config.ts";
 
 const runs = Number(process.argv[process.argv.indexOf("--runs") + 1]) || 5;
@@ -122,7 +122,7 @@ async function caravan(shape: string): Promise<{ ms: number; calls: number; ok: 
   const project = freshProject();
   const config = await loadConfig(join(ROOT, "bench"), { project, backend: "kubernetes" });
   const t0 = performance.now();
-  const backend = new KubernetesBackend(KubeClient.load(), config);
+  const backend = new KubernetesBackend(loadKubeClient(), config);
   const { deployments } = await deployEnvironments(mod.environments, config, {
     backend,
     entry: join(ROOT, "bench/fixtures/k8s-graph.ts"),

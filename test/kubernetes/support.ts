@@ -6,7 +6,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeAll, beforeEach, inject } from "vitest";
-import { KubeClient } from "../../src/backends/kubernetes/client.ts";
+import type { KubeClient } from "../../src/backends/kubernetes/client.ts";
+import { loadKubeClient } from "../../src/backends/kubernetes/kubeconfig.ts";
 import { useSandbox, type Sandbox } from "../helpers.ts";
 
 /** Whether a cluster is there to test against. */
@@ -38,7 +39,7 @@ export function useKubeSandbox(): KubeSandbox {
     project = `t${randomBytes(4).toString("hex")}`;
   });
   afterEach(async () => {
-    const k = client ?? KubeClient.load();
+    const k = client ?? loadKubeClient();
     await k.delete("Namespace", undefined, `${project}-development`).catch(() => false);
     k.close();
     client = undefined;
@@ -47,7 +48,7 @@ export function useKubeSandbox(): KubeSandbox {
     sb,
     project: () => project,
     namespace: () => `${project}-development`,
-    kube: () => (client ??= KubeClient.load()),
+    kube: () => (client ??= loadKubeClient()),
   };
 }
 

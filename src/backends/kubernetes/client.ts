@@ -1,16 +1,29 @@
 /**
- * A small client for the Kubernetes API: kubeconfig and authentication come from
- * `@kubernetes/client-node` (KUBECONFIG, ~/.kube/config, in-cluster; tokens, client
- * certificates, exec plugins), the requests are plain HTTPS so caravan chooses every query
- * parameter (server-side apply with `fieldManager=caravan`, `force`, `fieldValidation=Strict`,
- * dry runs) and counts its calls (an unchanged deploy must cost a bounded number of them).
+ * A small client for the Kubernetes API: the requests are plain HTTPS so caravan chooses every
+ * query parameter (server-side apply with `fieldManager=caravan`, `force`,
+ * `fieldValidation=Strict`, dry runs) and counts its calls (an unchanged deploy must cost a
+ * bounded number of them). Where the cluster is and how to authenticate come from outside:
+ * the kubeconfig (kubeconfig.ts, for the CLI) or a pod's service account (`inCluster`, for
+ * caravan's own gateway, which must not depend on any package).
  */
+import { readFileSync } from "node:fs";
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent, request as httpsRequest, type RequestOptions } from "node:https";
-import { KubeConfig } from "@kubernetes/client-node";
+import { join } from "node:path";
 import { CaravanError } from "../../errors.ts";
-import type { KubernetesConfig } from "../../sdk/config.ts";
 import type { KubeObject } from "./manifests.ts";
+
+/** Where the API server is and how to authenticate to it. */
+export interface Credentials {
+  server: string;
+  /** A name for messages: the kubeconfig context, or "in-cluster". */
+  context: string;
+  /** Adds TLS settings and auth headers to a request's options. */
+  authorize(options: RequestOptions): Promise<void>;
+}
+
+/** Where a pod finds its service account's token, CA and namespace. */
+export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /** Where each kind lives in the API. */
 const RESOURCES: Record<string, { group: string; plural: string; namespaced: boolean }> = {
@@ -85,46 +98,37 @@ export class KubeClient {
   readonly calls: CallCounts = { total: 0, writes: 0, byMethod: {} };
   private agent?: Agent;
 
-  private constructor(
-    private readonly kc: KubeConfig,
-    readonly server: string,
-    readonly context: string,
-  ) {}
+  readonly server: string;
+  readonly context: string;
 
-  /** From the standard kubeconfig; `context` picks one of its contexts. */
-  static load(config: KubernetesConfig = {}): KubeClient {
-    const kc = new KubeConfig();
-    try {
-      kc.loadFromDefault();
-    } catch (e) {
+  constructor(private readonly credentials: Credentials) {
+    this.server = credentials.server.replace(/\/$/, "");
+    this.context = credentials.context;
+  }
+
+  /**
+   * A pod's own identity: the API server from KUBERNETES_SERVICE_HOST/PORT, the service
+   * account's token (read per request: a projected token is rotated) and CA from `dir`.
+   */
+  static inCluster(dir = SERVICE_ACCOUNT_DIR): KubeClient {
+    const host = process.env.KUBERNETES_SERVICE_HOST;
+    const port = process.env.KUBERNETES_SERVICE_PORT ?? "443";
+    if (!host) {
       throw new CaravanError(
         "CONFIG",
-        `cannot read the kubeconfig (${process.env.KUBECONFIG ?? "~/.kube/config"}): ${(e as Error).message}`,
+        "KUBERNETES_SERVICE_HOST is not set: this runs in a pod (or with the variables a pod has)",
       );
     }
-    const context = config.context ?? process.env.CARAVAN_K8S_CONTEXT ?? kc.getCurrentContext();
-    if (config.context || process.env.CARAVAN_K8S_CONTEXT) {
-      if (!kc.getContexts().some((c) => c.name === context)) {
-        throw new CaravanError(
-          "CONFIG",
-          `kubeconfig context "${context}" does not exist; known: ${
-            kc
-              .getContexts()
-              .map((c) => c.name)
-              .join(", ") || "none"
-          } (set KUBECONFIG or --context)`,
-        );
-      }
-      kc.setCurrentContext(context);
-    }
-    const cluster = kc.getCurrentCluster();
-    if (!cluster || !context) {
-      throw new CaravanError(
-        "CONFIG",
-        "no Kubernetes cluster is configured: set KUBECONFIG to a kubeconfig file, or give --context, or put kubernetes: { context } in caravan.config.*",
-      );
-    }
-    return new KubeClient(kc, cluster.server.replace(/\/$/, ""), context);
+    const ca = readFileSync(join(dir, "ca.crt"));
+    return new KubeClient({
+      server: `https://${host.includes(":") ? `[${host}]` : host}:${port}`,
+      context: "in-cluster",
+      async authorize(options) {
+        const token = readFileSync(join(dir, "token"), "utf8").trim();
+        options.ca = ca;
+        options.headers = { ...options.headers, Authorization: `Bearer ${token}` };
+      },
+    });
   }
 
   /** One API call. Resolves with the parsed JSON body; rejects with ApiError or CLUSTER_UNREACHABLE. */
@@ -210,7 +214,7 @@ export class KubeClient {
     for (const [k, v] of Object.entries(opts.query ?? {}))
       if (v !== undefined) url.searchParams.set(k, String(v));
     const options: RequestOptions = { method, headers: { Accept: "application/json" } };
-    await this.kc.applyToHTTPSOptions(options);
+    await this.credentials.authorize(options);
     const body =
       opts.body === undefined
         ? undefined

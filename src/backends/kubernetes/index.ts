@@ -6,13 +6,13 @@
 import type { ResolvedConfig } from "../../sdk/config.ts";
 import type { BackendProvider } from "../registry.ts";
 import { KubernetesBackend } from "./backend.ts";
-import { KubeClient } from "./client.ts";
+import { loadKubeClient } from "./kubeconfig.ts";
 import { kubernetesSecrets } from "./secrets.ts";
 
 export const provider: BackendProvider = {
   name: "kubernetes",
   async open(config: ResolvedConfig) {
-    return new KubernetesBackend(KubeClient.load(config.kubernetes), config);
+    return new KubernetesBackend(loadKubeClient(config.kubernetes), config);
   },
   secrets: kubernetesSecrets,
 };

@@ -10,7 +10,8 @@ import type { ResolvedConfig } from "../../sdk/config.ts";
 import { stableStringify } from "../../sdk/stable.ts";
 import type { Scope } from "../contract.ts";
 import type { SecretAccess } from "../registry.ts";
-import { ApiError, KubeClient, resourcePath } from "./client.ts";
+import { ApiError, resourcePath, type KubeClient } from "./client.ts";
+import { loadKubeClient } from "./kubeconfig.ts";
 import { SECRET_NAME } from "./content.ts";
 import { namespaceFor, namespaceObject, scopeLabels } from "./manifests.ts";
 
@@ -23,7 +24,7 @@ export function kubernetesSecrets(config: ResolvedConfig): SecretAccess {
   const namespaceOf = (scope: Scope) => namespaceFor(scope, config.kubernetes?.namespace);
   /** One client per operation: nothing kept open between CLI steps. */
   const withClient = async <T>(fn: (client: KubeClient) => Promise<T>): Promise<T> => {
-    const client = KubeClient.load(config.kubernetes);
+    const client = loadKubeClient(config.kubernetes);
     try {
       return await fn(client);
     } finally {

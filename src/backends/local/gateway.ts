@@ -18,8 +18,18 @@ import { performance } from "node:perf_hooks";
 
 export interface Replica {
   id: string;
-  /** An app process listening on 127.0.0.1:port. */
+  /** An app process listening on host:port (a local process: 127.0.0.1, the default). */
   port: number;
+  /** Where it listens, when not on this machine's loopback (a pod's address in a cluster). */
+  host?: string;
+}
+
+export interface GatewayOptions {
+  /**
+   * The address public listeners bind (default 127.0.0.1). A gateway inside a cluster binds
+   * every interface; internal listeners always stay on loopback.
+   */
+  publicHost?: string;
 }
 
 export interface RouteOptions {
@@ -120,8 +130,9 @@ class ReplicaState {
   constructor(
     readonly id: string,
     readonly port: number,
+    readonly host: string,
   ) {
-    this.pool = new Pool(port);
+    this.pool = new Pool(host, port);
   }
 
   /** Cuts everything: pooled and active connections, upgraded sockets. */
@@ -483,7 +494,10 @@ class Pool {
   private readonly active = new Set<Conn>();
   private closed = false;
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly host: string,
+    readonly port: number,
+  ) {}
 
   acquire(now: number): Conn {
     for (let c = this.idle.pop(); c !== undefined; c = this.idle.pop()) {
@@ -554,7 +568,7 @@ class Conn {
   private hint = 0;
 
   constructor(private readonly pool: Pool) {
-    const socket = connect({ host: HOST, port: pool.port, noDelay: true });
+    const socket = connect({ host: pool.host, port: pool.port, noDelay: true });
     this.socket = socket;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err: NodeJS.ErrnoException) => this.fail(err));
@@ -1063,7 +1077,7 @@ class Tunnel implements Pending {
     this.replica = replica;
     this.route.acquire(replica);
     replica.upgrades.add(this.socket);
-    const up = connect({ host: HOST, port: replica.port, noDelay: true });
+    const up = connect({ host: replica.host, port: replica.port, noDelay: true });
     this.upstream = up;
     let connected = false;
     up.on("connect", () => {
@@ -1127,7 +1141,10 @@ export class Gateway {
   private readonly routes = new Map<string, Route>();
   private sweeper?: NodeJS.Timeout;
 
-  constructor(private readonly hooks: GatewayHooks) {}
+  constructor(
+    private readonly hooks: GatewayHooks,
+    private readonly options: GatewayOptions = {},
+  ) {}
 
   /** Listens on the app's public and internal ports (127.0.0.1 both). Idempotent for the same ports; update options otherwise. */
   async open(
@@ -1159,8 +1176,8 @@ export class Gateway {
       r.servers = [pub, internal];
       try {
         const [p, i] = await Promise.all([
-          listen(pub, ports.public),
-          listen(internal, ports.internal),
+          listen(pub, ports.public, this.options.publicHost ?? HOST),
+          listen(internal, ports.internal, HOST),
         ]);
         r.ports = { public: p, internal: i };
       } catch (err) {
@@ -1195,11 +1212,11 @@ export class Gateway {
     const i = route.ready.findIndex((r) => r.id === replica.id);
     if (i >= 0) {
       const old = route.ready[i]!;
-      if (old.port === replica.port) return;
+      if (old.port === replica.port && old.host === (replica.host ?? HOST)) return;
       // Same id, new port: the old process gets no new requests, finishes what it has.
       void this.retire(route, old, Infinity);
     }
-    route.ready.push(new ReplicaState(replica.id, replica.port));
+    route.ready.push(new ReplicaState(replica.id, replica.port, replica.host ?? HOST));
     route.flushQueue();
   }
 
@@ -1512,10 +1529,10 @@ function escapeLabel(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
-function listen(server: Server, port: number): Promise<number> {
+function listen(server: Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, HOST, () => {
+    server.listen(port, host, () => {
       server.off("error", reject);
       resolve((server.address() as { port: number }).port);
     });
