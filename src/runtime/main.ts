@@ -1,7 +1,9 @@
 /**
  * The process every JS app and task worker runs in: loads the snapshot, finds its environment
  * by name, then either serves it (an app: waits for the go-ahead, reports ready, closes
- * gracefully on SIGTERM) or runs its tasks one at a time on request (a task worker).
+ * gracefully on SIGTERM) or runs its tasks one at a time on request (a task worker). On a
+ * cluster it also runs once: one task (a run's Job) or the check that the environment's tasks
+ * register (a task environment's registration Job at deploy).
  * Runs inside user processes: it never imports the control plane.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -24,6 +26,7 @@ import {
   TERMINATION_LIMIT,
   TERMINATION_LOG,
   type PlaneMessage,
+  type RegisterOutcome,
   type RuntimeConfig,
   type RuntimeMessage,
   type TaskErrorInfo,
@@ -34,6 +37,8 @@ const send = (message: RuntimeMessage) => process.send?.(message);
 
 /** Whether the app serves yet, for the health endpoint. */
 let serving = false;
+/** A one-shot mode (a Job's pod): a failure is also its outcome, in the termination message. */
+let oneShot = false;
 
 /** The readiness endpoint a pod's probes ask (only when HEALTH_PORT_ENV is set). */
 function startHealthEndpoint(): void {
@@ -52,6 +57,8 @@ function fatal(error: unknown): never {
   const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
   console.error(`[caravan runtime] ${text}`);
   send({ type: "failed", error: error instanceof Error ? error.message : String(error) });
+  // A Job's pod that cannot load its code still says why, as a run or a registration would.
+  if (oneShot) finish({ ok: false, error: errorInfo(error) });
   process.exit(1);
 }
 
@@ -60,6 +67,7 @@ async function main(): Promise<void> {
   if (!raw)
     fatal(new Error(`${RUNTIME_ENV} is not set: this program is started by caravan, not by hand`));
   const config = JSON.parse(raw) as RuntimeConfig;
+  oneShot = config.kind === "run" || config.kind === "register";
   startHealthEndpoint();
 
   const state = shared();
@@ -97,6 +105,7 @@ async function main(): Promise<void> {
       ),
     );
   if (kind === "run") return runOnce(env as TaskEnvironment, config);
+  if (kind === "register") return register(env as TaskEnvironment, config);
   if (kind === "task") return serveTasks(env as TaskEnvironment, go);
   return serveApp(env as AppEnvironment, config, go);
 }
@@ -200,6 +209,47 @@ async function runOnce(env: TaskEnvironment, config: RuntimeConfig): Promise<voi
   } catch (e) {
     outcome = { ok: false, error: errorInfo(e) };
   }
+  finish(outcome, (size) => ({
+    ok: false,
+    error: {
+      name: "OutputTooLarge",
+      message: `the result of ${config.task} is ${size} bytes as JSON; a run on a cluster returns at most ${TERMINATION_LIMIT}: store large results elsewhere and return where`,
+    },
+  }));
+}
+
+/**
+ * A task environment's registration on a cluster (a Job's pod, at deploy): the code loaded
+ * and the environment found (main did both), every task the deployed spec declares must be
+ * registered by it here too: a task declared only under some condition of the machine that
+ * deployed would otherwise be missing from every run.
+ */
+function register(env: TaskEnvironment, config: RuntimeConfig): never {
+  const found = [...env.tasks.values()].map((t) => t.id);
+  const missing = (config.tasks ?? []).filter((id) => !found.includes(id));
+  if (missing.length) {
+    const error = new Error(
+      `task environment "${env.name}" registers no task ${missing.map((m) => JSON.stringify(m)).join(", ")} when its code loads here (it registers: ${found.join(", ") || "none"}); a task declared only under a condition (an environment variable of the machine that deployed?) must be declared wherever the code loads`,
+    );
+    error.name = "MissingTask";
+    return finish({ ok: false, error: errorInfo(error) });
+  }
+  return finish<RegisterOutcome>({ ok: true, tasks: found }, () => ({
+    ok: true,
+    tasks: [],
+    more: found.length,
+  }));
+}
+
+/**
+ * Ends a one-shot mode: the outcome on stdout and as the termination message, trimmed to fit
+ * (an error loses its stack, then most of its message; an ok outcome too large is `tooLarge`),
+ * exit 0 or 1.
+ */
+function finish<T extends TaskOutcome | RegisterOutcome>(
+  outcome: T,
+  tooLarge?: (size: number) => T,
+): never {
   let text = JSON.stringify(outcome);
   if (text.length > TERMINATION_LIMIT && !outcome.ok) {
     const { stack: _stack, ...short } = outcome.error;
@@ -208,14 +258,8 @@ async function runOnce(env: TaskEnvironment, config: RuntimeConfig): Promise<voi
       error: { ...short, message: short.message.slice(0, 3000) },
     });
   }
-  if (text.length > TERMINATION_LIMIT) {
-    outcome = {
-      ok: false,
-      error: {
-        name: "OutputTooLarge",
-        message: `the result of ${config.task} is ${text.length} bytes as JSON; a run on a cluster returns at most ${TERMINATION_LIMIT}: store large results elsewhere and return where`,
-      },
-    };
+  if (text.length > TERMINATION_LIMIT && outcome.ok && tooLarge) {
+    outcome = tooLarge(text.length);
     text = JSON.stringify(outcome);
   }
   console.log(text);

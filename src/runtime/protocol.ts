@@ -31,6 +31,14 @@ export type PlaneMessage =
 /** What a task attempt ended with; an error keeps the task's own message and stack. */
 export type TaskOutcome = { ok: true; output: unknown } | { ok: false; error: TaskErrorInfo };
 
+/**
+ * What a registration (kind "register") ended with: the task ids the environment registered
+ * when its code loaded (`more`: how many were left out to fit the termination message), or
+ * why it could not (the import failed, the environment or one of its tasks is missing).
+ */
+export type RegisterOutcome =
+  { ok: true; tasks: string[]; more?: number } | { ok: false; error: TaskErrorInfo };
+
 export interface TaskErrorInfo {
   name: string;
   message: string;
@@ -41,12 +49,16 @@ export interface TaskErrorInfo {
 export interface RuntimeConfig {
   /**
    * An app serves; a task worker runs its environment's tasks on request; a run (a cluster's
-   * Job) runs one task once, writes its outcome as the termination message and exits.
+   * Job) runs one task once, writes its outcome as the termination message and exits; a
+   * registration (a cluster's Job, at deploy) loads the code, checks that the environment
+   * registers `tasks`, writes a `RegisterOutcome` the same way and exits.
    */
-  kind: "app" | "task" | "run";
+  kind: "app" | "task" | "run" | "register";
   /** kind "run": the task id and its arguments. */
   task?: string;
   args?: unknown[];
+  /** kind "register": the task ids the deployed spec declares. */
+  tasks?: string[];
   name: string;
   project: string;
   domain: string;
@@ -63,7 +75,8 @@ export interface RuntimeConfig {
 
 export const RUNTIME_ENV = "CARAVAN_RUNTIME";
 /**
- * Where a run writes its outcome (`TaskOutcome` as JSON): the container's termination
+ * Where a run writes its outcome (`TaskOutcome` as JSON; a registration its
+ * `RegisterOutcome`): the container's termination
  * message, which the cluster keeps with the pod's status (at most 4 KiB).
  */
 export const TERMINATION_LOG = "/dev/termination-log";
