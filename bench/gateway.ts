@@ -43,7 +43,7 @@ import { availableParallelism, cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import Database from "better-sqlite3";
-import type { Gateway as GatewayClass } from "../src/backends/local/gateway.ts";
+import type { Gateway as GatewayClass } from "../src/backends/gateway.ts";
 import { freePort } from "../src/backends/local/os.ts";
 import { TokenStore } from "../src/backends/local/tokens.ts";
 
@@ -100,7 +100,7 @@ async function gatewayRole(): Promise<void> {
   const { token } = store.create("bench");
   let cold: ChildProcess | undefined;
   const wakes: { spawnToReadyMs: number }[] = [];
-  const module = option("module") ?? join(import.meta.dirname, "../src/backends/local/gateway.ts");
+  const module = option("module") ?? join(import.meta.dirname, "../src/backends/gateway.ts");
   const { Gateway } = (await import(module)) as { Gateway: typeof GatewayClass };
   const gw = new Gateway({
     authorize: (t) => store.verify(t),

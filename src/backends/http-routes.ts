@@ -3,6 +3,8 @@
  * (`local/server/api.ts`) and the client calls them (`http-client.ts`, `local/daemon.ts`).
  * Every route but `health` needs `Authorization: Bearer <token>`.
  */
+import type { ErrorCode } from "../errors.ts";
+
 export const ROUTES = {
   health: "/v1/health",
   deploy: "/v1/deploy",
@@ -23,6 +25,18 @@ export const ROUTES = {
   /** Prometheus text. */
   metrics: "/metrics",
 } as const;
+
+/** The HTTP status of an error answer, by the error's code (anything else: 422). */
+export const HTTP_STATUS_OF: Partial<Record<ErrorCode, number>> = {
+  UNAUTHORIZED: 401,
+  NOT_DEPLOYED: 404,
+  NO_SUCH_RUN: 404,
+  NOT_FOUND: 404,
+  UNKNOWN_TASK: 404,
+  DEPENDENTS_EXIST: 409,
+  USAGE: 400,
+  VALIDATION: 400,
+};
 
 /**
  * A route's path with its `:params` filled in (URI-encoded) and an optional query.

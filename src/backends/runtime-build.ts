@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
+import { GATEWAY_ENTRY } from "./kubernetes/cluster-gateway.ts";
 import { writeContentAddressed } from "./snapshot.ts";
 
 const SRC = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -42,7 +43,8 @@ function dependenciesDir(): string {
 }
 
 async function compile(runtimeDir: string): Promise<string> {
-  const entries = ["runtime/main", ...Object.values(PUBLIC_ENTRIES)];
+  // The cluster gateway's process runs from the same bundle (a pod mounts it with the runtime).
+  const entries = ["runtime/main", GATEWAY_ENTRY, ...Object.values(PUBLIC_ENTRIES)];
   const result = await build({
     entryPoints: Object.fromEntries(entries.map((e) => [e, join(SRC, `${e}.ts`)])),
     bundle: true,

@@ -30,6 +30,11 @@ export interface KubernetesConfig {
   namespace?: string;
   /** Where built images are pushed and pulled from, e.g. "registry.example.com/team". */
   registry?: string;
+  /**
+   * How apps with `ingress` are exposed: `domain` completes an `ingress.subdomain` into a host
+   * (`<subdomain>.<domain>`), `className` picks the cluster's ingress controller.
+   */
+  ingress?: { domain?: string; className?: string };
 }
 
 export interface ResolvedConfig {
@@ -126,7 +131,9 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
             if (typeof v !== "string" || !/^[a-z0-9][-a-z0-9.:/_]*$/i.test(v))
               bad('.registry must be an image registry prefix like "registry.example.com/team"');
             k8s.registry = v as string;
-          } else bad(`has an unknown field "${k}" (known: context, namespace, registry)`);
+          } else if (k === "ingress") {
+            k8s.ingress = ingressSettings(v, bad);
+          } else bad(`has an unknown field "${k}" (known: context, namespace, registry, ingress)`);
         }
         out.kubernetes = k8s;
         break;
@@ -207,4 +214,26 @@ export async function init(
   const config = await loadConfig(rootDir, { project: opts.project, domain: opts.domain });
   shared().config = { rootDir, project: config.project, domain: config.domain };
   return config;
+}
+
+const DNS_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+function ingressSettings(
+  value: unknown,
+  bad: (why: string) => never,
+): NonNullable<KubernetesConfig["ingress"]> {
+  if (!isPlainObject(value)) bad('.ingress must be an object like { domain: "apps.example.com" }');
+  const out: NonNullable<KubernetesConfig["ingress"]> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (k === "domain") {
+      if (typeof v !== "string" || !DNS_NAME.test(v))
+        bad('.ingress.domain must be a DNS name like "apps.example.com"');
+      out.domain = v as string;
+    } else if (k === "className") {
+      if (typeof v !== "string" || !NAME_PATTERN.test(v))
+        bad('.ingress.className must be an IngressClass name like "nginx"');
+      out.className = v as string;
+    } else bad(`.ingress has an unknown field "${k}" (known: domain, className)`);
+  }
+  return out;
 }

@@ -45,6 +45,14 @@ const RESOURCES: Record<string, { group: string; plural: string; namespaced: boo
     namespaced: true,
   },
   Job: { group: "/apis/batch/v1", plural: "jobs", namespaced: true },
+  Ingress: { group: "/apis/networking.k8s.io/v1", plural: "ingresses", namespaced: true },
+  ServiceAccount: { group: "/api/v1", plural: "serviceaccounts", namespaced: true },
+  Role: { group: "/apis/rbac.authorization.k8s.io/v1", plural: "roles", namespaced: true },
+  RoleBinding: {
+    group: "/apis/rbac.authorization.k8s.io/v1",
+    plural: "rolebindings",
+    namespaced: true,
+  },
 };
 export type ResourceKind = keyof typeof RESOURCES;
 

@@ -11,6 +11,7 @@ import type { CodeRef, DeployRequest, Scope } from "../contract.ts";
 import type { KubeClient } from "./client.ts";
 import {
   LABELS,
+  MANAGED_BY,
   POD_PATHS,
   contentConfigMap,
   environmentLabels,
@@ -117,6 +118,17 @@ function checked(files: BundleFile[], what: string): BundleFile[] {
   return files;
 }
 
+/** caravan's compiled runtime as a ConfigMap, shared by the namespace's pods of this scope. */
+export function runtimeContent(req: DeployRequest, namespace: string) {
+  return contentConfigMap(
+    `caravan-runtime-${runtimeHashOf(req.code)}`,
+    namespace,
+    scopeLabels(req.scope),
+    "runtime",
+    runtimeFiles(req.code),
+  );
+}
+
 /** The request's content-addressed ConfigMaps and what the manifests refer to. Reads files only. */
 export function contentFor(
   req: DeployRequest,
@@ -147,13 +159,7 @@ export function contentFor(
     ...(registry ? { registry } : {}),
   };
   if (req.spec.kind === "task" || req.spec.serveKind !== "command") {
-    const runtime = contentConfigMap(
-      `caravan-runtime-${runtimeHashOf(req.code)}`,
-      namespace,
-      shared,
-      "runtime",
-      runtimeFiles(req.code),
-    );
+    const runtime = runtimeContent(req, namespace);
     content.push(runtime.object);
     ctx.runtime = { name: runtime.object.metadata.name, items: runtime.items };
   }
@@ -228,7 +234,8 @@ export class ContentStore {
   async collect(namespace: string, scope: Scope): Promise<void> {
     const managed = selector(scopeLabels(scope));
     const [deployments, maps] = await Promise.all([
-      this.client.list<Deployment>("Deployment", namespace, managed),
+      // Every caravan Deployment of the namespace (the gateway's too) may mount shared content.
+      this.client.list<Deployment>("Deployment", namespace, `${MANAGED_BY}=caravan`),
       this.client.list<KubeObject>("ConfigMap", namespace, managed),
     ]);
     const used = new Set<string>();

@@ -6,20 +6,9 @@ import { timingSafeEqual } from "node:crypto";
 import { Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { DeployRequest, RunFilter, RunRequest, Scope } from "../../contract.ts";
-import { ROUTES } from "../../http-routes.ts";
+import { HTTP_STATUS_OF, ROUTES } from "../../http-routes.ts";
 import { runTokenScope, type ControlPlane } from "../control-plane.ts";
-import { CaravanError, isCaravanError, type ErrorCode } from "../../../errors.ts";
-
-const STATUS_OF: Partial<Record<ErrorCode, number>> = {
-  UNAUTHORIZED: 401,
-  NOT_DEPLOYED: 404,
-  NO_SUCH_RUN: 404,
-  NOT_FOUND: 404,
-  UNKNOWN_TASK: 404,
-  DEPENDENTS_EXIST: 409,
-  USAGE: 400,
-  VALIDATION: 400,
-};
+import { CaravanError, isCaravanError } from "../../../errors.ts";
 
 export function buildApi(
   plane: ControlPlane,
@@ -65,7 +54,7 @@ export function buildApi(
 
   app.setErrorHandler((err, _req, reply) => {
     if (isCaravanError(err))
-      return reply.code(STATUS_OF[err.code] ?? 422).send({ error: err.toJSON() });
+      return reply.code(HTTP_STATUS_OF[err.code] ?? 422).send({ error: err.toJSON() });
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     const message = (err as Error)?.message ?? String(err);
     return reply

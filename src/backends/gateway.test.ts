@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket, WebSocketServer } from "ws";
 import { Gateway } from "./gateway.ts";
 import type { GatewayHooks, RouteOptions } from "./gateway.ts";
-import { TokenStore } from "./tokens.ts";
+import { TokenStore } from "./local/tokens.ts";
 
 const OPEN: RouteOptions = { requiresAuth: false, requestTimeoutMs: 0 };
 
