@@ -30,7 +30,8 @@ import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.
 import { teardownOrder } from "../teardown.ts";
 import { NamespaceWatch, type Deployment, type Pod } from "./watch.ts";
 import { ClusterRuns } from "./runs.ts";
-import { isUnchanged, recordOf, stateOf, type Recorded } from "./records.ts";
+import { isUnchanged, recordOf, stateOf, taskStateOf, type Recorded } from "./records.ts";
+import { registerTasks, registrationJob } from "./registration.ts";
 import { ContentStore, contentFor } from "./content.ts";
 import {
   ANNOTATIONS,
@@ -129,9 +130,14 @@ export class KubernetesBackend implements Backend {
     const { ctx, content } = contentFor(req, namespace, this.config.kubernetes?.registry);
     await this.content.upload(req, namespace, content);
     if (req.spec.kind === "task") {
-      // Ready once its code is stored and its tasks recorded.
-      for (const object of taskObjects(req, ctx)) await this.apply(object, req.name);
-      (await this.recordedIn(req.scope)).delete(req.name);
+      // Ready once its code loaded in the cluster and registered its tasks (registration.ts).
+      try {
+        await registerTasks(this.client, { ...req, spec: req.spec }, ctx, (o) =>
+          this.apply(o, req.name),
+        );
+      } finally {
+        (await this.recordedIn(req.scope)).delete(req.name);
+      }
       return { status: "ready", revision: req.revision };
     }
     // Independent objects: one round trip for all (a pod waits for its inputs ConfigMap anyway).
@@ -216,7 +222,7 @@ export class KubernetesBackend implements Backend {
         domain: r.scope.domain,
         name: r.name,
         kind: "task",
-        state: r.desired === "stopped" ? "stopped" : "ready",
+        ...taskStateOf(r),
         revision: r.revision,
         restarts: 0,
         pids: [],
@@ -349,7 +355,7 @@ export class KubernetesBackend implements Backend {
     const { ctx, content } = contentFor(req, namespace, this.config.kubernetes?.registry);
     const own =
       req.spec.kind === "task"
-        ? taskObjects(req, ctx)
+        ? [...taskObjects(req, ctx), registrationJob({ ...req, spec: req.spec }, ctx)]
         : appObjects({ ...req, spec: req.spec }, ctx);
     return [...content, ...own];
   }

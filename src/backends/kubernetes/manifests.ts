@@ -29,6 +29,8 @@ export const LABELS = {
   revision: "caravan.dev/revision",
   /** On a content-addressed object: what it holds ("code", "files", "runtime"). */
   content: "caravan.dev/content",
+  /** On a task environment's registration Job and its pod: the revision it registers. */
+  registration: "caravan.dev/registration",
 } as const;
 export const ANNOTATIONS = {
   revision: "caravan.dev/revision",
@@ -41,6 +43,10 @@ export const ANNOTATIONS = {
   restartedAt: "caravan.dev/restarted-at",
   /** A task environment's task ids, JSON. */
   tasks: "caravan.dev/tasks",
+  /** On a task environment's marker: its revision's registration, "pending", "ready" or "failed". */
+  registration: "caravan.dev/registration",
+  /** On a task environment's marker: why its registration failed. */
+  error: "caravan.dev/error",
 } as const;
 
 /** Where things are mounted in a pod: the image's `/app` holds its node_modules. */
@@ -367,8 +373,15 @@ export function initialReplicas(spec: AppSpec): number {
   return autoscaled(spec) ? spec.scaling.replicas[0] : fixedReplicas(spec);
 }
 
-/** A task environment: its marker (revision, tasks, dependencies). Its code is uploaded beside it. */
-export function taskObjects(req: DeployRequest, ctx: ManifestContext): KubeObject[] {
+/**
+ * A task environment: its marker (revision, tasks, dependencies, and whether this revision's
+ * code registered its tasks in the cluster). Its code is uploaded beside it.
+ */
+export function taskObjects(
+  req: DeployRequest,
+  ctx: ManifestContext,
+  registration: { state: "pending" | "ready" | "failed"; error?: string } = { state: "pending" },
+): KubeObject[] {
   const tasks = req.spec.kind === "task" ? req.spec.tasks.map((t) => t.id) : [];
   return [
     {
@@ -384,10 +397,14 @@ export function taskObjects(req: DeployRequest, ctx: ManifestContext): KubeObjec
           [ANNOTATIONS.desired]: "running",
           [ANNOTATIONS.deployedAt]: ctx.now,
           [ANNOTATIONS.tasks]: JSON.stringify(tasks),
+          [ANNOTATIONS.registration]: registration.state,
+          ...(registration.error ? { [ANNOTATIONS.error]: registration.error } : {}),
         },
       },
       data: {
         revision: req.revision,
+        // A built image's reference carries the configured registry.
+        image: imageOf(req.spec, ctx.registry),
         code: ctx.code.name,
         runtime: ctx.runtime.name,
         // ConfigMap keys are flat: how they map back to the files' paths.

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import type { DeployRequest } from "../contract.ts";
-import { isUnchanged, recordOf } from "./records.ts";
+import { isUnchanged, recordOf, taskStateOf } from "./records.ts";
 
 const deployment = (status: object, annotations: Record<string, string> = {}) => ({
   apiVersion: "apps/v1",
@@ -51,5 +51,41 @@ describe("what the cluster records", () => {
     expect(isUnchanged(recordOf(deployment({ ...done, observedGeneration: 1 }))!, req)).toBe(false);
     const stopped = deployment(done, { "caravan.dev/desired": "stopped" });
     expect(isUnchanged(recordOf(stopped)!, req)).toBe(false);
+  });
+
+  test("a task environment is unchanged and ready only once its revision registered its tasks", () => {
+    const marker = (annotations: Record<string, string>) => ({
+      apiVersion: "v1",
+      kind: undefined as unknown as string,
+      metadata: {
+        name: "prep-tasks",
+        namespace: "shop-dev",
+        labels: {
+          "caravan.dev/project": "shop",
+          "caravan.dev/domain": "dev",
+          "caravan.dev/environment": "prep",
+          "caravan.dev/kind": "task",
+        },
+        annotations: { "caravan.dev/revision": "r1", ...annotations },
+      },
+    });
+    const task = { name: "prep", kind: "task", revision: "r1" } as DeployRequest;
+    const ready = recordOf(marker({ "caravan.dev/registration": "ready" }))!;
+    expect(isUnchanged(ready, task)).toBe(true);
+    expect(taskStateOf(ready)).toEqual({ state: "ready" });
+    const failed = recordOf(
+      marker({ "caravan.dev/registration": "failed", "caravan.dev/error": "MissingTask: x" }),
+    )!;
+    expect(isUnchanged(failed, task)).toBe(false);
+    expect(taskStateOf(failed)).toEqual({ state: "failed", error: "MissingTask: x" });
+    const pending = recordOf(marker({ "caravan.dev/registration": "pending" }))!;
+    expect(isUnchanged(pending, task)).toBe(false);
+    expect(taskStateOf(pending)).toEqual({ state: "starting" });
+    // Written before registrations existed: it was ready then.
+    expect(isUnchanged(recordOf(marker({}))!, task)).toBe(true);
+    const stopped = recordOf(
+      marker({ "caravan.dev/registration": "failed", "caravan.dev/desired": "stopped" }),
+    )!;
+    expect(taskStateOf(stopped)).toEqual({ state: "stopped" });
   });
 });

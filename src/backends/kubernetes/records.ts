@@ -20,6 +20,12 @@ export interface Recorded {
   desired: "running" | "stopped";
   deployedAt: string;
   deployment?: Deployment;
+  /**
+   * A task environment: whether its revision's code registered its tasks in the cluster
+   * (undefined: a marker from before registrations, taken as registered), and why not.
+   */
+  registration?: "pending" | "ready" | "failed";
+  error?: string;
 }
 
 /**
@@ -49,13 +55,22 @@ export function recordOf(o: KubeObject): Recorded | undefined {
     desired: annotations[ANNOTATIONS.desired] === "stopped" ? "stopped" : "running",
     deployedAt: annotations[ANNOTATIONS.deployedAt] ?? "",
     ...(kind === "app" ? { deployment: o as Deployment } : {}),
+    ...(kind === "task" ? registrationOf(annotations) : {}),
   };
+}
+
+function registrationOf(annotations: Record<string, string>): Partial<Recorded> {
+  const state = annotations[ANNOTATIONS.registration];
+  if (state !== "pending" && state !== "ready" && state !== "failed") return {};
+  const error = annotations[ANNOTATIONS.error];
+  return { registration: state, ...(error ? { error } : {}) };
 }
 
 /** Same revision, meant to run, and (an app) fully rolled out: nothing to write. */
 export function isUnchanged(r: Recorded, req: DeployRequest): boolean {
   if (r.revision !== req.revision || r.desired !== "running" || r.kind !== req.kind) return false;
-  if (r.kind === "task") return true;
+  // A task environment whose registration failed, or never finished, registers again.
+  if (r.kind === "task") return r.registration === undefined || r.registration === "ready";
   const d = r.deployment;
   const s = d?.status ?? {};
   const desired = d?.spec?.replicas ?? 1;
@@ -83,4 +98,13 @@ export function stateOf(
     };
   }
   return { state: "starting" };
+}
+
+/** A task environment's state: ready once its tasks registered in the cluster. */
+export function taskStateOf(r: Recorded): { state: EnvironmentState; error?: string } {
+  if (r.desired === "stopped") return { state: "stopped" };
+  if (r.registration === "failed")
+    return { state: "failed", error: r.error ?? "its tasks could not be registered" };
+  if (r.registration === "pending") return { state: "starting" };
+  return { state: "ready" };
 }

@@ -8,7 +8,12 @@
  */
 import { CaravanError } from "../../errors.ts";
 import { sha256 } from "../../sdk/stable.ts";
-import { RUNTIME_ENV, type RuntimeConfig, type TaskOutcome } from "../../runtime/protocol.ts";
+import {
+  RUNTIME_ENV,
+  type RegisterOutcome,
+  type RuntimeConfig,
+  type TaskOutcome,
+} from "../../runtime/protocol.ts";
 import type { RunFilter, RunRecord, RunRequest, Scope, TaskSpec } from "../contract.ts";
 import { ApiError, type KubeClient } from "./client.ts";
 import type { Condition } from "./rollout.ts";
@@ -31,7 +36,7 @@ const TASK_ANNOTATION = "caravan.dev/task";
 const ARGS_ANNOTATION = "caravan.dev/args";
 const CALLER_ANNOTATION = "caravan.dev/caller";
 
-type Job = KubeObject & {
+export type Job = KubeObject & {
   metadata: KubeObject["metadata"] & { creationTimestamp?: string };
   spec?: { template?: { metadata?: { labels?: Record<string, string> } } };
   status?: {
@@ -74,6 +79,14 @@ export class ClusterRuns {
         { task: req.task },
       );
     }
+    const registration = marker.metadata.annotations ?? {};
+    if (registration[ANNOTATIONS.registration] === "failed") {
+      throw new CaravanError(
+        "NOT_DEPLOYED",
+        `cannot run ${req.task}: revision ${marker.data.revision} of task environment "${envName}" in ${where} could not register its tasks (${registration[ANNOTATIONS.error] ?? "see caravan status"}); fix that and deploy it again`,
+        { task: req.task },
+      );
+    }
     const spec = JSON.parse(marker.data.spec) as TaskSpec;
     const task = spec.tasks.find((t) => t.id === req.task);
     if (!task) {
@@ -84,7 +97,7 @@ export class ClusterRuns {
       );
     }
     const name = `run-${sha256(`${where}|${req.requestId ?? crypto.randomUUID()}`).slice(0, 20)}`;
-    const job = runJob(req, namespace, name, spec, task, marker.data);
+    const job = runJob({ kind: "run", req, task }, namespace, name, spec, marker.data);
     try {
       await this.client.call("POST", `/apis/batch/v1/namespaces/${namespace}/jobs`, {
         body: job,
@@ -188,42 +201,74 @@ export class ClusterRuns {
 
   /** The outcome the last finished pod of the Job left as its termination message. */
   private async outcomeOf(job: Job): Promise<TaskOutcome | undefined> {
-    const pods = await this.client.list<Pod>(
-      "Pod",
-      job.metadata.namespace,
-      `job-name=${job.metadata.name}`,
-    );
-    const finished = pods.items
-      .map((p) => p.status?.containerStatuses?.[0]?.state?.terminated)
-      .filter((t): t is NonNullable<typeof t> => Boolean(t?.message))
-      .sort((a, b) => (a.finishedAt ?? "").localeCompare(b.finishedAt ?? ""));
-    const last = finished.at(-1);
-    if (!last?.message) return undefined;
-    try {
-      return JSON.parse(last.message) as TaskOutcome;
-    } catch {
-      return { ok: false, error: { name: "Error", message: last.message.slice(0, 2000) } };
-    }
+    return jobOutcome<TaskOutcome>(this.client, job);
   }
 }
 
-/** The Job of one run. */
+/**
+ * What the last finished pod of a Job (a run or a registration) left as its termination
+ * message: caravan's runtime writes its outcome there as JSON; anything else (the log's tail,
+ * when the runtime could not write one) becomes an error.
+ */
+export async function jobOutcome<T extends TaskOutcome | RegisterOutcome>(
+  client: KubeClient,
+  job: Job,
+): Promise<T | undefined> {
+  // By the Job's uid: a Job made again under the same name has pods of its own.
+  const uid = job.metadata.uid as string | undefined;
+  const pods = await client.list<Pod>(
+    "Pod",
+    job.metadata.namespace,
+    uid ? `batch.kubernetes.io/controller-uid=${uid}` : `job-name=${job.metadata.name}`,
+  );
+  const finished = pods.items
+    .map((p) => p.status?.containerStatuses?.[0]?.state?.terminated)
+    .filter((t): t is NonNullable<typeof t> => Boolean(t?.message))
+    .sort((a, b) => (a.finishedAt ?? "").localeCompare(b.finishedAt ?? ""));
+  const last = finished.at(-1);
+  if (!last?.message) return undefined;
+  try {
+    return JSON.parse(last.message) as T;
+  } catch {
+    return { ok: false, error: { name: "Error", message: last.message.slice(0, 2000) } } as T;
+  }
+}
+
+/**
+ * What a task environment's Job does: run one task (a run), or load the code and check that
+ * it registers the environment's tasks (a registration, at deploy).
+ */
+export type JobWork =
+  | { kind: "run"; req: RunRequest; task: TaskSpec["tasks"][number] }
+  | { kind: "register"; scope: Scope };
+
+/** How long a registration may take: pulling the image and importing the code. */
+export const REGISTRATION_TIMEOUT_SECONDS = 300;
+/** A finished registration's Job stays this long (to be looked at), then goes. */
+const REGISTRATION_RETENTION_SECONDS = 3600;
+
+/** The Job of one run, or of a registration, from the environment's marker data. */
 export function runJob(
-  req: RunRequest,
+  work: JobWork,
   namespace: string,
   name: string,
   spec: TaskSpec,
-  task: TaskSpec["tasks"][number],
   marker: Record<string, string>,
 ): KubeObject {
   const envName = spec.name;
-  const labels = { ...environmentLabels(req.scope, envName), [RUN_LABEL]: name };
+  const scope = work.kind === "run" ? work.req.scope : work.scope;
+  const labels = {
+    ...environmentLabels(scope, envName),
+    ...(work.kind === "run"
+      ? { [RUN_LABEL]: name }
+      : { [LABELS.registration]: marker.revision ?? "" }),
+  };
   const launch = JSON.parse(marker.launch ?? "{}") as Record<string, string>;
   const runtime: RuntimeConfig = {
-    kind: "run",
+    kind: work.kind,
     name: envName,
-    project: req.scope.project,
-    domain: req.scope.domain,
+    project: scope.project,
+    domain: scope.domain,
     entry: `${POD_PATHS.code}/${marker.entry}`,
     sourceRoot: POD_PATHS.workDir,
     port: 0,
@@ -231,8 +276,9 @@ export function runJob(
     endpoints: {},
     publicEndpoints: {},
     inputs: {},
-    task: req.task,
-    args: req.args,
+    ...(work.kind === "run"
+      ? { task: work.req.task, args: work.req.args }
+      : { tasks: spec.tasks.map((t) => t.id) }),
   };
   const k8s = spec.kubernetes ?? {};
   return {
@@ -244,15 +290,27 @@ export function runJob(
       labels,
       annotations: {
         [ANNOTATIONS.revision]: marker.revision ?? "",
-        [TASK_ANNOTATION]: req.task,
-        [ARGS_ANNOTATION]: JSON.stringify(req.args),
-        ...(req.caller ? { [CALLER_ANNOTATION]: req.caller } : {}),
+        ...(work.kind === "run"
+          ? {
+              [TASK_ANNOTATION]: work.req.task,
+              [ARGS_ANNOTATION]: JSON.stringify(work.req.args),
+              ...(work.req.caller ? { [CALLER_ANNOTATION]: work.req.caller } : {}),
+            }
+          : {}),
       },
     },
     spec: {
-      backoffLimit: task.retries ?? 0,
-      ...(task.timeout ? { activeDeadlineSeconds: task.timeout } : {}),
-      ttlSecondsAfterFinished: RUN_RETENTION_SECONDS,
+      ...(work.kind === "run"
+        ? {
+            backoffLimit: work.task.retries ?? 0,
+            ...(work.task.timeout ? { activeDeadlineSeconds: work.task.timeout } : {}),
+            ttlSecondsAfterFinished: RUN_RETENTION_SECONDS,
+          }
+        : {
+            backoffLimit: 0,
+            activeDeadlineSeconds: REGISTRATION_TIMEOUT_SECONDS,
+            ttlSecondsAfterFinished: REGISTRATION_RETENTION_SECONDS,
+          }),
       template: {
         metadata: {
           labels: { ...k8s.podLabels, ...labels },
@@ -266,8 +324,9 @@ export function runJob(
           enableServiceLinks: false,
           containers: [
             {
-              name: "run",
-              image: imageOf(spec),
+              name: work.kind,
+              // Markers written before the image was recorded: the spec's own reference.
+              image: marker.image ?? imageOf(spec),
               command: ["node", `${POD_PATHS.runtime}/runtime/main.js`],
               workingDir: POD_PATHS.workDir,
               terminationMessagePolicy: "FallbackToLogsOnError",
