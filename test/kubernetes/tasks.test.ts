@@ -2,9 +2,11 @@
  * Task environments and runs on the kubernetes backend, against the test cluster (pods
  * simulated by kwok: caravan.test/* pod annotations say how a Job's pod ends, see
  * scripts/kube-test/README.md). A task environment is ready once a registration Job loaded its
- * code; a run is one Job whose outcome is the pod's termination message.
+ * code; a run is one Job whose outcome is the pod's termination message; a finished run's
+ * result outlives its Job.
  */
 import { describe, expect, it } from "vitest";
+import { eventually } from "../helpers.ts";
 import { fixture, json, statuses, type DeploymentJSON } from "../support.ts";
 import { clusterAvailable, scoped, useKubeSandbox } from "./support.ts";
 
@@ -155,5 +157,58 @@ describe.skipIf(!clusterAvailable())("kubernetes task environments", { timeout: 
     expect(listed.map((r) => r.status)).toEqual(["failed", "succeeded"]);
     const shown = await k.sb.run(scoped(k, "runs", "show", record.id, "--json"));
     expect(json<{ run: any }>(shown).run.output).toEqual({ epochs: 3 });
+  });
+
+  it("a finished run's result outlives its Job: runs and runs show read it back; deleting the environment removes it", async () => {
+    const outcome = { ok: true, output: { epochs: 3 } };
+    const ran = await k.sb.run(
+      scoped(k, "run", TASKS, "training-env.train", "--args", "[3]", "--json"),
+      {
+        env: {
+          K8S_RUN_ANNOTATIONS: JSON.stringify({
+            "caravan.test/termination-message": JSON.stringify(outcome),
+          }),
+        },
+      },
+    );
+    expect(ran.code, ran.stderr).toBe(0);
+    const record = json<{ run: any }>(ran).run;
+    const [namespace, name] = record.id.split("/");
+    const kept = (await k.kube().get<any>("ConfigMap", namespace, `${name}-result`))!;
+    expect(kept.metadata.labels).toMatchObject({
+      "caravan.dev/environment": "training-env",
+      "caravan.dev/run": name,
+    });
+
+    // What the TTL controller does after RUN_RETENTION_SECONDS.
+    await k.kube().delete("Job", namespace, name);
+    await eventually(async () => !(await k.kube().get("Job", namespace, name)), 30_000, 100);
+
+    const listed = await k.sb.run(scoped(k, "runs", "--json"));
+    expect(listed.code, listed.stderr).toBe(0);
+    const runs = json<{ runs: any[] }>(listed).runs;
+    expect(runs).toHaveLength(1);
+    expect(runs[0]).toMatchObject({
+      id: record.id,
+      task: "training-env.train",
+      status: "succeeded",
+      args: [3],
+      output: { epochs: 3 },
+    });
+    const shown = await k.sb.run(scoped(k, "runs", "show", record.id, "--json"));
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(json<{ run: any }>(shown).run).toMatchObject({
+      id: record.id,
+      status: "succeeded",
+      output: { epochs: 3 },
+      createdAt: record.createdAt,
+    });
+
+    const deleted = await k.sb.run(scoped(k, "delete", "training-env"));
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(await k.kube().get("ConfigMap", namespace, `${name}-result`)).toBeUndefined();
+    const gone = await k.sb.run(scoped(k, "runs", "show", record.id, "--json"));
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain("NO_SUCH_RUN");
   });
 });

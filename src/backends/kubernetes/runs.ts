@@ -4,7 +4,9 @@
  * `timeout` `activeDeadlineSeconds`; the Job's name comes from the run's idempotency key, so a
  * resent request finds the run the first one created. The runtime runs the task once and
  * leaves its outcome (output, or the error with its stack) as the container's termination
- * message, which the record is read from. Finished Jobs go after a retention period.
+ * message, which the record is read from. Finished Jobs go after a retention period; the
+ * record of a finished run is kept apart (a small ConfigMap) when first read, so `caravan
+ * runs` and RunOutput inputs still find it.
  */
 import { CaravanError } from "../../errors.ts";
 import { sha256 } from "../../sdk/stable.ts";
@@ -29,12 +31,29 @@ import {
   type KubeObject,
 } from "./manifests.ts";
 
-/** How long a finished run's Job (and its result) stays. */
+/** How long a finished run's Job stays (its result is kept apart, see `keep`). */
 export const RUN_RETENTION_SECONDS = 24 * 3600;
+/** Finished runs' results kept per namespace (the newest). */
+export const KEPT_RESULTS = 500;
 const RUN_LABEL = "caravan.dev/run";
 const TASK_ANNOTATION = "caravan.dev/task";
 const ARGS_ANNOTATION = "caravan.dev/args";
 const CALLER_ANNOTATION = "caravan.dev/caller";
+
+/** The ConfigMap a finished run's record is kept in. */
+export const resultName = (job: string) => `${job}-result`;
+
+const finished = (r: RunRecord) => r.status === "succeeded" || r.status === "failed";
+
+/** The record a result ConfigMap keeps (undefined: not one, or unreadable). */
+function keptRecord(m: KubeObject): RunRecord | undefined {
+  const text = (m as { data?: Record<string, string> }).data?.run;
+  try {
+    return text ? (JSON.parse(text) as RunRecord) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export type Job = KubeObject & {
   metadata: KubeObject["metadata"] & { creationTimestamp?: string };
@@ -109,7 +128,10 @@ export class ClusterRuns {
     return this.get(`${namespace}/${name}`, waitMs);
   }
 
-  /** A run by id (`<namespace>/<job>`), waiting up to `waitMs` for it to finish. */
+  /**
+   * A run by id (`<namespace>/<job>`), waiting up to `waitMs` for it to finish: read from its
+   * Job, or once the Job is gone, from the result kept when it finished.
+   */
   async get(id: string, waitMs = 0): Promise<RunRecord> {
     const [namespace, name] = id.split("/");
     if (!namespace || !name)
@@ -119,36 +141,106 @@ export class ClusterRuns {
     for (;;) {
       const job = await this.client.get<Job>("Job", namespace, name);
       if (!job) {
+        const kept = await this.client.get<KubeObject>("ConfigMap", namespace, resultName(name));
+        const record = kept && keptRecord(kept);
+        if (record) return record;
         throw new CaravanError(
           "NO_SUCH_RUN",
-          `there is no run "${id}" (finished runs are kept ${RUN_RETENTION_SECONDS / 3600} h)`,
+          `there is no run "${id}" in the cluster (the newest ${KEPT_RESULTS} finished runs of a namespace are kept, unless their environment was deleted; see caravan runs)`,
           { runId: id },
         );
       }
       const record = await this.recordOf(job);
-      if (record.status === "succeeded" || record.status === "failed" || Date.now() >= deadline)
+      if (finished(record)) {
+        await this.keep(job, record);
         return record;
+      }
+      if (Date.now() >= deadline) return record;
       await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
       delay = Math.min(1000, Math.round(delay * 1.5));
     }
   }
 
+  /**
+   * Runs newest first: the kept results (final, read as they are) and the Jobs that have
+   * none yet (a finished one's result is kept on the way).
+   */
   async list(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
     const namespace = scope ? this.namespaceOf(scope) : undefined;
     const labels = scope ? selector(scopeLabels(scope)) : "app.kubernetes.io/managed-by=caravan";
-    const jobs = await this.client.list<Job>("Job", namespace, `${labels},${RUN_LABEL}`);
-    const newest = jobs.items.sort((a, b) =>
-      (b.metadata.creationTimestamp ?? "").localeCompare(a.metadata.creationTimestamp ?? ""),
-    );
+    const [jobs, results] = await Promise.all([
+      this.client.list<Job>("Job", namespace, `${labels},${RUN_LABEL}`),
+      this.client.list<KubeObject>("ConfigMap", namespace, `${labels},${RUN_LABEL}`),
+    ]);
+    const kept = new Map<string, RunRecord>();
+    for (const m of results.items) {
+      const record = keptRecord(m);
+      if (record) kept.set(record.id, record);
+    }
+    const candidates: { id: string; createdAt: string; task: string; job?: Job }[] = [
+      ...[...kept.values()].map((r) => ({ id: r.id, createdAt: r.createdAt, task: r.task })),
+      ...jobs.items
+        .map((job) => ({
+          id: `${job.metadata.namespace}/${job.metadata.name}`,
+          createdAt: job.metadata.creationTimestamp ?? "",
+          task: job.metadata.annotations?.[TASK_ANNOTATION] ?? "",
+          job,
+        }))
+        .filter((c) => !kept.has(c.id)),
+    ].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
     const out: RunRecord[] = [];
-    for (const job of newest) {
-      if (filter.task && job.metadata.annotations?.[TASK_ANNOTATION] !== filter.task) continue;
-      const record = await this.recordOf(job);
-      if (filter.status && record.status !== filter.status) continue;
+    for (const c of candidates) {
+      if (filter.task && c.task !== filter.task) continue;
+      let record = kept.get(c.id);
+      if (!record && c.job) {
+        record = await this.recordOf(c.job);
+        if (finished(record)) await this.keep(c.job, record);
+      }
+      if (!record || (filter.status && record.status !== filter.status)) continue;
       out.push(record);
       if (filter.limit && out.length >= filter.limit) break;
     }
     return out;
+  }
+
+  /**
+   * Keeps a finished run's record (without logs) in a ConfigMap of its own, so it outlives
+   * its Job (gone after RUN_RETENTION_SECONDS); labelled like the Job, so deleting the
+   * environment removes it. Written once; the namespace keeps the newest KEPT_RESULTS.
+   */
+  private async keep(job: Job, record: RunRecord): Promise<void> {
+    const { logs: _logs, ...kept } = record;
+    const namespace = job.metadata.namespace!;
+    try {
+      await this.client.call("POST", `/api/v1/namespaces/${namespace}/configmaps`, {
+        body: {
+          apiVersion: "v1",
+          kind: "ConfigMap",
+          metadata: {
+            name: resultName(job.metadata.name),
+            namespace,
+            labels: { ...job.metadata.labels },
+          },
+          data: { run: JSON.stringify(kept) },
+        },
+      });
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) return; // kept already
+      throw e;
+    }
+    const all = await this.client.list<KubeObject & { metadata: { creationTimestamp?: string } }>(
+      "ConfigMap",
+      namespace,
+      `app.kubernetes.io/managed-by=caravan,${RUN_LABEL}`,
+    );
+    const oldest = all.items
+      .sort((a, b) =>
+        (b.metadata.creationTimestamp ?? "").localeCompare(a.metadata.creationTimestamp ?? ""),
+      )
+      .slice(KEPT_RESULTS);
+    await Promise.all(
+      oldest.map((m) => this.client.delete("ConfigMap", namespace, m.metadata.name)),
+    );
   }
 
   private async recordOf(job: Job): Promise<RunRecord> {
