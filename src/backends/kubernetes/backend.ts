@@ -25,7 +25,18 @@ import type {
   RunRecord,
   RunRequest,
   Scope,
+  TokenAccess,
 } from "../contract.ts";
+import {
+  GATEWAY_NAME,
+  ROUTE_ANNOTATIONS,
+  RUN_TOKEN_KEY,
+  ingressHost,
+  routeAnnotations,
+  runApiUrl,
+} from "./cluster-gateway.ts";
+import { ClusterTokens } from "./cluster-tokens.ts";
+import { Exposure } from "./exposure.ts";
 import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.ts";
 import { teardownOrder } from "../teardown.ts";
 import { NamespaceWatch, type Deployment, type Pod } from "./watch.ts";
@@ -40,7 +51,6 @@ import {
   appObjects,
   autoscaled,
   initialReplicas,
-  endpointOf,
   environmentLabels,
   namespaceFor,
   namespaceObject,
@@ -76,13 +86,24 @@ export class KubernetesBackend implements Backend {
   private readonly watches = new Map<string, NamespaceWatch>();
   /** What each namespace held when first asked, for unchanged checks: one list, not a GET per app. */
   private readonly recorded = new Map<string, Promise<Map<string, Recorded>>>();
+  private readonly exposure: Exposure;
+  /** API tokens of the configured project/domain's gateway. */
+  readonly tokens: TokenAccess;
 
   constructor(
     readonly client: KubeClient,
-    private readonly config: Pick<ResolvedConfig, "kubernetes">,
+    private readonly config: Pick<ResolvedConfig, "kubernetes" | "project" | "domain">,
   ) {
     this.content = new ContentStore(client, (o, env) => this.apply(o, env));
     this.runs = new ClusterRuns(client, (scope) => this.namespaceOf(scope));
+    this.exposure = new Exposure(
+      client,
+      config.kubernetes ?? {},
+      (o, env) => this.apply(o, env),
+      (req, namespace, objects) => this.content.upload(req, namespace, objects),
+    );
+    const scope = { project: config.project, domain: config.domain };
+    this.tokens = new ClusterTokens(client, this.namespaceOf(scope), scope);
   }
 
   namespaceOf(scope: Scope): string {
@@ -93,16 +114,13 @@ export class KubernetesBackend implements Backend {
     }
   }
 
-  endpointsOf(scope: Scope, name: string): Endpoints {
-    // No public exposure yet: both are the Service's in-cluster address.
-    const url = endpointOf(name, this.namespaceOf(scope));
-    return { endpoint: url, internalEndpoint: url };
-  }
-
-  /** Endpoints are deterministic: known before anything is applied. */
-  /** A declared minimum of 0 cannot be honoured: a cluster has no scale-to-zero layer. */
+  /**
+   * What `validate` refuses up front: a declared minimum of 0 (a cluster has no scale-to-zero
+   * layer), an ingress subdomain with no domain to complete it.
+   */
   validate(_scope: Scope, specs: EnvironmentSpec[]): void {
     for (const spec of specs) {
+      if (spec.kind === "app") this.exposure.check(spec);
       if (spec.kind !== "app" || !spec.scaling.replicasDeclared) continue;
       const [min, max] = spec.scaling.replicas;
       if (min === 0) {
@@ -115,19 +133,44 @@ export class KubernetesBackend implements Backend {
     }
   }
 
+  /**
+   * Endpoints are known before anything is applied: the Service's address, and the app's port on
+   * the namespace's gateway (picked now, kept by the deploy).
+   */
   async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
-    return Object.fromEntries(names.map((n) => [n, this.endpointsOf(scope, n)]));
+    const namespace = this.namespaceOf(scope);
+    const out: Record<string, Endpoints> = {};
+    for (const name of names)
+      out[name] = this.exposure.endpoints(
+        namespace,
+        name,
+        await this.exposure.portOf(namespace, name),
+      );
+    return out;
   }
 
   async deploy(req: DeployRequest): Promise<DeployResult> {
     const namespace = this.namespaceOf(req.scope);
     const before = (await this.recordedIn(req.scope)).get(req.name);
-    const endpoints = req.kind === "app" ? this.endpointsOf(req.scope, req.name) : {};
+    const publicPort =
+      req.spec.kind === "app" ? await this.exposure.portOf(namespace, req.name) : 0;
+    const endpoints =
+      req.spec.kind === "app"
+        ? this.exposure.endpoints(
+            namespace,
+            req.name,
+            publicPort,
+            ingressHost(req.spec, this.config.kubernetes?.ingress?.domain),
+          )
+        : {};
     if (before && !req.force && isUnchanged(before, req)) {
       return { status: "unchanged", revision: req.revision, ...endpoints };
     }
     await this.ensureNamespace(namespace, req.scope);
+    // The gateway serves public endpoints and the run API apps call tasks through.
+    await this.exposure.ensureGateway(namespace, req);
     const { ctx, content } = contentFor(req, namespace, this.config.kubernetes?.registry);
+    ctx.api = { url: runApiUrl(namespace), token: { name: GATEWAY_NAME, key: RUN_TOKEN_KEY } };
     await this.content.upload(req, namespace, content);
     if (req.spec.kind === "task") {
       // Ready once its code loaded in the cluster and registered its tasks (registration.ts).
@@ -140,10 +183,13 @@ export class KubernetesBackend implements Backend {
       }
       return { status: "ready", revision: req.revision };
     }
+    ctx.route = routeAnnotations(req.spec, publicPort);
+    const app = { ...req, spec: req.spec };
     // Independent objects: one round trip for all (a pod waits for its inputs ConfigMap anyway).
-    await Promise.all(
-      appObjects({ ...req, spec: req.spec }, ctx).map((o) => this.apply(o, req.name)),
-    );
+    await Promise.all([
+      ...appObjects(app, ctx).map((o) => this.apply(o, req.name)),
+      this.exposure.publish(app, namespace, publicPort, environmentLabels(req.scope, req.name)),
+    ]);
     if (!before && autoscaled(req.spec)) {
       // A new autoscaled app starts at its minimum. Written by a manager of its own, so
       // caravan's applies never own (and never reset) the count the autoscaler moves.
@@ -166,12 +212,18 @@ export class KubernetesBackend implements Backend {
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
     const namespace = scope ? this.namespaceOf(scope) : undefined;
     const managed = scope ? selector(scopeLabels(scope)) : `${MANAGED_BY}=caravan`;
-    const [deployments, markers, pods, slices] = await Promise.all([
+    const [deployments, markers, pods, slices, services, ingresses] = await Promise.all([
       this.client.list<Deployment>("Deployment", namespace, managed),
       this.client.list<KubeObject>("ConfigMap", namespace, `${managed},${LABELS.kind}=task`),
       this.client.list<Pod>("Pod", namespace, managed),
       this.client.list<EndpointSliceLike & { metadata: KubeObject["metadata"] }>(
         "EndpointSlice",
+        namespace,
+        managed,
+      ),
+      this.client.list<KubeObject>("Service", namespace, managed),
+      this.client.list<KubeObject & { spec?: { rules?: { host?: string }[] } }>(
+        "Ingress",
         namespace,
         managed,
       ),
@@ -211,7 +263,15 @@ export class KubernetesBackend implements Backend {
         updatedAt: r.deployedAt,
         replicas: d.status?.readyReplicas ?? 0,
         desiredReplicas: d.spec?.replicas ?? 1,
-        ...this.endpointsOf(r.scope, r.name),
+        ...this.exposure.endpoints(
+          r.namespace,
+          r.name,
+          Number(
+            services.items.find((x) => key(x) && x.metadata.name === r.name)?.metadata
+              .annotations?.[ROUTE_ANNOTATIONS.port],
+          ),
+          ingresses.items.find((x) => key(x))?.spec?.rules?.[0]?.host,
+        ),
       });
     }
     for (const m of markers.items) {
@@ -521,7 +581,13 @@ export class KubernetesBackend implements Backend {
       if (forget) await this.deleteEnvironment(scope, namespace, r);
       else await this.stopEnvironment(namespace, r);
     }
-    if (forget) await this.content.collect(namespace, scope);
+    if (forget) {
+      await this.exposure.release(
+        namespace,
+        order.filter((n) => recorded.get(n)?.kind === "app"),
+      );
+      await this.content.collect(namespace, scope);
+    }
     this.recorded.delete(`${namespace}|${scope.project}/${scope.domain}`);
     return order;
   }
@@ -544,6 +610,7 @@ export class KubernetesBackend implements Backend {
   private async deleteEnvironment(scope: Scope, namespace: string, r: Recorded): Promise<void> {
     const labels = selector(environmentLabels(scope, r.name));
     for (const kind of [
+      "Ingress",
       "Deployment",
       "HorizontalPodAutoscaler",
       "Job",

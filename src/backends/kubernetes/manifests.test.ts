@@ -233,7 +233,7 @@ describe("images", () => {
 describe("what a cluster cannot honour", () => {
   test("a declared minimum of 0 is refused before anything is applied, saying what to do", async () => {
     const { KubernetesBackend } = await import("./backend.ts");
-    const backend = new KubernetesBackend({} as never, {});
+    const backend = new KubernetesBackend({} as never, { project: "shop", domain: "dev" });
     const app = (replicas: [number, number], declared: boolean) => ({
       ...spec,
       scaling: {

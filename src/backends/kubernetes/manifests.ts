@@ -11,6 +11,7 @@
 import type { AppSpec, DeployRequest, EnvironmentSpec, Scope } from "../contract.ts";
 import { commandArgv, inputsDocument, launchEnvironment, type LaunchSource } from "../launch.ts";
 import {
+  API_TOKEN_ENV,
   HEALTH_PATH,
   HEALTH_PORT,
   HEALTH_PORT_ENV,
@@ -178,6 +179,10 @@ export interface ManifestContext {
   /** Registry prefix of built images (`kubernetes.registry`). */
   registry?: string;
   now: string;
+  /** How the namespace's gateway serves an app: annotations on its Service (cluster-gateway.ts). */
+  route?: Record<string, string>;
+  /** The run API apps call tasks through, and the Secret entry holding its token. */
+  api?: { url: string; token: { name: string; key: string } };
 }
 
 /** Everything to apply for an app, in apply order (the Deployment last but one, then the Service). */
@@ -188,7 +193,10 @@ export function appObjects(
   const spec = req.spec;
   const labels = environmentLabels(req.scope, req.name);
   const src: LaunchSource = { ...req, inputs: ctx.inputs };
-  const env = launchEnvironment(src, { inputsFile: POD_PATHS.inputsFile, apiUrl: "" });
+  const env = launchEnvironment(src, {
+    inputsFile: POD_PATHS.inputsFile,
+    apiUrl: ctx.api?.url ?? "",
+  });
   const port = spec.port.port;
   const isCommand = spec.serveKind === "command";
   const runtimeConfig: RuntimeConfig = {
@@ -211,6 +219,8 @@ export function appObjects(
     containerEnv.push({ name: RUNTIME_ENV, value: JSON.stringify(runtimeConfig) });
     containerEnv.push({ name: HEALTH_PORT_ENV, value: String(HEALTH_PORT) });
   }
+  if (ctx.api)
+    containerEnv.push({ name: API_TOKEN_ENV, valueFrom: { secretKeyRef: ctx.api.token } });
   // Secret values never appear in the pod spec: the kubelet reads them from the Secret.
   for (const s of spec.secrets)
     containerEnv.push({
@@ -324,7 +334,7 @@ export function appObjects(
   const service: KubeObject = {
     apiVersion: "v1",
     kind: "Service",
-    metadata: companion,
+    metadata: { ...companion, annotations: { ...companion.annotations, ...ctx.route } },
     spec: {
       type: "ClusterIP",
       selector: labels,

@@ -37,47 +37,48 @@ export function registerToken(program: Command, _ctx: CommandContext): void {
     .description(
       "Tokens for apps' public endpoints (apps with requiresAuth, the default): send 'Authorization: Bearer <token>'.",
     );
-  token
-    .command("create")
-    .description("Create a token; its value is printed once, alone on the last line of stdout")
-    .option("--name <name>", "a name to recognise it by (default: token-<n>)")
-    .option("--backend <name>", "the backend whose gateway checks it (default: the configured one)")
-    .option("--json", "print JSON on stdout")
-    .action(async (opts: { name?: string; backend?: string; json?: boolean }) => {
-      const created = await withTokens(opts, "create", (t) => t.create(opts.name));
-      if (opts.json) return printJSON(created);
-      info(`created token "${created.name}" (${created.id}); it is not shown again:`);
-      process.stdout.write(`${created.token}\n`);
-    });
-  token
-    .command("list")
-    .description("Every token (never its value): id, name, created, last used, revoked")
-    .option("--backend <name>", "the backend whose tokens to list (default: the configured one)")
-    .option("--json", "print JSON on stdout")
-    .action(async (opts: { backend?: string; json?: boolean }) => {
-      const tokens = await withTokens(opts, "list", (t) => t.list());
-      if (opts.json) return printJSON({ tokens });
-      if (!tokens.length) return info("no tokens (caravan token create makes one)");
-      printTable(
-        ["ID", "NAME", "CREATED", "LAST USED", "STATE"],
-        tokens.map((t) => [
-          t.id,
-          t.name,
-          t.createdAt,
-          t.lastUsedAt ?? "-",
-          t.revoked ? "revoked" : "live",
-        ]),
-      );
-    });
-  token
-    .command("revoke")
-    .description("Revoke a token by id or name: requests with it get 401 from then on")
-    .argument("<token>", "the token's id or name")
-    .option("--backend <name>", "the backend whose token to revoke (default: the configured one)")
-    .action(async (id: string, opts: { backend?: string }) => {
-      await withTokens(opts, "revoke", (t) => t.revoke(id));
-      info(`revoked ${id}`);
-    });
+  // On a cluster, tokens belong to the project/domain's namespace (its gateway checks them).
+  scopeOptions(
+    token
+      .command("create")
+      .description("Create a token; its value is printed once, alone on the last line of stdout")
+      .option("--name <name>", "a name to recognise it by (default: token-<n>)")
+      .option("--json", "print JSON on stdout"),
+  ).action(async (opts: ScopeFlags & { name?: string; json?: boolean }) => {
+    const created = await withTokens(opts, "create", (t) => t.create(opts.name));
+    if (opts.json) return printJSON(created);
+    info(`created token "${created.name}" (${created.id}); it is not shown again:`);
+    process.stdout.write(`${created.token}\n`);
+  });
+  scopeOptions(
+    token
+      .command("list")
+      .description("Every token (never its value): id, name, created, last used, revoked")
+      .option("--json", "print JSON on stdout"),
+  ).action(async (opts: ScopeFlags & { json?: boolean }) => {
+    const tokens = await withTokens(opts, "list", (t) => t.list());
+    if (opts.json) return printJSON({ tokens });
+    if (!tokens.length) return info("no tokens (caravan token create makes one)");
+    printTable(
+      ["ID", "NAME", "CREATED", "LAST USED", "STATE"],
+      tokens.map((t) => [
+        t.id,
+        t.name,
+        t.createdAt,
+        t.lastUsedAt ?? "-",
+        t.revoked ? "revoked" : "live",
+      ]),
+    );
+  });
+  scopeOptions(
+    token
+      .command("revoke")
+      .description("Revoke a token by id or name: requests with it get 401 from then on")
+      .argument("<token>", "the token's id or name"),
+  ).action(async (id: string, opts: ScopeFlags) => {
+    await withTokens(opts, "revoke", (t) => t.revoke(id));
+    info(`revoked ${id}`);
+  });
   scopeOptions(
     token
       .command("link")
