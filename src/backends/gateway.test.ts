@@ -132,6 +132,31 @@ describe("Gateway: balancing", () => {
     expect(seen.filter((s) => s === "c")).toHaveLength(3);
   });
 
+  it("forwards to a replica on another address and serves its public side where told", async () => {
+    // A replica on 127.0.0.2 (a pod's address, in a cluster) and one on 127.0.0.1.
+    const far = createServer(hello("far"));
+    servers.push(far);
+    await new Promise<void>((r) => far.listen(0, "127.0.0.2", r));
+    const farPort = (far.address() as { port: number }).port;
+    const gw = new Gateway({ authorize: () => false }, { publicHost: "127.0.0.3" });
+    gateways.push(gw);
+    await gw.open("app", { public: 0, internal: 0 }, OPEN);
+    gw.addReplica("app", { id: "far", host: "127.0.0.2", port: farPort });
+    const { public: pub } = gw.addresses("app")!;
+    const reply = await new Promise<string>((resolve, reject) =>
+      request({ host: "127.0.0.3", port: pub, agent: false }, (res) => {
+        let body = "";
+        res.on("data", (c) => (body += c));
+        res.on("end", () => resolve(body));
+      })
+        .on("error", reject)
+        .end(),
+    );
+    expect(reply).toBe("far");
+    // Not on 127.0.0.1: the public listener is where it was told to be.
+    await expect(call(pub)).rejects.toThrow(/ECONNREFUSED/);
+  });
+
   it("sends new requests to the replicas with the fewest outstanding", async () => {
     const { gw, internal } = await gateway();
     const held = deferred();

@@ -101,6 +101,9 @@ describe.skipIf(!clusterAvailable())("the gateway on a cluster", { timeout: 180_
       await k.sb.run(scoped(k, "token", "list", "--json")),
     ).tokens;
     expect(listed).toEqual([expect.objectContaining({ name: "ci", revoked: false })]);
+    const link = await k.sb.run(scoped(k, "token", "link", "web"));
+    expect(link.code).not.toBe(0);
+    expect(link.stderr).toContain("caravan token create --backend kubernetes");
 
     // The gateway process, as its pod runs it.
     const kubeconfig = parseYaml(readFileSync(process.env.KUBECONFIG!, "utf8"));

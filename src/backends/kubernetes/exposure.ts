@@ -114,12 +114,18 @@ export class Exposure {
     } else await this.client.delete("Ingress", namespace, req.name);
   }
 
-  /** The app's endpoints: in the cluster its Service; its public one the Ingress or the gateway. */
+  /**
+   * The app's endpoints: in the cluster its Service; its public one the Ingress or the gateway
+   * (the Service, for an app deployed before it had a gateway port).
+   */
   endpoints(namespace: string, app: string, port: number, host?: string): Endpoints {
-    return {
-      endpoint: host ? `http://${host}` : `http://${gatewayHost(namespace)}:${port}`,
-      internalEndpoint: endpointOf(app, namespace),
-    };
+    const internalEndpoint = endpointOf(app, namespace);
+    const endpoint = host
+      ? `http://${host}`
+      : port > 0
+        ? `http://${gatewayHost(namespace)}:${port}`
+        : internalEndpoint;
+    return { endpoint, internalEndpoint };
   }
 
   /** After a delete: the app's port goes; with the last environment, the gateway goes too. */
