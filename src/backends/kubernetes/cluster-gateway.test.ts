@@ -22,9 +22,14 @@ describe("the cluster gateway's bundle", () => {
       const walk = (file: string) => {
         if (seen.has(file)) return;
         seen.add(file);
-        for (const [, spec] of readFileSync(file, "utf8").matchAll(
-          /(?:from|import)\s*\(?\s*["']([^"']+)["']/g,
-        )) {
+        const code = readFileSync(file, "utf8");
+        const specifiers = [
+          // import … from "x" / export … from "x" / import "x" (esbuild writes them at line start)
+          ...code.matchAll(/^\s*(?:import|export)\b[^;]*?from\s*["']([^"']+)["']/gm),
+          ...code.matchAll(/^\s*import\s*["']([^"']+)["']/gm),
+          ...code.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g),
+        ];
+        for (const [, spec] of specifiers) {
           if (spec!.startsWith(".")) walk(normalize(join(dirname(file), spec!)));
           else outside.add(spec!);
         }
