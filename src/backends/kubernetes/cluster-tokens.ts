@@ -94,7 +94,7 @@ export class ClusterTokens implements TokenAccess {
   }
 
   /** Adds or replaces entries (a merge patch), creating the Secret (and namespace) if needed. */
-  private async write(data: Record<string, string>): Promise<void> {
+  private async write(data: Record<string, string>, retried = false): Promise<void> {
     const path = resourcePath("Secret", this.namespace, TOKENS_SECRET);
     try {
       await this.client.call("PATCH", path, {
@@ -107,14 +107,24 @@ export class ClusterTokens implements TokenAccess {
     }
     if (!(await this.client.get("Namespace", undefined, this.namespace)))
       await this.client.apply(namespaceObject(this.namespace, this.scope));
-    await this.client.call("POST", resourcePath("Secret", this.namespace), {
-      body: {
-        apiVersion: "v1",
-        kind: "Secret",
-        metadata: { name: TOKENS_SECRET, namespace: this.namespace, labels: { ...GATEWAY_LABELS } },
-        type: "Opaque",
-        data,
-      },
-    });
+    try {
+      await this.client.call("POST", resourcePath("Secret", this.namespace), {
+        body: {
+          apiVersion: "v1",
+          kind: "Secret",
+          metadata: {
+            name: TOKENS_SECRET,
+            namespace: this.namespace,
+            labels: { ...GATEWAY_LABELS },
+          },
+          type: "Opaque",
+          data,
+        },
+      });
+    } catch (e) {
+      // Another `token create` made the Secret first: add to it.
+      if (retried || !(e instanceof ApiError && e.status === 409)) throw e;
+      await this.write(data, true);
+    }
   }
 }
