@@ -6,11 +6,13 @@
  * setup and teardown.
  *
  * The graph is test/fixtures/conformance/graph.ts: a chain base <- middle <- top and a
- * fan-in left, right <- join.
+ * fan-in left, right <- join. Task runs use test/fixtures/conformance/tasks.ts: task
+ * environments math (and the app uses-math, which depends on it) and strict.
  */
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import type { RunRecord } from "../../src/backends/contract.ts";
 import { ROOT, type CliResult, type Sandbox } from "../helpers.ts";
 import { byName, fixture, json, type DeploymentJSON, type StatusJSON } from "../support.ts";
 
@@ -41,6 +43,7 @@ export interface ConformanceDriver {
 
 const GRAPH = fixture("conformance/graph.ts");
 const DEPLOY_TIMED = fixture("conformance/deploy-timed.ts");
+const TASKS = fixture("conformance/tasks.ts");
 const TSX = join(ROOT, "node_modules/tsx/dist/cli.mjs");
 
 /** Direct dependencies of each environment of the graph. */
@@ -56,8 +59,12 @@ const NAMES = Object.keys(DEPENDS_ON).sort();
 const CHAIN = ["base", "middle", "top"];
 const FAN_IN = ["left", "right", "join"];
 
+const byId = <T extends { id: string }>(list: T[]): Record<string, T> =>
+  Object.fromEntries(list.map((x) => [x.id, x]));
+
 interface Outcome {
   name: string;
+  kind: string;
   status: string;
   startedAt?: number;
   finishedAt: number;
@@ -85,6 +92,24 @@ export function backendConformance(driver: ConformanceDriver): void {
       const r = await cli(["deploy", GRAPH, "--json"], extra);
       return { ...r, deployments: json<{ deployments: DeploymentJSON[] }>(r).deployments };
     }
+    /** deploy-timed.ts: each environment's outcome with when the engine started and finished it. */
+    async function deployTimed(graph = "graph"): Promise<Record<string, Outcome>> {
+      const r = await new Promise<CliResult>((resolve) => {
+        execFile(
+          process.execPath,
+          [TSX, DEPLOY_TIMED, "--graph", graph, ...args()],
+          { cwd: ROOT, env: { ...sb.env, ...env() }, timeout },
+          (err, stdout, stderr) =>
+            resolve({
+              code: err ? (typeof err.code === "number" ? err.code : 1) : 0,
+              stdout,
+              stderr,
+            }),
+        );
+      });
+      expect(r.code, r.stderr).toBe(0);
+      return byName(json<{ outcomes: Outcome[] }>(r).outcomes);
+    }
     async function status(): Promise<StatusJSON[]> {
       const r = await cli(["status", "--json"]);
       expect(r.code, r.stderr).toBe(0);
@@ -94,21 +119,7 @@ export function backendConformance(driver: ConformanceDriver): void {
     it(
       "starts each environment only after its dependencies are ready, down a chain and into a fan-in",
       async () => {
-        const r = await new Promise<CliResult>((resolve) => {
-          execFile(
-            process.execPath,
-            [TSX, DEPLOY_TIMED, ...args()],
-            { cwd: ROOT, env: { ...sb.env, ...env() }, timeout },
-            (err, stdout, stderr) =>
-              resolve({
-                code: err ? (typeof err.code === "number" ? err.code : 1) : 0,
-                stdout,
-                stderr,
-              }),
-          );
-        });
-        expect(r.code, r.stderr).toBe(0);
-        const outcomes = byName(json<{ outcomes: Outcome[] }>(r).outcomes);
+        const outcomes = await deployTimed();
         expect(Object.keys(outcomes).sort()).toEqual(NAMES);
         for (const [name, deps] of Object.entries(DEPENDS_ON)) {
           const o = outcomes[name]!;
@@ -250,6 +261,66 @@ export function backendConformance(driver: ConformanceDriver): void {
         expect([...order].sort()).toEqual(NAMES);
         expectDependentsFirst(order);
         expect(await status()).toEqual([]);
+      },
+      timeout,
+    );
+
+    it(
+      "deploys task environments before the app that depends on one; caravan run returns a task's output or its error; caravan runs lists the runs",
+      async () => {
+        const outcomes = await deployTimed("tasks");
+        expect(Object.keys(outcomes).sort()).toEqual(["math", "strict", "uses-math"]);
+        for (const name of ["math", "strict"])
+          expect(outcomes[name], name).toMatchObject({ kind: "task", status: "ready" });
+        expect(outcomes["uses-math"]).toMatchObject({ kind: "app", status: "ready" });
+        expect(
+          outcomes["uses-math"]!.startedAt,
+          "uses-math started before math was ready",
+        ).toBeGreaterThanOrEqual(outcomes.math!.finishedAt);
+        const envs = byName(await status());
+        for (const name of ["math", "strict"])
+          expect(envs[name], name).toMatchObject({ kind: "task", state: "ready" });
+
+        // The fixture's tasks with [21]: math.double returns { n, doubled }; strict.even throws.
+        const run = async (task: string) => {
+          const r = await cli(["run", TASKS, task, "--args", "[21]", "--json"]);
+          return { ...r, ...json<{ run: RunRecord }>(r) };
+        };
+        const ok = await run("math.double");
+        expect(ok.code, ok.stderr).toBe(0);
+        expect(ok.run).toMatchObject({
+          task: "math.double",
+          environment: "math",
+          status: "succeeded",
+          args: [21],
+          output: { n: 21, doubled: 42 },
+        });
+        const failed = await run("strict.even");
+        expect(failed.code).toBe(1);
+        expect(failed.run).toMatchObject({
+          task: "strict.even",
+          environment: "strict",
+          status: "failed",
+          args: [21],
+          error: { name: "RangeError", message: "refusing 21: strict takes no odd numbers" },
+        });
+        expect(failed.stderr).toContain("refusing 21: strict takes no odd numbers");
+
+        const listed = await cli(["runs", "--json"]);
+        expect(listed.code, listed.stderr).toBe(0);
+        const runs = byId(json<{ runs: RunRecord[] }>(listed).runs);
+        expect(Object.keys(runs).sort()).toEqual([ok.run.id, failed.run.id].sort());
+        expect(runs[ok.run.id]).toMatchObject({ status: "succeeded", output: ok.run.output });
+        expect(runs[failed.run.id]).toMatchObject({
+          status: "failed",
+          error: { message: failed.run.error!.message },
+        });
+        const shown = await cli(["runs", "show", ok.run.id, "--json"]);
+        expect(shown.code, shown.stderr).toBe(0);
+        expect(json<{ run: RunRecord }>(shown).run).toMatchObject({
+          id: ok.run.id,
+          output: { n: 21, doubled: 42 },
+        });
       },
       timeout,
     );
