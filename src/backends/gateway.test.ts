@@ -247,6 +247,76 @@ describe("Gateway: auth", () => {
     expect(seen).toHaveLength(3); // no rejected request reached the app
   });
 
+  it("refuses a request with two Authorization headers (400), on both sides", async () => {
+    const store = tokens();
+    const { gw, pub, internal } = await gateway(
+      { authorize: (t, app) => store.verify(t, app) },
+      { requiresAuth: true, requestTimeoutMs: 0 },
+    );
+    let reached = 0;
+    const { port } = await upstream((_req, res) => {
+      reached++;
+      res.end("ok");
+    });
+    gw.addReplica("app", { id: "a", port });
+    const { token } = store.create("ci");
+    // node's client sends an array of values as repeated headers.
+    const two = (good: string, other: string) =>
+      call(pub, "/", { headers: { authorization: [good, other] as unknown as string } });
+    for (const reply of [
+      await two(`Bearer ${token}`, "Basic YWRtaW46YWRtaW4="),
+      await two("Basic YWRtaW46YWRtaW4=", `Bearer ${token}`),
+    ]) {
+      expect(reply.status).toBe(400);
+      expect(reply.body).toContain("more than one Authorization header");
+    }
+    const inside = await call(internal, "/", {
+      headers: { authorization: ["Basic a", "Basic b"] as unknown as string },
+    });
+    expect(inside.status).toBe(400);
+    expect(reached).toBe(0);
+    expect((await call(pub, "/", { headers: { authorization: `Bearer ${token}` } })).status).toBe(
+      200,
+    );
+  });
+
+  it("sessions are per app: each sets a cookie of its own name, and no app sees any", async () => {
+    const store = tokens();
+    const hooks = {
+      authorize: (t: string, app: string) => store.verify(t, app),
+      redeem: (c: string, app: string) => store.redeem(c, app),
+    };
+    const gw = new Gateway(hooks);
+    gateways.push(gw);
+    const auth = { requiresAuth: true, requestTimeoutMs: 0 };
+    await gw.open("one", { public: 0, internal: 0 }, auth);
+    await gw.open("two", { public: 0, internal: 0 }, auth);
+    const seen: IncomingHttpHeaders[] = [];
+    const { port } = await upstream((req, res) => {
+      seen.push(req.headers);
+      res.end("ok");
+    });
+    gw.addReplica("one", { id: "a", port });
+    gw.addReplica("two", { id: "b", port });
+    const one = gw.addresses("one")!.public;
+    const two = gw.addresses("two")!.public;
+    const login = async (app: string, pub: number) =>
+      (await call(pub, `/_caravan/login?code=${store.loginCode(app)}`)).headers[
+        "set-cookie"
+      ]![0]!.split(";")[0]!;
+    const a = await login("one", one);
+    const b = await login("two", two);
+    expect(a.split("=")[0]).toBe(`caravan_session_${one}`);
+    expect(b.split("=")[0]).toBe(`caravan_session_${two}`);
+    // A browser sends both cookies of 127.0.0.1 to either port: each app's session holds.
+    const jar = `${a}; theme=dark; ${b}`;
+    expect((await call(one, "/", { headers: { cookie: jar } })).status).toBe(200);
+    expect((await call(two, "/", { headers: { cookie: jar } })).status).toBe(200);
+    expect(seen.map((h) => h.cookie)).toEqual(["theme=dark", "theme=dark"]);
+    // One app's session does not open the other.
+    expect((await call(two, "/", { headers: { cookie: a } })).status).toBe(401);
+  });
+
   it("a login link sets the session cookie, which then authenticates (and is not forwarded)", async () => {
     const store = tokens();
     const { gw, pub } = await gateway(
@@ -268,7 +338,9 @@ describe("Gateway: auth", () => {
     expect(login.status).toBe(302);
     expect(login.headers.location).toBe("/dash?x=1");
     const cookie = login.headers["set-cookie"]![0]!;
-    expect(cookie).toMatch(/^caravan_session=cvs_[\w-]+; HttpOnly; SameSite=Lax; Path=\/$/);
+    expect(cookie).toMatch(
+      new RegExp(`^caravan_session_${pub}=cvs_[\\w-]+; HttpOnly; SameSite=Lax; Path=/$`),
+    );
     const session = cookie.split(";")[0]!;
 
     const ok = await call(pub, "/", { headers: { cookie: `theme=dark; ${session}; lang=en` } });
@@ -307,7 +379,7 @@ describe("Gateway: forwarding", () => {
     gw.addReplica("app", { id: "a", port });
     const reply = await call(internal, "/p?q=1", {
       headers: {
-        host: "example.test",
+        host: `localhost:${internal}`,
         connection: "keep-alive, x-hop",
         "x-hop": "secret",
         "x-forwarded-for": "10.0.0.1",
@@ -317,10 +389,10 @@ describe("Gateway: forwarding", () => {
     });
     expect(reply.status).toBe(200);
     expect(seen).toMatchObject({
-      host: "example.test",
+      host: `localhost:${internal}`,
       "x-forwarded-for": "10.0.0.1, 127.0.0.1",
       "x-forwarded-proto": "http",
-      "x-forwarded-host": "example.test",
+      "x-forwarded-host": `localhost:${internal}`,
       "x-kept": "yes",
     });
     expect(seen["x-hop"]).toBeUndefined();
@@ -346,7 +418,10 @@ describe("Gateway: forwarding", () => {
       "x-forwarded-host": "bank.example",
     };
     expect((await call(pub, "/", { headers: spoofed })).status).toBe(200);
-    expect((await call(internal, "/", { headers: spoofed })).status).toBe(200);
+    expect(
+      (await call(internal, "/", { headers: { ...spoofed, host: `127.0.0.1:${internal}` } }))
+        .status,
+    ).toBe(200);
     expect(seen[0]).toMatchObject({
       "x-forwarded-proto": "http",
       "x-forwarded-host": "example.test",
@@ -355,6 +430,46 @@ describe("Gateway: forwarding", () => {
       "x-forwarded-proto": "https",
       "x-forwarded-host": "bank.example",
     });
+  });
+
+  it("replaces a client's X-Forwarded-For on the public side, appends to a caller's on the internal one", async () => {
+    const { gw, pub, internal } = await gateway();
+    const seen: IncomingHttpHeaders[] = [];
+    const { port } = await upstream((req, res) => {
+      seen.push(req.headers);
+      res.end("ok");
+    });
+    gw.addReplica("app", { id: "a", port });
+    const spoofed = { "x-forwarded-for": "10.9.9.9" };
+    expect((await call(pub, "/", { headers: spoofed })).status).toBe(200);
+    expect((await call(internal, "/", { headers: spoofed })).status).toBe(200);
+    expect(seen[0]!["x-forwarded-for"]).toBe("127.0.0.1");
+    expect(seen[1]!["x-forwarded-for"]).toBe("10.9.9.9, 127.0.0.1");
+  });
+
+  it("the internal side answers only to loopback Host names with its port (DNS rebinding): 421 otherwise", async () => {
+    const { gw, pub, internal } = await gateway();
+    let reached = 0;
+    const { port } = await upstream((_req, res) => {
+      reached++;
+      res.end("ok");
+    });
+    gw.addReplica("app", { id: "a", port });
+    for (const host of [`127.0.0.1:${internal}`, `localhost:${internal}`, `[::1]:${internal}`])
+      expect((await call(internal, "/", { headers: { host } })).status, host).toBe(200);
+    for (const host of [`evil.example:${internal}`, "localhost", `127.0.0.1:${internal + 1}`]) {
+      const reply = await call(internal, "/", { headers: { host } });
+      expect(reply.status, host).toBe(421);
+      expect(reply.body).toContain(`answers only to Host 127.0.0.1:${internal}`);
+    }
+    // An upgrade is refused the same way.
+    const upgrade = await call(internal, "/", {
+      headers: { host: `evil.example:${internal}`, connection: "upgrade", upgrade: "websocket" },
+    }).catch(() => ({ status: 0 }));
+    expect([0, 421]).toContain(upgrade.status);
+    // The public side is for any name (it is what a proxy or a browser reaches).
+    expect((await call(pub, "/", { headers: { host: "app.example" } })).status).toBe(200);
+    expect(reached).toBe(4);
   });
 
   it("streams request bodies to the app and back", async () => {
@@ -409,7 +524,7 @@ describe("Gateway: forwarding", () => {
     gw.addReplica("app", { id: "a", port });
     const socket = connect(internal, "127.0.0.1");
     socket.on("error", () => {});
-    socket.write("GET /long HTTP/1.1\r\nHost: x\r\n\r\n");
+    socket.write(`GET /long HTTP/1.1\r\nHost: 127.0.0.1:${internal}\r\n\r\n`);
     await arrived.promise;
     expect(gw.load("app").inFlight).toBe(1);
     socket.destroy();
@@ -549,7 +664,7 @@ describe("Gateway: wake", () => {
     const started = deferred();
     const { gw, internal } = await gateway({ wake: () => started.promise });
     const socket = connect(internal, "127.0.0.1");
-    socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    socket.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1:${internal}\r\n\r\n`);
     await until(() => gw.load("app").waiting === 1);
     socket.destroy();
     await until(() => gw.load("app").waiting === 0);

@@ -74,7 +74,13 @@ export interface AppStats {
   latency: { p50: number; p99: number; count: number };
 }
 
+/**
+ * The prefix of session cookies: each app's is `caravan_session_<its public port>`, since a
+ * browser sends every cookie of 127.0.0.1 to every port there. None is ever forwarded to an app.
+ */
 export const SESSION_COOKIE = "caravan_session";
+/** The session cookie of the app whose public listener is on `port`. */
+export const sessionCookie = (port: number) => `${SESSION_COOKIE}_${port}`;
 export const LOGIN_PATH = "/_caravan/login";
 
 const HOST = "127.0.0.1";
@@ -281,6 +287,11 @@ const RESPONSE_LENGTHS = new Set([...DROP_RESPONSE, "content-length"].map((h) =>
  */
 const scan = {
   authorization: undefined as string | undefined,
+  /** More than one Authorization header: refused, never guessed at. */
+  authorizations: 0,
+  host: undefined as string | undefined,
+  /** Set by the caller: the name of the route's session cookie (see `sessionCookie`). */
+  sessionName: SESSION_COOKIE,
   session: undefined as string | undefined,
   /** The body's framing towards the app: none, a Content-Length, or chunked. */
   body: 0 as 0 | 1 | 2,
@@ -293,7 +304,8 @@ const BODY_CHUNKED = 2;
  * The request head to send upstream (request line, headers, blank line); fills `scan`.
  * `upgrade` keeps Connection and Upgrade (they are the point of an upgrade request).
  * `edge`: the public listener, where the gateway is the first proxy: X-Forwarded-Proto and
- * -Host from the client are replaced (on the internal one, a calling app's are kept).
+ * -Host from the client are replaced, and so is its X-Forwarded-For (the client's address only);
+ * on the internal one, a calling app's are kept (and the caller's address appended).
  * `listed`: header names the client's Connection header made hop-by-hop (a rare second pass).
  */
 function requestHead(
@@ -313,6 +325,7 @@ function requestHead(
   let length: string | undefined;
   let chunked = false;
   scan.authorization = undefined;
+  scan.authorizations = 0;
   scan.session = undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
@@ -326,6 +339,7 @@ function requestHead(
           break;
         case "authorization":
           scan.authorization = value;
+          scan.authorizations++;
           // A caravan token is for the gateway: the app never sees it (it opens every app).
           if (bearer(value)?.startsWith("cvn_")) continue;
           break;
@@ -336,6 +350,7 @@ function requestHead(
           }
           break;
         case "x-forwarded-for":
+          if (edge) continue; // the gateway is the first proxy: a client's claim is not kept
           xff = xff === undefined ? value : `${xff}, ${value}`;
           continue;
         case "x-forwarded-proto":
@@ -370,6 +385,7 @@ function requestHead(
     const tokens = hopTokens(connection, upgrade);
     if (tokens.length > 0) return requestHead(req, upgrade, port, edge, tokens);
   }
+  scan.host = host;
   // An HTTP/1.0 client may send no Host; node servers reject an HTTP/1.1 request without one.
   if (host === undefined) head += `host: ${HOST}:${port}\r\n`;
   const client = req.socket.remoteAddress ?? "";
@@ -399,13 +415,19 @@ function hopTokens(connection: string, upgrade: boolean): string[] {
     .filter((t) => t && t !== "close" && t !== "keep-alive" && !(upgrade && t === "upgrade"));
 }
 
-/** Removes the session cookie from a Cookie header, noting its value in `scan`. */
+/**
+ * Removes every caravan session cookie from a Cookie header (an app never sees one, not even
+ * another app's), noting the value of the route's own (`scan.sessionName`) in `scan`.
+ */
 function takeSession(cookie: string): string {
   const kept: string[] = [];
+  const own = `${scan.sessionName}=`;
   for (const part of cookie.split(";")) {
     const pair = part.trim();
-    if (pair.startsWith(`${SESSION_COOKIE}=`)) {
-      scan.session ??= pair.slice(SESSION_COOKIE.length + 1);
+    if (pair.startsWith(own)) {
+      scan.session ??= pair.slice(own.length);
+    } else if (pair.startsWith(SESSION_COOKIE)) {
+      continue;
     } else if (pair) {
       kept.push(pair);
     }
@@ -424,6 +446,29 @@ function unauthorizedBody(app: string): string {
     code: "UNAUTHORIZED",
     message: `${app} requires a token: create one with \`caravan token create\`, then send "Authorization: Bearer <token>"`,
   })}\n`;
+}
+
+/**
+ * Why a request is refused before anything else, from the `scan` of its head: two
+ * Authorization headers (which one counts would be a guess), or — on an internal listener —
+ * a Host that is not a loopback name with the listener's port (a browser page of another
+ * site reaching it by DNS rebinding). Undefined when it may go on.
+ */
+function refusal(app: string, pub: boolean, port: number): [number, string] | undefined {
+  if (scan.authorizations > 1)
+    return [400, `more than one Authorization header in a request to ${app}: send exactly one`];
+  if (pub || scan.host === undefined) return undefined;
+  const host = scan.host.toLowerCase();
+  if (host === `127.0.0.1:${port}` || host === `localhost:${port}` || host === `[::1]:${port}`)
+    return undefined;
+  return [
+    421,
+    `${app}'s internal endpoint answers only to Host 127.0.0.1:${port}, localhost:${port} or [::1]:${port}, not ${JSON.stringify(scan.host.slice(0, 200))}: call it at http://127.0.0.1:${port}, or use the app's public endpoint`,
+  ];
+}
+
+function refusalBody(message: string): string {
+  return `${JSON.stringify({ code: "REFUSED", message })}\n`;
 }
 
 /**
@@ -1440,7 +1485,19 @@ export class Gateway {
       this.login(route, req, res, start);
       return;
     }
+    scan.sessionName = sessionCookie(route.ports.public);
     const head = requestHead(req, false, route.ports.internal, pub);
+    const refused = refusal(route.app, pub, pub ? route.ports.public : route.ports.internal);
+    if (refused) {
+      const body = refusalBody(refused[1]);
+      res.writeHead(refused[0], {
+        "content-type": "application/json; charset=utf-8",
+        "content-length": Buffer.byteLength(body),
+      });
+      res.end(body);
+      res.once("close", () => route.record(refused[0], performance.now() - start));
+      return;
+    }
     if (!this.authorized(pub, route)) {
       const body = unauthorizedBody(route.app);
       res.writeHead(401, {
@@ -1480,7 +1537,7 @@ export class Gateway {
     } else {
       res.writeHead(302, {
         location: safeNext(query.get("next")),
-        "set-cookie": `${SESSION_COOKIE}=${session}; HttpOnly; SameSite=Lax; Path=/`,
+        "set-cookie": `${sessionCookie(route.ports.public)}=${session}; HttpOnly; SameSite=Lax; Path=/`,
         "cache-control": "no-store",
         "content-length": 0,
       });
@@ -1496,7 +1553,15 @@ export class Gateway {
     body: Buffer,
     pub: boolean,
   ): void {
+    scan.sessionName = sessionCookie(route.ports.public);
     const head = requestHead(req, true, route.ports.internal, pub);
+    const refused = refusal(route.app, pub, pub ? route.ports.public : route.ports.internal);
+    if (refused) {
+      socket.on("error", noop);
+      rawReply(socket, refused[0], refusalBody(refused[1]));
+      route.record(refused[0], -1);
+      return;
+    }
     if (!this.authorized(pub, route)) {
       socket.on("error", noop);
       rawReply(
