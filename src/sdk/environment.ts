@@ -11,6 +11,7 @@ import { callerSite, formatSite, type Site } from "./site.ts";
 import {
   fail,
   isPlainObject,
+  reservedSecretEnv,
   validateEnvVarName,
   validateEnvVars,
   validateName,
@@ -736,12 +737,17 @@ function normalizeSecrets(secrets: unknown, where: string): { key: string; envVa
       where,
       `secrets must be an array of names or { key, envVar }, got ${describeValue(secrets)}`,
     );
+  const envVarOf = (name: unknown, what: string) => {
+    const envVar = validateEnvVarName(name, what);
+    const reserved = reservedSecretEnv(envVar);
+    return reserved ? fail("INVALID_ENV_VAR", what, reserved, envVar) : envVar;
+  };
   return secrets.map((s) => {
-    if (typeof s === "string") return { key: s, envVar: validateEnvVarName(s, `${where} secret`) };
+    if (typeof s === "string") return { key: s, envVar: envVarOf(s, `${where} secret`) };
     if (isPlainObject(s) && typeof s.key === "string" && s.key !== "") {
       return {
         key: s.key,
-        envVar: validateEnvVarName(s.envVar ?? s.key, `${where} secret "${s.key}"`),
+        envVar: envVarOf(s.envVar ?? s.key, `${where} secret "${s.key}"`),
       };
     }
     return fail(

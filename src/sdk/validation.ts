@@ -88,6 +88,25 @@ export function validateEnvVars(vars: unknown, where: string): Record<string, st
   return out;
 }
 
+/**
+ * Environment variable names a secret may not take: they change how a process starts (the
+ * loader, Node.js, the shell's lookup) or are what caravan itself gives an app. A value there
+ * would break the app with a misleading error, or swap out its run token.
+ */
+export const RESERVED_SECRET_ENV =
+  "PATH, HOME, PORT, HOST, NODE_OPTIONS, NODE_PATH, LD_*, DYLD_*, CARAVAN_*";
+
+/** Why `name` may not be a secret's environment variable (see RESERVED_SECRET_ENV), if it may not. */
+export function reservedSecretEnv(name: string): string | undefined {
+  const upper = name.toUpperCase();
+  const reserved =
+    ["PATH", "HOME", "PORT", "HOST", "NODE_OPTIONS", "NODE_PATH"].includes(upper) ||
+    /^(LD_|DYLD_|CARAVAN_)/.test(upper);
+  return reserved
+    ? `${name} is reserved for secrets: a secret may not set ${RESERVED_SECRET_ENV} (they change how a process starts, or are caravan's own); pick another name, e.g. MY_${upper.replace(/^(LD_|DYLD_|CARAVAN_)/, "")}`
+    : undefined;
+}
+
 /** The default environment variable for an input: `backend_url` -> `BACKEND_URL`. */
 export function defaultEnvVarFor(inputName: string): string {
   const upper = inputName.toUpperCase().replace(/[^A-Z0-9]/g, "_");

@@ -59,7 +59,7 @@ export class SecretStore {
   delete(scope: Scope, name: string): boolean {
     const data = this.read();
     const scoped = data.scopes[scopeKey(scope)];
-    if (!scoped || !(name in scoped)) return false;
+    if (!scoped || !Object.hasOwn(scoped, name)) return false;
     delete scoped[name];
     this.write(data);
     return true;
@@ -68,13 +68,13 @@ export class SecretStore {
   /** The names among `names` that are not set in `scope`. */
   missing(scope: Scope, names: string[]): string[] {
     const scoped = this.read().scopes[scopeKey(scope)] ?? {};
-    return [...new Set(names.filter((n) => !(n in scoped)))];
+    return [...new Set(names.filter((n) => !Object.hasOwn(scoped, n)))];
   }
 
   /** Values by name; throws MISSING_SECRET naming every missing one. */
   resolve(scope: Scope, names: string[], app: string): Record<string, string> {
     const scoped = this.read().scopes[scopeKey(scope)] ?? {};
-    const missing = names.filter((n) => !(n in scoped));
+    const missing = names.filter((n) => !Object.hasOwn(scoped, n));
     if (missing.length) throw missingSecrets(scope, { [app]: missing });
     return Object.fromEntries(names.map((n) => [n, scoped[n]!]));
   }
@@ -88,7 +88,9 @@ export class SecretStore {
     const data = this.read();
     if (!existsSync(this.file)) this.write(data); // keep the key stable from now on
     const scoped = data.scopes[scopeKey(scope)] ?? {};
-    const values = Object.fromEntries([...names].sort().map((n) => [n, scoped[n] ?? null]));
+    const values = Object.fromEntries(
+      [...names].sort().map((n) => [n, Object.hasOwn(scoped, n) ? scoped[n] : null]),
+    );
     return createHmac("sha256", Buffer.from(data.key, "hex"))
       .update(stableStringify(values))
       .digest("hex");
