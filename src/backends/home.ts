@@ -4,7 +4,7 @@
  * every backend shares these. A backend's own state (the local control plane's database,
  * logs, secrets, daemon files) is its business: see `local/home.ts`.
  */
-import { mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -12,9 +12,14 @@ export function caravanHome(): string {
   return resolve(process.env.CARAVAN_HOME || join(homedir(), ".caravan"));
 }
 
-/** Where snapshots go, content-addressed; created (owner-only) on first use. */
+/**
+ * Where snapshots go, content-addressed; created on first use. The home is owner-only (0700),
+ * also when it existed with a wider mode: it holds the control plane's token, its database,
+ * the apps' logs and the secret store.
+ */
 export function clientPaths(home = caravanHome()) {
   mkdirSync(home, { recursive: true, mode: 0o700 });
+  ownerOnly(home);
   return {
     home,
     /** Code snapshots: `bundles/<hash>/entry.js`. */
@@ -27,3 +32,10 @@ export function clientPaths(home = caravanHome()) {
 }
 
 export type ClientPaths = ReturnType<typeof clientPaths>;
+
+/** Makes a directory of ours owner-only (one stat per call; a chmod only when it is wider). */
+function ownerOnly(dir: string): void {
+  const { mode, uid } = statSync(dir);
+  if ((mode & 0o077) === 0 || (process.getuid && uid !== process.getuid())) return;
+  chmodSync(dir, 0o700);
+}
