@@ -9,6 +9,7 @@ import type { DeployRequest, RunFilter, RunRequest, Scope } from "../../contract
 import { HTTP_STATUS_OF, ROUTES } from "../../http-routes.ts";
 import { runTokenScope, type ControlPlane } from "../control-plane.ts";
 import { CaravanError, isCaravanError } from "../../../errors.ts";
+import { checkRequest } from "./validate.ts";
 
 export function buildApi(
   plane: ControlPlane,
@@ -61,6 +62,11 @@ export function buildApi(
       .code(status)
       .send({ error: { code: status < 500 ? "USAGE" : "INTERNAL", message, details: {} } });
   });
+
+  // Every body and query is checked here, whoever sent it (400 naming the field).
+  app.addHook("preHandler", async (req) =>
+    checkRequest(req.routeOptions.url, req.method, req.body, req.query),
+  );
 
   app.get(ROUTES.health, async () => ({ ok: true, pid: process.pid }));
 
