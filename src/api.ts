@@ -18,7 +18,7 @@ import { CaravanError, headline } from "./errors.ts";
 import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
 import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
 import {
-  isAppEnvironment,
+  hasInputs,
   isEnvironment,
   isTaskEnvironment,
   type Environment,
@@ -309,21 +309,30 @@ async function readyToDeploy(
     const apps = plan.environments.filter((e) => e.kind === "app").map((e) => e.name);
     const reserved = backend.reserve && apps.length ? await backend.reserve(scope, apps) : {};
     for (const [name, ep] of Object.entries(reserved)) known.set(name, ep);
-    return {
-      plan,
-      backend,
-      known,
-      request: (env) =>
-        buildRequest(
-          env,
-          scope,
-          snapshot.code,
-          snapshot.codeHashOf(env.env),
-          known,
-          opts.force ?? false,
-          prepared.get(env.name) ?? {},
-        ),
+    // A job's revision is part of its dependents' (a new migration restarts the apps after
+    // it): known before anything runs, as every request can be built up front.
+    const jobRevisions = new Map<string, string>();
+    const request = (env: PlannedEnvironment): DeployRequest => {
+      const jobs: Record<string, string> = {};
+      for (const dep of env.dependsOn) {
+        const planned = plan.byName.get(dep);
+        if (planned?.kind !== "job") continue;
+        let revision = jobRevisions.get(dep);
+        if (!revision) jobRevisions.set(dep, (revision = request(planned).revision));
+        jobs[dep] = revision;
+      }
+      return buildRequest(
+        env,
+        scope,
+        snapshot.code,
+        snapshot.codeHashOf(env.env),
+        known,
+        opts.force ?? false,
+        prepared.get(env.name) ?? {},
+        jobs,
+      );
     };
+    return { plan, backend, known, request };
   } catch (e) {
     if (!opts.backend) await backend.close();
     throw e;
@@ -352,7 +361,7 @@ async function resolveRunOutputs(
 ): Promise<void> {
   const where = `${scope.project}/${scope.domain}`;
   for (const p of plan.environments) {
-    if (!isAppEnvironment(p.env)) continue;
+    if (!hasInputs(p.env)) continue;
     for (const input of p.env.inputs) {
       if (inputValueKind(input.value) !== "run-output") continue;
       const ref = input.value as RunOutput;
@@ -426,7 +435,7 @@ async function prepareEnvironments(
   const out = new Map<string, Prepared>();
   const needsFiles = plan.environments.some(
     (p) =>
-      isAppEnvironment(p.env) &&
+      hasInputs(p.env) &&
       (p.env.include.length > 0 ||
         p.env.inputs.some((i) => ["file", "dir"].includes(inputValueKind(i.value) ?? ""))),
   );
@@ -442,7 +451,7 @@ async function prepareEnvironments(
       const lacking = await secrets.missing(scope, keys);
       if (lacking.length) missing[p.name] = lacking;
     }
-    if (isAppEnvironment(p.env) && p.env.command) {
+    if (hasInputs(p.env) && p.env.command) {
       const appDependencies = p.dependsOn.filter((d) => plan.byName.get(d)?.kind === "app");
       checkCommandVariables(scope, p.env.spec(), appDependencies);
     }
@@ -455,7 +464,7 @@ async function prepareEnvironments(
         scope,
         p.env.secrets.map((s) => s.key),
       );
-    if (needsFiles && isAppEnvironment(p.env)) {
+    if (needsFiles && hasInputs(p.env)) {
       const base = p.env.declaredAt ? dirname(p.env.declaredAt.file) : process.cwd();
       const files = snapshotFiles(p.env, base, home.files);
       if (files) entry.files = files;
@@ -473,6 +482,8 @@ function buildRequest(
   known: Map<string, Endpoints>,
   force: boolean,
   prepared: Prepared,
+  /** Revisions of the jobs it depends on, by name. */
+  jobs: Record<string, string> = {},
 ): DeployRequest {
   const env = planned.env;
   const dependencies: Record<string, Endpoints> = {};
@@ -481,7 +492,7 @@ function buildRequest(
     if (ep) dependencies[dep] = ep;
   }
   const inputs: Record<string, string> = {};
-  if (isAppEnvironment(env)) {
+  if (hasInputs(env)) {
     for (const input of env.inputs) {
       const kind = inputValueKind(input.value);
       if (kind === "string") inputs[input.name] = input.value as string;
@@ -510,6 +521,8 @@ function buildRequest(
     stableStringify(dependencies),
     prepared.secrets ?? "",
     prepared.files?.hash ?? "",
+    // Only when there are any: revisions without jobs stay what they were.
+    ...(Object.keys(jobs).length ? [stableStringify(jobs)] : []),
   ).slice(0, 12);
   return {
     scope,

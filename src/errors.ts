@@ -40,6 +40,7 @@ export type ErrorCode =
   | "UNKNOWN_VARIABLE"
   | "UNKNOWN_TASK"
   | "TASK_FAILED"
+  | "JOB_FAILED"
   | "NOT_SERIALIZABLE"
   | "NO_SUCH_RUN"
   | "NOT_FOUND"

@@ -7,7 +7,7 @@
 import type { EnvironmentKind } from "../sdk/environment.ts";
 import type { EnvironmentSpec } from "../sdk/spec.ts";
 
-export type { AppSpec, EnvironmentSpec, InputSpec, TaskSpec } from "../sdk/spec.ts";
+export type { AppSpec, EnvironmentSpec, InputSpec, JobSpec, TaskSpec } from "../sdk/spec.ts";
 
 export interface Scope {
   project: string;
@@ -98,6 +98,23 @@ export interface EnvironmentStatus extends Partial<Endpoints> {
   desiredReplicas?: number;
   /** What the gateway saw since the control plane started: requests, 5xx, latency. */
   traffic?: { requests: number; errors: number; p50Ms: number; p99Ms: number };
+  /** A job's runs, newest first (the last few). */
+  jobRuns?: JobRun[];
+}
+
+/** One run of a job (a JobEnvironment): one attempt, or all of them on a cluster. */
+export interface JobRun {
+  revision: string;
+  /** 1 for the first attempt (local backend; a cluster counts them inside one Job). */
+  attempt: number;
+  status: "running" | "succeeded" | "failed";
+  /** The process's exit code, once it exited (null when a signal ended it). */
+  exitCode?: number | null;
+  /** Why it failed: the exit, the timeout, or the pod's reason. */
+  error?: string;
+  startedAt: string;
+  finishedAt?: string;
+  durationMs?: number;
 }
 
 export type RunStatus = "queued" | "running" | "succeeded" | "failed";
@@ -227,6 +244,11 @@ export interface Backend {
   startRun?(request: RunRequest, opts?: { waitMs?: number }): Promise<RunRecord>;
   getRun?(id: string, opts?: { waitMs?: number }): Promise<RunRecord>;
   listRuns?(scope: Scope | undefined, filter?: RunFilter): Promise<RunRecord[]>;
+  /**
+   * Runs a deployed job again, though its revision did not change (optional; `caravan job
+   * rerun`): resolves once it succeeded, rejects when it failed.
+   */
+  rerunJob?(scope: Scope, name: string): Promise<DeployResult>;
   /** Tokens for apps' public endpoints (optional): the backend's gateway checks them. */
   readonly tokens?: TokenAccess;
   /**

@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, isAbsolute, join, normalize, relative, resolve, sep } from "node:path";
 import { CaravanError } from "../errors.ts";
-import type { AppEnvironment } from "../sdk/environment.ts";
+import type { AppEnvironment, JobEnvironment } from "../sdk/environment.ts";
 import { inputValueKind } from "../sdk/inputs.ts";
 import { writeContentAddressed } from "./snapshot.ts";
 
@@ -52,7 +52,7 @@ function collect(
  * Undefined when the app has neither.
  */
 export function snapshotFiles(
-  env: AppEnvironment,
+  env: AppEnvironment | JobEnvironment,
   baseDir: string,
   filesRoot: string,
 ): FilesSnapshot | undefined {

@@ -110,6 +110,10 @@ export class HttpBackend implements Backend {
     return (await this.call<{ run: RunRecord }>("POST", path, request)).run;
   }
 
+  rerunJob(scope: Scope, name: string): Promise<DeployResult> {
+    return this.call("POST", pathOf(ROUTES.jobRerun, { name }), { scope });
+  }
+
   async getRun(id: string, opts: { waitMs?: number } = {}): Promise<RunRecord> {
     const path = pathOf(ROUTES.run, { id }, waitQuery(opts.waitMs));
     return (await this.call<{ run: RunRecord }>("GET", path)).run;

@@ -18,6 +18,8 @@ export const ROUTES = {
   /** POST starts a run (`?wait=ms`), GET lists them. */
   runs: "/v1/runs",
   run: "/v1/runs/:id",
+  /** POST runs a deployed job again (body: scope). */
+  jobRerun: "/v1/jobs/:name/rerun",
   tokens: "/v1/tokens",
   token: "/v1/tokens/:id",
   loginLink: "/v1/login-link",

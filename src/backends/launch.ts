@@ -35,7 +35,7 @@ export function launchEnvironment(
   settings: LaunchSettings,
 ): Record<string, string> {
   const env: Record<string, string> = { ...src.spec.envVars };
-  if (src.spec.kind === "app") {
+  if (src.spec.kind === "app" || src.spec.kind === "job") {
     for (const input of src.spec.inputs) {
       const value = src.inputs[input.name];
       if (value !== undefined) env[input.envVar] = value;
@@ -55,16 +55,17 @@ export function launchEnvironment(
 }
 
 /**
- * A command app's argv: its `command` and `args` with `$PORT`, `$NAME` and every variable of
- * `env` expanded. Throws `UNKNOWN_VARIABLE` naming an undefined `${VAR}`.
+ * A command app's or job's argv: its `command` and `args` with `$PORT` (an app's), `$NAME` and
+ * every variable of `env` expanded. Throws `UNKNOWN_VARIABLE` naming an undefined `${VAR}`.
  */
 export function commandArgv(
   src: LaunchSource,
   env: Record<string, string>,
   port: number | string,
 ): string[] {
-  if (src.spec.kind !== "app" || !src.spec.command) return [];
-  const vars: Record<string, string> = { ...env, PORT: String(port), NAME: src.name };
+  if (src.spec.kind === "task" || !src.spec.command) return [];
+  const vars: Record<string, string> = { ...env, NAME: src.name };
+  if (src.spec.kind === "app") vars.PORT = String(port);
   return [...src.spec.command, ...src.spec.args].map((a) => expandVars(a, vars, src.name));
 }
 
@@ -79,7 +80,7 @@ export function inputsDocument(src: LaunchSource) {
     domain: src.scope.domain,
     inputs: src.inputs,
     inputEnvVars: Object.fromEntries(
-      src.spec.kind === "app" ? src.spec.inputs.map((i) => [i.name, i.envVar]) : [],
+      src.spec.kind === "task" ? [] : src.spec.inputs.map((i) => [i.name, i.envVar]),
     ),
     endpoints: src.dependencies,
   };
@@ -94,7 +95,7 @@ export function checkCommandVariables(
   spec: EnvironmentSpec,
   appDependencies: readonly string[],
 ): void {
-  if (spec.kind !== "app" || !spec.command) return;
+  if (spec.kind === "task" || !spec.command) return;
   const src: LaunchSource = {
     scope,
     name: spec.name,

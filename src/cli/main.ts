@@ -10,6 +10,7 @@ import { registerStopDelete } from "./commands/stop.ts";
 import { registerServer } from "./commands/server.ts";
 import { registerSecret } from "./commands/secret.ts";
 import { registerRun } from "./commands/run.ts";
+import { registerJob } from "./commands/job.ts";
 import { registerToken } from "./commands/token.ts";
 import { registerImage } from "./commands/image.ts";
 
@@ -47,6 +48,7 @@ Examples:
   registerStopDelete(program, ctx);
   registerServer(program, ctx);
   registerRun(program, ctx);
+  registerJob(program, ctx);
   registerToken(program, ctx);
   registerSecret(program, ctx);
   registerImage(program, ctx);

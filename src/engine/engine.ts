@@ -8,12 +8,13 @@ import type { Backend, DeployRequest, DeployResult } from "../backends/contract.
 import { CaravanError, isCaravanError } from "../errors.ts";
 import { transitiveDependents } from "../plan/graph.ts";
 import type { Plan, PlannedEnvironment } from "../plan/plan.ts";
+import type { EnvironmentKind } from "../sdk/environment.ts";
 
 export type Outcome = "ready" | "unchanged" | "failed" | "skipped";
 
 export interface EnvironmentOutcome {
   name: string;
-  kind: "app" | "task";
+  kind: EnvironmentKind;
   status: Outcome;
   revision?: string;
   endpoint?: string;

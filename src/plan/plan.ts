@@ -8,7 +8,7 @@
  */
 import { CaravanError, describeValue } from "../errors.ts";
 import {
-  isAppEnvironment,
+  hasInputs,
   isEnvironment,
   type Environment,
   type EnvironmentKind,
@@ -297,7 +297,7 @@ function rejectCycles(graph: Graph, byRank: number[]): void {
 
 function checkAppEndpoints(planned: Map<string, PlannedEnvironment>, opts: PlanOptions): void {
   for (const p of planned.values()) {
-    if (!isAppEnvironment(p.env)) continue;
+    if (!hasInputs(p.env)) continue;
     for (const input of p.env.inputs) {
       const value = input.value as unknown as Record<symbol, unknown>;
       if (typeof input.value === "string" || value[VALUE_BRAND] !== "app-endpoint") continue;
@@ -315,7 +315,7 @@ function checkAppEndpoints(planned: Map<string, PlannedEnvironment>, opts: PlanO
       if (target && target.kind !== "app") {
         throw new CaravanError(
           "UNKNOWN_APP_ENDPOINT",
-          `app "${p.name}" input "${input.name}" asks for the endpoint of "${ep.appName}", which is a task environment; only apps have endpoints`,
+          `app "${p.name}" input "${input.name}" asks for the endpoint of "${ep.appName}", which is a ${target.kind} environment; only apps have endpoints`,
           { app: p.name, input: input.name },
         );
       }

@@ -2,6 +2,7 @@
 export {
   AppEnvironment,
   TaskEnvironment,
+  JobEnvironment,
   Environment,
   isEnvironment,
   type AppEnvironmentOptions,
@@ -16,6 +17,8 @@ export {
   type SecretRef,
   type Task,
   type TaskOptions,
+  type JobEnvironmentOptions,
+  type JobContext,
 } from "../sdk/environment.ts";
 export { Image } from "../sdk/image.ts";
 export { Input, AppEndpoint, RunOutput, File, Dir, type InputValue } from "../sdk/inputs.ts";

@@ -12,8 +12,10 @@ import { createServer } from "node:http";
 import { pathToFileURL } from "node:url";
 import {
   isAppEnvironment,
+  isJobEnvironment,
   isTaskEnvironment,
   type AppEnvironment,
+  type JobEnvironment,
   type ServerHandle,
   type TaskEnvironment,
 } from "../sdk/environment.ts";
@@ -93,21 +95,32 @@ async function main(): Promise<void> {
   }
   state.runtime.loading = false;
   const kind = config.kind ?? "app";
+  const wanted = kind === "app" ? "app" : kind === "job" ? "job" : "task";
   const env = state.environments.find((e) =>
-    kind === "app"
+    wanted === "app"
       ? isAppEnvironment(e) && e.name === config.name
-      : isTaskEnvironment(e) && e.name === config.name,
+      : wanted === "job"
+        ? isJobEnvironment(e) && e.name === config.name
+        : isTaskEnvironment(e) && e.name === config.name,
   );
   if (!env)
-    fatal(
-      new Error(
-        `the snapshot declares no ${kind === "app" ? "app" : "task"} environment named "${config.name}"`,
-      ),
-    );
+    fatal(new Error(`the snapshot declares no ${wanted} environment named "${config.name}"`));
+  if (kind === "job") return runJob(env as JobEnvironment, config);
   if (kind === "run") return runOnce(env as TaskEnvironment, config);
   if (kind === "register") return register(env as TaskEnvironment, config);
   if (kind === "task") return serveTasks(env as TaskEnvironment, go);
   return serveApp(env as AppEnvironment, config, go);
+}
+
+/** A function job: its function once; it succeeded when it resolved (exit 0), else exit 1. */
+async function runJob(env: JobEnvironment, config: RuntimeConfig): Promise<void> {
+  try {
+    await env.runFunction!({ inputs: { ...config.inputs }, endpoints: { ...config.endpoints } });
+  } catch (e) {
+    console.error(`[caravan runtime] job ${env.name} failed: ${(e as Error)?.stack ?? e}`);
+    process.exit(1);
+  }
+  process.exit(0);
 }
 
 async function serveApp(env: AppEnvironment, config: RuntimeConfig, go: Promise<void>) {

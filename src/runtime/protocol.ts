@@ -51,9 +51,10 @@ export interface RuntimeConfig {
    * An app serves; a task worker runs its environment's tasks on request; a run (a cluster's
    * Job) runs one task once, writes its outcome as the termination message and exits; a
    * registration (a cluster's Job, at deploy) loads the code, checks that the environment
-   * registers `tasks`, writes a `RegisterOutcome` the same way and exits.
+   * registers `tasks`, writes a `RegisterOutcome` the same way and exits; a job (a function
+   * JobEnvironment) calls its function once and exits 0 when it resolved, 1 when it threw.
    */
-  kind: "app" | "task" | "run" | "register";
+  kind: "app" | "task" | "run" | "register" | "job";
   /** kind "run": the task id and its arguments. */
   task?: string;
   args?: unknown[];

@@ -5,7 +5,7 @@ import { getInput } from "./context.ts";
 import { checkInputs, type Input } from "./inputs.ts";
 import { parameterNames } from "./serialize.ts";
 import { normalizeResources, type NormalizedResources, type Resources } from "./resources.ts";
-import type { AppSpec, EnvironmentSpec, InputSpec, TaskSpec } from "./spec.ts";
+import type { AppSpec, EnvironmentSpec, InputSpec, JobSpec, TaskSpec } from "./spec.ts";
 import { validateKubernetesOptions, type KubernetesOptions } from "./kubernetes.ts";
 import { callerSite, formatSite, type Site } from "./site.ts";
 import {
@@ -18,7 +18,7 @@ import {
   validatePort,
 } from "./validation.ts";
 
-export type EnvironmentKind = "app" | "task";
+export type EnvironmentKind = "app" | "task" | "job";
 
 /** A secret injected as an environment variable: `"API_KEY"` or `{ key, envVar }`. */
 export type SecretRef = string | { key: string; envVar?: string };
@@ -297,33 +297,13 @@ export class AppEnvironment<InputName extends string = string> extends Environme
     super(opts, new.target?.name ?? "AppEnvironment", APP_KEYS);
     const where = `${new.target?.name ?? "AppEnvironment"} "${this.name}"`;
     this.port = normalizePort(opts.port, where);
-    if (opts.command !== undefined) {
-      const cmd =
-        typeof opts.command === "string" ? opts.command.split(/\s+/).filter(Boolean) : opts.command;
-      if (!Array.isArray(cmd) || cmd.length === 0 || cmd.some((c) => typeof c !== "string")) {
-        fail(
-          "VALIDATION",
-          where,
-          `command must be a non-empty string or array of strings, got ${describeValue(opts.command)}`,
-        );
-      }
-      this.command = cmd;
-    }
-    if (
-      opts.args !== undefined &&
-      (!Array.isArray(opts.args) || opts.args.some((a) => typeof a !== "string"))
-    ) {
-      fail(
-        "VALIDATION",
-        where,
-        `args must be an array of strings, got ${describeValue(opts.args)}`,
-      );
-    }
-    this.args = opts.args ?? [];
+    const command = normalizeCommand(opts.command, where);
+    if (command) this.command = command;
+    this.args = normalizeArgs(opts.args, where);
     this.scaling = normalizeScaling(opts.scaling, where);
     this.timeouts = normalizeTimeouts(opts.timeouts, where);
     this.links = opts.links ?? [];
-    this.include = opts.include ?? [];
+    this.include = normalizeInclude(opts.include, where);
     if (opts.ingress) this.ingress = opts.ingress;
     this.requiresAuth = opts.requiresAuth ?? true;
     if (typeof this.requiresAuth !== "boolean")
@@ -604,11 +584,142 @@ export class TaskEnvironment extends Environment {
   }
 }
 
+/** What a job is given when it runs as a function (`run: async (ctx) => …`). */
+export interface JobContext {
+  /** The job's inputs by name (File/Dir inputs: the path of their copy). */
+  inputs: Record<string, unknown>;
+  /** Internal endpoints of the apps it depends on, by name. */
+  endpoints: Record<string, string>;
+}
+
+export type JobFunction = (ctx: JobContext) => unknown;
+
+export interface JobEnvironmentOptions<
+  InputName extends string = string,
+> extends EnvironmentOptions {
+  /** A command to run (any language); `${VAR}` and `$NAME` expand. Give this or `run`. */
+  command?: string | string[];
+  args?: string[];
+  /** A TypeScript function to run (in caravan's runtime); it succeeds when it resolves. */
+  run?: JobFunction;
+  /** Files (relative to the declaring file) a command job needs at run time. */
+  include?: string[];
+  inputs?: Input<InputName>[];
+  /** Attempts after a failed one. @default 0 */
+  retries?: number;
+  timeouts?: {
+    /** Seconds one attempt may take. @default 600 */
+    run?: number;
+  };
+}
+
+const JOB_KEYS = [
+  ...COMMON_KEYS,
+  "command",
+  "args",
+  "run",
+  "include",
+  "inputs",
+  "retries",
+  "timeouts",
+];
+
+/**
+ * One-shot work that must succeed before what depends on it starts: a migration, a seed, an
+ * index build. It runs again only when its revision changes (spec, code, inputs, dependency
+ * endpoints, secrets); otherwise its last success counts.
+ * @example
+ * const migrate = new JobEnvironment({ name: "migrate", command: ["node", "migrate.mjs"], dependsOn: [db] });
+ * const api = new AppEnvironment({ name: "api", command: "node api.mjs", dependsOn: [migrate] });
+ */
+export class JobEnvironment<InputName extends string = string> extends Environment {
+  readonly [ENV_BRAND] = "job" as const;
+  readonly command?: string[];
+  readonly args: string[];
+  readonly include: string[];
+  readonly inputs: Input<InputName>[];
+  readonly retries: number;
+  readonly timeouts: { run: number };
+  /** @internal the function the runtime calls, for a function job. */
+  readonly runFunction?: JobFunction;
+
+  constructor(opts: JobEnvironmentOptions<InputName>) {
+    super(opts, "JobEnvironment", JOB_KEYS);
+    const where = `JobEnvironment "${this.name}"`;
+    const command = normalizeCommand(opts.command, where);
+    if (command) this.command = command;
+    if (opts.run !== undefined && typeof opts.run !== "function")
+      fail("VALIDATION", where, `run must be a function, got ${describeValue(opts.run)}`);
+    if (opts.run) this.runFunction = opts.run;
+    if (!command === !opts.run) {
+      fail(
+        "VALIDATION",
+        where,
+        command
+          ? "has both a command and a run function; give one"
+          : 'needs something to run: a command (command: ["node", "migrate.mjs"]) or a function (run: async (ctx) => { ... })',
+      );
+    }
+    this.args = normalizeArgs(opts.args, where);
+    if (opts.args?.length && !command)
+      fail("VALIDATION", where, "args are for a command job; a run function takes its inputs");
+    this.include = normalizeInclude(opts.include, where);
+    this.inputs = checkInputs(opts.inputs, where) as Input<InputName>[];
+    const retries = opts.retries ?? 0;
+    if (!Number.isInteger(retries) || retries < 0 || retries > 100)
+      fail(
+        "VALIDATION",
+        where,
+        `retries must be a whole number 0-100, got ${describeValue(retries)}`,
+      );
+    this.retries = retries;
+    const t = opts.timeouts;
+    if (t !== undefined && (!isPlainObject(t) || Object.keys(t).some((k) => k !== "run")))
+      fail(
+        "INVALID_TIMEOUT",
+        where,
+        `timeouts must be { run } in seconds, got ${describeValue(t)}`,
+      );
+    const run = t?.run ?? 600;
+    if (typeof run !== "number" || !(run > 0 && run <= 86_400))
+      fail(
+        "INVALID_TIMEOUT",
+        where,
+        `timeouts.run must be more than 0 and at most 86400 seconds, got ${describeValue(run)}`,
+      );
+    this.timeouts = { run };
+    this.register();
+  }
+
+  override spec(): JobSpec {
+    return {
+      kind: "job",
+      ...this.commonSpec(),
+      runKind: this.command ? "command" : "function",
+      command: this.command,
+      args: this.args,
+      include: this.include,
+      inputs: this.inputs.map((i) => i.toJSON() as InputSpec),
+      retries: this.retries,
+      timeouts: this.timeouts,
+    };
+  }
+}
+
 /** True for any caravan environment, from any copy of the package. */
 export function isEnvironment(value: unknown): value is Environment {
   if (!value || typeof value !== "object") return false;
   const brand = (value as Record<symbol, unknown>)[ENV_BRAND];
-  return brand === "app" || brand === "task";
+  return brand === "app" || brand === "task" || brand === "job";
+}
+
+export function isJobEnvironment(value: unknown): value is JobEnvironment {
+  return isEnvironment(value) && value.kind === "job";
+}
+
+/** An environment whose process gets inputs and files: an app or a job. */
+export function hasInputs(value: unknown): value is AppEnvironment | JobEnvironment {
+  return isAppEnvironment(value) || isJobEnvironment(value);
 }
 
 export function isTaskEnvironment(value: unknown): value is TaskEnvironment {
@@ -617,6 +728,34 @@ export function isTaskEnvironment(value: unknown): value is TaskEnvironment {
 
 export function isAppEnvironment(value: unknown): value is AppEnvironment {
   return isEnvironment(value) && value.kind === "app";
+}
+
+function normalizeCommand(command: unknown, where: string): string[] | undefined {
+  if (command === undefined) return undefined;
+  const cmd = typeof command === "string" ? command.split(/\s+/).filter(Boolean) : command;
+  if (!Array.isArray(cmd) || cmd.length === 0 || cmd.some((c) => typeof c !== "string")) {
+    fail(
+      "VALIDATION",
+      where,
+      `command must be a non-empty string or array of strings, got ${describeValue(command)}`,
+    );
+  }
+  return cmd as string[];
+}
+
+function normalizeArgs(args: unknown, where: string): string[] {
+  if (args !== undefined && (!Array.isArray(args) || args.some((a) => typeof a !== "string")))
+    fail("VALIDATION", where, `args must be an array of strings, got ${describeValue(args)}`);
+  return (args as string[] | undefined) ?? [];
+}
+
+function normalizeInclude(include: unknown, where: string): string[] {
+  if (
+    include !== undefined &&
+    (!Array.isArray(include) || include.some((a) => typeof a !== "string"))
+  )
+    fail("VALIDATION", where, `include must be an array of paths, got ${describeValue(include)}`);
+  return (include as string[] | undefined) ?? [];
 }
 
 function normalizePort(port: unknown, where: string): Port {

@@ -74,4 +74,18 @@ export interface TaskSpec extends CommonSpec {
   tasks: { id: string; retries?: number; timeout?: number; concurrency?: number }[];
 }
 
-export type EnvironmentSpec = AppSpec | TaskSpec;
+export interface JobSpec extends CommonSpec {
+  kind: "job";
+  /** A command (any language) or a TypeScript function run by caravan's runtime. */
+  runKind: "command" | "function";
+  command?: string[];
+  args: string[];
+  include: string[];
+  inputs: InputSpec[];
+  /** Attempts after a failed one. */
+  retries: number;
+  /** Seconds one attempt may take. */
+  timeouts: { run: number };
+}
+
+export type EnvironmentSpec = AppSpec | TaskSpec | JobSpec;

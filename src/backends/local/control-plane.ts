@@ -31,6 +31,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive, signalGroup } from "./os.ts";
+import { JobRunner } from "./jobs.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
@@ -107,6 +108,7 @@ export class ControlPlane implements Backend {
   private readonly scaleBackoff = new Map<string, { until: number; delayMs: number }>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
+  private readonly jobs: JobRunner;
   private readonly crashCounts = new Map<string, number>();
   /** Log rotations so far, by log file: a follower that sees the count change reads `.1`. */
   private readonly rotations = new Map<string, number>();
@@ -138,6 +140,11 @@ export class ControlPlane implements Backend {
       },
       link: async (scope, app) => this.loginLink(scope, app),
     };
+    this.jobs = new JobRunner({
+      store: this.store,
+      launchSpec: (row) => this.launchSpec(row, 0),
+      accepting: () => !this.stopping && !this.closed,
+    });
     this.gateway = new Gateway({
       authorize: (token, key) => tokens.verify(token, key),
       redeem: (code, key) => tokens.redeem(code, key),
@@ -158,6 +165,7 @@ export class ControlPlane implements Backend {
     this.housekeeping.unref();
     this.scaler = setInterval(() => this.autoscale(), SCALE_EVERY_MS);
     this.scaler.unref();
+    this.jobs.recover();
   }
 
   /**
@@ -268,7 +276,13 @@ export class ControlPlane implements Backend {
         );
       }
       const row = this.store.get(scope, req.name);
-      const running = req.kind === "task" ? this.tasks.has(key) : this.serving.has(key);
+      // A job has nothing running: its last success of this revision counts.
+      const running =
+        req.kind === "task"
+          ? this.tasks.has(key)
+          : req.kind === "job"
+            ? true
+            : this.serving.has(key);
       if (
         row &&
         row.revision === req.revision &&
@@ -276,6 +290,7 @@ export class ControlPlane implements Backend {
         row.desired === "running" &&
         row.state === "ready" &&
         running
+      if (req.kind === "job") return this.jobs.run(next);
       ) {
         this.store.event(scope, req.name, "unchanged", req.revision);
         return {
@@ -349,6 +364,28 @@ export class ControlPlane implements Backend {
       }
       // The new replicas take requests now; the old ones get no new ones and drain.
       this.store.upsert({ ...next, state: "ready" });
+  /** Runs a deployed job again (`caravan job rerun`), its revision unchanged. */
+  async rerunJob(scope: Scope, name: string): Promise<DeployResult> {
+    const row = this.store.get(scope, name);
+    if (!row)
+      throw notDeployed(
+        scope,
+        [name],
+        this.store.list(scope).map((r) => r.name),
+      );
+    if (row.kind !== "job") {
+      throw new CaravanError(
+        "USAGE",
+        `${name} is ${row.kind === "app" ? "an app" : "a task environment"}, not a job: caravan job rerun runs a JobEnvironment again`,
+      );
+    }
+    const key = keyOf(scope, name);
+    return this.serialized(key, async () => {
+      this.store.event(scope, name, "rerun", row.revision);
+      return this.jobs.run({ ...row, desired: "running" });
+    });
+  }
+
       this.serving.set(key, next);
       this.gateway.setOptions(key, routeOf(next));
       this.targets.set(key, fresh.length);
@@ -420,12 +457,15 @@ export class ControlPlane implements Backend {
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
     return this.store.list(scope).map((row) => {
+      if (row.kind === "job") return { ...status, jobRuns: this.store.jobRuns(row, row.name) };
       const key = keyOf(row, row.name);
       // Ready replicas of an app, loaded workers of a task environment: one process each.
       const pids =
         row.kind === "task"
           ? this.tasks.pids(key)
-          : (this.replicas.get(key) ?? []).map((r) => r.proc.pid);
+          : row.kind === "job"
+            ? this.jobs.pids(key)
+            : (this.replicas.get(key) ?? []).map((r) => r.proc.pid);
       const status = this.store.toStatus(
         row,
         pids.map((pid) => ({ id: `pid-${pid}`, ready: true, pid })),
@@ -587,6 +627,8 @@ export class ControlPlane implements Backend {
       names,
       { cascade: opts.cascade ?? false, verb: forget ? "delete" : "stop" },
     );
+      // A job's attempt holds its key until it ends: stopped first, so this does not wait.
+      await this.jobs.cancel(key);
     for (const name of order) {
       const key = keyOf(scope, name);
       await this.serialized(key, async () => {
@@ -978,7 +1020,8 @@ export class ControlPlane implements Backend {
       startTimeoutMs: (spec.kind === "app" ? spec.timeouts.start : 60) * 1000,
       env,
     };
-    if (spec.kind === "app" && spec.serveKind === "command" && argv.length) {
+    // A command app or job runs its command; a JS app, task worker or function job the runtime.
+    if (spec.kind !== "task" && argv.length) {
       return {
         ...base,
         mode: {
@@ -986,7 +1029,7 @@ export class ControlPlane implements Backend {
           argv,
           // With `include`, the command runs in its file snapshot.
           cwd: req.files && spec.include.length ? req.files.dir : req.code.sourceRoot,
-          readiness: spec.readiness,
+          ...(spec.kind === "app" ? { readiness: spec.readiness } : {}),
         },
       };
     }

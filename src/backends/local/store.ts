@@ -9,17 +9,19 @@ import type {
   EnvironmentState,
   EnvironmentStatus,
   InstanceStatus,
+  JobRun,
   RunFilter,
   RunRecord,
   Scope,
 } from "../contract.ts";
+import type { EnvironmentKind } from "../../sdk/environment.ts";
 import { endpointsFor } from "./os.ts";
 
 export interface EnvironmentRow {
   project: string;
   domain: string;
   name: string;
-  kind: "app" | "task";
+  kind: EnvironmentKind;
   revision: string;
   /** The last deploy request, so the environment can be started again without a client. */
   request: DeployRequest;
@@ -87,6 +89,14 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE UNIQUE INDEX IF NOT EXISTS runs_by_request ON runs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_by_task ON runs (project, domain, task, status, created_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- A job's runs: one row per attempt, kept while the job exists (the newest 50 of each).
+CREATE TABLE IF NOT EXISTS job_runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, revision TEXT NOT NULL,
+  attempt INTEGER NOT NULL, status TEXT NOT NULL, exit_code INTEGER, error TEXT,
+  started_at TEXT NOT NULL, finished_at TEXT, duration_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (project, domain, name, id);
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
   project TEXT NOT NULL, domain TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, message TEXT
@@ -210,6 +220,64 @@ export class Store {
 
   remove(scope: Scope, name: string): void {
     this.stmts.remove.run(scope.project, scope.domain, name);
+    this.db
+      .prepare("DELETE FROM job_runs WHERE project = ? AND domain = ? AND name = ?")
+      .run(scope.project, scope.domain, name);
+  }
+
+  /** Records the start of a job's attempt; returns its id for `finishJobRun`. */
+  startJobRun(scope: Scope, name: string, revision: string, attempt: number): number {
+    const r = this.db
+      .prepare(
+        "INSERT INTO job_runs (project, domain, name, revision, attempt, status, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+      )
+      .run(scope.project, scope.domain, name, revision, attempt, now());
+    this.db
+      .prepare(
+        "DELETE FROM job_runs WHERE project = ? AND domain = ? AND name = ? AND id <= (SELECT id FROM job_runs WHERE project = ? AND domain = ? AND name = ? ORDER BY id DESC LIMIT 1 OFFSET 50)",
+      )
+      .run(scope.project, scope.domain, name, scope.project, scope.domain, name);
+    return Number(r.lastInsertRowid);
+  }
+
+  finishJobRun(
+    id: number,
+    outcome: { status: "succeeded" | "failed"; exitCode: number | null; error?: string },
+  ): void {
+    this.db
+      .prepare(
+        "UPDATE job_runs SET status = ?, exit_code = ?, error = ?, finished_at = ?, duration_ms = CAST((julianday(?) - julianday(started_at)) * 86400000 AS INTEGER) WHERE id = ?",
+      )
+      .run(outcome.status, outcome.exitCode, outcome.error ?? null, now(), now(), id);
+  }
+
+  /** Attempts still marked running (their control plane died): they failed. */
+  interruptJobRuns(): void {
+    this.db
+      .prepare(
+        "UPDATE job_runs SET status = 'failed', error = 'interrupted: the control plane stopped while it ran', finished_at = ? WHERE status = 'running'",
+      )
+      .run(now());
+  }
+
+  /** A job's runs, newest first. */
+  jobRuns(scope: Scope, name: string, limit = 5): JobRun[] {
+    return (
+      this.db
+        .prepare(
+          "SELECT * FROM job_runs WHERE project = ? AND domain = ? AND name = ? ORDER BY id DESC LIMIT ?",
+        )
+        .all(scope.project, scope.domain, name, limit) as Raw[]
+    ).map((r) => ({
+      revision: r.revision,
+      attempt: r.attempt,
+      status: r.status,
+      ...(r.exit_code !== null || r.status === "failed" ? { exitCode: r.exit_code } : {}),
+      ...(r.error ? { error: r.error } : {}),
+      startedAt: r.started_at,
+      ...(r.finished_at ? { finishedAt: r.finished_at } : {}),
+      ...(r.duration_ms !== null ? { durationMs: r.duration_ms } : {}),
+    }));
   }
 
   portsOf(scope: Scope, name: string): AppPorts | undefined {

@@ -315,9 +315,78 @@ function describeCommand(spec: LaunchSpec): string {
     : "the caravan runtime";
 }
 
-function indent(text: string): string {
+export function indent(text: string): string {
   return text
     .split("\n")
     .map((l) => `    ${l}`)
     .join("\n");
+}
+
+/** How a one-shot process (a job's attempt) ended. */
+export interface RunOutcome {
+  code: number | null;
+  signal: string | null;
+  /** It ran past its time and was stopped. */
+  timedOut: boolean;
+  /** Its last log lines (what this attempt wrote). */
+  tail: string;
+}
+
+/**
+ * Runs a job's attempt to its end: the command (or the runtime, for a function job) with its
+ * output appended to the environment's log, stopped once it runs past `timeoutMs`. `onSpawn`
+ * gets the process as soon as it exists (to record it, so a new control plane finds it).
+ */
+export async function runOnce(
+  spec: LaunchSpec,
+  timeoutMs: number,
+  onSpawn: (proc: AppProcess) => void = () => {},
+): Promise<RunOutcome> {
+  const offset = fileSize(spec.logFile);
+  const fd = openSync(spec.logFile, "a");
+  writeSync(fd, `[caravan] ${new Date().toISOString()} running ${spec.name}\n`);
+  let child: ChildProcess;
+  try {
+    const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env };
+    const [cmd, ...args] =
+      spec.mode.kind === "runtime"
+        ? [process.execPath, "--enable-source-maps", spec.mode.runtimeMain]
+        : spec.mode.argv;
+    if (spec.mode.kind === "runtime") env[RUNTIME_ENV] = JSON.stringify(spec.mode.config);
+    child = spawn(cmd!, args, {
+      stdio: ["ignore", fd, fd],
+      detached: true,
+      env,
+      cwd: spec.mode.kind === "runtime" ? spec.mode.config.sourceRoot : spec.mode.cwd,
+    });
+  } finally {
+    closeSync(fd);
+  }
+  const exited = new Promise<ExitInfo & { error?: Error }>((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+    child.once("error", (error) => resolve({ code: null, signal: null, error }));
+  });
+  if (child.pid === undefined) {
+    const { error } = await exited;
+    throw new CaravanError(
+      "JOB_FAILED",
+      `${spec.name}: could not start ${describeCommand(spec)}: ${error?.message ?? "spawn failed"}`,
+    );
+  }
+  child.unref();
+  const proc = new AppProcess(child.pid, processStartTime(child.pid) ?? "", exited, child);
+  onSpawn(proc);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    void proc.stop(2000);
+  }, timeoutMs);
+  const info = await exited;
+  clearTimeout(timer);
+  const end = info.signal ? `on ${info.signal}` : `with code ${info.code}`;
+  appendFileSync(
+    spec.logFile,
+    `[caravan] ${new Date().toISOString()} ${spec.name} ${timedOut ? "ran out of time and was stopped" : `exited ${end}`}\n`,
+  );
+  return { code: info.code, signal: info.signal, timedOut, tail: logTail(spec.logFile, offset) };
 }

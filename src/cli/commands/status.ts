@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { openBackend } from "../../api.ts";
+import type { JobRun } from "../../backends/contract.ts";
 import { headline } from "../../errors.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
@@ -37,6 +38,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
           ...(e.replicas !== undefined ? { replicas: e.replicas } : {}),
           ...(e.desiredReplicas !== undefined ? { desiredReplicas: e.desiredReplicas } : {}),
           ...(e.traffic ? { traffic: e.traffic } : {}),
+          ...(e.jobRuns ? { jobRuns: e.jobRuns } : {}),
           ...(e.error ? { error: e.error } : {}),
         })),
       });
@@ -59,7 +61,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       String(e.restarts),
       // A process by its pid, a pod by its name; "(starting)" until it serves.
       e.instances.map((i) => `${i.pid ?? i.id}${i.ready ? "" : " (starting)"}`).join(",") || "-",
-      e.endpoint ?? "-",
+      e.kind === "job" ? lastRunOf(e.jobRuns) : (e.endpoint ?? "-"),
     ]);
     const head = [
       "NAME",
@@ -69,7 +71,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       "REVISION",
       "RESTARTS",
       "INSTANCES",
-      "ENDPOINT",
+      "ENDPOINT / LAST RUN",
     ];
     printTable(head, rows);
     for (const e of envs) {
@@ -79,4 +81,14 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       info(color.red(`${e.name}: ${reason} (see: caravan logs ${e.name} --tail 20)`));
     }
   });
+}
+
+/** A job's last run, for the table: "succeeded (exit 0, 1.2 s)". */
+function lastRunOf(runs: JobRun[] | undefined): string {
+  const last = runs?.[0];
+  if (!last) return "never ran";
+  if (last.status === "running") return `running since ${last.startedAt}`;
+  const exit = last.exitCode === undefined ? "" : `exit ${last.exitCode ?? "by signal"}, `;
+  const took = last.durationMs === undefined ? "" : `${(last.durationMs / 1000).toFixed(1)} s`;
+  return `${last.status} (${exit}${took})`;
 }

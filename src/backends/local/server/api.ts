@@ -71,6 +71,12 @@ export function buildApi(
   app.get(ROUTES.health, async () => ({ ok: true, pid: process.pid }));
 
   app.post<{ Body: DeployRequest }>(ROUTES.deploy, async (req) => plane.deploy(req.body));
+  app.post<{ Params: { name: string }; Body: { scope?: Scope } }>(ROUTES.jobRerun, async (req) => {
+    const scope = req.body?.scope;
+    if (typeof scope?.project !== "string" || typeof scope?.domain !== "string")
+      throw new CaravanError("USAGE", 'a rerun needs a JSON body {"scope": {"project", "domain"}}');
+    return plane.rerunJob(scope, req.params.name);
+  });
 
   app.post<{ Body: { scope: Scope; names: string[] } }>(ROUTES.reserve, async (req) => ({
     endpoints: await plane.reserve(req.body.scope, req.body.names),
