@@ -4,14 +4,8 @@
  * the daemon exposes the same object over HTTP. All state that must survive a restart is
  * in the store; `recover()` adopts what still runs and restarts what died.
  */
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  writeFileSync,
-  statSync,
-  truncateSync,
-} from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { CaravanError, headline } from "../../errors.ts";
 import type {
@@ -38,20 +32,13 @@ import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore } from "./tokens.ts";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
+import { LogKeeper, readSlice, tailLines } from "./logs.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
 import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { tcpOpen } from "../../sdk/probe.ts";
-import {
-  adopt,
-  readRange,
-  spawnApp,
-  type AppProcess,
-  type Launch,
-  type LaunchSpec,
-} from "./supervisor.ts";
+import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
 
-const MAX_LOG_BYTES = 10 * 1024 * 1024;
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
 const BACKOFF_FIRST_MS = 250;
 const BACKOFF_MAX_MS = 30_000;
@@ -110,8 +97,8 @@ export class ControlPlane implements Backend {
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private readonly jobs: JobRunner;
   private readonly crashCounts = new Map<string, number>();
-  /** Log rotations so far, by log file: a follower that sees the count change reads `.1`. */
-  private readonly rotations = new Map<string, number>();
+  /** Keeps every app's log under its cap as it is written (see logs.ts). */
+  private readonly logKeeper = new LogKeeper();
   /** Loaded but not started revisions (two-phase start), by environment key. */
   private readonly prepared = new Map<string, Starting & { revision: string; go: () => void }>();
   /** Port allocation is serialised: two allocations must never pick the same free port. */
@@ -152,14 +139,14 @@ export class ControlPlane implements Backend {
     });
     this.tasks = new TaskRunner(this.store, {
       spawnWorker: (row) => {
-        const launch = spawnApp(this.launchSpec(row, 0));
+        const launch = this.spawnLogged(this.launchSpec(row, 0));
         this.record(row, launch, 0);
         return launch;
       },
       forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
     });
     this.housekeeping = setInterval(() => {
-      this.rotateLogs();
+      this.sweepLogs();
       this.tasks.reap();
     }, 30_000);
     this.housekeeping.unref();
@@ -534,36 +521,46 @@ export class ControlPlane implements Backend {
       );
     const file = logFile(this.paths, scope.project, scope.domain, name);
     let offset = 0;
-    if (existsSync(file)) {
-      const size = statSync(file).size;
-      const start = Math.max(0, size - 4 * 1024 * 1024);
-      const lines = readRange(file, start, size).split("\n");
-      if (start > 0) lines.shift(); // began mid-line
-      if (lines.at(-1) === "") lines.pop();
-      const tail = opts.tail === undefined ? lines : lines.slice(-opts.tail);
-      for (const line of tail) yield line;
-      offset = size;
+    // Read backwards from the end, never the whole file, and never synchronously.
+    const first = await tailLines(file, opts.tail).catch(() => undefined);
+    if (first) {
+      for (const line of first.lines) yield line;
+      offset = first.end;
     }
     let partial = "";
-    let rotations = this.rotations.get(file) ?? 0;
+    let rotations = this.logKeeper.rotation(file).count;
+    // A follower reads at most this much per poll: behind a chatty app, it skips ahead.
+    const perPoll = 4 * 1024 * 1024;
     while (opts.follow && !opts.signal?.aborted) {
       await new Promise((r) => setTimeout(r, 200));
-      if (!existsSync(file)) continue;
       let rotated = "";
-      if ((this.rotations.get(file) ?? 0) !== rotations) {
-        // Copy-truncated since the last poll: the rest of what we had not read is in `.1`.
-        rotations = this.rotations.get(file) ?? 0;
+      const rotation = this.logKeeper.rotation(file);
+      if (rotation.count !== rotations) {
+        // Rotated since the last poll: the rest of what we had not read is in `.1`, which
+        // begins at `base` of the old file.
+        rotations = rotation.count;
         try {
-          rotated = readRange(`${file}.1`, offset, statSync(`${file}.1`).size);
+          const kept = (await stat(`${file}.1`)).size;
+          const from = Math.max(0, offset - rotation.base, kept - perPoll);
+          rotated = await readSlice(`${file}.1`, from, kept);
         } catch {
           /* rotated again meanwhile: that part is gone */
         }
         offset = 0;
       }
-      const size = statSync(file).size;
+      let size: number;
+      try {
+        size = (await stat(file)).size;
+      } catch {
+        continue; // no log (yet)
+      }
       if (size < offset) offset = 0;
       if (size === offset && !rotated) continue;
-      const chunk = partial + rotated + readRange(file, offset, size);
+      if (size - offset > perPoll) {
+        offset = size - perPoll;
+        partial = "";
+      }
+      const chunk = partial + rotated + (await readSlice(file, offset, size));
       offset = size;
       const lines = chunk.split("\n");
       partial = lines.pop() ?? "";
@@ -599,6 +596,7 @@ export class ControlPlane implements Backend {
     this.closed = true;
     clearInterval(this.housekeeping);
     clearInterval(this.scaler);
+    this.logKeeper.close();
     await this.gateway.closeAll();
     await Promise.allSettled([...this.retiring.keys()]);
     for (const t of this.restartTimers.values()) clearTimeout(t);
@@ -641,6 +639,7 @@ export class ControlPlane implements Backend {
           this.store.remove(scope, name);
           this.store.releasePort(scope, name);
           this.tokenStore.forgetApp(key);
+          await this.logKeeper.remove(logFile(this.paths, scope.project, scope.domain, name));
         } else this.store.setState(scope, name, "stopped");
         this.store.event(scope, name, forget ? "deleted" : "stopped");
       });
@@ -716,7 +715,7 @@ export class ControlPlane implements Backend {
     const port = await this.replicaPort();
     let launch: Launch;
     try {
-      launch = spawnApp(this.launchSpec(row, port), gate);
+      launch = this.spawnLogged(this.launchSpec(row, port), gate);
     } catch (e) {
       this.reservedPorts.delete(port);
       throw e;
@@ -1072,20 +1071,17 @@ export class ControlPlane implements Backend {
     return file;
   }
 
-  private rotateLogs(): void {
-    for (const row of this.store.list()) {
-      const file = logFile(this.paths, row.project, row.domain, row.name);
-      try {
-        if (statSync(file).size > MAX_LOG_BYTES) {
-          // copy-truncate: the app keeps its O_APPEND descriptor and writes on at the new end.
-          copyFileSync(file, `${file}.1`);
-          truncateSync(file, 0);
-          this.rotations.set(file, (this.rotations.get(file) ?? 0) + 1);
-        }
-      } catch {
-        /* no log yet */
-      }
-    }
+  /** Spawns a process and keeps its log under the cap as it writes (see logs.ts). */
+  private spawnLogged(spec: LaunchSpec, gate?: Promise<void>): Launch {
+    const launch = spawnApp(spec, gate);
+    this.logKeeper.watch(spec.logFile);
+    return launch;
+  }
+
+  /** Every app's log is watched (an adopted app's too) and checked now and then anyway. */
+  private sweepLogs(): void {
+    for (const row of this.store.list())
+      this.logKeeper.watch(logFile(this.paths, row.project, row.domain, row.name));
   }
 
   /** Runs `fn` after every earlier operation on the same environment. */
