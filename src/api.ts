@@ -207,6 +207,10 @@ export async function previewEnvironments(
   config: ResolvedConfig,
   opts: DeployOptions = {},
 ): Promise<{ plan: Plan; changes?: Map<string, Change> }> {
+  if (!opts.backend) {
+    const { backendProvider } = await import("./backends/registry.ts");
+    if (!(await backendProvider(config)).previews) return { plan: await planLazily(envs, config) };
+  }
   const running = opts.backend ?? (await runningBackend(config));
   try {
     // Nothing to ask (no control plane runs, or a backend that cannot tell): the plan alone.
@@ -218,6 +222,25 @@ export async function previewEnvironments(
     return { plan: ready.plan, changes };
   } finally {
     if (running && !opts.backend) await running.close();
+  }
+}
+
+/**
+ * The plan alone, from a backend that cannot preview: it is asked nothing (nor started)
+ * unless an AppEndpoint names an app outside the plan, which must then be deployed there.
+ */
+async function planLazily(envs: unknown[], config: ResolvedConfig): Promise<Plan> {
+  try {
+    return planDeployment(envs, { project: config.project, domain: config.domain });
+  } catch (e) {
+    if (!(e instanceof CaravanError) || e.code !== "UNKNOWN_APP_ENDPOINT" || !e.details.appName)
+      throw e;
+  }
+  const running = await runningBackend(config);
+  try {
+    return await planOnly(envs, config, running);
+  } finally {
+    await running?.close();
   }
 }
 

@@ -60,6 +60,11 @@ export interface BackendProvider {
    * without, resolves undefined when there is nothing running to talk to.
    */
   open(config: ResolvedConfig, opts: { start: boolean }): Promise<Backend | undefined>;
+  /**
+   * Its backends can say what a deploy would change (`Backend.preview`), so `plan` connects
+   * to it. Without, `plan` asks it nothing unless an AppEndpoint names an app outside the plan.
+   */
+  readonly previews?: boolean;
   /** Secret management, when the backend has it. */
   secrets?(config: ResolvedConfig): SecretAccess;
   /** Its daemon on this machine, when it has one. */

@@ -11,6 +11,7 @@ import { kubernetesSecrets } from "./secrets.ts";
 
 export const provider: BackendProvider = {
   name: "kubernetes",
+  previews: true,
   async open(config: ResolvedConfig) {
     return new KubernetesBackend(loadKubeClient(config.kubernetes), config);
   },

@@ -8,17 +8,30 @@ import type { ResolvedConfig } from "../../sdk/config.ts";
 import type { Backend } from "../contract.ts";
 import { HttpBackend } from "../http-client.ts";
 import type { BackendProvider, DaemonControl, SecretAccess } from "../registry.ts";
-import { daemonStatus, ensureDaemon, ensureToken, stopDaemon } from "./daemon.ts";
+import { CaravanError } from "../../errors.ts";
+import { daemonStatus, ensureDaemon, ensureToken, stopDaemon, tokenFor } from "./daemon.ts";
 import { homePaths } from "./home.ts";
 import { SecretStore } from "./secrets.ts";
+
+/** The credential for a `controlPlane` this home did not start: given explicitly, never guessed. */
+export const CONTROL_PLANE_TOKEN_ENV = "CARAVAN_CONTROL_PLANE_TOKEN";
 
 async function open(
   config: ResolvedConfig,
   opts: { start: boolean },
 ): Promise<Backend | undefined> {
   if (config.controlPlane) {
-    // A control plane at a configured address: not ours to start.
-    return new HttpBackend(config.controlPlane, ensureToken(homePaths()));
+    // A control plane at a configured address: not ours to start. The home's token goes only
+    // to the control plane this home started (a config file may come with a cloned repository).
+    const token = tokenFor(config.controlPlane) ?? process.env[CONTROL_PLANE_TOKEN_ENV];
+    if (!token) {
+      throw new CaravanError(
+        "UNAUTHORIZED",
+        `controlPlane ${config.controlPlane}${config.file ? ` (set in ${config.file})` : ""} is not the control plane this CARAVAN_HOME started, so it is not sent this home's token: set ${CONTROL_PLANE_TOKEN_ENV} to that control plane's own token, or remove controlPlane from the config to use the local one`,
+        { controlPlane: config.controlPlane },
+      );
+    }
+    return new HttpBackend(config.controlPlane, token);
   }
   if (opts.start) {
     const daemon = await ensureDaemon();

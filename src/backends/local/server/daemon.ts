@@ -67,6 +67,9 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
   // Apps keep running when the daemon is told to stop by a signal; `server stop` stops them.
   process.on("SIGTERM", () => void stop(false));
   process.on("SIGINT", () => void stop(false));
+  // What `caravan server stop` sends when it cannot use the API (the token file was lost):
+  // stop with the apps. Only the daemon's owner (or root) can send it.
+  process.on("SIGUSR2", () => void stop(true));
   process.stderr.write(`caravan control plane ${url} pid ${process.pid}\n`);
 }
 
