@@ -37,11 +37,21 @@ import {
 } from "./cluster-gateway.ts";
 import { ClusterTokens } from "./cluster-tokens.ts";
 import { Exposure } from "./exposure.ts";
+import { jobRunOf, rerunJobEnvironment, runJobEnvironment } from "./jobs.ts";
+import type { Job } from "./runs.ts";
 import { ApiError, KubeClient, resourcePath, type ResourceKind } from "./client.ts";
 import { teardownOrder } from "../teardown.ts";
 import { NamespaceWatch, type Deployment, type Pod } from "./watch.ts";
 import { ClusterRuns } from "./runs.ts";
-import { isUnchanged, recordOf, stateOf, taskStateOf, type Recorded } from "./records.ts";
+import {
+  isUnchanged,
+  jobStateOf,
+  newest,
+  recordOf,
+  stateOf,
+  taskStateOf,
+  type Recorded,
+} from "./records.ts";
 import { registerTasks, registrationJob } from "./registration.ts";
 import { ContentStore, contentFor } from "./content.ts";
 import {
@@ -49,6 +59,7 @@ import {
   LABELS,
   MANAGED_BY,
   appObjects,
+  jobObjects,
   autoscaled,
   initialReplicas,
   environmentLabels,
@@ -183,6 +194,17 @@ export class KubernetesBackend implements Backend {
       }
       return { status: "ready", revision: req.revision };
     }
+    if (req.spec.kind === "job") {
+      // Ready once its Job completed (jobs.ts); its dependents are applied after that.
+      try {
+        await runJobEnvironment(this.client, { ...req, spec: req.spec }, ctx, (o) =>
+          this.apply(o, req.name),
+        );
+      } finally {
+        (await this.recordedIn(req.scope)).delete(req.name);
+      }
+      return { status: "ready", revision: req.revision };
+    }
     ctx.route = routeAnnotations(req.spec, publicPort);
     const app = { ...req, spec: req.spec };
     // Independent objects: one round trip for all (a pod waits for its inputs ConfigMap anyway).
@@ -212,7 +234,7 @@ export class KubernetesBackend implements Backend {
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
     const namespace = scope ? this.namespaceOf(scope) : undefined;
     const managed = scope ? selector(scopeLabels(scope)) : `${MANAGED_BY}=caravan`;
-    const [deployments, markers, pods, slices, services, ingresses] = await Promise.all([
+    const [deployments, markers, pods, slices, services, ingresses, jobs] = await Promise.all([
       this.client.list<Deployment>("Deployment", namespace, managed),
       this.client.list<KubeObject>("ConfigMap", namespace, `${managed},${LABELS.kind}=task`),
       this.client.list<Pod>("Pod", namespace, managed),
@@ -227,6 +249,7 @@ export class KubernetesBackend implements Backend {
         namespace,
         managed,
       ),
+      this.client.list<Job>("Job", namespace, `${managed},${LABELS.kind}=job`),
     ]);
     const out: EnvironmentStatus[] = [];
     for (const d of deployments.items) {
@@ -289,6 +312,47 @@ export class KubernetesBackend implements Backend {
         instances: [],
         dependsOn: r.dependsOn,
         updatedAt: r.deployedAt,
+      });
+    }
+    // Jobs: one environment per job, recorded by its newest Job; the others are its history.
+    const byJob = new Map<string, { record: Recorded; jobs: Job[] }>();
+    for (const j of jobs.items) {
+      const r = recordOf(j);
+      if (!r) continue;
+      const key = `${r.namespace}/${r.name}`;
+      const seen = byJob.get(key);
+      byJob.set(key, {
+        record: newest(seen?.record, r),
+        jobs: [...(seen?.jobs ?? []), j],
+      });
+    }
+    for (const { record: r, jobs: own } of byJob.values()) {
+      const runs = own
+        .sort((a, b) =>
+          String(b.metadata.creationTimestamp ?? "").localeCompare(
+            String(a.metadata.creationTimestamp ?? ""),
+          ),
+        )
+        .map(jobRunOf);
+      const active = pods.items.filter(
+        (p) =>
+          p.metadata.namespace === r.namespace &&
+          p.metadata.labels?.[LABELS.environment] === r.name &&
+          (p.status as { phase?: string } | undefined)?.phase === "Running",
+      );
+      out.push({
+        project: r.scope.project,
+        domain: r.scope.domain,
+        name: r.name,
+        kind: "job",
+        ...jobStateOf(r),
+        revision: r.revision,
+        restarts: 0,
+        pids: [],
+        instances: active.map((p) => ({ id: p.metadata.name, ready: true })),
+        dependsOn: r.dependsOn,
+        updatedAt: r.deployedAt,
+        jobRuns: runs,
       });
     }
     return out.sort((a, b) =>
@@ -362,6 +426,12 @@ export class KubernetesBackend implements Backend {
     }
   }
 
+  /** `caravan job rerun`: the job's newest Job run again under a new name (jobs.ts). */
+  async rerunJob(scope: Scope, name: string): Promise<DeployResult> {
+    const revision = await rerunJobEnvironment(this.client, this.namespaceOf(scope), scope, name);
+    return { status: "ready", revision };
+  }
+
   /** A run is one Job (see runs.ts). */
   startRun(req: RunRequest, opts: { waitMs?: number } = {}): Promise<RunRecord> {
     return this.runs.start(req, opts.waitMs);
@@ -416,7 +486,9 @@ export class KubernetesBackend implements Backend {
     const own =
       req.spec.kind === "task"
         ? [...taskObjects(req, ctx), registrationJob({ ...req, spec: req.spec }, ctx)]
-        : appObjects({ ...req, spec: req.spec }, ctx);
+        : req.spec.kind === "job"
+          ? jobObjects({ ...req, spec: req.spec }, ctx)
+          : appObjects({ ...req, spec: req.spec }, ctx);
     return [...content, ...own];
   }
 
@@ -541,14 +613,16 @@ export class KubernetesBackend implements Backend {
     if (!listing) {
       listing = (async () => {
         const managed = selector(scopeLabels(scope));
-        const [deployments, markers] = await Promise.all([
+        const [deployments, markers, jobs] = await Promise.all([
           this.client.list<Deployment>("Deployment", namespace, managed),
           this.client.list<KubeObject>("ConfigMap", namespace, `${managed},${LABELS.kind}=task`),
+          this.client.list<KubeObject>("Job", namespace, `${managed},${LABELS.kind}=job`),
         ]);
         const out = new Map<string, Recorded>();
-        for (const o of [...deployments.items, ...markers.items]) {
+        for (const o of [...deployments.items, ...markers.items, ...jobs.items]) {
           const r = recordOf(o);
-          if (r) out.set(r.name, r);
+          // A job has a Job per run: its newest one is its record.
+          if (r) out.set(r.name, newest(out.get(r.name), r));
         }
         return out;
       })();
@@ -594,8 +668,10 @@ export class KubernetesBackend implements Backend {
 
   /** Scales an app to zero and records that it is stopped (its definition stays). */
   private async stopEnvironment(namespace: string, r: Recorded): Promise<void> {
-    const kind: ResourceKind = r.kind === "app" ? "Deployment" : "ConfigMap";
-    const name = r.kind === "app" ? r.name : taskMarkerName(r.name);
+    const kind: ResourceKind =
+      r.kind === "app" ? "Deployment" : r.kind === "job" ? "Job" : "ConfigMap";
+    const name =
+      r.kind === "app" ? r.name : r.kind === "job" ? r.job!.metadata.name : taskMarkerName(r.name);
     await this.client.call("PATCH", resourcePath(kind, namespace, name), {
       body: {
         metadata: { annotations: { [ANNOTATIONS.desired]: "stopped" } },

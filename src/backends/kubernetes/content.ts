@@ -158,7 +158,11 @@ export function contentFor(
     now: new Date().toISOString(),
     ...(registry ? { registry } : {}),
   };
-  if (req.spec.kind === "task" || req.spec.serveKind !== "command") {
+  // Whatever runs in caravan's runtime: a task environment, a JS app, a function job.
+  const inRuntime =
+    req.spec.kind === "task" ||
+    (req.spec.kind === "app" ? req.spec.serveKind !== "command" : req.spec.runKind === "function");
+  if (inRuntime) {
     const runtime = runtimeContent(req, namespace);
     content.push(runtime.object);
     ctx.runtime = { name: runtime.object.metadata.name, items: runtime.items };

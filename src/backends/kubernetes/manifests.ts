@@ -8,7 +8,7 @@
  * immutable, content-addressed ConfigMaps mounted into the app's image. A task environment is
  * its code ConfigMap and a marker ConfigMap that records its revision and tasks.
  */
-import type { AppSpec, DeployRequest, EnvironmentSpec, Scope } from "../contract.ts";
+import type { AppSpec, DeployRequest, EnvironmentSpec, JobSpec, Scope } from "../contract.ts";
 import { commandArgv, inputsDocument, launchEnvironment, type LaunchSource } from "../launch.ts";
 import {
   API_TOKEN_ENV,
@@ -199,57 +199,13 @@ export function appObjects(
   });
   const port = spec.port.port;
   const isCommand = spec.serveKind === "command";
-  const runtimeConfig: RuntimeConfig = {
-    kind: "app",
-    name: req.name,
-    project: req.scope.project,
-    domain: req.scope.domain,
-    entry: `${POD_PATHS.code}/${ctx.entry}`,
-    sourceRoot: POD_PATHS.workDir,
-    port,
-    host: "0.0.0.0",
-    endpoints: mapValues(req.dependencies, (e) => e.internalEndpoint),
-    publicEndpoints: mapValues(req.dependencies, (e) => e.endpoint),
-    inputs: ctx.inputs,
-  };
-  const containerEnv: Record<string, unknown>[] = Object.entries(env)
-    .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([name, value]) => ({ name, value }));
-  if (!isCommand) {
-    containerEnv.push({ name: RUNTIME_ENV, value: JSON.stringify(runtimeConfig) });
-    containerEnv.push({ name: HEALTH_PORT_ENV, value: String(HEALTH_PORT) });
-  }
-  if (ctx.api)
-    containerEnv.push({ name: API_TOKEN_ENV, valueFrom: { secretKeyRef: ctx.api.token } });
-  // Secret values never appear in the pod spec: the kubelet reads them from the Secret.
-  for (const s of spec.secrets)
-    containerEnv.push({
-      name: s.envVar,
-      valueFrom: { secretKeyRef: { name: ctx.secretName, key: s.key } },
-    });
-
-  const volumes: Record<string, unknown>[] = [
-    { name: "code", configMap: { name: ctx.code.name, items: ctx.code.items } },
-    {
-      name: "inputs",
-      configMap: { name: inputsName(req), items: [{ key: "inputs.json", path: "inputs.json" }] },
-    },
-  ];
-  const mounts: Record<string, unknown>[] = [
-    { name: "code", mountPath: POD_PATHS.code, readOnly: true },
-    { name: "inputs", mountPath: dirOf(POD_PATHS.inputsFile), readOnly: true },
-  ];
-  if (!isCommand) {
-    volumes.push({
-      name: "runtime",
-      configMap: { name: ctx.runtime.name, items: ctx.runtime.items },
-    });
-    mounts.push({ name: "runtime", mountPath: POD_PATHS.runtime, readOnly: true });
-  }
-  if (ctx.files) {
-    volumes.push({ name: "files", configMap: { name: ctx.files.name, items: ctx.files.items } });
-    mounts.push({ name: "files", mountPath: POD_PATHS.files, readOnly: true });
-  }
+  const { containerEnv, volumes, mounts } = processParts(
+    req,
+    ctx,
+    env,
+    isCommand ? undefined : port,
+  );
+  if (!isCommand) containerEnv.push({ name: HEALTH_PORT_ENV, value: String(HEALTH_PORT) });
 
   const probe = readinessProbe(spec);
   const startSeconds = spec.timeouts.start;
@@ -361,6 +317,154 @@ export function appObjects(
     });
   }
   return objects;
+}
+
+/**
+ * What a process of an app or job is given in its pod: its variables (caravan's runtime
+ * config when it runs in the runtime, the run token and secrets by reference) and the
+ * volumes it mounts (code, inputs, the runtime, its files). `runtimePort`: it runs in
+ * caravan's runtime (an app on that port; a function job on 0); undefined: a command.
+ */
+function processParts(
+  req: DeployRequest,
+  ctx: ManifestContext,
+  env: Record<string, string>,
+  runtimePort: number | undefined,
+) {
+  const spec = req.spec;
+  const containerEnv: Record<string, unknown>[] = Object.entries(env)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([name, value]) => ({ name, value }));
+  const inRuntime = runtimePort !== undefined;
+  if (inRuntime) {
+    const runtimeConfig: RuntimeConfig = {
+      kind: spec.kind === "job" ? "job" : "app",
+      name: req.name,
+      project: req.scope.project,
+      domain: req.scope.domain,
+      entry: `${POD_PATHS.code}/${ctx.entry}`,
+      sourceRoot: POD_PATHS.workDir,
+      port: runtimePort,
+      host: "0.0.0.0",
+      endpoints: mapValues(req.dependencies, (e) => e.internalEndpoint),
+      publicEndpoints: mapValues(req.dependencies, (e) => e.endpoint),
+      inputs: ctx.inputs,
+    };
+    containerEnv.push({ name: RUNTIME_ENV, value: JSON.stringify(runtimeConfig) });
+  }
+  if (ctx.api)
+    containerEnv.push({ name: API_TOKEN_ENV, valueFrom: { secretKeyRef: ctx.api.token } });
+  // Secret values never appear in the pod spec: the kubelet reads them from the Secret.
+  for (const s of spec.secrets)
+    containerEnv.push({
+      name: s.envVar,
+      valueFrom: { secretKeyRef: { name: ctx.secretName, key: s.key } },
+    });
+
+  const volumes: Record<string, unknown>[] = [
+    { name: "code", configMap: { name: ctx.code.name, items: ctx.code.items } },
+    {
+      name: "inputs",
+      configMap: { name: inputsName(req), items: [{ key: "inputs.json", path: "inputs.json" }] },
+    },
+  ];
+  const mounts: Record<string, unknown>[] = [
+    { name: "code", mountPath: POD_PATHS.code, readOnly: true },
+    { name: "inputs", mountPath: dirOf(POD_PATHS.inputsFile), readOnly: true },
+  ];
+  if (inRuntime) {
+    volumes.push({
+      name: "runtime",
+      configMap: { name: ctx.runtime.name, items: ctx.runtime.items },
+    });
+    mounts.push({ name: "runtime", mountPath: POD_PATHS.runtime, readOnly: true });
+  }
+  if (ctx.files) {
+    volumes.push({ name: "files", configMap: { name: ctx.files.name, items: ctx.files.items } });
+    mounts.push({ name: "files", mountPath: POD_PATHS.files, readOnly: true });
+  }
+  return { containerEnv, volumes, mounts };
+}
+
+/** The Job of one run of a job (JobEnvironment): its name from the revision (and a --force). */
+export function jobName(name: string, revision: string, again?: string): string {
+  const suffix = `-${revision}${again ? `-${again}` : ""}`;
+  return `${name.slice(0, 63 - suffix.length).replace(/-+$/, "")}${suffix}`;
+}
+
+/**
+ * A job: its inputs ConfigMap and one Job that must complete before its dependents are applied.
+ * The Job carries the environment's record (revision, dependencies); `retries` become
+ * `backoffLimit`, `timeouts.run` the deadline of every attempt together.
+ */
+export function jobObjects(
+  req: DeployRequest & { spec: JobSpec },
+  ctx: ManifestContext,
+  again?: string,
+): KubeObject[] {
+  const spec = req.spec;
+  const labels = environmentLabels(req.scope, req.name);
+  const src: LaunchSource = { ...req, inputs: ctx.inputs };
+  const env = launchEnvironment(src, {
+    inputsFile: POD_PATHS.inputsFile,
+    apiUrl: ctx.api?.url ?? "",
+  });
+  const isCommand = spec.runKind === "command";
+  const { containerEnv, volumes, mounts } = processParts(req, ctx, env, isCommand ? undefined : 0);
+  const k8s = spec.kubernetes ?? {};
+  const container: Record<string, unknown> = {
+    name: "job",
+    image: imageOf(spec, ctx.registry),
+    // A command's last lines say why it failed, where it wrote no message of its own.
+    terminationMessagePolicy: "FallbackToLogsOnError",
+    env: containerEnv,
+    volumeMounts: mounts,
+    ...resourcesOf(spec),
+    ...(isCommand
+      ? {
+          command: commandArgv(src, env, ""),
+          workingDir: ctx.files && spec.include.length ? POD_PATHS.files : POD_PATHS.workDir,
+        }
+      : {
+          command: ["node", `${POD_PATHS.runtime}/runtime/main.js`],
+          workingDir: POD_PATHS.workDir,
+        }),
+  };
+  const job: KubeObject = {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name: jobName(req.name, req.revision, again),
+      namespace: ctx.namespace,
+      labels: { ...labels, [LABELS.kind]: "job" },
+      annotations: {
+        [ANNOTATIONS.revision]: req.revision,
+        [ANNOTATIONS.dependsOn]: JSON.stringify(spec.dependsOn),
+        [ANNOTATIONS.desired]: "running",
+        [ANNOTATIONS.deployedAt]: ctx.now,
+      },
+    },
+    spec: {
+      backoffLimit: spec.retries,
+      activeDeadlineSeconds: spec.timeouts.run * (spec.retries + 1),
+      template: {
+        metadata: {
+          labels: { ...k8s.podLabels, ...labels, [LABELS.revision]: req.revision },
+          annotations: { ...k8s.podAnnotations, [ANNOTATIONS.revision]: req.revision },
+        },
+        spec: {
+          restartPolicy: "Never",
+          ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),
+          ...(k8s.nodeSelector ? { nodeSelector: k8s.nodeSelector } : {}),
+          ...(k8s.tolerations ? { tolerations: k8s.tolerations } : {}),
+          enableServiceLinks: false,
+          containers: [container],
+          volumes,
+        },
+      },
+    },
+  };
+  return [inputsObject(req, ctx, src), job];
 }
 
 /** `min < max` (declared): a HorizontalPodAutoscaler keeps the count within them. */

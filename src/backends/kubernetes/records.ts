@@ -8,18 +8,21 @@ import { headline } from "../../errors.ts";
 import { ANNOTATIONS, LABELS, type KubeObject } from "./manifests.ts";
 import type { RolloutState } from "./rollout.ts";
 import type { Deployment } from "./watch.ts";
+import type { Job } from "./runs.ts";
 
 /** One environment as the cluster records it. */
 export interface Recorded {
   name: string;
   namespace: string;
   scope: Scope;
-  kind: "app" | "task";
+  kind: "app" | "task" | "job";
   revision: string;
   dependsOn: string[];
   desired: "running" | "stopped";
   deployedAt: string;
   deployment?: Deployment;
+  /** A job: its newest Job (the run of its revision). */
+  job?: Job;
   /**
    * A task environment: whether its revision's code registered its tasks in the cluster
    * (undefined: a marker from before registrations, taken as registered), and why not.
@@ -38,7 +41,7 @@ export function recordOf(o: KubeObject): Recorded | undefined {
   const annotations = o.metadata.annotations ?? {};
   const name = labels[LABELS.environment];
   const revision = annotations[ANNOTATIONS.revision];
-  if (!name || !revision || (kind !== "app" && kind !== "task")) return undefined;
+  if (!name || !revision || (kind !== "app" && kind !== "task" && kind !== "job")) return undefined;
   let dependsOn: string[] = [];
   try {
     dependsOn = JSON.parse(annotations[ANNOTATIONS.dependsOn] ?? "[]") as string[];
@@ -55,6 +58,7 @@ export function recordOf(o: KubeObject): Recorded | undefined {
     desired: annotations[ANNOTATIONS.desired] === "stopped" ? "stopped" : "running",
     deployedAt: annotations[ANNOTATIONS.deployedAt] ?? "",
     ...(kind === "app" ? { deployment: o as Deployment } : {}),
+    ...(kind === "job" ? { job: o as Job } : {}),
     ...(kind === "task" ? registrationOf(annotations) : {}),
   };
 }
@@ -71,6 +75,8 @@ export function isUnchanged(r: Recorded, req: DeployRequest): boolean {
   if (r.revision !== req.revision || r.desired !== "running" || r.kind !== req.kind) return false;
   // A task environment whose registration failed, or never finished, registers again.
   if (r.kind === "task") return r.registration === undefined || r.registration === "ready";
+  // A job's last success counts; one that failed, or never finished, runs again.
+  if (r.kind === "job") return jobStateOf(r).state === "ready";
   const d = r.deployment;
   const s = d?.status ?? {};
   const desired = d?.spec?.replicas ?? 1;
@@ -107,4 +113,23 @@ export function taskStateOf(r: Recorded): { state: EnvironmentState; error?: str
     return { state: "failed", error: r.error ?? "its tasks could not be registered" };
   if (r.registration === "pending") return { state: "starting" };
   return { state: "ready" };
+}
+
+/** A job's state, from its newest Job: ready once it completed. */
+export function jobStateOf(r: Recorded): { state: EnvironmentState; error?: string } {
+  if (r.desired === "stopped") return { state: "stopped" };
+  const conditions = r.job?.status?.conditions ?? [];
+  const holds = (type: string) => conditions.find((c) => c.type === type && c.status === "True");
+  if (holds("Complete") || holds("SuccessCriteriaMet")) return { state: "ready" };
+  const failed = holds("Failed") ?? holds("FailureTarget");
+  if (failed)
+    return { state: "failed", error: `${failed.reason ?? "Failed"}: ${failed.message ?? ""}` };
+  return { state: "starting" };
+}
+
+/** The newest of an environment's records (a job has a Job per run). */
+export function newest(a: Recorded | undefined, b: Recorded): Recorded {
+  if (!a) return b;
+  const at = (r: Recorded) => String(r.job?.metadata.creationTimestamp ?? "");
+  return at(b) > at(a) ? b : a;
 }

@@ -9,16 +9,10 @@
 import { CaravanError, headline, type ErrorCode } from "../../errors.ts";
 import type { RegisterOutcome } from "../../runtime/protocol.ts";
 import type { DeployRequest, TaskSpec } from "../contract.ts";
-import { ApiError, type KubeClient } from "./client.ts";
+import type { KubeClient } from "./client.ts";
 import { taskObjects, type KubeObject, type ManifestContext } from "./manifests.ts";
-import { adviceFor, podFailure, type PodLike } from "./rollout.ts";
-import { REGISTRATION_TIMEOUT_SECONDS, jobOutcome, runJob, type Job } from "./runs.ts";
-
-/** Extra time over the Job's own deadline before caravan stops waiting for it. */
-const DEADLINE_SLACK_MS = 15_000;
-/** First poll after this long, then backing off to POLL_MAX_MS. */
-const POLL_FIRST_MS = 100;
-const POLL_MAX_MS = 1_000;
+import { completionOf, startJob } from "./completion.ts";
+import { REGISTRATION_TIMEOUT_SECONDS, jobOutcome, runJob } from "./runs.ts";
 
 type TaskRequest = DeployRequest & { spec: TaskSpec };
 
@@ -54,7 +48,16 @@ export async function registerTasks(
   let code: ErrorCode = "APP_NOT_READY";
   try {
     await startJob(client, job, req.force ?? false);
-    failure = await outcomeOf(client, job);
+    failure = await completionOf(client, job, {
+      timeoutSeconds: REGISTRATION_TIMEOUT_SECONDS,
+      what: "pulling the image and importing the code",
+      reason: async (seen) => {
+        const outcome = await jobOutcome<RegisterOutcome>(client, seen);
+        return outcome && !outcome.ok
+          ? `${outcome.error.name}: ${outcome.error.message}`
+          : undefined;
+      },
+    });
   } catch (e) {
     if (!(e instanceof CaravanError)) throw e;
     failure = e.message;
@@ -72,98 +75,4 @@ export async function registerTasks(
     `task environment "${req.name}" could not register its tasks (${where}): ${failure}`,
     { job: job.metadata.name },
   );
-}
-
-/**
- * Creates the Job, unless this revision has one already: a finished or running one is read
- * (a redeploy of a stopped environment, or one interrupted while it waited); a failed one, or
- * any with --force, is replaced.
- */
-async function startJob(client: KubeClient, job: KubeObject, force: boolean): Promise<void> {
-  const { name, namespace } = job.metadata;
-  const existing = await client.get<Job>("Job", namespace, name);
-  if (existing && (force || failedCondition(existing))) {
-    await client.delete("Job", namespace, name);
-    // Deleted in the background: the Job object goes at once, its pods after it.
-    await until(
-      async () => !(await client.get("Job", namespace, name)),
-      Date.now() + 30_000,
-      () => `the previous Job ${namespace}/${name} was still being deleted after 30 s`,
-    );
-  } else if (existing) return;
-  try {
-    await client.call("POST", `/apis/batch/v1/namespaces/${namespace}/jobs`, { body: job });
-  } catch (e) {
-    // Created meanwhile by another deploy of the same revision: wait for that one.
-    if (!(e instanceof ApiError && e.status === 409)) throw e;
-  }
-}
-
-/** Waits for the Job to finish: undefined once it completed, else why it failed. */
-async function outcomeOf(client: KubeClient, job: KubeObject): Promise<string | undefined> {
-  const { name, namespace } = job.metadata;
-  const deadline = Date.now() + REGISTRATION_TIMEOUT_SECONDS * 1000 + DEADLINE_SLACK_MS;
-  let result: string | undefined;
-  await until(
-    async () => {
-      const seen = await client.get<Job>("Job", namespace, name);
-      if (!seen) throw new CaravanError("APP_NOT_READY", `the Job disappeared (deleted?)`);
-      const conditions = seen.status?.conditions ?? [];
-      const holds = (type: string) =>
-        conditions.some((c) => c.type === type && c.status === "True");
-      if (holds("Complete") || holds("SuccessCriteriaMet")) return true;
-      const failed = failedCondition(seen);
-      if (failed) {
-        const outcome = await jobOutcome<RegisterOutcome>(client, seen);
-        result =
-          outcome && !outcome.ok
-            ? `${outcome.error.name}: ${outcome.error.message}`
-            : `${failed.reason ?? "Failed"}: ${failed.message ?? "its pod failed without saying why"}`;
-        return true;
-      }
-      // What waiting will not fix (an image that cannot be pulled, a missing Secret): fail
-      // now, and remove the Job so that the next deploy starts afresh.
-      const uid = seen.metadata.uid as string | undefined;
-      if (uid) {
-        const pods = await client.list<PodLike>(
-          "Pod",
-          namespace,
-          `batch.kubernetes.io/controller-uid=${uid}`,
-        );
-        for (const pod of pods.items) {
-          const stuck = podFailure(pod);
-          if (!stuck) continue;
-          await client.delete("Job", namespace, name);
-          const advice = adviceFor(stuck.reason);
-          result = `${stuck.reason}: ${stuck.message}${advice ? ` (${advice})` : ""}`;
-          return true;
-        }
-      }
-      return false;
-    },
-    deadline,
-    () =>
-      `not finished within ${REGISTRATION_TIMEOUT_SECONDS} s (pulling the image and importing the code); see kubectl describe job ${name} -n ${namespace}`,
-  );
-  return result;
-}
-
-function failedCondition(job: Job) {
-  return job.status?.conditions?.find(
-    (c) => (c.type === "Failed" || c.type === "FailureTarget") && c.status === "True",
-  );
-}
-
-/** Polls `done` with backoff until it says true; past `deadline`, fails with `late()`. */
-async function until(
-  done: () => Promise<boolean>,
-  deadline: number,
-  late: () => string,
-): Promise<void> {
-  let delay = POLL_FIRST_MS;
-  while (!(await done())) {
-    if (Date.now() > deadline) throw new CaravanError("START_TIMEOUT", late());
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(POLL_MAX_MS, Math.round(delay * 1.5));
-  }
 }
