@@ -12,7 +12,7 @@ import { ROOT, getText, type CliResult, type Sandbox, useSandbox } from "./helpe
 
 interface DeploymentJSON {
   name: string;
-  kind: "app" | "task";
+  kind: "app" | "task" | "job";
   status: string;
   revision: string | null;
   endpoint: string | null;
@@ -24,7 +24,7 @@ type Deployed = Record<string, DeploymentJSON>;
 
 interface Scenario {
   /** `plan --json` environments, in order: [name, kind, level, dependsOn]. */
-  plan: [string, "app" | "task", number, string[]][];
+  plan: [string, "app" | "task" | "job", number, string[]][];
   /** The requests that prove the scenario works (`sb` for the CLI, in the example's sandbox). */
   exercise(d: Deployed, sb: Sandbox): Promise<void>;
 }
@@ -121,6 +121,24 @@ const SCENARIOS: Record<string, Scenario> = {
     },
   },
 
+  "migration-before-api.ts": {
+    plan: [
+      ["migrate-users-db", "job", 0, []],
+      ["users-api", "app", 1, ["migrate-users-db"]],
+    ],
+    async exercise(d, sb) {
+      expect(d["migrate-users-db"]).toMatchObject({ kind: "job", endpoint: null });
+      // The API read the schema the migration left when it started.
+      const api = d["users-api"]!.endpoint;
+      expect(await getJSON(`${api}/schema`)).toEqual({ status: 200, body: { schemaVersion: 2 } });
+      expect(await getJSON(`${api}/users`)).toEqual({
+        status: 200,
+        body: [{ id: 1, name: "Ada", email: "ada@example.com" }],
+      });
+      const logs = await sb.run(["logs", "migrate-users-db"]);
+      expect(logs.stdout).toContain("migrated");
+    },
+  },
   "task-env-dependency.ts": {
     plan: [
       ["training-env", "task", 0, []],
@@ -393,7 +411,7 @@ describe("examples", () => {
       const why = `${script.stdout}\nafter caravan deploy:\n${r.stdout}`;
       expect(lines[0], why).toContain(`Deployed: ${root} (${rootKind}) unchanged`);
       for (const line of lines)
-        expect(line, why).toMatch(/^Deployed: \S+ \((app|task)\) unchanged/);
+        expect(line, why).toMatch(/^Deployed: \S+ \((app|task|job)\) unchanged/);
       await scenario.exercise(byName, sb);
     });
   });
