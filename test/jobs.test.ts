@@ -90,6 +90,28 @@ describe("jobs", { timeout: 120_000 }, () => {
     expect(st.api).toBeUndefined();
   });
 
+  it("a failed attempt is retried (retries); an attempt past timeouts.run is stopped and fails its dependents", async () => {
+    const counter = join(dir, "counter");
+    const r = await deploy(sb, [fixture("jobs/flaky.ts")], { COUNTER: counter });
+    expect(r.code).not.toBe(0);
+    expect(statuses(r.deployments)).toEqual({
+      flaky: "ready",
+      hangs: "failed",
+      "after-hangs": "skipped",
+    });
+    expect(readFileSync(counter, "utf8")).toBe("2");
+    expect(r.by.hangs!.error).toContain("ran longer than 1 s (timeouts.run)");
+    const st = await status(sb);
+    const runs = (st.flaky as unknown as { jobRuns: { attempt: number; status: string }[] })
+      .jobRuns;
+    expect(runs.map((x) => [x.attempt, x.status])).toEqual([
+      [2, "succeeded"],
+      [1, "failed"],
+    ]);
+    // Nothing of the stopped attempt is left running (the sandbox's clean-up checks too).
+    expect(st.hangs!.pids).toEqual([]);
+  });
+
   it("a job that depends on an app starts once the app is ready, and reaches it", async () => {
     const r = await deploy(sb, [FILE, "check"], { MARKER: marker });
     expect(r.code, r.stderr).toBe(0);

@@ -3,6 +3,7 @@ import Fastify from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   AppEnvironment,
+  JobEnvironment,
   TaskEnvironment,
   isAppEnvironment,
   isEnvironment,
@@ -611,5 +612,43 @@ describe("kubernetes settings", () => {
       errorOf(() => new TaskEnvironment({ name: "k8s-bad2", kubernetes: { replicas: 3 } as never }))
         .message,
     ).toMatch(/unknown field "replicas"/);
+  });
+});
+
+describe("jobs", () => {
+  const job = (opts: Record<string, unknown>) =>
+    new JobEnvironment({ name: "migrate", ...opts } as never);
+
+  it("runs a command or a function, never both or neither, and says which is missing", () => {
+    expect(job({ command: "node migrate.mjs" }).spec()).toMatchObject({
+      kind: "job",
+      runKind: "command",
+      command: ["node", "migrate.mjs"],
+      retries: 0,
+      timeouts: { run: 600 },
+    });
+    expect(job({ run: async () => {} }).spec()).toMatchObject({ runKind: "function" });
+    expect(errorOf(() => job({})).message).toContain("needs something to run");
+    expect(errorOf(() => job({ command: "x", run: () => {} })).message).toContain(
+      "both a command and a run function",
+    );
+    expect(errorOf(() => job({ run: () => {}, args: ["a"] })).message).toContain(
+      "args are for a command job",
+    );
+  });
+
+  it("checks retries and timeouts.run, and refuses app-only options", () => {
+    expect(errorOf(() => job({ command: "x", retries: -1 })).message).toContain("retries");
+    expect(errorOf(() => job({ command: "x", timeouts: { run: 0 } })).message).toContain(
+      "timeouts.run",
+    );
+    expect(errorOf(() => job({ command: "x", timeouts: { start: 5 } })).message).toContain(
+      "timeouts must be { run }",
+    );
+    expect(errorOf(() => job({ command: "x", port: 8080 })).message).toContain(
+      'unknown option "port"',
+    );
+    expect(isEnvironment(job({ command: "x" }))).toBe(true);
+    expect(isAppEnvironment(job({ command: "x" }))).toBe(false);
   });
 });
