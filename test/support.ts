@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { expect } from "vitest";
 import { readEvents, type AppEvent } from "./fixtures/shared/events.ts";
 import { ROOT, type CliResult, type Sandbox } from "./helpers.ts";
+import { homeMark } from "./processes.ts";
 
 export const fixture = (path: string) => join(ROOT, "test/fixtures", path);
 
@@ -34,6 +35,7 @@ export interface StatusJSON {
   project: string;
   domain: string;
   error?: string;
+  listensBeyondLoopback?: string[];
 }
 
 /** Parses a `--json` command's stdout, failing with its stderr when it is not JSON. */
@@ -95,7 +97,7 @@ export function timeOf(list: AppEvent[], app: string, event: string): number {
 
 /** Live processes started for `app` under this sandbox's CARAVAN_HOME. */
 export function appProcesses(sb: Sandbox, app: string): number[] {
-  const home = `CARAVAN_HOME=${sb.home}`;
+  const home = homeMark(sb.home);
   const name = `CARAVAN_APP_NAME=${app}`;
   const pids: number[] = [];
   for (const entry of readdirSync("/proc")) {

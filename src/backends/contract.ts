@@ -91,6 +91,11 @@ export interface EnvironmentStatus extends Partial<Endpoints> {
   dependsOn: string[];
   /** Last failure, when state is failed or restarting. */
   error?: string;
+  /**
+   * Addresses beyond loopback its replicas listen on (`0.0.0.0:23456`): their ports answer
+   * there without the gateway's auth. Local processes only.
+   */
+  listensBeyondLoopback?: string[];
   updatedAt: string;
   /** Replicas serving an app now (0 when scaled to zero). */
   replicas?: number;

@@ -4,12 +4,21 @@
  * every backend shares these. A backend's own state (the local control plane's database,
  * logs, secrets, daemon files) is its business: see `local/home.ts`.
  */
+import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
 export function caravanHome(): string {
   return resolve(process.env.CARAVAN_HOME || join(homedir(), ".caravan"));
+}
+
+/**
+ * An opaque id of a home, given to the processes it starts (`CARAVAN_HOME_ID`) in place of its
+ * path: enough to tell which home a process belongs to, no pointer to the token.
+ */
+export function homeId(home = caravanHome()): string {
+  return createHash("sha256").update(home).digest("hex").slice(0, 16);
 }
 
 /**

@@ -65,7 +65,11 @@ export function commandArgv(
 ): string[] {
   if (src.spec.kind === "task" || !src.spec.command) return [];
   const vars: Record<string, string> = { ...env, NAME: src.name };
-  if (src.spec.kind === "app") vars.PORT = String(port);
+  if (src.spec.kind === "app") {
+    vars.PORT = String(port);
+    // $HOST: where to listen; a backend that sets none (a pod) means every interface.
+    vars.HOST ??= "0.0.0.0";
+  }
   return [...src.spec.command, ...src.spec.args].map((a) => expandVars(a, vars, src.name));
 }
 

@@ -276,6 +276,7 @@ export abstract class Environment {
 export class AppEnvironment<InputName extends string = string> extends Environment {
   readonly [ENV_BRAND] = "app" as const;
   readonly port: Port;
+  private readonly portDeclared: boolean;
   readonly command?: string[];
   readonly args: string[];
   readonly scaling: {
@@ -297,6 +298,7 @@ export class AppEnvironment<InputName extends string = string> extends Environme
     super(opts, new.target?.name ?? "AppEnvironment", APP_KEYS);
     const where = `${new.target?.name ?? "AppEnvironment"} "${this.name}"`;
     this.port = normalizePort(opts.port, where);
+    this.portDeclared = opts.port !== undefined;
     const command = normalizeCommand(opts.command, where);
     if (command) this.command = command;
     this.args = normalizeArgs(opts.args, where);
@@ -481,7 +483,8 @@ export class AppEnvironment<InputName extends string = string> extends Environme
       kind: "app",
       ...this.commonSpec(),
       serveKind: this.serveKind,
-      port: this.port,
+      // A port given (not the default) is marked: a local command app cannot honour one.
+      port: this.portDeclared ? { ...this.port, declared: true } : this.port,
       command: this.command,
       args: this.args,
       scaling: this.scaling,

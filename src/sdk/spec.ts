@@ -50,7 +50,8 @@ interface CommonSpec {
 export interface AppSpec extends CommonSpec {
   kind: "app";
   serveKind: "fastify" | "hono" | "express" | "function" | "command";
-  port: { port: number; name?: string };
+  /** `declared`: given by the user, not the default (a local command app cannot honour one). */
+  port: { port: number; name?: string; declared?: true };
   command?: string[];
   args: string[];
   scaling: {

@@ -24,7 +24,7 @@ import type {
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
-import { endpointsFor, freePort, isAlive, signalGroup } from "./os.ts";
+import { endpointsFor, freePort, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
 import { JobRunner } from "./jobs.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway.ts";
 import { desiredReplicas } from "./scaler.ts";
@@ -253,6 +253,7 @@ export class ControlPlane implements Backend {
   }
 
   async deploy(req: DeployRequest): Promise<DeployResult> {
+    refuseFixedPort(req);
     const scope = req.scope;
     const key = keyOf(scope, req.name);
     return this.serialized(key, async () => {
@@ -443,6 +444,10 @@ export class ControlPlane implements Backend {
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
+    // Replicas whose port also answers beyond loopback (bound to 0.0.0.0, not $HOST).
+    const exposed = listenersBeyondLoopback(
+      [...this.replicas.values()].flatMap((list) => list.map((r) => r.port)),
+    );
     return this.store.list(scope).map((row) => {
       if (row.kind === "job") return { ...status, jobRuns: this.store.jobRuns(row, row.name) };
       const key = keyOf(row, row.name);
@@ -458,6 +463,8 @@ export class ControlPlane implements Backend {
         pids.map((pid) => ({ id: `pid-${pid}`, ready: true, pid })),
       );
       if (row.kind === "task") return status;
+      const beyond = (this.replicas.get(key) ?? []).flatMap((r) => exposed.get(r.port) ?? []);
+      if (beyond.length) status.listensBeyondLoopback = beyond;
       if (this.serving.has(key)) {
         const stats = this.gateway.stats(key);
         status.replicas = this.replicas.get(key)?.length ?? 0;
@@ -999,6 +1006,9 @@ export class ControlPlane implements Backend {
       inputsFile: this.writeInputsFile(row),
       apiUrl: this.apiAccess?.url ?? "",
     });
+    // Where a process listens: loopback only, behind the gateway (JS apps are told so in
+    // their runtime config; a command app reads $HOST).
+    env.HOST = "127.0.0.1";
     // Expansion in arguments sees everything but secrets and the run token (credentials: an
     // argv is visible to every user): both are added after.
     const argv = commandArgv(req, env, port);
@@ -1132,6 +1142,21 @@ export function runTokenScope(secret: string, token: string): Scope | undefined 
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
   const [project, domain] = JSON.parse(Buffer.from(m[1]!, "base64url").toString()) as string[];
   return { project: project!, domain: domain! };
+}
+
+/**
+ * A command app's replicas listen on ports caravan picks (`$PORT`, one per replica, so a new
+ * revision starts beside the old one): a port it declares cannot be honoured here, so it is
+ * refused rather than ignored. (On a cluster the declared port is the container's.)
+ */
+function refuseFixedPort(req: DeployRequest): void {
+  const spec = req.spec;
+  if (spec.kind !== "app" || spec.serveKind !== "command" || !spec.port.declared) return;
+  throw new CaravanError(
+    "VALIDATION",
+    `${req.name} declares port ${spec.port.port}, but a local command app listens on the port caravan gives each replica in $PORT (on $HOST): remove port from ${req.name} and make its command use $PORT (e.g. args: ["--port", "$PORT"])`,
+    { app: req.name, port: spec.port.port },
+  );
 }
 
 function replicaBounds(row: EnvironmentRow): [number, number] {

@@ -98,6 +98,53 @@ function ephemeralRange(): [number, number] {
   return range;
 }
 
+/**
+ * Of `ports`, those some process listens on at an address other than loopback (0.0.0.0, ::,
+ * a LAN address), with that address: read from the kernel's socket tables (/proc/net/tcp and
+ * tcp6; an empty map where there are none). A replica listening there answers without the
+ * gateway's auth to anyone who can reach this machine.
+ */
+export function listenersBeyondLoopback(ports: Iterable<number>): Map<number, string> {
+  const wanted = new Set(ports);
+  const found = new Map<number, string>();
+  if (wanted.size === 0) return found;
+  for (const table of ["tcp", "tcp6"]) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/net/${table}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const [, local, , state] = line.trim().split(/\s+/);
+      if (state !== "0A" || !local) continue; // 0A: LISTEN
+      const [hex, portHex] = local.split(":");
+      const port = parseInt(portHex ?? "", 16);
+      if (!hex || !wanted.has(port)) continue;
+      const address = socketAddress(hex);
+      if (address !== undefined) found.set(port, `${address}:${port}`);
+    }
+  }
+  return found;
+}
+
+/** A /proc/net address (32-bit words in host order, little-endian here), or undefined for loopback. */
+function socketAddress(hex: string): string | undefined {
+  const v4 = (word: string) =>
+    [6, 4, 2, 0].map((i) => parseInt(word.slice(i, i + 2), 16)).join(".");
+  if (hex.length === 8) {
+    const ip = v4(hex);
+    return ip.startsWith("127.") ? undefined : ip;
+  }
+  if (/^0{32}$/.test(hex)) return "[::]";
+  if (hex === "00000000000000000000000001000000") return undefined; // ::1
+  if (hex.startsWith("0000000000000000FFFF0000")) {
+    const ip = v4(hex.slice(24));
+    return ip.startsWith("127.") ? undefined : `[::ffff:${ip}]`;
+  }
+  return "[an IPv6 address]";
+}
+
 /** An app's endpoints: the gateway's public and internal listeners, both on loopback. */
 export function endpointsFor(ports: { public: number; internal: number }): Endpoints {
   return {

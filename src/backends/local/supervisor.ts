@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, closeSync, openSync, readSync, statSync, writeSync } from "node:fs";
 import { CaravanError } from "../../errors.ts";
+import { homeId } from "../home.ts";
 import { probeHttp } from "../../sdk/probe.ts";
 import type { RuntimeConfig, RuntimeMessage } from "../../runtime/protocol.ts";
 import { RUNTIME_ENV } from "../../runtime/protocol.ts";
@@ -221,7 +222,7 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
           reject(
             new CaravanError(
               "START_TIMEOUT",
-              `${spec.name} was not ready within ${spec.startTimeoutMs / 1000}s (timeouts.start); last lines of its log:\n${indent(logTail(spec.logFile, offset) || "(empty)")}`,
+              `${spec.name} was not ready within ${spec.startTimeoutMs / 1000}s (timeouts.start)${mode.kind === "command" ? `: ${probed(spec.port, mode.readiness ?? {})}` : ""}; last lines of its log:\n${indent(logTail(spec.logFile, offset) || "(empty)")}`,
               { app: spec.name },
             ),
           );
@@ -281,21 +282,23 @@ function runtimeReady(child: ChildProcess, gate: Promise<void>): Promise<void> {
  * declared (envVars, inputs, secrets), so an app behaves the same whoever started the daemon.
  */
 function baseEnv(): NodeJS.ProcessEnv {
-  const keep = [
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "SHELL",
-    "CARAVAN_HOME",
-  ];
+  const keep = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SHELL"];
   const env: NodeJS.ProcessEnv = {};
   for (const k of keep) if (process.env[k] !== undefined) env[k] = process.env[k];
+  // Not CARAVAN_HOME (the control plane's token is there; an app has its scoped run token):
+  // an opaque id of the home, so this home's processes can be told apart from others'.
+  env.CARAVAN_HOME_ID = homeId();
   return env;
+}
+
+/** What a command app's readiness probe waited for, and what the app must do. */
+function probed(port: number, readiness: { path?: string; tcp?: boolean }): string {
+  const what = readiness.tcp
+    ? "a TCP connection"
+    : readiness.path
+      ? `a 2xx answer to GET ${readiness.path}`
+      : "an HTTP answer";
+  return `caravan probed 127.0.0.1:${port} for ${what} and got none; a command app must listen on the port in $PORT (${port} here), on $HOST (127.0.0.1), e.g. args: ["--port", "$PORT"]`;
 }
 
 /** A command app's readiness: probed (see sdk/probe.ts) until it answers or exits. */

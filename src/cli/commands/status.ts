@@ -40,6 +40,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
           ...(e.traffic ? { traffic: e.traffic } : {}),
           ...(e.jobRuns ? { jobRuns: e.jobRuns } : {}),
           ...(e.error ? { error: e.error } : {}),
+          ...(e.listensBeyondLoopback ? { listensBeyondLoopback: e.listensBeyondLoopback } : {}),
         })),
       });
     }
@@ -75,6 +76,12 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
     ];
     printTable(head, rows);
     for (const e of envs) {
+      if (e.listensBeyondLoopback)
+        info(
+          color.yellow(
+            `${e.name} listens beyond loopback (${e.listensBeyondLoopback.join(", ")}): its port answers there without the gateway's auth; make it listen on $HOST (127.0.0.1)`,
+          ),
+        );
       if (!e.error || e.state === "ready") continue;
       // The reason without the log tail it may carry: `caravan logs` shows the log.
       const reason = headline(e.error);
