@@ -4,8 +4,8 @@
  * `$CARAVAN_HOME/files/<hash>/`. A command app with `include` runs in that directory; file
  * inputs point into it. Editing the originals after a deploy changes nothing until the next.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { basename, isAbsolute, join, normalize, relative, resolve, sep } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, normalize, relative, resolve, sep } from "node:path";
 import { CaravanError } from "../errors.ts";
 import type { AppEnvironment, JobEnvironment } from "../sdk/environment.ts";
 import { inputValueKind } from "../sdk/inputs.ts";
@@ -24,15 +24,28 @@ function inside(rel: string): boolean {
   return rel !== "" && rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
 }
 
+/** `real` is `root` or below it (both real paths). */
+function within(root: string, real: string): boolean {
+  const rel = relative(root, real);
+  return rel === "" || inside(rel);
+}
+
+/**
+ * Copies `src` (a file, or a directory's files) into `out` at `dest`. Symbolic links are
+ * followed only where they lead: every path's real path must stay inside `root` (a real
+ * path), so a link to /etc/passwd in a project is refused, not copied and served.
+ */
 function collect(
   src: string,
   dest: string,
   out: Map<string, Uint8Array>,
   what: string,
+  root: string,
   dirOnly?: boolean,
 ): void {
   if (!existsSync(src))
     throw new CaravanError("INVALID_INPUT", `${what}: ${src} does not exist`, { path: src });
+  staysIn(root, src, what);
   const st = statSync(src);
   if (dirOnly === true && !st.isDirectory())
     throw new CaravanError("INVALID_INPUT", `${what}: ${src} is not a directory`, { path: src });
@@ -40,9 +53,29 @@ function collect(
     throw new CaravanError("INVALID_INPUT", `${what}: ${src} is not a file`, { path: src });
   if (st.isDirectory()) {
     for (const entry of readdirSync(src).sort())
-      collect(join(src, entry), join(dest, entry), out, what);
+      collect(join(src, entry), join(dest, entry), out, what, root);
   } else if (st.isFile()) {
     out.set(dest, readFileSync(src));
+  }
+}
+
+/** Refuses `src` when its real path (through symbolic links) leaves `root`. */
+function staysIn(root: string, src: string, what: string): void {
+  const real = realpathSync(src);
+  if (!within(root, real))
+    throw new CaravanError(
+      "VALIDATION",
+      `${what}: ${src} resolves (through a symbolic link) to ${real}, outside ${root}; only files that stay inside are copied: copy the file in, or name its real path`,
+      { path: src, realPath: real },
+    );
+}
+
+/** The real path of a directory (itself, when it does not exist: `collect` says so). */
+function realDir(dir: string): string {
+  try {
+    return realpathSync(dir);
+  } catch {
+    return resolve(dir);
   }
 }
 
@@ -67,7 +100,7 @@ export function snapshotFiles(
         `${where}: include ${JSON.stringify(path)} is outside ${baseDir}, the directory of the file that declares it; include paths are relative to that file and stay below it`,
       );
     }
-    collect(abs, rel, files, `${where} include ${JSON.stringify(path)}`);
+    collect(abs, rel, files, `${where} include ${JSON.stringify(path)}`, realDir(baseDir));
   }
   const inputDest: Record<string, string> = {};
   for (const input of env.inputs) {
@@ -84,7 +117,11 @@ export function snapshotFiles(
         `${where} input "${input.name}": mount ${JSON.stringify(input.mount)} must be a relative path inside the app's files (e.g. "data/model.bin")`,
       );
     }
-    collect(src, dest, files, `${where} input "${input.name}"`, kind === "dir");
+    // The File or Dir stays in its own directory (a link there may not lead out), and a
+    // Dir's files inside it.
+    if (existsSync(src)) staysIn(realDir(dirname(src)), src, `${where} input "${input.name}"`);
+    const root = realDir(kind === "dir" ? src : dirname(src));
+    collect(src, dest, files, `${where} input "${input.name}"`, root, kind === "dir");
     inputDest[input.name] = dest;
   }
   if (env.include.length === 0 && Object.keys(inputDest).length === 0) return undefined;
