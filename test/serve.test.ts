@@ -65,6 +65,15 @@ describe("caravan serve", () => {
     expect(existsSync(sessions) ? readdirSync(sessions) : []).toEqual([]);
   });
 
+  it("exits 1 with the failures, rather than serving nothing, when every environment failed", async () => {
+    const r = await sb.run(["serve", fixture("failure/boom.ts")], { timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain("STARTUP-BOOM");
+    expect(r.stderr).toContain("nothing is serving: all 2 environments failed or were skipped");
+    expect(r.stderr).not.toContain("serving; Ctrl-C");
+    expect(sb.processes()).toEqual([]);
+  });
+
   it("on SIGINT while still deploying, starts nothing more and leaves no process", async () => {
     const child = sb.start(["serve", fixture("serve/slow-chain.ts")], {
       env: { EVENTS_FILE: eventsFile(sb) },

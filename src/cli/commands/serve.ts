@@ -61,6 +61,18 @@ export function registerServe(program: Command, ctx: CommandContext): void {
       ctx.exitCode = 1;
       for (const d of failed) info(color.red(`${d.name} ${d.status}: ${d.outcome.error}`));
     }
+    if (!abort.signal.aborted && deployments.every((d) => failed.includes(d))) {
+      // Nothing came up: say so and leave, rather than "serve" nothing until Ctrl-C.
+      info(
+        color.red(
+          `nothing is serving: ${failed.length === 1 ? "its only environment" : `all ${failed.length} environments`} failed or were skipped (above); fix them and run caravan serve again`,
+        ),
+      );
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      await session.shutdown();
+      return;
+    }
     for (const d of deployments) if (d.endpoint) info(`${d.name}  ${d.endpoint}`);
     info(color.dim("serving; Ctrl-C stops everything"));
     const width = Math.max(...plan.order.map((n) => n.length));
