@@ -3,7 +3,15 @@
  * and how load and validation errors are reported: exit codes, what goes on stdout, and
  * messages that name the file, line, field or environment at fault.
  */
-import { cpSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -262,6 +270,22 @@ describe("errors while loading and validating", () => {
     const r = await sb.run(["plan", `${FIXTURES}/does-not-exist.ts`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${FIXTURES}/does-not-exist.ts: no such file`);
+  });
+
+  it("/etc/passwd or a directory is reported as what it is, never located in caravan's source", async () => {
+    const passwd = await sb.run(["plan", "/etc/passwd"]);
+    expect(passwd.code).toBe(1);
+    expect(passwd.stderr).toContain("/etc/passwd: is not a TypeScript or JavaScript file");
+    const dir = await sb.run(["plan", FIXTURES]);
+    expect(dir.code).toBe(1);
+    expect(dir.stderr).toContain(`${FIXTURES}: is a directory, not a file`);
+    // Not a program, though named like one: the error is about that file.
+    const copy = join(sb.home, "passwd.ts");
+    writeFileSync(copy, readFileSync("/etc/passwd"));
+    const parsed = await sb.run(["plan", copy]);
+    expect(parsed.code).toBe(1);
+    expect(parsed.stderr).toContain("passwd.ts");
+    for (const r of [passwd, dir, parsed]) expect(r.stderr).not.toMatch(/src\/sdk|loader\.ts/);
   });
 
   it("a file that declares no environment is an error that says so", async () => {

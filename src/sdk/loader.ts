@@ -1,5 +1,5 @@
 import { existsSync, statSync } from "node:fs";
-import { relative, resolve } from "node:path";
+import { dirname, extname, relative, resolve, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { CaravanError, isCaravanError } from "../errors.ts";
 import { isEnvironment, type Environment } from "./environment.ts";
@@ -13,10 +13,19 @@ export async function loadEnvironments(
   file: string,
 ): Promise<{ file: string; environments: Environment[] }> {
   const path = resolve(file);
-  if (!existsSync(path) || !statSync(path).isFile()) {
+  const what = !existsSync(path)
+    ? "no such file"
+    : statSync(path).isDirectory()
+      ? "is a directory, not a file"
+      : !statSync(path).isFile()
+        ? "is not a regular file"
+        : !SOURCE_EXTENSIONS.includes(extname(path))
+          ? `is not a TypeScript or JavaScript file (${SOURCE_EXTENSIONS.join(", ")})`
+          : undefined;
+  if (what) {
     throw new CaravanError(
       "LOAD_FAILED",
-      `${file}: no such file. Give the path of a .ts file that declares environments`,
+      `${file}: ${what}. Give the path of a .ts file that declares environments`,
       { file },
     );
   }
@@ -54,7 +63,16 @@ export async function loadEnvironments(
   return { file: path, environments: [...new Set(found)] };
 }
 
-/** `file:line` of the first stack frame in the user's code (not node internals or node_modules). */
+/** What `loadEnvironments` imports. */
+const SOURCE_EXTENSIONS = [".ts", ".mts", ".cts", ".tsx", ".js", ".mjs", ".cjs"];
+
+/** caravan's own sources: an error is never located there (the user's file is at fault). */
+const OWN_SOURCES = resolve(dirname(fileURLToPath(import.meta.url)), "..") + sep;
+
+/**
+ * `file:line` of the first stack frame in the user's code (not node internals, node_modules
+ * or caravan's own sources, which only imported it); undefined when there is none.
+ */
 function userFrame(err: Error, entry: string): string | undefined {
   const stack = err?.stack ?? "";
   // Frames look like "at fn (/abs/file.ts:12:7)" or "at file:///abs/file.ts:12:7"; skip node:internal ones.
@@ -65,7 +83,8 @@ function userFrame(err: Error, entry: string): string | undefined {
     },
   );
   const user =
-    frames.find((f) => f.file === entry) ?? frames.find((f) => !f.file.includes("/node_modules/"));
+    frames.find((f) => f.file === entry) ??
+    frames.find((f) => !f.file.includes("/node_modules/") && !f.file.startsWith(OWN_SOURCES));
   return user ? `${relative(process.cwd(), user.file) || user.file}:${user.line}` : undefined;
 }
 
