@@ -415,7 +415,8 @@ async function resolveRunOutputs(
             `${what}: task ${id} has no succeeded run in ${where}; run it first (caravan run <file> ${id}), or give a runId`,
             { task: id },
           );
-        run = latest;
+        // A list of runs may leave out outputs: the run itself has it.
+        run = (await backend?.getRun?.(latest.id)) ?? latest;
       }
       const entry = prepared.get(p.name) ?? {};
       entry.runOutputs = {

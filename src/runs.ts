@@ -14,6 +14,7 @@ import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
 import type { Task } from "./sdk/environment.ts";
 import { shared } from "./sdk/global.ts";
 import { assertJsonValue } from "./sdk/serialize.ts";
+import { checkRunArgs } from "./sdk/run-limits.ts";
 
 export type { RunRecord } from "./backends/contract.ts";
 
@@ -92,6 +93,7 @@ export async function runTask(
     }
     assertJsonValue(value, label, `run ${id}`);
   });
+  checkRunArgs(id, sent);
   const connection = await connect(target, opts);
   const { scope, caller, close } = connection;
   let backend = connection.backend;

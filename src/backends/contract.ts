@@ -137,7 +137,7 @@ export interface RunRecord {
   revision: string;
   status: RunStatus;
   args: unknown[];
-  /** The task's result (JSON), once succeeded. */
+  /** The task's result (JSON, at most 16 MiB), once succeeded; not in a list of runs. */
   output?: unknown;
   /** Why the last attempt failed: the task's own error name, message and stack. */
   error?: { name: string; message: string; stack?: string };
@@ -163,6 +163,12 @@ export interface RunRequest {
    * restarted mid-request, say) gets the run the first one created instead of a second run.
    */
   requestId?: string;
+}
+
+/** Which finished runs `pruneRuns` deletes: older than this, beyond the newest `keep` per project/domain. */
+export interface RunPrune {
+  olderThanMs?: number;
+  keep?: number;
 }
 
 export interface RunFilter {
@@ -248,7 +254,14 @@ export interface Backend {
    */
   startRun?(request: RunRequest, opts?: { waitMs?: number }): Promise<RunRecord>;
   getRun?(id: string, opts?: { waitMs?: number }): Promise<RunRecord>;
+  /** Newest first; a backend may leave out `output` and `logs` (the local one does; `getRun` has them). */
   listRuns?(scope: Scope | undefined, filter?: RunFilter): Promise<RunRecord[]>;
+  /**
+   * Forgetting runs (optional): `deleteRun` deletes one finished run (`NO_SUCH_RUN`), one in
+   * flight is refused; `pruneRuns` deletes the finished runs `opts` selects and returns their ids.
+   */
+  deleteRun?(id: string): Promise<void>;
+  pruneRuns?(scope: Scope | undefined, opts: RunPrune): Promise<string[]>;
   /**
    * Runs a deployed job again, though its revision did not change (optional; `caravan job
    * rerun`): resolves once it succeeded, rejects when it failed.

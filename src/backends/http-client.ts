@@ -13,6 +13,7 @@ import type {
   LogsOptions,
   NewToken,
   RunFilter,
+  RunPrune,
   RunRecord,
   RunRequest,
   Scope,
@@ -127,6 +128,15 @@ export class HttpBackend implements Backend {
     }
     for (const [k, v] of Object.entries(filter)) if (v !== undefined) query.set(k, String(v));
     return (await this.call<{ runs: RunRecord[] }>("GET", pathOf(ROUTES.runs, {}, query))).runs;
+  }
+
+  async deleteRun(id: string): Promise<void> {
+    await this.call("DELETE", pathOf(ROUTES.run, { id }));
+  }
+
+  async pruneRuns(scope: Scope | undefined, opts: RunPrune): Promise<string[]> {
+    const body = { ...(scope ? { project: scope.project, domain: scope.domain } : {}), ...opts };
+    return (await this.call<{ deleted: string[] }>("POST", ROUTES.runsPrune, body)).deleted;
   }
 
   readonly tokens: TokenAccess = {

@@ -17,7 +17,10 @@ export const ROUTES = {
   logs: "/v1/logs",
   /** POST starts a run (`?wait=ms`), GET lists them. */
   runs: "/v1/runs",
+  /** GET one run (`?wait=ms`), DELETE it. */
   run: "/v1/runs/:id",
+  /** POST deletes finished runs: `{ project?, domain?, olderThanMs?, keep? }`. */
+  runsPrune: "/v1/runs/prune",
   /** POST runs a deployed job again (body: scope). */
   jobRerun: "/v1/jobs/:name/rerun",
   tokens: "/v1/tokens",

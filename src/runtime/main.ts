@@ -21,6 +21,7 @@ import {
 } from "../sdk/environment.ts";
 import { shared } from "../sdk/global.ts";
 import { assertJsonValue } from "../sdk/serialize.ts";
+import { MAX_RUN_OUTPUT_BYTES, jsonBytes, outputTooLarge } from "../sdk/run-limits.ts";
 import {
   HEALTH_PATH,
   HEALTH_PORT_ENV,
@@ -194,7 +195,11 @@ async function serveTasks(env: TaskEnvironment, go: Promise<void>) {
         if (!task) throw new Error(`this revision of ${env.name} has no task "${m.task}"`);
         const output = await task(...m.args);
         assertJsonValue(output, "the result", `task ${m.task}`);
-        send({ type: "result", runId: m.runId, ok: true, output: output ?? null });
+        // Bounded here, before it crosses to the control plane (which keeps it).
+        const size = jsonBytes(output);
+        if (size > MAX_RUN_OUTPUT_BYTES)
+          send({ type: "result", runId: m.runId, ok: false, error: outputTooLarge(m.task, size) });
+        else send({ type: "result", runId: m.runId, ok: true, output: output ?? null });
       } catch (e) {
         send({ type: "result", runId: m.runId, ok: false, error: errorInfo(e) });
       }

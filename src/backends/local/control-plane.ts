@@ -17,6 +17,7 @@ import type {
   LogsOptions,
   RunFilter,
   RunRecord,
+  RunPrune,
   RunRequest,
   Scope,
   TokenAccess,
@@ -441,6 +442,14 @@ export class ControlPlane implements Backend {
 
   async listRuns(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
     return this.store.listRuns(scope, filter);
+  }
+
+  async deleteRun(id: string): Promise<void> {
+    this.tasks.deleteRun(id);
+  }
+
+  async pruneRuns(scope: Scope | undefined, opts: RunPrune): Promise<string[]> {
+    return this.tasks.pruneRuns(scope, opts);
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {

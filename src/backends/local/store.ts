@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS runs (
 -- A client's idempotency key: the same request sent twice (after a lost answer) is one run.
 CREATE UNIQUE INDEX IF NOT EXISTS runs_by_request ON runs (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_by_task ON runs (project, domain, task, status, created_at);
+-- A run's output and logs, apart from its row: listing runs never reads them (SQLite would
+-- walk a big value's overflow pages to reach the columns after it). bytes: their size.
+CREATE TABLE IF NOT EXISTS run_outputs (
+  id TEXT PRIMARY KEY, bytes INTEGER NOT NULL, output TEXT, logs TEXT
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- A job's runs: one row per attempt, kept while the job exists (the newest 50 of each).
 CREATE TABLE IF NOT EXISTS job_runs (
@@ -105,6 +110,30 @@ CREATE TABLE IF NOT EXISTS events (
 
 type Raw = Record<string, any>;
 
+/** A run's row with its output and logs (kept apart, in run_outputs). */
+const RUN_WITH_OUTPUT =
+  "SELECT r.*, o.output AS kept_output, o.logs AS kept_logs FROM runs r LEFT JOIN run_outputs o USING (id)";
+/** Every column of a run but its output and logs. */
+const LISTED_RUN_COLUMNS =
+  "id, project, domain, environment, task, revision, status, args, error, attempts, caller, created_at, started_at, finished_at, duration_ms";
+
+/**
+ * Outputs and logs used to be columns of `runs` (kept, unused now): a database from then has
+ * them moved into run_outputs, once.
+ */
+function moveRunOutputs(db: Database.Database): void {
+  const old = db.prepare("SELECT 1 FROM runs WHERE output IS NOT NULL OR logs IS NOT NULL LIMIT 1");
+  if (!old.get()) return;
+  db.transaction(() => {
+    db.exec(`INSERT OR REPLACE INTO run_outputs (id, bytes, output, logs)
+      SELECT id, COALESCE(length(output), 0) + COALESCE(length(logs), 0), output, logs FROM runs
+      WHERE output IS NOT NULL OR logs IS NOT NULL`);
+    db.exec(
+      "UPDATE runs SET output = NULL, logs = NULL WHERE output IS NOT NULL OR logs IS NOT NULL",
+    );
+  })();
+}
+
 const WITH_PORT =
   "SELECT e.*, p.port, p.internal_port FROM environments e LEFT JOIN ports p USING (project, domain, name)";
 
@@ -118,6 +147,7 @@ export class Store {
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("busy_timeout = 5000");
     this.db.exec(SCHEMA);
+    moveRunOutputs(this.db);
     const db = this.db;
     this.stmts = {
       get: db.prepare(`${WITH_PORT} WHERE e.project = ? AND e.domain = ? AND e.name = ?`),
@@ -165,13 +195,19 @@ export class Store {
         `INSERT INTO runs (id, project, domain, environment, task, revision, status, args, attempts, caller, created_at, request_id)
         VALUES (@id, @project, @domain, @environment, @task, @revision, @status, @args, @attempts, @caller, @createdAt, @requestId)`,
       ),
-      runByRequest: db.prepare("SELECT * FROM runs WHERE request_id = ?"),
+      runByRequest: db.prepare(`${RUN_WITH_OUTPUT} WHERE r.request_id = ?`),
       updateRun: db.prepare(
-        `UPDATE runs SET status = @status, output = @output, error = @error, attempts = @attempts,
-        started_at = @startedAt, finished_at = @finishedAt, duration_ms = @durationMs, logs = @logs WHERE id = @id`,
+        `UPDATE runs SET status = @status, error = @error, attempts = @attempts,
+        started_at = @startedAt, finished_at = @finishedAt, duration_ms = @durationMs WHERE id = @id`,
       ),
-      getRun: db.prepare("SELECT * FROM runs WHERE id = ?"),
-      unfinishedRuns: db.prepare("SELECT * FROM runs WHERE status IN ('queued', 'running')"),
+      setRunOutput: db.prepare(
+        `INSERT INTO run_outputs (id, bytes, output, logs) VALUES (@id, @bytes, @output, @logs)
+        ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, output = excluded.output, logs = excluded.logs`,
+      ),
+      getRun: db.prepare(`${RUN_WITH_OUTPUT} WHERE r.id = ?`),
+      unfinishedRuns: db.prepare(`${RUN_WITH_OUTPUT} WHERE r.status IN ('queued', 'running')`),
+      deleteRun: db.prepare("DELETE FROM runs WHERE id = ?"),
+      deleteRunOutput: db.prepare("DELETE FROM run_outputs WHERE id = ?"),
       getMeta: db.prepare("SELECT value FROM meta WHERE key = ?"),
       setMeta: db.prepare(
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -362,14 +398,69 @@ export class Store {
     this.stmts.updateRun.run({
       id: run.id,
       status: run.status,
-      output: run.output === undefined ? null : JSON.stringify(run.output),
       error: run.error ? JSON.stringify(run.error) : null,
       attempts: run.attempts,
       startedAt: run.startedAt ?? null,
       finishedAt: run.finishedAt ?? null,
       durationMs: run.durationMs ?? null,
-      logs: run.logs ?? null,
     });
+    if (run.output !== undefined || run.logs !== undefined) {
+      const output = run.output === undefined ? null : JSON.stringify(run.output);
+      const logs = run.logs ?? null;
+      this.stmts.setRunOutput.run({
+        id: run.id,
+        bytes: (output?.length ?? 0) + (logs?.length ?? 0),
+        output,
+        logs,
+      });
+    }
+  }
+
+  /** Forgets a run (its output and logs too); false when there was none. */
+  deleteRun(id: string): boolean {
+    return this.db.transaction(() => {
+      this.stmts.deleteRunOutput.run(id);
+      return this.stmts.deleteRun.run(id).changes > 0;
+    })();
+  }
+
+  /**
+   * Deletes finished runs (never one queued or running): those created before `before` (ISO
+   * 8601), those beyond the newest `keep` of their project/domain, and the oldest ones of a
+   * project/domain whose newer runs' outputs and logs already add up to `maxBytes`. Only in
+   * `scope` when given. Returns the ids deleted.
+   */
+  pruneRuns(
+    scope: Scope | undefined,
+    policy: { before?: string; keep?: number; maxBytes?: number },
+  ): string[] {
+    const where = scope ? "AND r.project = @project AND r.domain = @domain" : "";
+    const ids = (
+      this.db
+        .prepare(
+          `SELECT id FROM (
+            SELECT r.id, r.created_at,
+              ROW_NUMBER() OVER w AS n,
+              SUM(COALESCE(o.bytes, 0)) OVER w AS total
+            FROM runs r LEFT JOIN run_outputs o USING (id)
+            WHERE r.status IN ('succeeded', 'failed') ${where}
+            WINDOW w AS (PARTITION BY r.project, r.domain ORDER BY r.created_at DESC, r.rowid DESC)
+          ) WHERE created_at < @before OR n > @keep OR total > @maxBytes`,
+        )
+        .all({
+          before: policy.before ?? "",
+          keep: policy.keep ?? Number.MAX_SAFE_INTEGER,
+          maxBytes: policy.maxBytes ?? Number.MAX_SAFE_INTEGER,
+          ...(scope ? { project: scope.project, domain: scope.domain } : {}),
+        }) as { id: string }[]
+    ).map((r) => r.id);
+    this.db.transaction(() => {
+      for (const id of ids) {
+        this.stmts.deleteRunOutput.run(id);
+        this.stmts.deleteRun.run(id);
+      }
+    })();
+    return ids;
   }
 
   getRun(id: string): RunRecord | undefined {
@@ -377,7 +468,7 @@ export class Store {
     return raw && toRun(raw);
   }
 
-  /** Newest first. */
+  /** Newest first, without their outputs and logs (`getRun` has them). */
   listRuns(scope: Scope | undefined, filter: RunFilter = {}): RunRecord[] {
     const where: string[] = [];
     const params: unknown[] = [];
@@ -393,7 +484,7 @@ export class Store {
       where.push("status = ?");
       params.push(filter.status);
     }
-    const sql = `SELECT * FROM runs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
+    const sql = `SELECT ${LISTED_RUN_COLUMNS} FROM runs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, rowid DESC LIMIT ?`;
     params.push(filter.limit ?? 100);
     return (this.db.prepare(sql).all(...params) as Raw[]).map(toRun);
   }
@@ -472,12 +563,14 @@ function toRun(r: Raw): RunRecord {
     attempts: r.attempts,
     createdAt: r.created_at,
   };
-  if (r.output !== null) run.output = JSON.parse(r.output);
-  if (r.error !== null) run.error = JSON.parse(r.error);
-  if (r.caller !== null) run.caller = r.caller;
-  if (r.started_at !== null) run.startedAt = r.started_at;
-  if (r.finished_at !== null) run.finishedAt = r.finished_at;
-  if (r.duration_ms !== null) run.durationMs = r.duration_ms;
-  if (r.logs !== null) run.logs = r.logs;
+  const output = r.kept_output ?? r.output;
+  const logs = r.kept_logs ?? r.logs;
+  if (output != null) run.output = JSON.parse(output);
+  if (r.error != null) run.error = JSON.parse(r.error);
+  if (r.caller != null) run.caller = r.caller;
+  if (r.started_at != null) run.startedAt = r.started_at;
+  if (r.finished_at != null) run.finishedAt = r.finished_at;
+  if (r.duration_ms != null) run.durationMs = r.duration_ms;
+  if (logs != null) run.logs = logs;
   return run;
 }

@@ -247,7 +247,9 @@ describe("TaskRunner", () => {
     expect(done.finishedAt).toBeDefined();
     expect(done.durationMs).toBeGreaterThanOrEqual(0);
     expect(store.getRun(started.id)).toEqual(done);
-    expect(store.listRuns(scope)).toEqual([done]);
+    // A list of runs leaves out outputs and logs (the run itself has them).
+    const { output: _output, ...listed } = done;
+    expect(store.listRuns(scope)).toEqual([listed]);
   });
 
   it("keeps the worker warm: consecutive runs go to the worker started at register", async () => {
@@ -543,6 +545,127 @@ describe("TaskRunner", () => {
     }
     expect(store.getRun(finished.id)).toEqual(finished);
     await next.close();
+  });
+
+  it("refuses arguments past 1 MiB, naming their size and the limit, and records nothing", async () => {
+    await deployed();
+    const big = "x".repeat(1024 * 1024);
+    let error: unknown;
+    try {
+      runner.start(req("env.echo", [big]));
+    } catch (e) {
+      error = e;
+    }
+    expect(isCaravanError(error) && error.code).toBe("VALIDATION");
+    expect((error as Error).message).toBe(
+      "run env.echo: its arguments are 1.0 MiB as JSON, more than the 1.0 MiB a run takes; pass large data by reference (a file path, a URL, an object key) and read it in the task",
+    );
+    expect(store.listRuns(undefined)).toEqual([]);
+  });
+
+  it("fails a run whose output is past 16 MiB, naming its size and the limit, and keeps no output", async () => {
+    handlers["env.huge"] = (m, w) => w.ok(m, "y".repeat(17 * 1024 * 1024));
+    await deployed([...TASKS, { id: "env.huge", retries: 2 }]);
+    const done = await runToEnd("env.huge");
+    expect(done).toMatchObject({
+      status: "failed",
+      attempts: 1, // not retried: it would return as much again
+      error: {
+        name: "OutputTooLarge",
+        message:
+          "the result of env.huge is 17.0 MiB as JSON, more than the 16.0 MiB a run may return; store large results elsewhere (a file, an object store) and return where they are",
+      },
+    });
+    expect(store.getRun(done.id)!.output).toBeUndefined();
+  });
+
+  it("cuts a huge error message, keeping its end", async () => {
+    handlers["env.shouty"] = (m, w) => w.fail(m, `${"a".repeat(1024 * 1024)}the end`);
+    await deployed([...TASKS, { id: "env.shouty" }]);
+    const done = await runToEnd("env.shouty");
+    expect(done.error!.message.length).toBeLessThan(70 * 1024);
+    expect(done.error!.message).toMatch(/^\[\d+ characters cut\]…a+the end$/);
+  });
+
+  it("deletes a finished run, refuses one in flight, and prunes by age and count per project/domain", async () => {
+    await deployed();
+    const runs: RunRecord[] = [];
+    for (let i = 0; i < 4; i++) runs.push(await runToEnd("env.echo", [i]));
+    const running = runner.start(req("env.hang"));
+    expect(() => runner.deleteRun(running.id)).toThrow(
+      `run ${running.id} is running: a run in flight cannot be deleted; wait for it to finish (caravan runs show ${running.id})`,
+    );
+    runner.deleteRun(runs[0]!.id);
+    expect(store.getRun(runs[0]!.id)).toBeUndefined();
+    expect(() => runner.deleteRun(runs[0]!.id)).toThrow(`no run "${runs[0]!.id}"`);
+    // Another scope's runs are left alone by a scoped prune.
+    const other = {
+      ...runs[1]!,
+      id: "run-other",
+      project: "q",
+      createdAt: new Date(Date.now() - 60_000).toISOString(),
+    };
+    store.insertRun(other);
+    store.updateRun(other);
+    expect(runner.pruneRuns(scope, { keep: 1 })).toEqual([runs[2]!.id, runs[1]!.id]);
+    expect(store.listRuns(undefined).map((r) => r.id)).toEqual([
+      running.id,
+      runs[3]!.id,
+      "run-other",
+    ]);
+    expect(runner.pruneRuns(undefined, { olderThanMs: 0 }).sort()).toEqual(
+      ["run-other", runs[3]!.id].sort(),
+    );
+    // The run in flight is never pruned.
+    expect(store.listRuns(undefined).map((r) => r.id)).toEqual([running.id]);
+  });
+
+  it("applies the retention policy: newest N per project/domain, a max age, a byte budget", async () => {
+    const kept = new TaskRunner(store, host, { keep: 3, maxAgeDays: 1, maxBytes: 1024 * 1024 });
+    try {
+      await deployed();
+      const row = store.get(scope, "env")!;
+      await kept.register(row);
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const r = kept.start(req("env.echo", [i]));
+        ids.push((await kept.wait(r.id, 10_000)).id);
+      }
+      // One from two days ago: past the age.
+      const old = {
+        ...store.getRun(ids[4]!)!,
+        id: "run-old",
+        createdAt: new Date(Date.now() - 2 * 86_400_000).toISOString(),
+      };
+      store.insertRun(old);
+      kept.reap();
+      expect(store.listRuns(undefined).map((r) => r.id)).toEqual([ids[4], ids[3], ids[2]]);
+      // Outputs past the byte budget: only the newest one that fits is kept with the ones after.
+      const big = kept.start(req("env.echo", ["z".repeat(700 * 1024)]));
+      await kept.wait(big.id, 10_000);
+      const bigger = kept.start(req("env.echo", ["z".repeat(700 * 1024)]));
+      await kept.wait(bigger.id, 10_000);
+      kept.reap();
+      expect(store.listRuns(undefined).map((r) => r.id)).toEqual([bigger.id]);
+    } finally {
+      await kept.close();
+    }
+  });
+
+  it("moves outputs and logs of a database from before they were kept apart", () => {
+    const file = join(dir, "old.db");
+    const old = new Store(file);
+    old.database.exec(
+      `INSERT INTO runs (id, project, domain, environment, task, revision, status, args, output, logs, attempts, created_at)
+       VALUES ('run-1', 'p', 'd', 'env', 'env.echo', 'rev1', 'succeeded', '[]', '{"a":1}', 'printed', 1, '2024-01-01T00:00:00.000Z')`,
+    );
+    old.close();
+    const next = new Store(file);
+    expect(next.getRun("run-1")).toMatchObject({ output: { a: 1 }, logs: "printed" });
+    expect(next.listRuns(undefined)[0]).not.toHaveProperty("output");
+    const raw = next.database.prepare("SELECT output, logs FROM runs").get();
+    expect(raw).toEqual({ output: null, logs: null });
+    next.close();
   });
 
   it("answers wait() for an unknown run with NO_SUCH_RUN", async () => {

@@ -11,6 +11,12 @@ import { CaravanError } from "../../errors.ts";
 import type { TaskErrorInfo, TaskOutcome } from "../../runtime/protocol.ts";
 import type { RunRecord, RunRequest, Scope, TaskSpec as TaskEnvironmentSpec } from "../contract.ts";
 import { keyOf, now, type EnvironmentRow, type Store } from "./store.ts";
+import {
+  MAX_RUN_OUTPUT_BYTES,
+  checkRunArgs,
+  jsonBytes,
+  outputTooLarge,
+} from "../../sdk/run-limits.ts";
 import type { AppProcess, Launch } from "./supervisor.ts";
 
 /** Most workers one task environment runs at once (runs beyond wait in its queue). */
@@ -19,6 +25,16 @@ const MAX_WORKERS = 8;
 const IDLE_MS = 5 * 60_000;
 /** A run keeps the last this many bytes of what it printed. */
 const LOG_LIMIT = 64 * 1024;
+/** A failed run keeps at most this much of its error's message, and of its stack. */
+const ERROR_LIMIT = 64 * 1024;
+
+/**
+ * Finished runs kept (checked at start-up and every 30 s): per project/domain, the newest
+ * `keep`, none older than `maxAgeDays`, and no older ones once the newer ones' outputs and
+ * logs add up to `maxBytes`. `caravan runs prune` deletes more, `runs delete` one.
+ */
+export const RUN_RETENTION = { keep: 1000, maxAgeDays: 30, maxBytes: 1024 * 1024 * 1024 };
+export type RunRetention = typeof RUN_RETENTION;
 
 /** A task of a deployed environment: its id, retries, timeout (s per attempt), concurrency. */
 type TaskSpec = TaskEnvironmentSpec["tasks"][number];
@@ -69,6 +85,7 @@ export class TaskRunner {
   constructor(
     private readonly store: Store,
     private readonly host: WorkerHost,
+    private readonly retention: RunRetention = RUN_RETENTION,
   ) {}
 
   /**
@@ -160,6 +177,7 @@ export class TaskRunner {
     }
     if (!Array.isArray(req.args))
       throw new CaravanError("VALIDATION", `the arguments of ${req.task} must be an array`);
+    checkRunArgs(req.task, req.args);
     const run: RunRecord = {
       id: `run-${randomBytes(6).toString("hex")}`,
       project: req.scope.project,
@@ -216,10 +234,55 @@ export class TaskRunner {
   /** Runs a previous control plane left unfinished: their workers died with it. */
   recover(): void {
     for (const run of this.store.unfinishedRuns()) this.interrupt(run);
+    this.retain();
   }
 
-  /** Stops idle workers beyond one per environment. */
+  /** Deletes a finished run's record; one in flight is refused. */
+  deleteRun(id: string): void {
+    const active = this.active.get(id)?.run;
+    if (active) {
+      throw new CaravanError(
+        "VALIDATION",
+        `run ${id} is ${active.status}: a run in flight cannot be deleted; wait for it to finish (caravan runs show ${id})`,
+        { runId: id },
+      );
+    }
+    if (!this.store.deleteRun(id))
+      throw new CaravanError(
+        "NO_SUCH_RUN",
+        `no run "${id}" (see caravan runs for the runs there are)`,
+        {
+          runId: id,
+        },
+      );
+  }
+
+  /**
+   * Deletes finished runs created more than `olderThanMs` ago and/or beyond the newest `keep`
+   * of each project/domain (in `scope` only, when given); the ids deleted.
+   */
+  pruneRuns(scope: Scope | undefined, opts: { olderThanMs?: number; keep?: number }): string[] {
+    return this.store.pruneRuns(scope, {
+      ...(opts.olderThanMs !== undefined
+        ? { before: new Date(Date.now() - opts.olderThanMs).toISOString() }
+        : {}),
+      ...(opts.keep !== undefined ? { keep: opts.keep } : {}),
+    });
+  }
+
+  /** Applies the retention policy (RUN_RETENTION). */
+  retain(): void {
+    const { keep, maxAgeDays, maxBytes } = this.retention;
+    this.store.pruneRuns(undefined, {
+      before: new Date(Date.now() - maxAgeDays * 86_400_000).toISOString(),
+      keep,
+      maxBytes,
+    });
+  }
+
+  /** Stops idle workers beyond one per environment; applies the runs' retention. */
   reap(): void {
+    this.retain();
     const cutoff = Date.now() - IDLE_MS;
     for (const pool of this.pools.values()) {
       const idle = [...pool.workers].filter((w) => w.proc && !w.runId && !w.retired);
@@ -253,13 +316,19 @@ export class TaskRunner {
           })
         : failure("Stopped", `task environment ${run.environment} was stopped`);
       if (!this.active.has(run.id)) return; // interrupted by close()
+      if (outcome.ok && jsonBytes(outcome.output) > MAX_RUN_OUTPUT_BYTES) {
+        // A worker of an older runtime does not bound it itself: the run keeps no such output.
+        run.status = "failed";
+        run.error = outputTooLarge(run.task, jsonBytes(outcome.output));
+        break;
+      }
       if (outcome.ok) {
         run.status = "succeeded";
         run.output = outcome.output;
         delete run.error;
         break;
       }
-      run.error = outcome.error;
+      run.error = bounded(outcome.error);
       if (attempt > retries || !this.pools.has(key)) {
         run.status = "failed";
         break;
@@ -421,6 +490,19 @@ export class TaskRunner {
     run.status = "failed";
     this.finish(run);
   }
+}
+
+/** An error as a run keeps it: a huge message or stack is cut (its end kept). */
+function bounded(error: TaskErrorInfo): TaskErrorInfo {
+  const cut = (s: string) =>
+    s.length > ERROR_LIMIT
+      ? `[${s.length - ERROR_LIMIT} characters cut]…${s.slice(-ERROR_LIMIT)}`
+      : s;
+  return {
+    name: cut(String(error?.name ?? "Error")),
+    message: cut(String(error?.message ?? "")),
+    ...(error?.stack ? { stack: cut(String(error.stack)) } : {}),
+  };
 }
 
 function failure(name: string, message: string): { ok: false; error: TaskErrorInfo } {

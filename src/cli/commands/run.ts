@@ -112,7 +112,7 @@ Examples:
       await backend.close();
       if (opts.json)
         return printJSON({
-          runs: list.map(({ logs: _logs, ...r }) => ({
+          runs: list.map(({ logs: _logs, output: _output, ...r }) => ({
             ...r,
             startedAt: r.startedAt ?? null,
             durationMs: r.durationMs ?? null,
@@ -162,6 +162,96 @@ Examples:
     }
     if (r.logs) process.stdout.write(`${color.bold("logs")}\n${r.logs.trimEnd()}\n`);
   });
+  scopeOptions(
+    runs
+      .command("delete")
+      .description("Delete finished runs' records (output and logs included)")
+      .argument("<id...>", "the runs' ids (run-…)")
+      .option("--json", "print JSON on stdout"),
+  ).action(async (ids: string[], opts: ScopeFlags & { json?: boolean }) => {
+    const config = await loadScope(opts);
+    const backend = await openBackend(config);
+    try {
+      if (!backend.deleteRun)
+        throw (await import("../../backends/registry.ts")).unsupported(
+          config.backend,
+          "caravan runs delete",
+          "its runs are kept by the cluster",
+        );
+      for (const id of ids) {
+        await backend.deleteRun(id);
+        if (!opts.json) info(`deleted ${id}`);
+      }
+    } finally {
+      await backend.close();
+    }
+    if (opts.json) printJSON({ deleted: ids });
+  });
+  scopeOptions(
+    runs
+      .command("prune")
+      .description(
+        "Delete finished runs older than --older-than and/or beyond the newest --keep (per project/domain)",
+      )
+      .option("--older-than <age>", "e.g. 7d, 12h, 30m, 90s", durationMs("--older-than"))
+      .option("--keep <n>", "keep the newest n finished runs", wholeNumber("--keep", 0))
+      .option("--all", "every project and domain, not just the current one")
+      .option("--json", "print JSON on stdout")
+      .addHelpText(
+        "after",
+        `
+Queued and running runs are never pruned. Without these, runs are kept by the retention
+policy: per project/domain the newest 1000 finished runs, none older than 30 days, and
+older ones go once the newer ones' outputs and logs add up to 1 GiB.
+
+Examples:
+  $ npx caravan runs prune --older-than 7d
+  $ npx caravan runs prune --keep 10 --all`,
+      ),
+  ).action(
+    async (
+      opts: ScopeFlags & { olderThan?: number; keep?: number; all?: boolean; json?: boolean },
+    ) => {
+      if (opts.olderThan === undefined && opts.keep === undefined)
+        throw new CaravanError(
+          "USAGE",
+          "say which runs to prune: --older-than <age> and/or --keep <n>",
+        );
+      const config = await loadScope(opts);
+      const backend = await openBackend(config);
+      let deleted: string[];
+      try {
+        if (!backend.pruneRuns)
+          throw (await import("../../backends/registry.ts")).unsupported(
+            config.backend,
+            "caravan runs prune",
+            "its runs are kept by the cluster",
+          );
+        deleted = await backend.pruneRuns(opts.all ? undefined : config, {
+          ...(opts.olderThan !== undefined ? { olderThanMs: opts.olderThan } : {}),
+          ...(opts.keep !== undefined ? { keep: opts.keep } : {}),
+        });
+      } finally {
+        await backend.close();
+      }
+      if (opts.json) return printJSON({ deleted });
+      info(`deleted ${deleted.length} run${deleted.length === 1 ? "" : "s"}`);
+    },
+  );
+}
+
+/** `7d`, `12h`, `30m`, `90s` (or a number of seconds), in milliseconds. */
+function durationMs(flag: string): (value: string) => number {
+  const unit: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return (value) => {
+    const m = /^(\d+)([smhd]?)$/.exec(value.trim());
+    if (!m)
+      throw new CaravanError(
+        "USAGE",
+        `${flag} takes an age like 7d, 12h, 30m or 90s, got ${JSON.stringify(value)}`,
+      );
+    return Number(m[1]) * unit[m[2] || "s"]!;
+  };
 }
 
 /** The task named on the command line, by id or by (unique) name. */

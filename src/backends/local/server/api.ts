@@ -5,7 +5,8 @@
 import { timingSafeEqual } from "node:crypto";
 import { Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
-import type { DeployRequest, RunFilter, RunRequest, Scope } from "../../contract.ts";
+import type { DeployRequest, RunFilter, RunPrune, RunRequest, Scope } from "../../contract.ts";
+import { MAX_RUN_ARGS_BYTES } from "../../../sdk/run-limits.ts";
 import { HTTP_STATUS_OF, ROUTES } from "../../http-routes.ts";
 import { runTokenScope, type ControlPlane } from "../control-plane.ts";
 import { CaravanError, isCaravanError } from "../../../errors.ts";
@@ -53,9 +54,19 @@ export function buildApi(
     }
   });
 
-  app.setErrorHandler((err, _req, reply) => {
+  app.setErrorHandler((err, req, reply) => {
     if (isCaravanError(err))
       return reply.code(HTTP_STATUS_OF[err.code] ?? 422).send({ error: err.toJSON() });
+    if (
+      (err as { code?: string }).code === "FST_ERR_CTP_BODY_TOO_LARGE" &&
+      req.url.startsWith(ROUTES.runs)
+    ) {
+      const error = new CaravanError(
+        "VALIDATION",
+        `this run request is ${req.headers["content-length"] ?? "too many"} bytes; a run's arguments are at most ${MAX_RUN_ARGS_BYTES} bytes as JSON: pass large data by reference (a file path, a URL, an object key)`,
+      );
+      return reply.code(413).send({ error: error.toJSON() });
+    }
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     const message = (err as Error)?.message ?? String(err);
     return reply
@@ -135,6 +146,9 @@ export function buildApi(
   const waitOf = (q: { wait?: string }) => Math.min(30_000, Math.max(0, Number(q.wait) || 0));
   app.post<{ Body: RunRequest; Querystring: { wait?: string } }>(
     ROUTES.runs,
+    // Arguments are bounded (MAX_RUN_ARGS_BYTES, checked with a clear error by startRun); a
+    // body far past that is refused before it is read.
+    { bodyLimit: MAX_RUN_ARGS_BYTES + 64 * 1024 },
     async (req, reply) => {
       const body = req.body as Partial<RunRequest> | undefined;
       if (
@@ -158,6 +172,51 @@ export function buildApi(
     // A run token's scope is checked first: another scope learns nothing, not even by waiting.
     if (runScopes.has(req.raw)) allowed(req, await plane.getRun(req.params.id));
     return { run: await plane.getRun(req.params.id, { waitMs: waitOf(req.query) }) };
+  });
+  // Deleting runs takes the control plane's token (a run token only starts and reads runs).
+  const adminOnly = (req: { raw: object }, what: string) => {
+    if (runScopes.has(req.raw))
+      throw new CaravanError(
+        "UNAUTHORIZED",
+        `a run token cannot ${what}; use the control plane's token (caravan runs delete|prune)`,
+      );
+  };
+  app.delete<{ Params: { id: string } }>(ROUTES.run, async (req) => {
+    adminOnly(req, "delete runs");
+    await plane.deleteRun(req.params.id);
+    return { deleted: req.params.id };
+  });
+  app.post<{ Body: Partial<Scope> & RunPrune }>(ROUTES.runsPrune, async (req) => {
+    adminOnly(req, "prune runs");
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    const count = (v: unknown, field: string) => {
+      if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= 0))
+        throw new CaravanError(
+          "VALIDATION",
+          `${field} must be a whole number >= 0, got ${JSON.stringify(v)}`,
+        );
+      return v as number | undefined;
+    };
+    const olderThanMs = count(b.olderThanMs, "olderThanMs");
+    const keep = count(b.keep, "keep");
+    if (olderThanMs === undefined && keep === undefined)
+      throw new CaravanError("VALIDATION", "say which runs to prune: olderThanMs and/or keep");
+    const { project, domain } = b;
+    if (
+      (project === undefined) !== (domain === undefined) ||
+      [project, domain].some((v) => v !== undefined && typeof v !== "string")
+    )
+      throw new CaravanError(
+        "VALIDATION",
+        "project and domain go together, as strings (or neither: every scope)",
+      );
+    const scope = project ? { project: project as string, domain: domain as string } : undefined;
+    return {
+      deleted: await plane.pruneRuns(scope, {
+        ...(olderThanMs !== undefined ? { olderThanMs } : {}),
+        ...(keep !== undefined ? { keep } : {}),
+      }),
+    };
   });
   app.get<{ Querystring: Partial<Scope> & { task?: string; status?: string; limit?: string } }>(
     ROUTES.runs,
