@@ -187,9 +187,9 @@ describe.skipIf(!clusterAvailable())("kubernetes backend", { timeout: 180_000 },
     const { statuses: st, calls } = JSON.parse(out.trim().split("\n").at(-1)!);
     expect(Object.values(st)).toEqual(Array(21).fill("unchanged"));
     expect(calls.writes).toBe(0);
-    // status before planning (6 lists) + one listing of the namespace (2) + its gateway ports
-    // (1): not one GET per app.
-    expect(calls.total).toBeLessThanOrEqual(9);
+    // status before planning (7 lists) + one listing of the namespace (3: apps, task
+    // environments, jobs) + its gateway ports (1): not one GET per app.
+    expect(calls.total).toBeLessThanOrEqual(11);
   });
 
   it.each(readdirSync(join(ROOT, "examples")).filter((f) => f.endsWith(".ts")))(
