@@ -66,6 +66,7 @@ import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { tcpOpen } from "../src/sdk/probe.ts";
+import { homeMark } from "../test/processes.ts";
 
 /**
  * The caravan under test: this checkout, or `--root DIR` (e.g. a `git archive` of a commit
@@ -365,9 +366,23 @@ function kill(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/**
+ * What marks this run's processes: CARAVAN_BENCH_RUN, a CARAVAN_HOME under HOMES (the CLI and
+ * the daemons) or the id of one of those homes (apps get it instead of CARAVAN_HOME).
+ */
+function runNeedles(): string[] {
+  let homes: string[] = [];
+  try {
+    homes = readdirSync(HOMES).map((h) => `${homeMark(join(HOMES, h))}\0`);
+  } catch {
+    /* no home yet */
+  }
+  return [`CARAVAN_BENCH_RUN=${WORK}\0`, `CARAVAN_HOME=${HOMES}/`, ...homes];
+}
+
 /** Live processes started for this run: marked, or belonging to one of its CARAVAN_HOMEs. */
 function processesOfRun(): number[] {
-  const needles = [`CARAVAN_BENCH_RUN=${WORK}\0`, `CARAVAN_HOME=${HOMES}/`];
+  const needles = runNeedles();
   const pids: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
@@ -476,7 +491,7 @@ const oursCache = new Map<string, boolean>();
  */
 function foreignCpu(): Map<string, number> {
   const out = new Map<string, number>();
-  const needles = [`CARAVAN_BENCH_RUN=${WORK}\0`, `CARAVAN_HOME=${HOMES}/`];
+  const needles = runNeedles();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
@@ -746,7 +761,10 @@ async function runColdCaravan(s: Scenario, n: string): Promise<RunRecord> {
     await stopServer(home);
     const left = processesOfRun().filter((pid) => {
       try {
-        return readFileSync(`/proc/${pid}/environ`, "latin1").includes(`CARAVAN_HOME=${home}\0`);
+        const environ = readFileSync(`/proc/${pid}/environ`, "latin1") + "\0";
+        return (
+          environ.includes(`CARAVAN_HOME=${home}\0`) || environ.includes(`${homeMark(home)}\0`)
+        );
       } catch {
         return false;
       }
