@@ -26,7 +26,6 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
-import { JobRunner } from "./jobs.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
@@ -34,6 +33,7 @@ import { TokenStore } from "./tokens.ts";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { LogKeeper, readSlice, tailLines } from "./logs.ts";
+import { JobRunner } from "./jobs.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
 import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
@@ -96,7 +96,6 @@ export class ControlPlane implements Backend {
   private readonly scaleBackoff = new Map<string, { until: number; delayMs: number }>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
-  private readonly jobs: JobRunner;
   private readonly crashCounts = new Map<string, number>();
   /** Keeps every app's log under its cap as it is written (see logs.ts). */
   private readonly logKeeper = new LogKeeper();
@@ -110,6 +109,7 @@ export class ControlPlane implements Backend {
   /** Set when shutdown begins: from then on nothing new is started. */
   private stopping = false;
   private readonly tasks: TaskRunner;
+  private readonly jobs: JobRunner;
   /** Where code in apps and task workers reaches the run API (set once the API listens). */
   private apiAccess?: { url: string; secret: string };
 
@@ -128,11 +128,6 @@ export class ControlPlane implements Backend {
       },
       link: async (scope, app) => this.loginLink(scope, app),
     };
-    this.jobs = new JobRunner({
-      store: this.store,
-      launchSpec: (row) => this.launchSpec(row, 0),
-      accepting: () => !this.stopping && !this.closed,
-    });
     this.gateway = new Gateway({
       authorize: (token, key) => tokens.verify(token, key),
       redeem: (code, key) => tokens.redeem(code, key),
@@ -146,6 +141,11 @@ export class ControlPlane implements Backend {
       },
       forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
     });
+    this.jobs = new JobRunner({
+      store: this.store,
+      launchSpec: (row) => this.launchSpec(row, 0),
+      accepting: () => !this.stopping && !this.closed,
+    });
     this.housekeeping = setInterval(() => {
       this.sweepLogs();
       this.tasks.reap();
@@ -153,7 +153,6 @@ export class ControlPlane implements Backend {
     this.housekeeping.unref();
     this.scaler = setInterval(() => this.autoscale(), SCALE_EVERY_MS);
     this.scaler.unref();
-    this.jobs.recover();
   }
 
   /**
@@ -167,6 +166,7 @@ export class ControlPlane implements Backend {
   /** Adopts processes a previous control plane left running; restarts what died. */
   async recover(): Promise<void> {
     this.tasks.recover();
+    this.jobs.recover();
     // Every process is recorded from the moment it is spawned, so none can be orphaned by a
     // control plane that died mid-start. Adopt the replicas of the current revision that
     // serve (their port answers); stop the rest.
@@ -279,7 +279,6 @@ export class ControlPlane implements Backend {
         row.desired === "running" &&
         row.state === "ready" &&
         running
-      if (req.kind === "job") return this.jobs.run(next);
       ) {
         this.store.event(scope, req.name, "unchanged", req.revision);
         return {
@@ -293,6 +292,7 @@ export class ControlPlane implements Backend {
       this.cancelRestart(key);
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
       this.store.event(scope, req.name, "deploy", req.revision);
+      if (req.kind === "job") return this.jobs.run(next);
       if (req.kind === "task") {
         // A new revision loads beside the running one, which takes runs until it is ready.
         const replacing = row?.desired === "running" && this.tasks.has(key);
@@ -353,6 +353,19 @@ export class ControlPlane implements Backend {
       }
       // The new replicas take requests now; the old ones get no new ones and drain.
       this.store.upsert({ ...next, state: "ready" });
+      this.serving.set(key, next);
+      this.gateway.setOptions(key, routeOf(next));
+      this.targets.set(key, fresh.length);
+      this.lastScaleAt.set(key, Date.now());
+      this.scaleBackoff.delete(key);
+      const retiring = Promise.all(old.map((r) => this.retireReplica(key, r)));
+      // Short requests finish within the wait; long ones (a stream, a WebSocket) keep draining
+      // after the deploy returned, without holding up the app's next operation.
+      await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]);
+      return { status: "ready", revision: req.revision, ...endpointsFor(ports!) };
+    });
+  }
+
   /** Runs a deployed job again (`caravan job rerun`), its revision unchanged. */
   async rerunJob(scope: Scope, name: string): Promise<DeployResult> {
     const row = this.store.get(scope, name);
@@ -372,19 +385,6 @@ export class ControlPlane implements Backend {
     return this.serialized(key, async () => {
       this.store.event(scope, name, "rerun", row.revision);
       return this.jobs.run({ ...row, desired: "running" });
-    });
-  }
-
-      this.serving.set(key, next);
-      this.gateway.setOptions(key, routeOf(next));
-      this.targets.set(key, fresh.length);
-      this.lastScaleAt.set(key, Date.now());
-      this.scaleBackoff.delete(key);
-      const retiring = Promise.all(old.map((r) => this.retireReplica(key, r)));
-      // Short requests finish within the wait; long ones (a stream, a WebSocket) keep draining
-      // after the deploy returned, without holding up the app's next operation.
-      await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]);
-      return { status: "ready", revision: req.revision, ...endpointsFor(ports!) };
     });
   }
 
@@ -458,7 +458,6 @@ export class ControlPlane implements Backend {
       [...this.replicas.values()].flatMap((list) => list.map((r) => r.port)),
     );
     return this.store.list(scope).map((row) => {
-      if (row.kind === "job") return { ...status, jobRuns: this.store.jobRuns(row, row.name) };
       const key = keyOf(row, row.name);
       // Ready replicas of an app, loaded workers of a task environment: one process each.
       const pids =
@@ -472,6 +471,7 @@ export class ControlPlane implements Backend {
         pids.map((pid) => ({ id: `pid-${pid}`, ready: true, pid })),
       );
       if (row.kind === "task") return status;
+      if (row.kind === "job") return { ...status, jobRuns: this.store.jobRuns(row, row.name) };
       const beyond = (this.replicas.get(key) ?? []).flatMap((r) => exposed.get(r.port) ?? []);
       if (beyond.length) status.listensBeyondLoopback = beyond;
       if (this.serving.has(key)) {
@@ -641,10 +641,10 @@ export class ControlPlane implements Backend {
       names,
       { cascade: opts.cascade ?? false, verb: forget ? "delete" : "stop" },
     );
-      // A job's attempt holds its key until it ends: stopped first, so this does not wait.
-      await this.jobs.cancel(key);
     for (const name of order) {
       const key = keyOf(scope, name);
+      // A job's attempt holds its key until it ends: stopped first, so this does not wait.
+      await this.jobs.cancel(key);
       await this.serialized(key, async () => {
         this.cancelRestart(key);
         this.store.setDesired(scope, name, "stopped");
