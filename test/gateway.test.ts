@@ -99,7 +99,9 @@ describe("the gateway", () => {
     const login = await request(url, { redirect: "manual" });
     expect(login.status).toBe(302);
     const setCookie = login.headers.get("set-cookie") ?? "";
-    const cookie = /^(caravan_session=[^;]+)/.exec(setCookie)?.[1];
+    // Named per app: its public port.
+    const port = new URL(guarded.endpoint!).port;
+    const cookie = new RegExp(`^(caravan_session_${port}=[^;]+)`).exec(setCookie)?.[1];
     expect(cookie, setCookie).toBeDefined();
     expect(await request(`${guarded.endpoint}/`, { headers: { cookie: cookie! } })).toMatchObject({
       status: 200,
