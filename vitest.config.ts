@@ -3,8 +3,9 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],
-    // The kubernetes tests' control plane, started once per run (see the file).
-    globalSetup: ["test/kubernetes/global-setup.ts"],
+    // The CLI the tests run is the compiled package (built when stale), and the kubernetes
+    // tests' control plane is started once per run (see the files).
+    globalSetup: ["test/build-setup.ts", "test/kubernetes/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Integration tests start real processes; two cores are not enough for many files at once.

@@ -29,7 +29,7 @@ server.listen(Number(process.env.PORT), "127.0.0.1", () => console.log("listenin
 process.on("SIGTERM", () => server.close(() => process.exit(0)));
 `;
 
-const APP = `import { AppEnvironment } from "caravan";
+const APP = `import { AppEnvironment } from "caravan-deploy";
 export const hello = new AppEnvironment({
   name: "hello",
   command: ["node", "server.mjs"],

@@ -238,7 +238,7 @@ function caravanSource(s: Scenario): string {
   );
   const head =
     s.flavour === "http"
-      ? `import { AppEnvironment } from "caravan";
+      ? `import { AppEnvironment } from "caravan-deploy";
 
 const EVENTS = ${JSON.stringify(s.caravanEvents)};
 const app = (name: string, delayMs: number, dependsOn: AppEnvironment[]) =>
@@ -252,7 +252,7 @@ const app = (name: string, delayMs: number, dependsOn: AppEnvironment[]) =>
 `
       : `import { appendFileSync } from "node:fs";
 import Fastify from "fastify";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 const BODY = performance.now();
 const EVENTS = ${JSON.stringify(s.caravanEvents)};

@@ -41,8 +41,8 @@ import { join } from "node:path";
 import { processesWithHome } from "../test/processes.ts";
 import { performance } from "node:perf_hooks";
 import Fastify from "fastify";
-import { TaskEnvironment, deploy, inRuntime, run } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { TaskEnvironment, deploy, inRuntime, run } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 // --- what is deployed (this file is the snapshot: workers and the app import it too) ---
 

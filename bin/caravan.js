@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// The CLI is written in TypeScript; tsx compiles it (and the user's files) on the fly.
-import { register } from "tsx/esm/api";
+// The CLI runs from the compiled package (dist/); a user's TypeScript files are compiled on the
+// fly when they are loaded (see src/sdk/loader.ts), so commands that load none start fast.
+import { existsSync } from "node:fs";
 
-register();
 // `caravan status | head`: a reader that goes away early is not an error.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on("error", (e) => {
@@ -10,5 +10,12 @@ for (const stream of [process.stdout, process.stderr]) {
     throw e;
   });
 }
-const { main } = await import("../src/cli/main.ts");
-process.exitCode = await main(process.argv.slice(2));
+const main = new URL("../dist/cli/main.js", import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write(
+    "caravan is not built: run `npm run build` in its checkout (npm ci and npm install do it)\n",
+  );
+  process.exit(1);
+}
+const { main: run } = await import(main.href);
+process.exitCode = await run(process.argv.slice(2));

@@ -6,8 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import Fastify from "fastify";
-import { Image, deploy, init } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { Image, deploy, init } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 const image = Image.fromDebianBase({ node: "22" }).withNpmPackages("fastify");
 

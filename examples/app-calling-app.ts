@@ -1,7 +1,7 @@
 /** The seed's example: one app calling another (app2 depends on app1 and proxies to it). */
 import Fastify from "fastify";
-import { Image, deploy, init } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { Image, deploy, init } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 const image = Image.fromDebianBase({ node: "22" }).withNpmPackages("fastify");
 

@@ -4,8 +4,8 @@
  * (apps in other languages read the environment variable BACKEND_URL).
  */
 import Fastify from "fastify";
-import { AppEndpoint, Image, Input, deploy, getInput, init } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { AppEndpoint, Image, Input, deploy, getInput, init } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 const image = Image.fromDebianBase({ node: "22" }).withNpmPackages("fastify");
 

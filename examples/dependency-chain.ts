@@ -4,8 +4,8 @@
  * answers `/chain` by calling the one it depends on, so service-3's answer shows all three hops.
  */
 import Fastify from "fastify";
-import { Image, deploy, init } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { Image, deploy, init } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 const image = Image.fromDebianBase({ node: "22" }).withNpmPackages("fastify");
 

@@ -3,8 +3,8 @@
  * closed gracefully on stop. `examples/hono-app.ts` deploys a Hono app that calls it.
  */
 import express from "express";
-import { Image, deploy, init } from "caravan";
-import { ExpressAppEnvironment } from "caravan/express";
+import { Image, deploy, init } from "caravan-deploy";
+import { ExpressAppEnvironment } from "caravan-deploy/express";
 
 const app = express();
 app.get("/greeting/:name", (req, res) => {

@@ -3,8 +3,8 @@
  * of `examples/express-app.ts` and calls it through `expressEnv.endpoint`.
  */
 import { Hono } from "hono";
-import { Image, deploy, init } from "caravan";
-import { HonoAppEnvironment } from "caravan/hono";
+import { Image, deploy, init } from "caravan-deploy";
+import { HonoAppEnvironment } from "caravan-deploy/hono";
 import { expressEnv } from "./express-app.ts";
 
 const app = new Hono();

@@ -7,8 +7,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Fastify from "fastify";
-import { JobEnvironment, deploy, init } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { JobEnvironment, deploy, init } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 // Declared where the deploy runs; the job and the app get it as a variable.
 const DB_FILE = process.env.USERS_DB_FILE ?? join(tmpdir(), "caravan-example-users-db.json");

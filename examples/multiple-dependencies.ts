@@ -4,8 +4,8 @@
  * `/users/:id/profile` combines the user from database with that user's orders from backend.
  */
 import Fastify from "fastify";
-import { Image, deploy, init } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { Image, deploy, init } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 const image = Image.fromDebianBase({ node: "22" }).withNpmPackages("fastify");
 

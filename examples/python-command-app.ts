@@ -5,8 +5,8 @@
  * $CARAVAN_INPUTS_FILE. The TypeScript app ts-caller reaches it through an `AppEndpoint` input.
  */
 import Fastify from "fastify";
-import { AppEndpoint, AppEnvironment, Image, Input, deploy, getInput, init } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { AppEndpoint, AppEnvironment, Image, Input, deploy, getInput, init } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 export const pythonEnv = new AppEnvironment({
   name: "python-greeter",

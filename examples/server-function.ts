@@ -4,7 +4,7 @@
  * inputs by name; `onShutdown` runs when the app stops, after the server closed.
  */
 import { createServer } from "node:http";
-import { AppEnvironment, Image, Input, deploy, init } from "caravan";
+import { AppEnvironment, Image, Input, deploy, init } from "caravan-deploy";
 
 export const env = new AppEnvironment({
   name: "plain-node-server",

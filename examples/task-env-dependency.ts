@@ -9,8 +9,8 @@
  *   npx caravan run examples/task-env-dependency.ts train --input points='[[1,3],[2,6]]'
  */
 import Fastify from "fastify";
-import { Image, TaskEnvironment, deploy, init, run, task } from "caravan";
-import { FastifyAppEnvironment } from "caravan/fastify";
+import { Image, TaskEnvironment, deploy, init, run, task } from "caravan-deploy";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
 
 const image = Image.fromDebianBase({ node: "22" }).withNpmPackages("fastify");
 

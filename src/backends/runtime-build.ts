@@ -6,22 +6,26 @@
  * the directory caravan's own dependencies are installed in.
  */
 import { createRequire } from "node:module";
-import { dirname, join, relative } from "node:path";
+import { dirname, extname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { GATEWAY_ENTRY } from "./kubernetes/cluster-gateway.ts";
 import { writeContentAddressed } from "./snapshot.ts";
 
 const SRC = dirname(dirname(fileURLToPath(import.meta.url)));
+const SOURCE_EXT = extname(fileURLToPath(import.meta.url));
 
-/** The public entry points, as a user's code imports them. */
+/** The public entry points, by their path under the package's name (`caravan-deploy/<path>`). */
 export const PUBLIC_ENTRIES: Record<string, string> = {
-  caravan: "public/index",
-  "caravan/fastify": "public/fastify",
-  "caravan/hono": "public/hono",
-  "caravan/express": "public/express",
-  "caravan/runtime": "public/runtime",
+  "": "public/index",
+  fastify: "public/fastify",
+  hono: "public/hono",
+  express: "public/express",
+  runtime: "public/runtime",
 };
+
+/** The package's name; `caravan` is accepted too (see sdk/alias-hooks.ts). */
+export const PACKAGE_NAMES = ["caravan-deploy", "caravan"];
 
 const built = new Map<string, Promise<string>>();
 
@@ -46,7 +50,8 @@ async function compile(runtimeDir: string): Promise<string> {
   // The cluster gateway's process runs from the same bundle (a pod mounts it with the runtime).
   const entries = ["runtime/main", GATEWAY_ENTRY, ...Object.values(PUBLIC_ENTRIES)];
   const result = await build({
-    entryPoints: Object.fromEntries(entries.map((e) => [e, join(SRC, `${e}.ts`)])),
+    // From the sources (.ts) in a checkout run through tsx, from dist/ (.js) in the package.
+    entryPoints: Object.fromEntries(entries.map((e) => [e, join(SRC, `${e}${SOURCE_EXT}`)])),
     bundle: true,
     splitting: true,
     platform: "node",

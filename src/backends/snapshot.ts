@@ -19,7 +19,7 @@ import { CaravanError } from "../errors.ts";
 import type { Environment } from "../sdk/environment.ts";
 import { sha256 } from "../sdk/stable.ts";
 import type { CodeRef } from "./contract.ts";
-import { PUBLIC_ENTRIES, buildRuntime, runtimeMainOf } from "./runtime-build.ts";
+import { PACKAGE_NAMES, PUBLIC_ENTRIES, buildRuntime, runtimeMainOf } from "./runtime-build.ts";
 
 export interface Snapshot {
   code: CodeRef;
@@ -28,15 +28,18 @@ export interface Snapshot {
 }
 
 /**
- * `caravan` imports point at the compiled runtime the app will run in, so the app and the
- * runtime share one SDK (one registry, one runtime context) with no resolution hooks.
+ * Imports of this package (`caravan-deploy`, or `caravan`) point at the compiled runtime the app
+ * will run in, so the app and the runtime share one SDK (one registry, one runtime context)
+ * with no resolution hooks.
  */
 function caravanImports(runtimeDir: string): Plugin {
   return {
     name: "caravan-runtime",
     setup(b) {
-      b.onResolve({ filter: /^caravan(\/[a-z]+)?$/ }, (args) => {
-        const target = PUBLIC_ENTRIES[args.path];
+      b.onResolve({ filter: /^caravan(-deploy)?(\/[a-z]+)?$/ }, (args) => {
+        const [name, ...rest] = args.path.split("/");
+        if (!PACKAGE_NAMES.includes(name!)) return undefined;
+        const target = PUBLIC_ENTRIES[rest.join("/")];
         return target ? { path: join(runtimeDir, `${target}.js`), external: true } : undefined;
       });
     },

@@ -1,5 +1,5 @@
 import type { Server } from "node:http";
-import { describeValue } from "../errors.ts";
+import { CaravanError, describeValue } from "../errors.ts";
 import {
   AppEnvironment,
   type AppEnvironmentOptions,
@@ -97,7 +97,13 @@ export class HonoAppEnvironment<
     return "hono";
   }
   override async serveOn(port: number, host: string): Promise<ServerHandle> {
-    const { serve } = await import("@hono/node-server");
+    // An optional peer dependency of this package: the user's project installs it with hono.
+    const { serve } = await import("@hono/node-server").catch((e: unknown) => {
+      throw new CaravanError(
+        "LOAD_FAILED",
+        `HonoAppEnvironment "${this.name}" is served with @hono/node-server, which is not installed: npm install @hono/node-server (${(e as Error)?.message ?? e})`,
+      );
+    });
     const server = serve({ fetch: this.app.fetch, port, hostname: host }) as unknown as Server;
     await listening(server);
     return { close: () => closeHttpServer(server) };

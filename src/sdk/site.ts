@@ -2,6 +2,13 @@ import { fileURLToPath } from "node:url";
 import { dirname, sep } from "node:path";
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
+/**
+ * The SDK's directories: where it runs from, and (in the compiled package) its sources, which
+ * frames point at once source maps are applied (tsx and --enable-source-maps apply them).
+ */
+const SDK_DIRS = [SDK_DIR, SDK_DIR.replace(/([/\\])dist([/\\])sdk$/, "$1src$2sdk")].map(
+  (d) => d + sep,
+);
 
 /** Where a declaration happened: the first stack frame outside caravan's SDK. */
 export interface Site {
@@ -16,7 +23,8 @@ export function callerSite(): Site | undefined {
     if (!m) continue;
     const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
     // SDK modules are skipped; files beside them that are not the SDK (its tests) are callers.
-    if (file.startsWith(SDK_DIR + sep) && !/\.test(-d)?\.[cm]?[jt]s$/.test(file)) continue;
+    if (SDK_DIRS.some((d) => file.startsWith(d)) && !/\.test(-d)?\.[cm]?[jt]s$/.test(file))
+      continue;
     if (file.includes("/node_modules/") && !file.includes("/node_modules/.caravan")) continue;
     return { file, line: Number(m[2]) };
   }
