@@ -133,6 +133,15 @@ describe.skipIf(!clusterAvailable())("kubernetes task environments", { timeout: 
       job.spec.template.spec.containers[0].env.find((e: any) => e.name === "CARAVAN_RUNTIME").value,
     );
     expect(runtime).toMatchObject({ kind: "run", task: "training-env.train", args: [3] });
+    // A task may run other tasks: the run API's URL, and its token by reference.
+    const env = job.spec.template.spec.containers[0].env as any[];
+    expect(env.find((e) => e.name === "CARAVAN_API_URL").value).toBe(
+      `http://caravan-gateway.${namespace}.svc.cluster.local:8021`,
+    );
+    expect(env.find((e) => e.name === "CARAVAN_API_TOKEN").valueFrom.secretKeyRef).toEqual({
+      name: "caravan-gateway",
+      key: "run-token",
+    });
 
     const failed = await run(
       {

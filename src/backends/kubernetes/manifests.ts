@@ -528,7 +528,10 @@ export function taskObjects(
         // What a run's Job is made from: image, task options, pod settings (no secret values).
         spec: JSON.stringify(req.spec),
         // Its variables (env vars, dependency endpoints, caravan's), built like an app's.
-        launch: JSON.stringify(launchEnvironment(req, { inputsFile: "", apiUrl: "" })),
+        // With the run API's URL: a task may run other tasks (its token comes by reference).
+        launch: JSON.stringify(
+          launchEnvironment(req, { inputsFile: "", apiUrl: ctx.api?.url ?? "" }),
+        ),
         tasks: JSON.stringify(tasks),
       },
     },

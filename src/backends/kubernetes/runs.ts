@@ -11,6 +11,8 @@
 import { CaravanError } from "../../errors.ts";
 import { sha256 } from "../../sdk/stable.ts";
 import {
+  API_TOKEN_ENV,
+  API_URL_ENV,
   RUNTIME_ENV,
   type RegisterOutcome,
   type RuntimeConfig,
@@ -18,6 +20,7 @@ import {
 } from "../../runtime/protocol.ts";
 import type { RunFilter, RunRecord, RunRequest, Scope, TaskSpec } from "../contract.ts";
 import { ApiError, type KubeClient } from "./client.ts";
+import { GATEWAY_NAME, RUN_TOKEN_KEY } from "./cluster-gateway.ts";
 import type { Condition } from "./rollout.ts";
 import {
   ANNOTATIONS,
@@ -425,6 +428,15 @@ export function runJob(
               env: [
                 ...Object.entries(launch).map(([n, value]) => ({ name: n, value })),
                 { name: RUNTIME_ENV, value: JSON.stringify(runtime) },
+                // The namespace's run token, where the marker gives the run API's URL.
+                ...(launch[API_URL_ENV]
+                  ? [
+                      {
+                        name: API_TOKEN_ENV,
+                        valueFrom: { secretKeyRef: { name: GATEWAY_NAME, key: RUN_TOKEN_KEY } },
+                      },
+                    ]
+                  : []),
                 ...spec.secrets.map((s) => ({
                   name: s.envVar,
                   valueFrom: { secretKeyRef: { name: "caravan-secrets", key: s.key } },
