@@ -39,6 +39,8 @@ export const HTTP_STATUS_OF: Partial<Record<ErrorCode, number>> = {
   NOT_FOUND: 404,
   UNKNOWN_TASK: 404,
   DEPENDENTS_EXIST: 409,
+  DEPENDENCY_GONE: 409,
+  NAME_TAKEN: 409,
   USAGE: 400,
   VALIDATION: 400,
 };

@@ -139,6 +139,20 @@ export async function executePlan(
       }
     } catch (e) {
       const message = isCaravanError(e) ? e.message : `internal error: ${(e as Error)?.stack ?? e}`;
+      // A dependency taken down by another command after it was ready here: this deploy
+      // does not report it ready (at an endpoint that is gone).
+      if (isCaravanError(e) && e.code === "DEPENDENCY_GONE") {
+        for (const dep of (e.details.dependencies as string[] | undefined) ?? []) {
+          const was = outcomes.get(dep);
+          if (was?.status !== "ready" && was?.status !== "unchanged") continue;
+          const { endpoint: _e, internalEndpoint: _i, ...rest } = was;
+          outcomes.set(dep, {
+            ...rest,
+            status: "failed",
+            error: `${dep} was taken down by another command while this deploy ran`,
+          });
+        }
+      }
       settle({
         name: env.name,
         kind: env.kind,

@@ -288,6 +288,11 @@ export class ControlPlane implements Backend {
         };
       }
       const ports = req.kind === "app" ? await this.portsFor(scope, req.name) : null;
+      // Checked after the last wait, with nothing awaited until this one is recorded as
+      // running: a stop or delete of a dependency either came first (refused here) or sees
+      // this dependent running (and refuses, see takeDown). Never a dependent left running
+      // against a dependency that is gone.
+      this.refuseGoneDependencies(req);
       const next = rowOf(req, ports, row && row.revision === req.revision ? row.restarts : 0);
       this.cancelRestart(key);
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
@@ -646,6 +651,9 @@ export class ControlPlane implements Backend {
       // A job's attempt holds its key until it ends: stopped first, so this does not wait.
       await this.jobs.cancel(key);
       await this.serialized(key, async () => {
+        // A dependent deployed since the order was decided (a deploy running alongside):
+        // taking this one down would leave it running against nothing.
+        this.refuseNewDependents(scope, name, forget ? "delete" : "stop");
         this.cancelRestart(key);
         this.store.setDesired(scope, name, "stopped");
         await this.stopReplicas(key);
@@ -661,6 +669,42 @@ export class ControlPlane implements Backend {
       });
     }
     return order;
+  }
+
+  /**
+   * Refuses a deploy whose dependencies were deleted or stopped since its deploy began (by
+   * another command): it would run against nothing. `DEPENDENCY_GONE` names them.
+   */
+  private refuseGoneDependencies(req: DeployRequest): void {
+    const gone = req.spec.dependsOn.flatMap((dep) => {
+      const row = this.store.get(req.scope, dep);
+      if (!row) return [`${dep} (deleted)`];
+      return row.desired === "running" ? [] : [`${dep} (stopped)`];
+    });
+    if (!gone.length) return;
+    const names = req.spec.dependsOn.filter((d) => gone.some((g) => g.startsWith(`${d} `)));
+    throw new CaravanError(
+      "DEPENDENCY_GONE",
+      `${req.name} was not started: its ${gone.length === 1 ? "dependency" : "dependencies"} ${gone.join(", ")} ${gone.length === 1 ? "is" : "are"} no longer running (taken down by another command while this deploy ran); deploy again to bring ${gone.length === 1 ? "it" : "them"} back`,
+      { dependencies: names },
+    );
+  }
+
+  /**
+   * DEPENDENTS_EXIST when `name` has a running dependent now: those in the teardown's order
+   * went first (dependents first), so one running now was deployed meanwhile.
+   */
+  private refuseNewDependents(scope: Scope, name: string, verb: string): void {
+    const dependents = this.store
+      .list(scope)
+      .filter((r) => r.desired === "running" && r.request.spec.dependsOn.includes(name))
+      .map((r) => r.name);
+    if (!dependents.length) return;
+    throw new CaravanError(
+      "DEPENDENTS_EXIST",
+      `cannot ${verb} ${name}: ${dependents.join(", ")} (deployed while this ${verb} waited) depend${dependents.length === 1 ? "s" : ""} on it and ${dependents.length === 1 ? "is" : "are"} running; ${verb} ${dependents.length === 1 ? "it" : "them"} too, or pass --cascade`,
+      { dependents },
+    );
   }
 
   /** Opens (or re-opens) the app's endpoints on the gateway. */

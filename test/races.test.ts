@@ -1,0 +1,56 @@
+/**
+ * Issue 16, races and state: operations on one graph do not interleave into a state neither
+ * asked for; a second file does not silently take over an app of the same name; processes
+ * a lost state.db no longer records are found and stopped.
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { eventually, useSandbox } from "./helpers.ts";
+import { deploy, fixture, json, status, type DeploymentJSON } from "./support.ts";
+
+const GRAPH = fixture("races/graph.ts");
+
+describe("a delete during a deploy of the same graph", () => {
+  const sb = useSandbox();
+
+  it("fails the deploy naming the deleted dependency, and never leaves its dependent running against it", async () => {
+    const dir = join(sb.home, "race");
+    mkdirSync(dir);
+    const env = { RACE_DIR: dir };
+    const go = join(dir, "go");
+    writeFileSync(go, "");
+    const first = await deploy(sb, [GRAPH], env);
+    expect(first.code, first.stderr).toBe(0);
+    const starts = () => readdirSync(dir).filter((f) => f.startsWith("base-")).length;
+    expect(starts()).toBe(1);
+
+    // deploy --force restarts base, which now waits for `go`; top waits for base.
+    rmSync(go);
+    const forced = sb.run(["deploy", GRAPH, "--force", "--json"], { env });
+    await eventually(() => starts() === 2);
+
+    // Meanwhile: delete base and its dependents. top goes at once; base's delete waits for
+    // its deploy, which then reports it ready; then the deploy would start top again.
+    const deleted = sb.run(["delete", "base", "--cascade"]);
+    await eventually(async () => !("top" in (await status(sb))));
+    writeFileSync(go, "");
+
+    const [d, del] = await Promise.all([forced, deleted]);
+    expect(del.code, del.stderr).toBe(0);
+    expect(d.code, d.stderr).toBe(1);
+    const by = Object.fromEntries(
+      json<{ deployments: DeploymentJSON[] }>(d).deployments.map((x) => [x.name, x]),
+    );
+    expect(by.top!.status).toBe("failed");
+    expect(by.top!.error).toMatch(/its dependency base \((deleted|stopped)\) is no longer running/);
+    // base is not reported ready at an endpoint that is gone.
+    expect(by.base!.status).toBe("failed");
+    expect(by.base!.endpoint).toBeNull();
+    expect(by.base!.error).toMatch(/taken down by another command/);
+    // Neither is deployed, and nothing of theirs runs.
+    expect(await status(sb)).toEqual({});
+    await eventually(() => sb.processes().length === 1); // the daemon alone
+    expect(existsSync(go)).toBe(true);
+  });
+});
