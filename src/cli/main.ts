@@ -13,6 +13,8 @@ import { registerRun } from "./commands/run.ts";
 import { registerJob } from "./commands/job.ts";
 import { registerToken } from "./commands/token.ts";
 import { registerImage } from "./commands/image.ts";
+import { registerInit } from "./commands/init.ts";
+import { registerDev } from "./commands/dev.ts";
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
@@ -52,6 +54,8 @@ Examples:
   registerToken(program, ctx);
   registerSecret(program, ctx);
   registerImage(program, ctx);
+  registerInit(program, ctx);
+  registerDev(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
