@@ -4,7 +4,7 @@
  * Heavy pieces (esbuild, the control plane client) load lazily, so importing `caravan`
  * inside an app costs nothing.
  */
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 import type {
   Backend,
   Change,
@@ -32,6 +32,11 @@ import type { SecretAccess } from "./backends/registry.ts";
 export interface DeployOptions {
   /** Restart environments even when unchanged. */
   force?: boolean;
+  /**
+   * Take over environments of the same name deployed from another file (by default such a
+   * deploy is refused, naming the file that owns them; e.g. after moving the project).
+   */
+  replace?: boolean;
   /** Most environments deploying at once. @default unbounded */
   concurrency?: number;
   project?: string;
@@ -344,7 +349,7 @@ async function readyToDeploy(
         if (!revision) jobRevisions.set(dep, (revision = request(planned).revision));
         jobs[dep] = revision;
       }
-      return buildRequest(
+      const built = buildRequest(
         env,
         scope,
         snapshot.code,
@@ -354,6 +359,9 @@ async function readyToDeploy(
         prepared.get(env.name) ?? {},
         jobs,
       );
+      // The file that declares it owns the name (see DeployRequest.source).
+      const source = resolve(env.env.declaredAt?.file ?? entry);
+      return { ...built, source, ...(opts.replace ? { replace: true } : {}) };
     };
     return { plan, backend, known, request };
   } catch (e) {

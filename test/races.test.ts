@@ -7,9 +7,11 @@ import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { eventually, useSandbox } from "./helpers.ts";
-import { deploy, fixture, json, status, type DeploymentJSON } from "./support.ts";
+import { deploy, fixture, get, json, status, type DeploymentJSON } from "./support.ts";
 
 const GRAPH = fixture("races/graph.ts");
+const OWNER_A = fixture("races/owner-a.ts");
+const OWNER_B = fixture("races/owner-b.ts");
 
 describe("a delete during a deploy of the same graph", () => {
   const sb = useSandbox();
@@ -52,5 +54,45 @@ describe("a delete during a deploy of the same graph", () => {
     expect(await status(sb)).toEqual({});
     await eventually(() => sb.processes().length === 1); // the daemon alone
     expect(existsSync(go)).toBe(true);
+  });
+});
+
+describe("an app of the same name declared in another file", () => {
+  const sb = useSandbox();
+
+  it("is refused, naming the file that owns it, unless the deploy says --replace", async () => {
+    const a = await deploy(sb, [OWNER_A]);
+    expect(a.code, a.stderr).toBe(0);
+    const endpoint = a.by.shared!.endpoint!;
+    expect(await get(endpoint)).toEqual({ status: 200, body: "a" });
+
+    const b = await deploy(sb, [OWNER_B]);
+    expect(b.code).toBe(1);
+    expect(b.by.shared!.status).toBe("failed");
+    expect(b.by.shared!.error).toContain(
+      `shared in default/development was deployed from ${OWNER_A}`,
+    );
+    expect(b.by.shared!.error).toContain(`${OWNER_B} declares another shared`);
+    expect(b.by.shared!.error).toContain("--replace");
+    // Nothing changed: a's shared still serves, and its dependent with it.
+    expect(await get(endpoint)).toEqual({ status: 200, body: "a" });
+    const s = await status(sb);
+    expect(s.shared!.state).toBe("ready");
+    expect(s.user!.state).toBe("ready");
+
+    // The same file again is fine.
+    const again = await deploy(sb, [OWNER_A]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.by.shared!.status).toBe("unchanged");
+
+    // --replace takes it over; then the first file is the other one.
+    const replaced = await deploy(sb, [OWNER_B, "--replace"]);
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect(replaced.by.shared!.status).toBe("ready");
+    expect(await get(endpoint)).toEqual({ status: 200, body: "b" });
+    const back = await deploy(sb, [OWNER_A]);
+    expect(back.code).toBe(1);
+    expect(back.by.shared!.error).toContain(`was deployed from ${OWNER_B}`);
+    expect(back.by.user!.status).toBe("skipped");
   });
 });

@@ -49,6 +49,13 @@ export interface DeployRequest {
   /** Restart even when the revision is unchanged. */
   force?: boolean;
   /**
+   * Absolute path of the file that declares the environment, recorded with it: a deploy of
+   * the same name declared in another file is refused (`NAME_TAKEN`) unless `replace`.
+   */
+  source?: string;
+  /** Take over an environment of the same name that another file deployed. */
+  replace?: boolean;
+  /**
    * The app's file snapshot (`include` and File/Dir inputs), content-addressed; a command app
    * with `include` runs there. Secrets are never part of a request: the backend resolves
    * `spec.secrets` (names) itself when it launches the process.

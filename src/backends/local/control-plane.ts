@@ -265,6 +265,7 @@ export class ControlPlane implements Backend {
         );
       }
       const row = this.store.get(scope, req.name);
+      refuseTakeover(req, row);
       // A job has nothing running: its last success of this revision counts.
       const running =
         req.kind === "task"
@@ -406,6 +407,7 @@ export class ControlPlane implements Backend {
     await this.serialized(key, async () => {
       if (this.stopping || this.closed) return;
       const row = this.store.get(req.scope, req.name);
+      if (row && takenFrom(req, row)) return; // its deploy is refused
       const unchanged =
         row?.revision === req.revision && row.state === "ready" && this.serving.has(key);
       if ((unchanged && !req.force) || this.prepared.get(key)?.revision === req.revision) return;
@@ -1167,7 +1169,7 @@ function rowOf(req: DeployRequest, ports: AppPorts | null, restarts: number): En
     name: req.name,
     kind: req.kind,
     revision: req.revision,
-    request: { ...req, force: false },
+    request: { ...req, force: false, replace: false },
     ports,
     state: "starting",
     desired: "running",
@@ -1209,6 +1211,28 @@ function refuseFixedPort(req: DeployRequest): void {
     "VALIDATION",
     `${req.name} declares port ${spec.port.port}, but a local command app listens on the port caravan gives each replica in $PORT (on $HOST): remove port from ${req.name} and make its command use $PORT (e.g. args: ["--port", "$PORT"])`,
     { app: req.name, port: spec.port.port },
+  );
+}
+
+/** The file that deployed `row`, when `req` comes from another one and does not replace it. */
+function takenFrom(req: DeployRequest, row: EnvironmentRow): string | undefined {
+  const owner = row.request.source;
+  return owner && req.source && owner !== req.source && !req.replace ? owner : undefined;
+}
+
+/**
+ * An environment belongs to the file that deployed it: a second file declaring one of the
+ * same name would silently replace it (and break its dependents), so it is refused, naming
+ * both files, unless the deploy says `replace` (`--replace`, e.g. after moving the project).
+ */
+function refuseTakeover(req: DeployRequest, row: EnvironmentRow | undefined): void {
+  const owner = row && takenFrom(req, row);
+  if (!owner) return;
+  const where = `${req.scope.project}/${req.scope.domain}`;
+  throw new CaravanError(
+    "NAME_TAKEN",
+    `${req.name} in ${where} was deployed from ${owner}, and ${req.source} declares another ${req.name}: rename one of them (or deploy to another --project/--domain), delete the deployed one (caravan delete ${req.name}), or pass --replace to take it over (e.g. after moving the project)`,
+    { name: req.name, owner, source: req.source },
   );
 }
 

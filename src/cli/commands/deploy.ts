@@ -19,6 +19,10 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
       )
       .option("--json", "print the result as JSON on stdout")
       .option("--force", "restart environments even if unchanged")
+      .option(
+        "--replace",
+        "take over environments of the same name deployed from another file (e.g. after moving the project)",
+      )
       .addOption(
         new Option(
           "--concurrency <n>",
@@ -29,13 +33,19 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
     async (
       file: string,
       names: string[],
-      opts: ScopeFlags & { json?: boolean; force?: boolean; concurrency?: number },
+      opts: ScopeFlags & {
+        json?: boolean;
+        force?: boolean;
+        replace?: boolean;
+        concurrency?: number;
+      },
     ) => {
       const project = await loadProject(file, names, opts);
       const progress = opts.json ? undefined : progressReporter();
       const { deployments } = await deployEnvironments(project.selected, project.config, {
         entry: project.file,
         force: opts.force ?? false,
+        replace: opts.replace ?? false,
         ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
         ...(progress ? { onEvent: progress.onEvent } : {}),
       }).finally(() => progress?.done());

@@ -91,6 +91,8 @@ export function checkDeployRequest(body: unknown): void {
   if (!["app", "task", "job"].includes(kind)) bad("kind", 'must be "app", "task" or "job"', kind);
   string(b.revision, "revision", HASH);
   optional(b.force, (v) => typeof v === "boolean" || bad("force", "must be a boolean", v));
+  optional(b.source, (v) => string(v, "source", ABSOLUTE));
+  optional(b.replace, (v) => typeof v === "boolean" || bad("replace", "must be a boolean", v));
   const code = object(b.code, "code");
   string(code.hash, "code.hash", HASH);
   string(code.entry, "code.entry", ABSOLUTE);
