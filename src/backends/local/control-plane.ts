@@ -39,6 +39,7 @@ import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { tcpOpen } from "../../sdk/probe.ts";
 import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
+import { StartQueue, type StartStats } from "./start-queue.ts";
 
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
 const BACKOFF_FIRST_MS = 250;
@@ -101,6 +102,8 @@ export class ControlPlane implements Backend {
   private readonly logKeeper = new LogKeeper();
   /** Loaded but not started revisions (two-phase start), by environment key. */
   private readonly prepared = new Map<string, Starting & { revision: string; go: () => void }>();
+  /** Bounds the replicas starting at once (see start-queue.ts). */
+  private readonly startQueue = new StartQueue();
   /** Port allocation is serialised: two allocations must never pick the same free port. */
   private portLock: Promise<unknown> = Promise.resolve();
   private readonly housekeeping: NodeJS.Timeout;
@@ -495,6 +498,11 @@ export class ControlPlane implements Backend {
     });
   }
 
+  /** The start queue's counters: its bound, starts now, waiting, the most ever at once. */
+  startStats(): StartStats {
+    return this.startQueue.stats();
+  }
+
   /** Prometheus text for the gateway's traffic (requests, latency, in flight, replicas). */
   metrics(): string {
     return this.gateway.metrics();
@@ -772,16 +780,41 @@ export class ControlPlane implements Backend {
     this.gateway.addReplica(key, { id: replica.id, port: replica.port });
   }
 
-  /** Spawns a replica on a port of its own; `gate` holds its start (two-phase start). */
+  /**
+   * Spawns a replica on a port of its own; `gate` holds its start (two-phase start). Starts
+   * are bounded (`startQueue`): a replica waits for a slot before it is spawned, a prepared
+   * one (which loads at once) when its gate opens; the slot is held until it is ready or has
+   * failed, and its start timeout counts from the slot, never from the wait.
+   */
   private async spawnReplica(row: EnvironmentRow, gate?: Promise<void>): Promise<Starting> {
     const port = await this.replicaPort();
+    let release: (() => void) | undefined;
+    const slot = gate
+      ? gate.then(async () => void (release = await this.startQueue.acquire()))
+      : undefined;
+    if (!slot) {
+      release = await this.startQueue.acquire();
+      if (this.stopping || this.closed) {
+        release();
+        this.reservedPorts.delete(port);
+        throw new CaravanError(
+          "SERVER_UNREACHABLE",
+          `${row.name} was not started: the control plane is shutting down`,
+        );
+      }
+    }
     let launch: Launch;
     try {
-      launch = this.spawnLogged(this.launchSpec(row, port), gate);
+      launch = this.spawnLogged(this.launchSpec(row, port), slot);
     } catch (e) {
+      release?.();
       this.reservedPorts.delete(port);
       throw e;
     }
+    // A prepared replica that never got its slot (discarded before its gate opened) has none.
+    void Promise.allSettled([launch.ready])
+      .then(() => slot)
+      .then(() => release?.());
     this.record(row, launch, port);
     void launch.ready.catch(() => this.reservedPorts.delete(port));
     return { id: `pid-${launch.proc?.pid ?? port}`, port, launch };

@@ -137,7 +137,8 @@ export interface Launch {
  * Spawns an app. It loads at once but starts only when `gate` resolves (the two-phase
  * protocol: a prepared dependent loads while its dependencies start). `ready` rejects at
  * once when the process exits before it is ready (with its log tail), or when it is not
- * ready within the start timeout, counted from the gate.
+ * ready within the start timeout, counted from the gate (the control plane's gate opens once
+ * the app may start and has its start slot: time waiting for either never counts).
  */
 export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve()): Launch {
   const offset = fileSize(spec.logFile);

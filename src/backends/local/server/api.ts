@@ -79,7 +79,8 @@ export function buildApi(
     checkRequest(req.routeOptions.url, req.method, req.body, req.query),
   );
 
-  app.get(ROUTES.health, async () => ({ ok: true, pid: process.pid }));
+  // `starts`: the start queue's counters (bound, starting, waiting, the most ever at once).
+  app.get(ROUTES.health, async () => ({ ok: true, pid: process.pid, starts: plane.startStats() }));
 
   app.post<{ Body: DeployRequest }>(ROUTES.deploy, async (req) => plane.deploy(req.body));
   app.post<{ Params: { name: string }; Body: { scope?: Scope } }>(ROUTES.jobRerun, async (req) => {
