@@ -65,6 +65,11 @@ interface ReplicaProc {
   /** The port it listens on (the gateway forwards there). */
   port: number;
   since: number;
+  /**
+   * Where it also listens beyond loopback (see `status`), once looked up: its listener is
+   * bound before it is ready and stays as it is, so once per replica is enough.
+   */
+  exposed?: string[];
 }
 
 /** A replica spawned and on its way to ready. */
@@ -463,10 +468,14 @@ export class ControlPlane implements Backend {
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
-    // Replicas whose port also answers beyond loopback (bound to 0.0.0.0, not $HOST).
-    const exposed = listenersBeyondLoopback(
-      [...this.replicas.values()].flatMap((list) => list.map((r) => r.port)),
-    );
+    // Replicas whose port also answers beyond loopback (bound to 0.0.0.0, not $HOST). The
+    // kernel's socket tables take tens of ms to read with hundreds of apps: read once per
+    // status, and only when a replica is new since the last one.
+    const unchecked = [...this.replicas.values()].flat().filter((r) => !r.exposed);
+    if (unchecked.length) {
+      const found = listenersBeyondLoopback(unchecked.map((r) => r.port));
+      for (const r of unchecked) r.exposed = found.has(r.port) ? [found.get(r.port)!] : [];
+    }
     return this.store.list(scope).map((row) => {
       const key = keyOf(row, row.name);
       // Ready replicas of an app, loaded workers of a task environment: one process each.
@@ -482,7 +491,7 @@ export class ControlPlane implements Backend {
       );
       if (row.kind === "task") return status;
       if (row.kind === "job") return { ...status, jobRuns: this.store.jobRuns(row, row.name) };
-      const beyond = (this.replicas.get(key) ?? []).flatMap((r) => exposed.get(r.port) ?? []);
+      const beyond = (this.replicas.get(key) ?? []).flatMap((r) => r.exposed ?? []);
       if (beyond.length) status.listensBeyondLoopback = beyond;
       if (this.serving.has(key)) {
         const stats = this.gateway.stats(key);
