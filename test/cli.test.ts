@@ -330,4 +330,22 @@ describe("errors while loading and validating", () => {
     expect(doc.error.message).toContain('field "domain"');
     expect(r.stderr).toContain('field "domain"');
   });
+
+  it("a caravan.config.ts sets the scope of commands that load no file (status)", async () => {
+    // The CLI runs compiled; TypeScript is compiled only when a user's file is imported, and a
+    // config in TypeScript is one.
+    const dir = mkdtempSync(join(tmpdir(), "caravan-config-ts-"));
+    try {
+      writeFileSync(join(dir, "package.json"), '{ "type": "module" }');
+      writeFileSync(
+        join(dir, "caravan.config.ts"),
+        'export default { project: "from-ts" as string };',
+      );
+      const r = await sb.run(["status"], { cwd: dir });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr + r.stdout).toContain("nothing is deployed in from-ts/development");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

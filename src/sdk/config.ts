@@ -4,6 +4,7 @@ import { pathToFileURL } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { CaravanError, describeValue } from "../errors.ts";
 import { shared } from "./global.ts";
+import { prepareUserImport } from "./user-imports.ts";
 import { NAME_PATTERN, isPlainObject } from "./validation.ts";
 
 /** What `caravan.config.{ts,json,yaml}` may say. */
@@ -71,6 +72,7 @@ export function findConfigFile(startDir: string): string | undefined {
 async function readConfigFile(file: string): Promise<unknown> {
   try {
     if (file.endsWith(".ts")) {
+      await prepareUserImport(file);
       const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
       return mod.default;
     }

@@ -4,29 +4,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { CaravanError, isCaravanError } from "../errors.ts";
 import { isEnvironment, type Environment } from "./environment.ts";
 import { shared } from "./global.ts";
-
-let typescript: Promise<void> | undefined;
-let aliased = false;
-
-/**
- * Before a user's file is imported: TypeScript is compiled on the fly (tsx, registered once,
- * only when a TypeScript file is loaded: commands that load none do not pay for it), and the
- * name `caravan` resolves to this package where the project has no package of that name (the
- * package is published as `caravan-deploy`; `caravan` is how DESIGN's examples import it).
- */
-async function prepareImports(path: string): Promise<void> {
-  if (!aliased) {
-    aliased = true;
-    const { register } = await import("node:module");
-    register(new URL(`./alias-hooks${extname(import.meta.url)}`, import.meta.url), {
-      data: { self: import.meta.url },
-    });
-  }
-  if (/\.[cm]?tsx?$/.test(path)) {
-    typescript ??= import("tsx/esm/api").then(({ register }) => void register());
-    await typescript;
-  }
-}
+import { prepareUserImport } from "./user-imports.ts";
 
 /**
  * Imports a user's file (TypeScript through tsx, registered on first use) and returns every
@@ -55,7 +33,7 @@ export async function loadEnvironments(
   const registry = shared().environments;
   const before = registry.length;
   try {
-    await prepareImports(path);
+    await prepareUserImport(path);
     await import(pathToFileURL(path).href);
   } catch (e) {
     if (isCaravanError(e)) throw e;

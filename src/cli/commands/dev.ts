@@ -28,7 +28,7 @@ import { openBackend } from "../../api.ts";
 import type { Backend, EnvironmentStatus } from "../../backends/contract.ts";
 import type { DaemonControl } from "../../backends/registry.ts";
 import { CaravanError } from "../../errors.ts";
-import { findConfigFile, loadConfig, type ResolvedConfig } from "../../sdk/config.ts";
+import { loadConfig, type ResolvedConfig } from "../../sdk/config.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, wholeNumber } from "../output.ts";
 import { scopeOptions, type ScopeFlags } from "../project.ts";
@@ -123,10 +123,6 @@ Example:
         "USAGE",
         `${file}: no such file; give the file that declares environments`,
       );
-    // A caravan.config.ts is TypeScript: compiled on the fly, as the loader does for the file
-    // (dev never loads the file itself, so it registers tsx for the config alone).
-    if (/\.ts$/.test(findConfigFile(dirname(entry)) ?? ""))
-      (await import("tsx/esm/api")).register();
     const config = await loadConfig(dirname(entry), {
       project: opts.project,
       domain: opts.domain,
