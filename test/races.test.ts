@@ -3,11 +3,20 @@
  * asked for; a second file does not silently take over an app of the same name; processes
  * a lost state.db no longer records are found and stopped.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { eventually, useSandbox } from "./helpers.ts";
-import { deploy, fixture, get, json, status, type DeploymentJSON } from "./support.ts";
+import {
+  appProcesses,
+  deploy,
+  fixture,
+  get,
+  isRunning,
+  json,
+  status,
+  type DeploymentJSON,
+} from "./support.ts";
 
 const GRAPH = fixture("races/graph.ts");
 const OWNER_A = fixture("races/owner-a.ts");
@@ -94,5 +103,35 @@ describe("an app of the same name declared in another file", () => {
     expect(back.code).toBe(1);
     expect(back.by.shared!.error).toContain(`was deployed from ${OWNER_B}`);
     expect(back.by.user!.status).toBe("skipped");
+  });
+});
+
+describe("a control plane that lost its state.db", () => {
+  const sb = useSandbox();
+
+  it("stops the processes of its home that no record names, rather than running a duplicate beside them", async () => {
+    const first = await deploy(sb, [OWNER_B]);
+    expect(first.code, first.stderr).toBe(0);
+    const [orphan] = (await status(sb)).shared!.pids;
+    expect(orphan).toBeGreaterThan(0);
+    const stop = await sb.run(["server", "stop", "--keep-apps"]);
+    expect(stop.code, stop.stderr).toBe(0);
+    expect(isRunning(orphan!)).toBe(true);
+    for (const f of ["state.db", "state.db-wal", "state.db-shm"])
+      rmSync(join(sb.home, f), { force: true });
+
+    // The next control plane knows nothing of it: it stops it, says so, and runs one app.
+    const again = await deploy(sb, [OWNER_B]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.by.shared!.status).toBe("ready");
+    await eventually(() => !isRunning(orphan!));
+    const log = readFileSync(join(sb.home, "daemon.log"), "utf8");
+    expect(log).toContain(
+      `stopping pid ${orphan} (default/development/shared): a process of this home that no record names`,
+    );
+    const now = (await status(sb)).shared!.pids;
+    expect(now).toHaveLength(1);
+    expect(appProcesses(sb, "shared")).toEqual(now);
+    expect(await get(again.by.shared!.endpoint!)).toEqual({ status: 200, body: "b" });
   });
 });

@@ -39,6 +39,8 @@ import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
 import { tcpOpen } from "../../sdk/probe.ts";
 import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
+import { findOrphans } from "./orphans.ts";
+import { homeId } from "../home.ts";
 import { StartQueue, type StartStats } from "./start-queue.ts";
 
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
@@ -175,6 +177,7 @@ export class ControlPlane implements Backend {
   async recover(): Promise<void> {
     this.tasks.recover();
     this.jobs.recover();
+    await this.stopOrphans();
     // Every process is recorded from the moment it is spawned, so none can be orphaned by a
     // control plane that died mid-start. Adopt the replicas of the current revision that
     // serve (their port answers); stop the rest.
@@ -259,6 +262,32 @@ export class ControlPlane implements Backend {
         this.store.setState(row, row.name, "ready");
       }
     }
+  }
+
+  /**
+   * Stops the processes of this home that no record names (the store was lost while they
+   * ran, e.g. after `server stop --keep-apps`): they cannot be adopted (nothing says what
+   * they serve), and a deploy would start a duplicate beside each. Each is logged (the
+   * daemon's log) and recorded as an `orphan-stopped` event of the app it says it is.
+   */
+  private async stopOrphans(): Promise<void> {
+    const known = new Set(this.store.allProcesses().map((p) => p.pid));
+    const orphans = findOrphans(homeId(), known);
+    const leaders = new Set(orphans.filter((o) => o.pid === o.pgrp).map((o) => o.pid));
+    await Promise.all(
+      orphans
+        // A member of an orphaned group goes with its leader.
+        .filter((o) => o.pid === o.pgrp || !leaders.has(o.pgrp))
+        .map(async (o) => {
+          const what = o.name ? `${o.project}/${o.domain}/${o.name}` : "unknown app";
+          process.stderr.write(
+            `stopping pid ${o.pid} (${what}): a process of this home that no record names (state.db was lost or replaced while it ran)\n`,
+          );
+          if (o.name && o.project && o.domain)
+            this.store.event(o as Scope, o.name, "orphan-stopped", `pid ${o.pid}: no record of it`);
+          await adopt(o.pid, o.startTime).stop(2000);
+        }),
+    );
   }
 
   async deploy(req: DeployRequest): Promise<DeployResult> {

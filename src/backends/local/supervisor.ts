@@ -11,6 +11,7 @@ import { probeHttp } from "../../sdk/probe.ts";
 import type { RuntimeConfig, RuntimeMessage } from "../../runtime/protocol.ts";
 import { RUNTIME_ENV } from "../../runtime/protocol.ts";
 import { isAlive, processStartTime, signalGroup } from "./os.ts";
+import { SUPERVISOR_ENV, supervisorId } from "./orphans.ts";
 
 export type LaunchMode =
   | { kind: "runtime"; runtimeMain: string; config: RuntimeConfig }
@@ -289,6 +290,8 @@ function baseEnv(): NodeJS.ProcessEnv {
   // Not CARAVAN_HOME (the control plane's token is there; an app has its scoped run token):
   // an opaque id of the home, so this home's processes can be told apart from others'.
   env.CARAVAN_HOME_ID = homeId();
+  // Which control plane started it: one that outlives it with no record is found (orphans.ts).
+  env[SUPERVISOR_ENV] = supervisorId();
   return env;
 }
 
