@@ -216,8 +216,10 @@ describe("the gateway", () => {
     expect(asleep.endpoint).toBe(endpoint);
     await eventually(() => appProcesses(sb, "sleepy").length === 0);
 
-    // Three requests arrive at once at an app with no process: all are answered, by one.
-    const woken = await Promise.all([1, 2, 3].map(() => request(`${endpoint}/`)));
+    // Three requests arrive at an app with no process: all are answered, by one. The app
+    // answers them together once all three wait in it, so they keep it busy until the last
+    // arrived however slow this machine is (a second process would wait forever: 30 s, 0).
+    const woken = await Promise.all([1, 2, 3].map(() => request(`${endpoint}/gather?n=3`)));
     expect(woken.map((w) => w.status)).toEqual([200, 200, 200]);
     // One process answered all three. (Status may already show it asleep again: it scales
     // to zero after a second idle, which a slow `caravan status` can outlast.)
