@@ -13,13 +13,18 @@ let aliased = false;
 export async function prepareUserImport(path: string): Promise<void> {
   if (!aliased) {
     aliased = true;
+    // Run from the sources (tests, scripts through tsx), the hook module is TypeScript too:
+    // the loader thread compiles it with the hooks registered before it.
+    if (extname(import.meta.url) === ".ts") await compileTypeScript();
     const { register } = await import("node:module");
     register(new URL(`./alias-hooks${extname(import.meta.url)}`, import.meta.url), {
       data: { self: import.meta.url },
     });
   }
-  if (/\.[cm]?tsx?$/.test(path)) {
-    typescript ??= import("tsx/esm/api").then(({ register }) => void register());
-    await typescript;
-  }
+  if (/\.[cm]?tsx?$/.test(path)) await compileTypeScript();
+}
+
+function compileTypeScript(): Promise<void> {
+  typescript ??= import("tsx/esm/api").then(({ register }) => void register());
+  return typescript;
 }
