@@ -592,10 +592,15 @@ export class ControlPlane implements Backend {
     let offset = 0;
     // Read backwards from the end, never the whole file, and never synchronously.
     const first = await tailLines(file, opts.tail).catch(() => undefined);
-    if (first) {
-      for (const line of first.lines) yield line;
-      offset = first.end;
+    let lines = first?.lines ?? [];
+    // Just rotated (or a short log): the lines before are at the end of `.1`.
+    if (opts.tail === undefined || lines.length < opts.tail) {
+      const rest = opts.tail === undefined ? undefined : opts.tail - lines.length;
+      const older = await tailLines(`${file}.1`, rest).catch(() => undefined);
+      if (older) lines = [...older.lines, ...lines];
     }
+    for (const line of lines) yield line;
+    if (first) offset = first.end;
     let partial = "";
     let rotations = this.logKeeper.rotation(file).count;
     // A follower reads at most this much per poll: behind a chatty app, it skips ahead.
