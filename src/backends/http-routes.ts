@@ -3,7 +3,8 @@
  * (`local/server/api.ts`) and the client calls them (`http-client.ts`, `local/daemon.ts`).
  * Every route but `health` needs `Authorization: Bearer <token>`.
  */
-import type { ErrorCode } from "../errors.ts";
+import { CaravanError, type ErrorCode } from "../errors.ts";
+import type { RunRequest } from "./contract.ts";
 
 export const ROUTES = {
   health: "/v1/health",
@@ -61,4 +62,22 @@ export function pathOf(
   });
   const q = query ? new URLSearchParams(query).toString() : "";
   return q ? `${path}?${q}` : path;
+}
+
+/** A run request's body, checked: the run API answers USAGE (400) for anything else. */
+export function runRequestOf(body: unknown): RunRequest {
+  const b = body as Partial<RunRequest> | undefined;
+  if (
+    !b ||
+    typeof b.task !== "string" ||
+    !Array.isArray(b.args) ||
+    typeof b.scope?.project !== "string" ||
+    typeof b.scope?.domain !== "string"
+  ) {
+    throw new CaravanError(
+      "USAGE",
+      'a run needs a JSON body {"scope": {"project", "domain"}, "task": "<environment>.<task>", "args": [...]}',
+    );
+  }
+  return b as RunRequest;
 }

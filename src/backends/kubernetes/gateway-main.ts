@@ -19,8 +19,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import { join } from "node:path";
 import { CaravanError, isCaravanError } from "../../errors.ts";
 import { Gateway, type RouteOptions } from "../gateway.ts";
-import type { RunFilter, RunRequest, Scope } from "../contract.ts";
-import { HTTP_STATUS_OF, ROUTES } from "../http-routes.ts";
+import type { RunFilter, Scope } from "../contract.ts";
+import { HTTP_STATUS_OF, ROUTES, runRequestOf } from "../http-routes.ts";
 import { plausibleToken, tokenHash } from "../tokens.ts";
 import { KubeClient, SERVICE_ACCOUNT_DIR } from "./client.ts";
 import {
@@ -203,20 +203,8 @@ export class ClusterGateway {
       }
       const wait = Math.min(30_000, Math.max(0, Number(url.searchParams.get("wait")) || 0));
       if (req.method === "POST" && url.pathname === ROUTES.runs) {
-        const body = (await readJson(req)) as Partial<RunRequest> | undefined;
-        if (
-          !body ||
-          typeof body.task !== "string" ||
-          !Array.isArray(body.args) ||
-          typeof body.scope?.project !== "string" ||
-          typeof body.scope?.domain !== "string"
-        ) {
-          throw new CaravanError(
-            "USAGE",
-            'a run needs a JSON body {"scope": {"project", "domain"}, "task": "<environment>.<task>", "args": [...]}',
-          );
-        }
-        return send(201, { run: await this.runs.start(body as RunRequest, wait) });
+        const run = await this.runs.start(runRequestOf(await readJson(req)), wait);
+        return send(201, { run });
       }
       const prefix = `${ROUTES.runs}/`;
       if (req.method === "GET" && url.pathname.startsWith(prefix)) {

@@ -192,17 +192,11 @@ export function appObjects(
 ): KubeObject[] {
   const spec = req.spec;
   const labels = environmentLabels(req.scope, req.name);
-  const src: LaunchSource = { ...req, inputs: ctx.inputs };
-  const env = launchEnvironment(src, {
-    inputsFile: POD_PATHS.inputsFile,
-    apiUrl: ctx.api?.url ?? "",
-  });
   const port = spec.port.port;
   const isCommand = spec.serveKind === "command";
-  const { containerEnv, volumes, mounts } = processParts(
+  const { src, env, containerEnv, volumes, mounts } = processParts(
     req,
     ctx,
-    env,
     isCommand ? undefined : port,
   );
   if (!isCommand) containerEnv.push({ name: HEALTH_PORT_ENV, value: String(HEALTH_PORT) });
@@ -325,13 +319,13 @@ export function appObjects(
  * volumes it mounts (code, inputs, the runtime, its files). `runtimePort`: it runs in
  * caravan's runtime (an app on that port; a function job on 0); undefined: a command.
  */
-function processParts(
-  req: DeployRequest,
-  ctx: ManifestContext,
-  env: Record<string, string>,
-  runtimePort: number | undefined,
-) {
+function processParts(req: DeployRequest, ctx: ManifestContext, runtimePort: number | undefined) {
   const spec = req.spec;
+  const src: LaunchSource = { ...req, inputs: ctx.inputs };
+  const env = launchEnvironment(src, {
+    inputsFile: POD_PATHS.inputsFile,
+    apiUrl: ctx.api?.url ?? "",
+  });
   const containerEnv: Record<string, unknown>[] = Object.entries(env)
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([name, value]) => ({ name, value }));
@@ -383,7 +377,7 @@ function processParts(
     volumes.push({ name: "files", configMap: { name: ctx.files.name, items: ctx.files.items } });
     mounts.push({ name: "files", mountPath: POD_PATHS.files, readOnly: true });
   }
-  return { containerEnv, volumes, mounts };
+  return { src, env, containerEnv, volumes, mounts };
 }
 
 /** The Job of one run of a job (JobEnvironment): its name from the revision (and a --force). */
@@ -404,13 +398,12 @@ export function jobObjects(
 ): KubeObject[] {
   const spec = req.spec;
   const labels = environmentLabels(req.scope, req.name);
-  const src: LaunchSource = { ...req, inputs: ctx.inputs };
-  const env = launchEnvironment(src, {
-    inputsFile: POD_PATHS.inputsFile,
-    apiUrl: ctx.api?.url ?? "",
-  });
   const isCommand = spec.runKind === "command";
-  const { containerEnv, volumes, mounts } = processParts(req, ctx, env, isCommand ? undefined : 0);
+  const { src, env, containerEnv, volumes, mounts } = processParts(
+    req,
+    ctx,
+    isCommand ? undefined : 0,
+  );
   const k8s = spec.kubernetes ?? {};
   const container: Record<string, unknown> = {
     name: "job",

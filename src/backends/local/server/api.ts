@@ -7,7 +7,7 @@ import { Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { DeployRequest, RunFilter, RunPrune, RunRequest, Scope } from "../../contract.ts";
 import { MAX_RUN_ARGS_BYTES } from "../../../sdk/run-limits.ts";
-import { HTTP_STATUS_OF, ROUTES } from "../../http-routes.ts";
+import { HTTP_STATUS_OF, ROUTES, runRequestOf } from "../../http-routes.ts";
 import { runTokenScope, type ControlPlane } from "../control-plane.ts";
 import { CaravanError, isCaravanError } from "../../../errors.ts";
 import { checkRequest } from "./validate.ts";
@@ -151,19 +151,7 @@ export function buildApi(
     // body far past that is refused before it is read.
     { bodyLimit: MAX_RUN_ARGS_BYTES + 64 * 1024 },
     async (req, reply) => {
-      const body = req.body as Partial<RunRequest> | undefined;
-      if (
-        !body ||
-        typeof body.task !== "string" ||
-        !Array.isArray(body.args) ||
-        typeof body.scope?.project !== "string" ||
-        typeof body.scope?.domain !== "string"
-      ) {
-        throw new CaravanError(
-          "USAGE",
-          'a run needs a JSON body {"scope": {"project", "domain"}, "task": "<environment>.<task>", "args": [...]}',
-        );
-      }
+      runRequestOf(req.body);
       allowed(req, req.body.scope);
       const run = await plane.startRun(req.body, { waitMs: waitOf(req.query) });
       return reply.code(201).send({ run });
