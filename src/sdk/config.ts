@@ -1,7 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { parse as parseYaml } from "yaml";
 import { CaravanError, describeValue } from "../errors.ts";
 import { shared } from "./global.ts";
 import { prepareUserImport } from "./user-imports.ts";
@@ -77,7 +76,10 @@ async function readConfigFile(file: string): Promise<unknown> {
       return mod.default;
     }
     const text = readFileSync(file, "utf8");
-    return file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+    if (file.endsWith(".json")) return JSON.parse(text);
+    // Loaded only for a YAML config: most commands never pay for the parser.
+    const { parse } = await import("yaml");
+    return parse(text);
   } catch (e) {
     throw new CaravanError("CONFIG", `${file}: cannot be read: ${(e as Error).message}`, { file });
   }
