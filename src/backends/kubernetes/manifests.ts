@@ -263,9 +263,7 @@ export function appObjects(
           },
         },
         spec: {
-          ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),
-          ...(k8s.nodeSelector ? { nodeSelector: k8s.nodeSelector } : {}),
-          ...(k8s.tolerations ? { tolerations: k8s.tolerations } : {}),
+          ...podSettings(k8s),
           containers: [container],
           volumes,
           terminationGracePeriodSeconds: PRE_STOP_SECONDS + 10,
@@ -447,9 +445,7 @@ export function jobObjects(
         },
         spec: {
           restartPolicy: "Never",
-          ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),
-          ...(k8s.nodeSelector ? { nodeSelector: k8s.nodeSelector } : {}),
-          ...(k8s.tolerations ? { tolerations: k8s.tolerations } : {}),
+          ...podSettings(k8s),
           enableServiceLinks: false,
           containers: [container],
           volumes,
@@ -458,6 +454,15 @@ export function jobObjects(
     },
   };
   return [inputsObject(req, ctx, src), job];
+}
+
+/** A pod's settings from the environment's `kubernetes` options (labels and annotations aside). */
+export function podSettings(k8s: NonNullable<EnvironmentSpec["kubernetes"]>) {
+  return {
+    ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),
+    ...(k8s.nodeSelector ? { nodeSelector: k8s.nodeSelector } : {}),
+    ...(k8s.tolerations ? { tolerations: k8s.tolerations } : {}),
+  };
 }
 
 /** `min < max` (declared): a HorizontalPodAutoscaler keeps the count within them. */

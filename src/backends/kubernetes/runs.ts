@@ -28,6 +28,7 @@ import {
   POD_PATHS,
   environmentLabels,
   imageOf,
+  podSettings,
   scopeLabels,
   selector,
   taskMarkerName,
@@ -413,9 +414,7 @@ export function runJob(
         },
         spec: {
           restartPolicy: "Never",
-          ...(k8s.serviceAccountName ? { serviceAccountName: k8s.serviceAccountName } : {}),
-          ...(k8s.nodeSelector ? { nodeSelector: k8s.nodeSelector } : {}),
-          ...(k8s.tolerations ? { tolerations: k8s.tolerations } : {}),
+          ...podSettings(k8s),
           enableServiceLinks: false,
           containers: [
             {

@@ -1069,15 +1069,7 @@ export class ControlPlane implements Backend {
   private record(row: EnvironmentRow, launch: Launch, port: number): void {
     const proc = launch.proc;
     if (!proc) return;
-    this.store.addProcess({
-      pid: proc.pid,
-      startTime: proc.startTime,
-      project: row.project,
-      domain: row.domain,
-      name: row.name,
-      revision: row.revision,
-      port,
-    });
+    this.store.addProcessOf(row, proc, port);
     launch.ready.catch(() => this.closed || this.store.removeProcess(proc.pid, proc.startTime));
   }
 

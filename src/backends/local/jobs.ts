@@ -50,15 +50,7 @@ export class JobRunner {
           spec.timeouts.run * 1000,
           (proc) => {
             this.running.set(key, proc);
-            store.addProcess({
-              pid: proc.pid,
-              startTime: proc.startTime,
-              project: row.project,
-              domain: row.domain,
-              name: row.name,
-              revision: row.revision,
-              port: 0,
-            });
+            store.addProcessOf(row, proc, 0);
           },
         );
         tail = outcome.tail;

@@ -346,6 +346,19 @@ export class Store {
     );
   }
 
+  /** Records a process of `row`'s revision the moment it is spawned. */
+  addProcessOf(row: EnvironmentRow, proc: { pid: number; startTime: string }, port: number): void {
+    this.addProcess({
+      pid: proc.pid,
+      startTime: proc.startTime,
+      project: row.project,
+      domain: row.domain,
+      name: row.name,
+      revision: row.revision,
+      port,
+    });
+  }
+
   removeProcess(pid: number, startTime: string): void {
     this.stmts.removeProcess.run(pid, startTime);
   }
