@@ -34,6 +34,7 @@ import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { LogKeeper, readSlice, tailLines } from "./logs.ts";
 import { JobRunner } from "./jobs.ts";
+import { dependencyHealth, type Health } from "../health.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
 import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
@@ -57,6 +58,8 @@ const DRAIN_GRACE_MS = 30_000;
 const RETIRE_WAIT_MS = 5_000;
 /** How often the autoscaler looks at the gateway's load. */
 const SCALE_EVERY_MS = 200;
+/** How often dependency health is checked for events (status derives it on every call). */
+const HEALTH_EVERY_MS = 1_000;
 /** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
 const DEFAULT_CONCURRENCY = 50;
 
@@ -115,6 +118,9 @@ export class ControlPlane implements Backend {
   private portLock: Promise<unknown> = Promise.resolve();
   private readonly housekeeping: NodeJS.Timeout;
   private readonly scaler: NodeJS.Timeout;
+  /** Records when an environment becomes degraded or healthy again (its dependencies). */
+  private readonly healthWatch: NodeJS.Timeout;
+  private health = new Map<string, Health>();
   private closed = false;
   /** Set when shutdown begins: from then on nothing new is started. */
   private stopping = false;
@@ -163,6 +169,8 @@ export class ControlPlane implements Backend {
     this.housekeeping.unref();
     this.scaler = setInterval(() => this.autoscale(), SCALE_EVERY_MS);
     this.scaler.unref();
+    this.healthWatch = setInterval(() => this.recordHealth(), HEALTH_EVERY_MS);
+    this.healthWatch.unref();
   }
 
   /**
@@ -670,6 +678,7 @@ export class ControlPlane implements Backend {
     this.closed = true;
     clearInterval(this.housekeeping);
     clearInterval(this.scaler);
+    clearInterval(this.healthWatch);
     this.logKeeper.close();
     await this.gateway.closeAll();
     await Promise.allSettled([...this.retiring.keys()]);
@@ -921,6 +930,25 @@ export class ControlPlane implements Backend {
    * Every few hundred ms: compares each app's replicas with what its load needs (see
    * scaler.ts) and adds or removes one. Apps with an operation in flight are left alone.
    */
+  /** An event when an environment turns degraded (with the reason) or healthy again. */
+  private recordHealth(): void {
+    if (this.closed) return;
+    const rows = this.store.list();
+    const next = dependencyHealth(
+      rows.map((r) => ({ ...r, dependsOn: r.request.spec.dependsOn, error: r.error })),
+    );
+    for (const [key, h] of next) {
+      const before = this.health.get(key);
+      if (before?.state === h.state && before.reason === h.reason) continue;
+      // Healthy is news only after degraded: a new environment starts healthy silently.
+      if (h.state === "degraded" || before?.state === "degraded") {
+        const row = rows.find((r) => keyOf(r, r.name) === key)!;
+        this.store.event(row, row.name, h.state, h.reason ?? "");
+      }
+    }
+    this.health = next;
+  }
+
   private autoscale(): void {
     if (this.closed || this.stopping) return;
     const now = Date.now();

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { openBackend } from "../../api.ts";
 import type { JobRun } from "../../backends/contract.ts";
+import { dependencyHealth, healthKey } from "../../backends/health.ts";
 import { headline } from "../../errors.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
@@ -20,6 +21,8 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
     const backend = await openBackend(config);
     // A cluster client keeps a keep-alive agent: closed once the answer is in.
     const envs = await backend.status(opts.all ? undefined : config).finally(() => backend.close());
+    // Degraded: a dependency is not serving (derived the same way for every backend).
+    const health = dependencyHealth(envs);
     if (opts.json) {
       return printJSON({
         environments: envs.map((e) => ({
@@ -39,6 +42,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
           ...(e.desiredReplicas !== undefined ? { desiredReplicas: e.desiredReplicas } : {}),
           ...(e.traffic ? { traffic: e.traffic } : {}),
           ...(e.jobRuns ? { jobRuns: e.jobRuns } : {}),
+          ...(health.has(healthKey(e)) ? { health: health.get(healthKey(e)) } : {}),
           ...(e.error ? { error: e.error } : {}),
           ...(e.listensBeyondLoopback ? { listensBeyondLoopback: e.listensBeyondLoopback } : {}),
         })),
@@ -53,7 +57,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
     const rows = envs.map((e) => [
       opts.all ? `${e.project}/${e.domain}/${e.name}` : e.name,
       e.kind,
-      e.state,
+      health.get(healthKey(e))?.state === "degraded" ? `${e.state} (degraded)` : e.state,
       // Ready of desired where the backend knows both (a Deployment), else those serving.
       e.replicas === undefined
         ? "-"
@@ -82,6 +86,8 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
             `${e.name} listens beyond loopback (${e.listensBeyondLoopback.join(", ")}): its port answers there without the gateway's auth; make it listen on $HOST (127.0.0.1)`,
           ),
         );
+      const h = health.get(healthKey(e));
+      if (h?.state === "degraded") info(color.yellow(`${e.name}: degraded: ${h.reason}`));
       if (!e.error || e.state === "ready") continue;
       // The reason without the log tail it may carry: `caravan logs` shows the log.
       const reason = headline(e.error);

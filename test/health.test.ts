@@ -1,0 +1,66 @@
+/**
+ * Dependency health (issue 12): while a dependency is not serving, its dependents are shown
+ * degraded with the reason (status --json `health`), and an event is recorded; once it
+ * serves again they are healthy again.
+ */
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { describe, expect, it } from "vitest";
+import { eventually, useSandbox } from "./helpers.ts";
+import { deploy, fixture, json } from "./support.ts";
+
+type Health = { state: string; reason?: string };
+type Env = { name: string; state: string; pids: number[]; health?: Health };
+
+describe("dependency health", { timeout: 120_000 }, () => {
+  const sb = useSandbox();
+
+  it("a dependent is degraded while its dependency crash-loops, and healthy once it serves again", async () => {
+    const flag = join(sb.home, "db-down");
+    const env = { DB_DOWN: flag };
+    const r = await deploy(sb, [fixture("health/graph.ts")], env);
+    expect(r.code, r.stderr).toBe(0);
+    const status = async () => {
+      const s = await sb.run(["status", "--json"]);
+      return Object.fromEntries(
+        json<{ environments: Env[] }>(s).environments.map((e) => [e.name, e]),
+      );
+    };
+    expect((await status()).api!.health).toEqual({ state: "healthy" });
+
+    // db dies and cannot start again while the flag is there.
+    writeFileSync(flag, "");
+    const [pid] = (await status()).db!.pids;
+    process.kill(pid!, "SIGKILL");
+    const degraded: Env = await eventually(async () => {
+      const api = (await status()).api!;
+      return api.health?.state === "degraded" ? api : undefined;
+    }, 30_000);
+    expect(degraded.state).toBe("ready"); // api itself still runs
+    expect(degraded.health!.reason).toMatch(/^dependency db is (restarting|failed|starting)/);
+    const table = await sb.run(["status"]);
+    expect(table.stdout).toMatch(/api\s+app\s+ready \(degraded\)/);
+    expect(table.stderr).toContain("api: degraded: dependency db is");
+
+    rmSync(flag);
+    await eventually(async () => (await status()).api!.health?.state === "healthy", 60_000);
+
+    // The control plane recorded both transitions of api, in order.
+    const db = new Database(join(sb.home, "state.db"), { readonly: true });
+    try {
+      await eventually(() => {
+        const types = (
+          db
+            .prepare(
+              "SELECT type FROM events WHERE name = 'api' AND type IN ('degraded', 'healthy') ORDER BY id",
+            )
+            .all() as { type: string }[]
+        ).map((e) => e.type);
+        return types.join(",").startsWith("degraded") && types.at(-1) === "healthy";
+      }, 10_000);
+    } finally {
+      db.close();
+    }
+  });
+});
