@@ -19,7 +19,7 @@ describe("dependency health", { timeout: 120_000 }, () => {
   it("a dependent is degraded while its dependency crash-loops, and healthy once it serves again", async () => {
     const flag = join(sb.home, "db-down");
     const env = { DB_DOWN: flag };
-    const r = await deploy(sb, [fixture("health/graph.ts")], env);
+    const r = await deploy(sb, [fixture("health/graph.ts"), "api"], env);
     expect(r.code, r.stderr).toBe(0);
     const status = async () => {
       const s = await sb.run(["status", "--json"]);
@@ -62,5 +62,18 @@ describe("dependency health", { timeout: 120_000 }, () => {
     } finally {
       db.close();
     }
+  });
+
+  it("a soft dependency (wait: false) that fails skips nothing: its dependent serves, degraded", async () => {
+    const r = await deploy(sb, [fixture("health/graph.ts"), "web"]);
+    expect(r.code).toBe(1); // cache failed
+    expect(r.by.cache!.status).toBe("failed");
+    expect(r.by.web!.status).toBe("ready");
+    expect(r.by.api!.status).toBe("ready");
+    const s = json<{ environments: Env[] }>(await sb.run(["status", "--json"])).environments;
+    expect(s.find((e) => e.name === "web")!.health).toEqual({
+      state: "degraded",
+      reason: "dependency cache is failed: cache exited with code 1 before it was ready",
+    });
   });
 });

@@ -31,11 +31,18 @@ class ManualBackend implements Partial<Backend> {
   }
 }
 
+/** Edges by name; a dependency written `~name` is soft (`wait: false`). */
 function graph(edges: Record<string, string[]>): Plan {
   const envs = new Map<string, Environment>();
   for (const name of Object.keys(edges)) envs.set(name, new TaskEnvironment({ name }));
   for (const [name, deps] of Object.entries(edges))
-    envs.get(name)!.addDependency(...deps.map((d) => envs.get(d)!));
+    envs
+      .get(name)!
+      .addDependency(
+        ...deps.map((d) =>
+          d.startsWith("~") ? { env: envs.get(d.slice(1))!, wait: false } : envs.get(d)!,
+        ),
+      );
   return planDeployment([...envs.values()], { project: "p", domain: "d" });
 }
 
@@ -123,5 +130,34 @@ describe("executePlan", () => {
     await expect(run(graph({ a: [] }), new ManualBackend(), -1)).rejects.toMatchObject({
       code: "USAGE",
     });
+  });
+
+  it("starts a soft dependent once its dependency starts, and a failed soft dependency skips nothing", async () => {
+    const plan = graph({ cache: [], db: [], web: ["~cache", "db"] });
+    const backend = new ManualBackend();
+    const done = run(plan, backend);
+    await backend.untilStarted(2); // cache and db
+    backend.finish("db");
+    // web waits for db to be ready, and only for cache to have started.
+    await backend.untilStarted(3);
+    expect(backend.started.slice(0, 2).sort()).toEqual(["cache", "db"]);
+    expect(backend.started[2]).toBe("web");
+    backend.fail("cache");
+    backend.finish("web");
+    const outcomes = Object.fromEntries((await done).map((o) => [o.name, o.status]));
+    expect(outcomes).toEqual({ cache: "failed", db: "ready", web: "ready" });
+  });
+
+  it("a soft dependency that is skipped lets its soft dependent start anyway", async () => {
+    const plan = graph({ base: [], cache: ["base"], web: ["~cache"] });
+    const backend = new ManualBackend();
+    const done = run(plan, backend);
+    await backend.untilStarted(1);
+    backend.fail("base"); // cache is skipped: web must not wait for it forever
+    await backend.untilStarted(2);
+    expect(backend.started).toEqual(["base", "web"]);
+    backend.finish("web");
+    const outcomes = Object.fromEntries((await done).map((o) => [o.name, o.status]));
+    expect(outcomes).toEqual({ base: "failed", cache: "skipped", web: "ready" });
   });
 });

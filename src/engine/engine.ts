@@ -80,9 +80,25 @@ export async function executePlan(
   const preparing = new Map<string, Promise<unknown>>();
   const requests = new Map<string, Promise<DeployRequest>>();
   const discarding: Promise<unknown>[] = [];
-  const dependentsOf = (name: string) => plan.byName.get(name)!.dependents;
+  /** Whether `dependent` waits for `dep` only to start (a soft dependency), not to be ready. */
+  const isSoft = (dependent: string, dep: string) =>
+    plan.byName.get(dependent)!.softDependsOn.includes(dep);
+  // A failure skips what waits for it to be ready; a soft dependent is only degraded.
+  const dependentsOf = (name: string) =>
+    plan.byName.get(name)!.dependents.filter((d) => !isSoft(d, name));
+  /** One of `name`'s dependencies is done with: it may start once none is left. */
+  const release = (name: string) => {
+    const left = pending.get(name)! - 1;
+    pending.set(name, left);
+    if (left === 0 && !outcomes.has(name)) queue.push(plan.byName.get(name)!);
+  };
+  /** `name` started (or will never start): what depends on it softly need not wait. */
+  const releaseSoft = (name: string) => {
+    for (const d of plan.byName.get(name)!.dependents) if (isSoft(d, name)) release(d);
+  };
   const skipDependents = (failed: string) => {
-    for (const name of transitiveDependents([failed], dependentsOf)) {
+    const skipped = transitiveDependents([failed], dependentsOf);
+    for (const name of skipped) {
       if (outcomes.has(name)) continue;
       if (preloaded.has(name)) {
         // After its preload (which may still be in flight), or that would outlive the discard.
@@ -98,6 +114,8 @@ export async function executePlan(
         finishedAt: now(),
       });
     }
+    for (const name of skipped) releaseSoft(name);
+    pump();
   };
 
   const pump = () => {
@@ -114,6 +132,8 @@ export async function executePlan(
   const start = async (env: PlannedEnvironment) => {
     const startedAt = now();
     emit({ type: "starting", name: env.name, at: startedAt });
+    releaseSoft(env.name);
+    pump();
     try {
       // A preloaded environment's request was built up front (from reserved endpoints);
       // if building it failed then, build it again now, so the error is reported.
@@ -132,11 +152,7 @@ export async function executePlan(
         startedAt,
         finishedAt: now(),
       });
-      for (const d of env.dependents) {
-        const left = pending.get(d)! - 1;
-        pending.set(d, left);
-        if (left === 0 && !outcomes.has(d)) queue.push(plan.byName.get(d)!);
-      }
+      for (const d of env.dependents) if (!isSoft(d, env.name)) release(d);
     } catch (e) {
       const message = isCaravanError(e) ? e.message : `internal error: ${(e as Error)?.stack ?? e}`;
       // A dependency taken down by another command after it was ready here: this deploy

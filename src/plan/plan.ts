@@ -32,6 +32,8 @@ export interface PlannedEnvironment {
   env: Environment;
   /** Names of direct dependencies, sorted. */
   dependsOn: string[];
+  /** Those of them declared `wait: false`: this one starts once they start, not once ready. */
+  softDependsOn: string[];
   /** Names of direct dependents in the plan, sorted. */
   dependents: string[];
   /** Length of the longest dependency chain below this environment (0: no dependencies). */
@@ -99,6 +101,7 @@ export function planDeployment(requested: readonly unknown[], opts: PlanOptions)
       kind: env.kind,
       env,
       dependsOn,
+      softDependsOn: dependsOn.filter((d) => env.softDependencies.has(d)),
       dependents: dependentNames,
       level: lv,
       specHash: sha256(stableStringify(env.spec())),

@@ -21,6 +21,7 @@ import {
   type InputValue,
   type Port,
   type Resources,
+  type SoftDependency,
   type Task,
 } from "./index.ts";
 import { FastifyAppEnvironment } from "./fastify.ts";
@@ -55,12 +56,14 @@ describe("AppEnvironment", () => {
     expectTypeOf(env.port).toEqualTypeOf<Port>();
     expectTypeOf(env.scaling.replicas).toEqualTypeOf<[number, number]>();
     expectTypeOf(env.requiresAuth).toBeBoolean();
-    expectTypeOf(env.addDependency).parameters.toEqualTypeOf<Environment[]>();
+    expectTypeOf(env.addDependency).parameters.toEqualTypeOf<(Environment | SoftDependency)[]>();
     expectTypeOf(env.addDependency(dep)).toEqualTypeOf<AppEnvironment<"backend_url">>();
     expectTypeOf<AppEnvironmentOptions["name"]>().toEqualTypeOf<string>();
     expectTypeOf<AppEnvironmentOptions["port"]>().toEqualTypeOf<number | Port | undefined>();
     expectTypeOf<AppEnvironmentOptions["command"]>().toEqualTypeOf<string | string[] | undefined>();
-    expectTypeOf<AppEnvironmentOptions["dependsOn"]>().toEqualTypeOf<Environment[] | undefined>();
+    expectTypeOf<AppEnvironmentOptions["dependsOn"]>().toEqualTypeOf<
+      (Environment | SoftDependency)[] | undefined
+    >();
   });
 
   test("rejects wrong options at compile time", () => {

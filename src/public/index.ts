@@ -15,6 +15,7 @@ export {
   type Ingress,
   type Readiness,
   type SecretRef,
+  type SoftDependency,
   type Task,
   type TaskOptions,
   type JobEnvironmentOptions,

@@ -20,6 +20,12 @@ import {
 
 export type EnvironmentKind = "app" | "task" | "job";
 
+/** A dependency that orders and wires without waiting: `{ env: cache, wait: false }`. */
+export interface SoftDependency {
+  env: Environment;
+  wait: boolean;
+}
+
 /** A secret injected as an environment variable: `"API_KEY"` or `{ key, envVar }`. */
 export type SecretRef = string | { key: string; envVar?: string };
 
@@ -27,8 +33,12 @@ export type SecretRef = string | { key: string; envVar?: string };
 export interface EnvironmentOptions {
   /** DNS-1123 label, at most 63 characters: `"backend-api"`. */
   name: string;
-  /** Environments deployed (and ready) before this one starts. */
-  dependsOn?: Environment[];
+  /**
+   * Environments deployed (and ready) before this one starts. `{ env, wait: false }` is a soft
+   * dependency: this one starts once it is being deployed (its endpoint is known), without
+   * waiting for it to be ready, and is not skipped when it fails (only degraded).
+   */
+  dependsOn?: (Environment | SoftDependency)[];
   image?: Image;
   resources?: Resources;
   /** Plain environment variables for the process. */
@@ -164,6 +174,8 @@ export abstract class Environment {
   abstract readonly [ENV_BRAND]: EnvironmentKind;
   readonly name: string;
   readonly dependsOn: Environment[] = [];
+  /** Names of the dependencies declared with `wait: false`. */
+  readonly softDependencies = new Set<string>();
   readonly image?: Image;
   readonly resources?: NormalizedResources;
   readonly envVars: Record<string, string>;
@@ -232,12 +244,21 @@ export abstract class Environment {
   }
 
   /** Adds dependencies after construction (as the seed SDK's `add_dependency`). */
-  addDependency(...envs: Environment[]): this {
+  addDependency(...deps: (Environment | SoftDependency)[]): this {
+    const envs = deps.map((dep, i) => {
+      if (isEnvironment(dep)) return dep;
+      const soft = dep as SoftDependency | undefined;
+      if (isPlainObject(soft) && isEnvironment(soft.env) && typeof soft.wait === "boolean") {
+        if (!soft.wait) this.softDependencies.add(soft.env.name);
+        return soft.env;
+      }
+      return dep as unknown as Environment;
+    });
     envs.forEach((dep, i) => {
       if (!isEnvironment(dep)) {
         throw new CaravanError(
           "INVALID_DEPENDENCY",
-          `${this.typeLabel} "${this.name}": dependsOn[${this.dependsOn.length + i}] is not an environment: ${describeValue(dep)}. Pass the environment object itself, e.g. dependsOn: [backendEnv]`,
+          `${this.typeLabel} "${this.name}": dependsOn[${this.dependsOn.length + i}] is not an environment: ${describeValue(dep)}. Pass the environment object itself, e.g. dependsOn: [backendEnv], or { env: backendEnv, wait: false }`,
           { value: describeValue(dep) },
         );
       }
@@ -254,6 +275,8 @@ export abstract class Environment {
     return {
       name: this.name,
       dependsOn: this.dependsOn.map((d) => d.name).sort(),
+      // Only when there are any: specs (and revisions) without them stay what they were.
+      ...(this.softDependencies.size ? { softDependsOn: [...this.softDependencies].sort() } : {}),
       image: this.image?.toJSON(),
       resources: this.resources,
       envVars: this.envVars,

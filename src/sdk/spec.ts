@@ -31,6 +31,8 @@ interface CommonSpec {
   name: string;
   /** Names of direct dependencies, sorted. */
   dependsOn: string[];
+  /** Those of them that are soft (`wait: false`): started after, not waited for. */
+  softDependsOn?: string[];
   image?: ImageSpec & { tag: string };
   resources?: NormalizedResources;
   envVars: Record<string, string>;

@@ -738,7 +738,10 @@ export class ControlPlane implements Backend {
    * another command): it would run against nothing. `DEPENDENCY_GONE` names them.
    */
   private refuseGoneDependencies(req: DeployRequest): void {
+    // A soft dependency (wait: false) may still be on its way: only waited-for ones count.
+    const soft = new Set(req.spec.softDependsOn ?? []);
     const gone = req.spec.dependsOn.flatMap((dep) => {
+      if (soft.has(dep)) return [];
       const row = this.store.get(req.scope, dep);
       if (!row) return [`${dep} (deleted)`];
       return row.desired === "running" ? [] : [`${dep} (stopped)`];
