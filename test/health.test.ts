@@ -76,4 +76,35 @@ describe("dependency health", { timeout: 120_000 }, () => {
       reason: "dependency cache is failed: cache exited with code 1 before it was ready",
     });
   });
+
+  it("a replica that fails its liveness check that many times in a row is restarted", async () => {
+    const flag = join(sb.home, "sick");
+    const r = await deploy(sb, [fixture("health/graph.ts"), "sick"], { SICK: flag });
+    expect(r.code, r.stderr).toBe(0);
+    const sick = async () =>
+      json<{ environments: (Env & { restarts: number })[] }>(
+        await sb.run(["status", "--json"]),
+      ).environments.find((e) => e.name === "sick")!;
+    const before = await sick();
+    writeFileSync(flag, "");
+    const after = await eventually(async () => {
+      const now = await sick();
+      return now.restarts > before.restarts && now.pids.length > 0 && now.pids[0] !== before.pids[0]
+        ? now
+        : undefined;
+    }, 30_000);
+    rmSync(flag);
+    expect(after.state).not.toBe("failed");
+    const db = new Database(join(sb.home, "state.db"), { readonly: true });
+    try {
+      const messages = (
+        db
+          .prepare("SELECT message FROM events WHERE name = 'sick' AND type = 'liveness-failed'")
+          .all() as { message: string }[]
+      ).map((e) => e.message);
+      expect(messages[0]).toMatch(/GET \/alive failed 2 times in a row; restarting it/);
+    } finally {
+      db.close();
+    }
+  });
 });

@@ -652,3 +652,18 @@ describe("jobs", () => {
     expect(isAppEnvironment(job({ command: "x" }))).toBe(false);
   });
 });
+
+describe("liveness", () => {
+  it("defaults intervalS and failures, and refuses what cannot be checked", () => {
+    expect(app({ name: "live", liveness: { path: "/alive" } }).spec().liveness).toEqual({
+      path: "/alive",
+      intervalS: 10,
+      failures: 3,
+    });
+    expect(app({ name: "plain" }).spec()).not.toHaveProperty("liveness");
+    for (const bad of [{ path: "alive" }, { tcp: true, path: "/x" }, { failures: 0 }, { every: 1 }])
+      expect(errorOf(() => app({ name: "bad", liveness: bad })).message).toContain(
+        "liveness must be",
+      );
+  });
+});

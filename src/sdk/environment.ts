@@ -108,6 +108,12 @@ export interface AppEnvironmentOptions<
   requiresAuth?: boolean;
   inputs?: Input<InputName>[];
   readiness?: Readiness;
+  /**
+   * A check of each serving replica, every `intervalS` seconds (default 10): an HTTP 2xx on
+   * `path`, or a TCP connect (`tcp: true`). After `failures` (default 3) in a row the replica
+   * is restarted.
+   */
+  liveness?: Readiness & { intervalS?: number; failures?: number };
 }
 
 /**
@@ -163,6 +169,7 @@ const APP_KEYS = [
   "requiresAuth",
   "inputs",
   "readiness",
+  "liveness",
   "app",
 ];
 
@@ -316,6 +323,7 @@ export class AppEnvironment<InputName extends string = string> extends Environme
   readonly requiresAuth: boolean;
   readonly inputs: Input<InputName>[];
   readonly readiness: Readiness;
+  readonly liveness?: { path?: string; tcp?: boolean; intervalS: number; failures: number };
 
   constructor(opts: AppEnvironmentOptions<InputName>) {
     super(opts, new.target?.name ?? "AppEnvironment", APP_KEYS);
@@ -355,6 +363,7 @@ export class AppEnvironment<InputName extends string = string> extends Environme
       }
     }
     this.readiness = opts.readiness ?? {};
+    if (opts.liveness !== undefined) this.liveness = normalizeLiveness(opts.liveness, where);
     this.register();
   }
 
@@ -518,6 +527,7 @@ export class AppEnvironment<InputName extends string = string> extends Environme
       requiresAuth: this.requiresAuth,
       inputs: this.inputs.map((i) => i.toJSON() as InputSpec),
       readiness: this.readiness,
+      ...(this.liveness ? { liveness: this.liveness } : {}),
     };
   }
 }
@@ -754,6 +764,40 @@ export function isTaskEnvironment(value: unknown): value is TaskEnvironment {
 
 export function isAppEnvironment(value: unknown): value is AppEnvironment {
   return isEnvironment(value) && value.kind === "app";
+}
+
+function normalizeLiveness(
+  liveness: unknown,
+  where: string,
+): NonNullable<AppEnvironment["liveness"]> {
+  const l = liveness as Record<string, unknown>;
+  const path = l?.path;
+  const tcp = l?.tcp;
+  const intervalS = l?.intervalS ?? 10;
+  const failures = l?.failures ?? 3;
+  if (
+    !isPlainObject(liveness) ||
+    Object.keys(l).some((k) => !["path", "tcp", "intervalS", "failures"].includes(k)) ||
+    (path !== undefined && (typeof path !== "string" || !path.startsWith("/"))) ||
+    (tcp !== undefined && typeof tcp !== "boolean") ||
+    (tcp === true && path !== undefined) ||
+    typeof intervalS !== "number" ||
+    !(intervalS > 0 && intervalS <= 3600) ||
+    !Number.isInteger(failures) ||
+    !((failures as number) >= 1 && (failures as number) <= 100)
+  ) {
+    fail(
+      "VALIDATION",
+      where,
+      `liveness must be { path: "/healthz" } or { tcp: true }, with intervalS (seconds, > 0) and failures (1-100), got ${describeValue(liveness)}`,
+    );
+  }
+  return {
+    ...(path !== undefined ? { path: path as string } : {}),
+    ...(tcp !== undefined ? { tcp: tcp as boolean } : {}),
+    intervalS: intervalS as number,
+    failures: failures as number,
+  };
 }
 
 function normalizeCommand(command: unknown, where: string): string[] | undefined {

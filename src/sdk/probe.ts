@@ -28,6 +28,15 @@ export function tcpOpen(port: number, host = "127.0.0.1", timeoutMs = 1000): Pro
   });
 }
 
+/** One probe: a TCP connect (`tcp`), or an HTTP answer (2xx on `path` when given). */
+export async function probeOnce(
+  port: number,
+  check: { path?: string; tcp?: boolean },
+  host = "127.0.0.1",
+): Promise<boolean> {
+  return (await tcpOpen(port, host)) && (check.tcp === true || httpAnswers(port, host, check.path));
+}
+
 function httpAnswers(port: number, host: string, path: string | undefined): Promise<boolean> {
   return new Promise((resolve) => {
     const req = request({ host, port, path: path ?? "/", method: "GET", timeout: 2000 }, (res) => {

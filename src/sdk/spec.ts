@@ -70,6 +70,8 @@ export interface AppSpec extends CommonSpec {
   requiresAuth: boolean;
   inputs: InputSpec[];
   readiness: { path?: string; tcp?: boolean };
+  /** A check of a serving replica; after `failures` in a row it is restarted. */
+  liveness?: { path?: string; tcp?: boolean; intervalS: number; failures: number };
 }
 
 export interface TaskSpec extends CommonSpec {

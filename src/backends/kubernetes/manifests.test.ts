@@ -133,6 +133,20 @@ describe("an app's objects", () => {
     expect(c.readinessProbe.httpGet).toEqual({ path: "/healthz", port: "http" });
     expect(c.env.map((e: any) => e.name)).not.toContain("CARAVAN_RUNTIME");
     expect(d.spec.template.spec.volumes.map((v: any) => v.name)).not.toContain("runtime");
+    expect(c.livenessProbe).toBeUndefined();
+  });
+
+  test("a declared liveness check becomes the container's livenessProbe", () => {
+    const live = {
+      ...req,
+      spec: { ...spec, liveness: { path: "/alive", intervalS: 5, failures: 4 } },
+    };
+    const d = appObjects(live, ctx).find((o) => o.kind === "Deployment") as any;
+    expect(d.spec.template.spec.containers[0].livenessProbe).toEqual({
+      httpGet: { path: "/alive", port: "http" },
+      periodSeconds: 5,
+      failureThreshold: 4,
+    });
   });
 
   test("per-environment pod settings reach the pod; caravan's own labels win", () => {

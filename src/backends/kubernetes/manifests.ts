@@ -210,6 +210,18 @@ export function appObjects(
     env: containerEnv,
     volumeMounts: mounts,
     readinessProbe: { ...probe, periodSeconds: 2, failureThreshold: 2 },
+    // The app's liveness check: the kubelet restarts the container after `failures` in a row.
+    ...(spec.liveness
+      ? {
+          livenessProbe: {
+            ...(spec.liveness.tcp
+              ? { tcpSocket: { port: "http" } }
+              : { httpGet: { path: spec.liveness.path ?? "/", port: "http" } }),
+            periodSeconds: Math.max(1, Math.round(spec.liveness.intervalS)),
+            failureThreshold: spec.liveness.failures,
+          },
+        }
+      : {}),
     // Gives a slow start `timeouts.start` before liveness or readiness count against it.
     startupProbe: {
       ...probe,

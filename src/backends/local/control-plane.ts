@@ -38,7 +38,7 @@ import { dependencyHealth, type Health } from "../health.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
 import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
-import { tcpOpen } from "../../sdk/probe.ts";
+import { probeOnce, tcpOpen } from "../../sdk/probe.ts";
 import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
 import { findOrphans } from "./orphans.ts";
 import { homeId } from "../home.ts";
@@ -1022,7 +1022,9 @@ export class ControlPlane implements Backend {
   private watch(row: EnvironmentRow, replica: ReplicaProc): void {
     const key = keyOf(row, row.name);
     const proc = replica.proc;
+    const stopChecking = this.checkLiveness(row, replica);
     void proc.exited.then((info) => {
+      stopChecking();
       this.reservedPorts.delete(replica.port);
       if (this.closed) return;
       // The app ran in its own process group: children it left (a shell wrapper's server)
@@ -1049,6 +1051,39 @@ export class ControlPlane implements Backend {
       this.store.event(row, row.name, "crashed", how);
       this.scheduleRestart(latest, undefined, `${row.name} ${how}`);
     });
+  }
+
+  /**
+   * The app's liveness check on one serving replica: after `failures` failed checks in a row
+   * its process is killed, and the crash path restarts it. Returns what stops the checks.
+   */
+  private checkLiveness(row: EnvironmentRow, replica: ReplicaProc): () => void {
+    const spec = row.request.spec;
+    const liveness = spec.kind === "app" ? spec.liveness : undefined;
+    if (!liveness) return () => {};
+    let failed = 0;
+    let checking = false;
+    const timer = setInterval(() => {
+      if (checking || this.closed || replica.proc.isStopping) return;
+      checking = true;
+      void probeOnce(replica.port, liveness)
+        .then((ok) => {
+          failed = ok ? 0 : failed + 1;
+          if (failed < liveness.failures || replica.proc.hasExited) return;
+          clearInterval(timer);
+          const what = liveness.tcp ? "a TCP connect" : `GET ${liveness.path ?? "/"}`;
+          this.store.event(
+            row,
+            row.name,
+            "liveness-failed",
+            `${replica.id}: ${what} failed ${failed} times in a row; restarting it`,
+          );
+          signalGroup(replica.proc.pid, replica.proc.startTime, "SIGKILL");
+        })
+        .finally(() => (checking = false));
+    }, liveness.intervalS * 1000);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   private scheduleRestart(row: EnvironmentRow, delayMs?: number, why?: string): void {
