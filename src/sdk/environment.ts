@@ -252,7 +252,7 @@ export abstract class Environment {
 
   /** Adds dependencies after construction (as the seed SDK's `add_dependency`). */
   addDependency(...deps: (Environment | SoftDependency)[]): this {
-    const envs = deps.map((dep, i) => {
+    const envs = deps.map((dep) => {
       if (isEnvironment(dep)) return dep;
       const soft = dep as SoftDependency | undefined;
       if (isPlainObject(soft) && isEnvironment(soft.env) && typeof soft.wait === "boolean") {
