@@ -107,4 +107,43 @@ describe("dependency health", { timeout: 120_000 }, () => {
       db.close();
     }
   });
+
+  it("a new revision inherits no crash backoff from the one it replaces", async () => {
+    const down = join(sb.home, "phoenix-down");
+    const file = fixture("health/graph.ts");
+    expect((await deploy(sb, [file, "phoenix"], { PHOENIX_DOWN: down })).code).toBe(0);
+    const phoenix = async () =>
+      json<{ environments: (Env & { error?: string })[] }>(
+        await sb.run(["status", "--json"]),
+      ).environments.find((e) => e.name === "phoenix")!;
+    // Revision 1 crash-loops until its backoff is long.
+    writeFileSync(down, "");
+    process.kill((await phoenix()).pids[0]!, "SIGKILL");
+    await eventually(
+      async () => /restarting in (4000|8000|16000|30000) ms/.test((await phoenix()).error ?? ""),
+      60_000,
+    );
+    rmSync(down);
+    // Revision 2 starts; when it crashes, its first restart waits the first backoff.
+    const second = await deploy(sb, [file, "phoenix"], { PHOENIX_DOWN: down, PHOENIX_REV: "2" });
+    expect(second.code, second.stderr).toBe(0);
+    writeFileSync(down, "");
+    process.kill((await phoenix()).pids[0]!, "SIGKILL");
+    const db = new Database(join(sb.home, "state.db"), { readonly: true });
+    try {
+      // The control plane's own record of the delays it chose, after revision 2's deploy.
+      const delays = () => {
+        const events = db
+          .prepare("SELECT type, message FROM events WHERE name = 'phoenix' ORDER BY id")
+          .all() as { type: string; message: string }[];
+        const deployed = events.findLastIndex((e) => e.type === "deploy");
+        return events.slice(deployed).filter((e) => e.type === "restart-scheduled");
+      };
+      const [first] = await eventually(() => (delays().length ? delays() : undefined), 20_000);
+      expect(first!.message).toBe("in 250 ms");
+    } finally {
+      db.close();
+    }
+    rmSync(down);
+  });
 });

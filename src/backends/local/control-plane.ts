@@ -341,6 +341,8 @@ export class ControlPlane implements Backend {
       this.refuseGoneDependencies(req);
       const next = rowOf(req, ports, row && row.revision === req.revision ? row.restarts : 0);
       this.cancelRestart(key);
+      // A new revision starts afresh: it inherits no crash backoff from the one it replaces.
+      if (row?.revision !== req.revision) this.forgetHistory(key);
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
       this.store.event(scope, req.name, "deploy", req.revision);
       if (req.kind === "job") return this.jobs.run(next);
@@ -717,6 +719,7 @@ export class ControlPlane implements Backend {
         // taking this one down would leave it running against nothing.
         this.refuseNewDependents(scope, name, forget ? "delete" : "stop");
         this.cancelRestart(key);
+        this.forgetHistory(key);
         this.store.setDesired(scope, name, "stopped");
         await this.stopReplicas(key);
         await this.tasks.unregister(scope, name);
@@ -1086,12 +1089,20 @@ export class ControlPlane implements Backend {
     return () => clearInterval(timer);
   }
 
+  /** Crash counts and scaling times of an environment: none survive a stop, delete or revision. */
+  private forgetHistory(key: string): void {
+    this.crashCounts.delete(key);
+    this.lastScaleAt.delete(key);
+    this.scaleBackoff.delete(key);
+  }
+
   private scheduleRestart(row: EnvironmentRow, delayMs?: number, why?: string): void {
     if (this.closed || this.stopping) return;
     const key = keyOf(row, row.name);
     const attempt = this.crashCounts.get(key) ?? 0;
     this.crashCounts.set(key, attempt + 1);
     const delay = delayMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+    this.store.event(row, row.name, "restart-scheduled", `in ${delay} ms`);
     // Other replicas still serve: the app is ready, one replica is being replaced.
     if (!this.replicas.get(key)?.length)
       this.store.setState(
