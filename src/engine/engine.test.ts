@@ -160,4 +160,22 @@ describe("executePlan", () => {
     const outcomes = Object.fromEntries((await done).map((o) => [o.name, o.status]));
     expect(outcomes).toEqual({ base: "failed", cache: "skipped", web: "ready" });
   });
+
+  it("an environment skipped by two failures releases its soft dependents once", async () => {
+    // x needs f1 and f2; z needs x softly and g for real: z must wait for g however x ends.
+    const plan = graph({ f1: [], f2: [], g: [], x: ["f1", "f2"], z: ["~x", "g"] });
+    const backend = new ManualBackend();
+    const done = run(plan, backend);
+    await backend.untilStarted(3); // f1, f2, g
+    backend.fail("f1");
+    backend.fail("f2");
+    await flush();
+    await flush();
+    expect(backend.started).not.toContain("z"); // g is not ready yet
+    backend.finish("g");
+    await backend.untilStarted(4);
+    backend.finish("z");
+    const outcomes = Object.fromEntries((await done).map((o) => [o.name, o.status]));
+    expect(outcomes).toEqual({ f1: "failed", f2: "failed", g: "ready", x: "skipped", z: "ready" });
+  });
 });

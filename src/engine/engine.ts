@@ -97,9 +97,11 @@ export async function executePlan(
     for (const d of plan.byName.get(name)!.dependents) if (isSoft(d, name)) release(d);
   };
   const skipDependents = (failed: string) => {
-    const skipped = transitiveDependents([failed], dependentsOf);
+    // Those skipped by an earlier failure were settled (and released) then: never twice.
+    const skipped = [...transitiveDependents([failed], dependentsOf)].filter(
+      (name) => !outcomes.has(name),
+    );
     for (const name of skipped) {
-      if (outcomes.has(name)) continue;
       if (preloaded.has(name)) {
         // After its preload (which may still be in flight), or that would outlive the discard.
         const prepared = preparing.get(name) ?? Promise.resolve();

@@ -168,6 +168,9 @@ describe.skipIf(!clusterAvailable())("the gateway on a cluster", { timeout: 180_
       );
       expect(run).toMatchObject({ status: "succeeded", output: 5, task: "jobs.add" });
       expect(run.id.startsWith(`${ns}/`)).toBe(true);
+      // Listing without a scope lists this namespace's runs (the token is good for no other).
+      const listed = await new HttpBackend(api, runToken).listRuns(undefined);
+      expect(listed.map((r) => r.id)).toContain(run.id);
 
       // A revoked token stops working within the gateway's poll.
       const revoked = await k.sb.run(scoped(k, "token", "revoke", "ci"));

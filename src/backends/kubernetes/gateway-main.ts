@@ -73,7 +73,7 @@ export class ClusterGateway {
       { authorize: (token) => plausibleToken(token) && this.hashes.has(tokenHash(token)) },
       { publicHost: settings.host },
     );
-    this.runs = new ClusterRuns(settings.client, () => settings.namespace);
+    this.runs = new ClusterRuns(settings.client, () => settings.namespace, settings.namespace);
     this.synced = new Promise((resolve) => (this.markSynced = resolve));
   }
 
@@ -218,6 +218,8 @@ export class ClusterGateway {
         const q = url.searchParams;
         const project = q.get("project");
         const domain = q.get("domain");
+        // The run token is this namespace's: without a scope, this namespace's runs (see the
+        // ClusterRuns above; its identity can read no other namespace anyway).
         const scope: Scope | undefined = project && domain ? { project, domain } : undefined;
         const filter: RunFilter = {};
         if (q.get("task")) filter.task = q.get("task")!;

@@ -84,6 +84,8 @@ export class ClusterRuns {
   constructor(
     private readonly client: KubeClient,
     private readonly namespaceOf: (scope: Scope) => string,
+    /** Where a list without a scope looks (the cluster gateway: its own namespace); all. */
+    private readonly home?: string,
   ) {}
 
   async start(req: RunRequest, waitMs = 0): Promise<RunRecord> {
@@ -170,7 +172,7 @@ export class ClusterRuns {
    * none yet (a finished one's result is kept on the way).
    */
   async list(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
-    const namespace = scope ? this.namespaceOf(scope) : undefined;
+    const namespace = scope ? this.namespaceOf(scope) : this.home;
     const labels = scope ? selector(scopeLabels(scope)) : "app.kubernetes.io/managed-by=caravan";
     const [jobs, results] = await Promise.all([
       this.client.list<Job>("Job", namespace, `${labels},${RUN_LABEL}`),

@@ -436,8 +436,16 @@ export class ControlPlane implements Backend {
     }
     const key = keyOf(scope, name);
     return this.serialized(key, async () => {
-      this.store.event(scope, name, "rerun", row.revision);
-      return this.jobs.run({ ...row, desired: "running" });
+      // Read again under the lock: a delete or deploy may have run while this waited.
+      const current = this.store.get(scope, name);
+      if (!current || current.kind !== "job" || current.desired !== "running")
+        throw notDeployed(
+          scope,
+          [name],
+          this.store.list(scope).map((r) => r.name),
+        );
+      this.store.event(scope, name, "rerun", current.revision);
+      return this.jobs.run(current);
     });
   }
 
@@ -686,6 +694,8 @@ export class ControlPlane implements Backend {
     await Promise.allSettled([...this.retiring.keys()]);
     for (const t of this.restartTimers.values()) clearTimeout(t);
     await this.tasks.close();
+    // A job's attempt holds its key: stopped, or the wait below would last its timeout.
+    await this.jobs.cancelAll();
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
     const discarding = [...this.prepared.keys()].map((key) => this.discardPrepared(key));
     await Promise.allSettled([...this.locks.values(), ...discarding]);
@@ -712,7 +722,8 @@ export class ControlPlane implements Backend {
     );
     for (const name of order) {
       const key = keyOf(scope, name);
-      // A job's attempt holds its key until it ends: stopped first, so this does not wait.
+      // A job's attempt holds its key until it ends: stopped first, so this does not wait
+      // (and none starts until this is done).
       await this.jobs.cancel(key);
       await this.serialized(key, async () => {
         // A dependent deployed since the order was decided (a deploy running alongside):
@@ -731,7 +742,7 @@ export class ControlPlane implements Backend {
           await this.logKeeper.remove(logFile(this.paths, scope.project, scope.domain, name));
         } else this.store.setState(scope, name, "stopped");
         this.store.event(scope, name, forget ? "deleted" : "stopped");
-      });
+      }).finally(() => this.jobs.allow(key));
     }
     return order;
   }

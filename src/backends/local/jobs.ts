@@ -31,7 +31,6 @@ export class JobRunner {
     const { store } = this.deps;
     const spec = row.request.spec as JobSpec;
     const key = keyOf(row, row.name);
-    this.cancelled.delete(key);
     store.upsert({ ...row, state: "starting", error: null });
     const attempts = 1 + spec.retries;
     let failure = "";
@@ -50,6 +49,8 @@ export class JobRunner {
           spec.timeouts.run * 1000,
           (proc) => {
             this.running.set(key, proc);
+            // Stopped while it was being spawned: it ends at once.
+            if (this.cancelled.has(key)) void proc.stop(2000);
             store.addProcessOf(row, proc, 0);
           },
         );
@@ -84,10 +85,22 @@ export class JobRunner {
     throw new CaravanError("JOB_FAILED", failure, { job: row.name });
   }
 
-  /** Stops the attempt running for `key`, if any (stop, delete): no further attempt starts. */
+  /**
+   * Stops the attempt running for `key`, if any (stop, delete): no further attempt starts
+   * until `allow(key)` (called once the stop or delete is done).
+   */
   async cancel(key: string): Promise<void> {
     this.cancelled.add(key);
     await this.running.get(key)?.stop(2000);
+  }
+
+  allow(key: string): void {
+    this.cancelled.delete(key);
+  }
+
+  /** Shutdown: every running attempt is stopped (a new control plane marks them interrupted). */
+  async cancelAll(): Promise<void> {
+    await Promise.all([...this.running.keys()].map((key) => this.cancel(key)));
   }
 
   pids(key: string): number[] {
