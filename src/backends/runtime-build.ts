@@ -5,8 +5,7 @@
  * Layout: `runtime/main.js`, `public/<entry>.js`, `chunks/`, and a `node_modules` link to
  * the directory caravan's own dependencies are installed in.
  */
-import { createRequire } from "node:module";
-import { dirname, extname, join, relative } from "node:path";
+import { basename, dirname, extname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { GATEWAY_ENTRY } from "./kubernetes/cluster-gateway.ts";
@@ -40,10 +39,14 @@ export function runtimeMainOf(dir: string): string {
   return join(dir, "runtime/main.js");
 }
 
-/** The `node_modules` directory caravan's dependencies resolve from. */
+/**
+ * The `node_modules` directory caravan's dependencies resolve from: the one caravan itself is
+ * installed in (where npm hoists them), or a checkout's own. Found from caravan's place, not
+ * from where one dependency resolves (a project with its own esbuild nests caravan's copy).
+ */
 function dependenciesDir(): string {
-  const esbuildEntry = createRequire(import.meta.url).resolve("esbuild");
-  return esbuildEntry.slice(0, esbuildEntry.lastIndexOf("/node_modules/") + "/node_modules".length);
+  const root = dirname(SRC);
+  return basename(dirname(root)) === "node_modules" ? dirname(root) : join(root, "node_modules");
 }
 
 async function compile(runtimeDir: string): Promise<string> {

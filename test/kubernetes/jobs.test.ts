@@ -35,6 +35,8 @@ describe.skipIf(!clusterAvailable())("jobs on a cluster", { timeout: 180_000 }, 
     const [job] = await jobs();
     expect(job.spec.backoffLimit).toBe(1);
     expect(job.spec.template.spec.restartPolicy).toBe("Never");
+    // timeouts.run (600 s by default) bounds each attempt, as locally.
+    expect(job.spec.template.spec.activeDeadlineSeconds).toBe(600);
     expect(job.spec.template.spec.containers[0].command).toEqual(["node", "migrate.mjs", "v1"]);
     const completed = t(job.status.completionTime);
     const api = await k.kube().get("Deployment", k.namespace(), "api");

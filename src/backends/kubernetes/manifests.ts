@@ -457,6 +457,8 @@ export function jobObjects(
         },
         spec: {
           restartPolicy: "Never",
+          // timeouts.run is per attempt, as locally; the Job's own deadline covers them all.
+          activeDeadlineSeconds: spec.timeouts.run,
           ...podSettings(k8s),
           enableServiceLinks: false,
           containers: [container],
