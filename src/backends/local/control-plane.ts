@@ -515,6 +515,8 @@ export class ControlPlane implements Backend {
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
+    // What status shows as degraded is recorded then too, not only at the next tick.
+    this.recordHealth();
     // Replicas whose port also answers beyond loopback (bound to 0.0.0.0, not $HOST). The
     // kernel's socket tables take tens of ms to read with hundreds of apps: read once per
     // status, and only when a replica is new since the last one.
@@ -948,9 +950,8 @@ export class ControlPlane implements Backend {
    * scaler.ts) and adds or removes one. Apps with an operation in flight are left alone.
    */
   /** An event when an environment turns degraded (with the reason) or healthy again. */
-  private recordHealth(): void {
+  private recordHealth(rows = this.store.list()): void {
     if (this.closed) return;
-    const rows = this.store.list();
     const next = dependencyHealth(
       rows.map((r) => ({ ...r, dependsOn: r.request.spec.dependsOn, error: r.error })),
     );
