@@ -120,6 +120,7 @@ export class ControlPlane implements Backend {
   private readonly scaler: NodeJS.Timeout;
   /** Records when an environment becomes degraded or healthy again (its dependencies). */
   private readonly healthWatch: NodeJS.Timeout;
+  /** Each environment's health as last recorded (seeded from the events of an earlier daemon). */
   private health = new Map<string, Health>();
   private closed = false;
   /** Set when shutdown begins: from then on nothing new is started. */
@@ -169,6 +170,7 @@ export class ControlPlane implements Backend {
     this.housekeeping.unref();
     this.scaler = setInterval(() => this.autoscale(), SCALE_EVERY_MS);
     this.scaler.unref();
+    this.health = this.store.lastHealth();
     this.healthWatch = setInterval(() => this.recordHealth(), HEALTH_EVERY_MS);
     this.healthWatch.unref();
   }
@@ -946,18 +948,26 @@ export class ControlPlane implements Backend {
   }
 
   /**
-   * Every few hundred ms: compares each app's replicas with what its load needs (see
-   * scaler.ts) and adds or removes one. Apps with an operation in flight are left alone.
+   * An event when an environment turns degraded (with the reason) or healthy again. What was
+   * last recorded counts as before, across control-plane restarts and across a stop: a new
+   * daemon does not record a still-degraded environment again, and one stopped while degraded
+   * gets its closing `healthy` when it serves again.
    */
-  /** An event when an environment turns degraded (with the reason) or healthy again. */
   private recordHealth(rows = this.store.list()): void {
     if (this.closed) return;
     const next = dependencyHealth(
       rows.map((r) => ({ ...r, dependsOn: r.request.spec.dependsOn, error: r.error })),
     );
+    // Stopped or failed environments have no health now: keep what they last had.
+    for (const r of rows) {
+      const key = keyOf(r, r.name);
+      const last = this.health.get(key);
+      if (!next.has(key) && last) next.set(key, last);
+    }
     for (const [key, h] of next) {
       const before = this.health.get(key);
-      if (before?.state === h.state && before.reason === h.reason) continue;
+      // A changed reason is not news (a crash loop changes it on every restart): status has it.
+      if (before?.state === h.state) continue;
       // Healthy is news only after degraded: a new environment starts healthy silently.
       if (h.state === "degraded" || before?.state === "degraded") {
         const row = rows.find((r) => keyOf(r, r.name) === key)!;
@@ -967,6 +977,10 @@ export class ControlPlane implements Backend {
     this.health = next;
   }
 
+  /**
+   * Every few hundred ms: compares each app's replicas with what its load needs (see
+   * scaler.ts) and adds or removes one. Apps with an operation in flight are left alone.
+   */
   private autoscale(): void {
     if (this.closed || this.stopping) return;
     const now = Date.now();

@@ -383,6 +383,27 @@ export class Store {
     this.stmts.addEvent.run(now(), scope.project, scope.domain, name, type, message);
   }
 
+  /**
+   * The health each environment was last recorded in (its newest `degraded` or `healthy`
+   * event), degraded ones only: a healthy one needs no closing event.
+   */
+  lastHealth(): Map<string, { state: "degraded"; reason: string }> {
+    const rows = this.db
+      .prepare(
+        `SELECT e.project, e.domain, e.name, e.message FROM events e JOIN (
+           SELECT MAX(id) AS id FROM events WHERE type IN ('degraded', 'healthy')
+           GROUP BY project, domain, name) last USING (id)
+         WHERE e.type = 'degraded'`,
+      )
+      .all() as Raw[];
+    return new Map(
+      rows.map((r) => [
+        keyOf(r as Scope, r.name),
+        { state: "degraded" as const, reason: r.message ?? "" },
+      ]),
+    );
+  }
+
   getMeta(key: string): string | undefined {
     return (this.stmts.getMeta.get(key) as Raw | undefined)?.value;
   }
