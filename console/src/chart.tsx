@@ -3,6 +3,8 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { useEffect, useRef } from "preact/hooks";
 
+export const WINDOW_S = 120;
+
 export interface Sample {
   /** Seconds since the epoch. */
   t: number;
@@ -23,9 +25,14 @@ export function TrafficChart({ samples }: { samples: Sample[] }) {
       {
         width: Math.max(200, el.clientWidth),
         height: 120,
-        legend: { show: true },
+        legend: { show: true, live: false },
         cursor: { show: false },
-        scales: { x: { time: true }, ms: { auto: true } },
+        // The last two minutes, whatever the samples span.
+        scales: {
+          x: { time: true, range: () => [Date.now() / 1000 - WINDOW_S, Date.now() / 1000] },
+          y: { range: (_u, _min, max) => [0, Math.max(1, max)] },
+          ms: { range: (_u, _min, max) => [0, Math.max(1, max)] },
+        },
         axes: [
           { stroke: ink, grid: { show: false } },
           { stroke: ink, size: 40, grid: { stroke: "rgba(128,128,128,0.15)" } },

@@ -14,7 +14,7 @@ import {
   type RunRecord,
   type Scope,
 } from "./api.ts";
-import { TrafficChart, type Sample } from "./chart.tsx";
+import { TrafficChart, WINDOW_S, type Sample } from "./chart.tsx";
 import { Logs } from "./logs.tsx";
 
 interface Props {
@@ -218,7 +218,7 @@ export function Panel({ scope, env, version, onSelect, onOpenRun }: Props) {
       {env.kind === "task" && desc?.tasks && (
         <RunForm scope={scope} tasks={desc.tasks} onOpenRun={onOpenRun} />
       )}
-      {env.kind !== "job" && <Logs scope={scope} name={env.name} />}
+      <Logs scope={scope} name={env.name} />
     </aside>
   );
 }
@@ -296,34 +296,32 @@ function Scale(props: {
   );
 }
 
-/** Requests, 5xx and latency; the chart is fed by the live stream's status (every second). */
+/** Requests, 5xx and latency, with a chart of the last minutes: a sample a second. */
 function TrafficView({ env }: { env: EnvStatus }) {
   const [samples, setSamples] = useState<Sample[]>([]);
-  const last = useRef<{ t: number; requests: number; errors: number } | undefined>(undefined);
+  const latest = useRef(env.traffic);
+  latest.current = env.traffic;
   useEffect(() => {
+    let last: { t: number; requests: number; errors: number } | undefined;
     setSamples([]);
-    last.current = undefined;
+    const timer = setInterval(() => {
+      const t = latest.current;
+      if (!t) return;
+      const now = Date.now() / 1000;
+      const prev = last;
+      last = { t: now, requests: t.requests, errors: t.errors };
+      if (!prev) return;
+      const dt = now - prev.t;
+      const sample = {
+        t: now,
+        rps: Math.max(0, (t.requests - prev.requests) / dt),
+        errors: Math.max(0, (t.errors - prev.errors) / dt),
+        p99: t.p99Ms,
+      };
+      setSamples((s) => [...s, sample].slice(-WINDOW_S));
+    }, 1000);
+    return () => clearInterval(timer);
   }, [env.name]);
-  useEffect(() => {
-    const t = env.traffic;
-    if (!t) return;
-    const now = Date.now() / 1000;
-    const prev = last.current;
-    last.current = { t: now, requests: t.requests, errors: t.errors };
-    if (!prev || now - prev.t < 0.5) return;
-    const dt = now - prev.t;
-    setSamples((s) =>
-      [
-        ...s,
-        {
-          t: now,
-          rps: Math.max(0, (t.requests - prev.requests) / dt),
-          errors: Math.max(0, (t.errors - prev.errors) / dt),
-          p99: t.p99Ms,
-        },
-      ].slice(-300),
-    );
-  }, [env.traffic]);
   const t = env.traffic;
   return (
     <section class="traffic" aria-label="traffic">
