@@ -74,15 +74,16 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
     await expect.poll(() => log.textContent()).toContain(`starting ${APP1}`);
     const startsBefore = ((await log.textContent()) ?? "").split(`starting ${APP1}`).length;
     // Every state the node shows from now on.
+    // (Runs in the page: its globals are the browser's.)
     await page.evaluate((name) => {
-      const seen: string[] = [];
-      (window as unknown as { seen: string[] }).seen = seen;
-      new MutationObserver(() => {
-        const state = document
+      const page = globalThis as any;
+      const seen: string[] = (page.seen = []);
+      new page.MutationObserver(() => {
+        const state = page.document
           .querySelector(`g.node[data-name="${name}"]`)
           ?.getAttribute("data-state");
         if (state && seen.at(-1) !== state) seen.push(state);
-      }).observe(document.querySelector("svg.graph")!, {
+      }).observe(page.document.querySelector("svg.graph"), {
         attributes: true,
         subtree: true,
         childList: true,
@@ -92,7 +93,7 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
     const before = (await status(sb))[APP1]!;
     process.kill(before.pids[0]!, "SIGKILL");
 
-    const seen = async () => page.evaluate(() => (window as unknown as { seen: string[] }).seen);
+    const seen = async () => page.evaluate(() => (globalThis as any).seen as string[]);
     await eventually(async () => (await seen()).some((s) => s !== "ready"));
     await eventually(async () => (await seen()).at(-1) === "ready");
     expect(await page.getByTestId("restarts").textContent()).toBe("1");
