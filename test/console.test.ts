@@ -114,6 +114,10 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
       expect((await get(`${app2.endpoint}/greeting/console`)).body).toBe("Hello, console!");
     await expect.poll(() => panel.locator(".traffic").textContent()).toMatch(/[3-9] requests/);
     expect(await panel.textContent()).toContain(APP1); // its dependency
+    // Some traffic for the chart (a sample a second) before the screenshot.
+    const chart = panel.locator(".chart");
+    while (Number(await chart.getAttribute("data-samples")) < 4)
+      await get(`${app2.endpoint}/greeting/console`);
     await page.screenshot({ path: join(sb.home, "console.png") });
     if (process.env.CARAVAN_UPDATE_SCREENSHOT)
       copyFileSync(join(sb.home, "console.png"), join(ROOT, "docs/console.png"));

@@ -68,5 +68,12 @@ export function TrafficChart({ samples }: { samples: Sample[] }) {
     ]);
   }, [samples]);
 
-  return <div class="chart" ref={box} aria-label="traffic over the last minutes" />;
+  return (
+    <div
+      class="chart"
+      ref={box}
+      aria-label="traffic over the last minutes"
+      data-samples={samples.length}
+    />
+  );
 }
