@@ -39,7 +39,7 @@ export function deploysOf(events: EventRecord[]): { at: string; changes: Change[
   }
   for (const d of deploys)
     for (const c of d.changes) if (c.outcome === "deploying") c.outcome = "ready";
-  return deploys.reverse();
+  return deploys.reverse().map(({ at, changes }) => ({ at, changes }));
 }
 
 export function History({ events }: { events: EventRecord[] }) {
