@@ -71,12 +71,23 @@ function useLive(scope: Scope) {
       if (closed) return;
       source = new EventSource(`/v1/watch?${query({ ...scope, after })}`);
       source.onopen = () => setConnected(true);
-      source.onerror = () => setConnected(false);
+      source.onerror = () => {
+        setConnected(false);
+        // EventSource retries on its own; an expired session would never come back.
+        call("GET", `/v1/events?${query({ ...scope, limit: 1 })}`).catch((e) => {
+          if (e instanceof ApiError && e.status === 401) {
+            source?.close();
+            setDenied(true);
+          }
+        });
+      };
       source.addEventListener("status", (m) =>
         setEnvs((JSON.parse(m.data) as { environments: EnvStatus[] }).environments),
       );
       source.addEventListener("event", (m) => {
         const e = JSON.parse(m.data) as EventRecord;
+        // A reconnected stream starts again from the `after` it was opened with.
+        if (e.id <= after) return;
         after = e.id;
         setEvents((prev) => [...prev, e].slice(-2000));
       });

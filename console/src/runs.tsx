@@ -23,14 +23,16 @@ export function RunList({ runs, onOpen }: { runs: RunRecord[]; onOpen: (id: stri
             <td>
               <span class={`badge run-${r.status}`}>{r.status}</span>
             </td>
-            <td>{r.task}</td>
+            <td>
+              <a href={`#/runs/${r.id}`} onClick={(e) => (e.preventDefault(), onOpen(r.id))}>
+                {r.task}
+              </a>
+            </td>
             <td>{formatMs(r.durationMs)}</td>
             <td>{r.caller ?? "-"}</td>
             <td>{formatTime(r.createdAt)}</td>
             <td>
-              <a href={`#/runs/${r.id}`} onClick={(e) => (e.preventDefault(), onOpen(r.id))}>
-                {r.id}
-              </a>
+              <code>{r.id}</code>
             </td>
           </tr>
         ))}
