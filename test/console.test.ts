@@ -106,8 +106,14 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
   });
 
   it("opens an app's panel with endpoints, traffic and dependencies; delete asks first", async () => {
-    await node(APP2).click();
+    // With the keyboard: a node takes the focus, Enter opens its panel, Escape closes it.
+    await node(APP2).focus();
+    await page.keyboard.press("Enter");
     const panel = page.locator("aside.panel");
+    await expect.poll(() => panel.locator("h2").textContent()).toBe(APP2);
+    await page.keyboard.press("Escape");
+    await expect.poll(() => panel.count()).toBe(0);
+    await node(APP2).click();
     const app2 = (await status(sb))[APP2]!;
     await expect.poll(() => panel.textContent()).toContain(app2.endpoint!);
     for (let i = 0; i < 3; i++)
@@ -164,6 +170,19 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
     expect(app2.state).toBe("ready");
     expect((await get(`${app2.endpoint}/greeting/again`)).body).toBe("Hello, again!");
     expect(await stateOf(APP2)).toBe("ready");
+  });
+
+  it("scales an app within its bounds: to zero, and a request wakes it", async () => {
+    await node(APP2).click();
+    const replicas = page.getByLabel("replicas");
+    expect(await replicas.getAttribute("max")).toBe("1"); // scaling.replicas [0, 1]
+    await replicas.fill("0");
+    await page.getByRole("button", { name: "Scale" }).click();
+    await page.locator(`g.node[data-name="${APP2}"][data-state="scaled to zero"]`).waitFor();
+    const app2 = (await status(sb))[APP2]!;
+    expect(app2.pids).toEqual([]);
+    expect((await get(`${app2.endpoint}/greeting/awake`)).body).toBe("Hello, awake!");
+    await page.locator(`g.node[data-name="${APP2}"][data-state="ready"]`).waitFor();
   });
 
   it("refuses every console page and API request without the session", async () => {

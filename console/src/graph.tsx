@@ -86,7 +86,7 @@ export function Graph({ envs, selected, onSelect }: Props) {
             data-name={env.name}
             data-state={state}
             transform={`translate(${n.x - NODE_W / 2},${n.y - NODE_H / 2})`}
-            tabIndex={0}
+            tabindex={0}
             role="button"
             aria-label={`${env.name}, ${env.kind}, ${state}`}
             onClick={open}
