@@ -197,18 +197,22 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
       "/console/",
       "/console/index.html",
       "/v1/status",
-      "/v1/watch?project=default&domain=development",
-      "/v1/events?project=default&domain=development",
+      "/console/api/v1/status",
+      "/console/api/v1/watch?project=default&domain=development",
+      "/console/api/v1/events?project=default&domain=development",
     ];
     for (const path of paths) expect((await fetch(`${base}${path}`)).status, path).toBe(401);
     // A made-up session, or an app's API token in the cookie, opens nothing either.
     const cookie = `caravan_session_console_${new URL(base).port}=cvs_madeup`;
-    expect((await fetch(`${base}/v1/status`, { headers: { cookie } })).status).toBe(401);
+    expect((await fetch(`${base}/console/api/v1/status`, { headers: { cookie } })).status).toBe(
+      401,
+    );
     // The browser's own session cannot change anything without the console's header (a page
     // of another site cannot send it).
-    const [session] = await page.context().cookies(base);
-    expect(session).toMatchObject({ httpOnly: true, sameSite: "Strict", path: "/" });
-    const stop = await fetch(`${base}/v1/stop`, {
+    const [session] = await page.context().cookies(`${base}/console/`);
+    // Scoped to the console's path: other servers on this host never receive it.
+    expect(session).toMatchObject({ httpOnly: true, sameSite: "Strict", path: "/console/" });
+    const stop = await fetch(`${base}/console/api/v1/stop`, {
       method: "POST",
       headers: { cookie: `${session!.name}=${session!.value}`, "content-type": "application/json" },
       body: JSON.stringify({ scope: { project: "default", domain: "development" }, names: [APP2] }),

@@ -85,8 +85,14 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * The API's routes under the console's path (`/console/api/v1/…` is `/v1/…`): the session
+ * cookie is scoped to `/console/`, so no other server on this host ever receives it.
+ */
+export const API = "/console/api";
+
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(path, {
+  const res = await fetch(`${API}${path}`, {
     method,
     credentials: "same-origin",
     headers: {

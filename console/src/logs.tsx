@@ -1,6 +1,6 @@
 /** An app's log, streamed live from `GET /v1/logs?follow=true`: follow, pause, search. */
 import { useEffect, useRef, useState } from "preact/hooks";
-import { lines, query, type Scope } from "./api.ts";
+import { API, lines, query, type Scope } from "./api.ts";
 
 const KEEP = 5000;
 
@@ -21,7 +21,7 @@ export function Logs({ scope, name }: { scope: Scope; name: string }) {
     let pending: string[] = [];
     let flush: number | undefined;
     (async () => {
-      const path = `/v1/logs?${query({ ...scope, name, tail: 300, follow: "true" })}`;
+      const path = `${API}/v1/logs?${query({ ...scope, name, tail: 300, follow: "true" })}`;
       const res = await fetch(path, { signal: abort.signal, credentials: "same-origin" });
       if (!res.ok) {
         const json = (await res.json().catch(() => ({}))) as { error?: { message?: string } };

@@ -6,6 +6,7 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import {
+  API,
   ApiError,
   call,
   query,
@@ -69,7 +70,7 @@ function useLive(scope: Scope) {
         if (e instanceof ApiError && e.status === 401) return setDenied(true);
       }
       if (closed) return;
-      source = new EventSource(`/v1/watch?${query({ ...scope, after })}`);
+      source = new EventSource(`${API}/v1/watch?${query({ ...scope, after })}`);
       source.onopen = () => setConnected(true);
       source.onerror = () => {
         setConnected(false);

@@ -12,6 +12,7 @@ import { runTokenScope, type ControlPlane } from "../control-plane.ts";
 import { CaravanError, isCaravanError } from "../../../errors.ts";
 import { checkRequest } from "./validate.ts";
 import {
+  apiUrlOf,
   hasConsoleSession,
   isConsoleLogin,
   isConsolePath,
@@ -27,7 +28,12 @@ export function buildApi(
   /** Requests wait for this (the control plane's recovery) before they are handled. */
   ready: Promise<void> = Promise.resolve(),
 ): FastifyInstance {
-  const app = Fastify({ logger: false, forceCloseConnections: true });
+  const app = Fastify({
+    logger: false,
+    forceCloseConnections: true,
+    // The console reaches these routes under its own path (see console.ts).
+    rewriteUrl: (req) => apiUrlOf(req.url ?? "/"),
+  });
   const expected = Buffer.from(`Bearer ${token}`);
 
   // What a request may do: everything (the control plane's token), or runs in one scope (the

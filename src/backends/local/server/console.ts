@@ -13,6 +13,16 @@ import { CONSOLE_LOGIN_PATH, type ControlPlane } from "../control-plane.ts";
 
 export const CONSOLE_PATH = "/console/";
 /**
+ * Where the console calls the API: the same routes, under the console's path, so that its
+ * session cookie can be scoped to that path (a cookie is per host, not per port: one for `/`
+ * would go to every other server on 127.0.0.1 the browser visits).
+ */
+export const CONSOLE_API_PREFIX = "/console/api";
+
+/** The API route a console request is for (`/console/api/v1/…` → `/v1/…`); others as they are. */
+export const apiUrlOf = (url: string) =>
+  url.startsWith(`${CONSOLE_API_PREFIX}/v1/`) ? url.slice(CONSOLE_API_PREFIX.length) : url;
+/**
  * The header a cookie-authenticated request that changes something must carry: a page of
  * another origin cannot send it without a CORS preflight, which this API never grants.
  */
@@ -146,7 +156,7 @@ export function registerConsole(
       const session =
         typeof req.query.code === "string" && plane.consoleSessions.redeem(req.query.code);
       if (!session) return refuseConsole(reply, "This login link was already used, or it expired.");
-      const cookie = `${consoleCookie(req.socket.localPort ?? 0)}=${session}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_MAX_AGE_S}`;
+      const cookie = `${consoleCookie(req.socket.localPort ?? 0)}=${session}; HttpOnly; SameSite=Strict; Path=${CONSOLE_PATH}; Max-Age=${SESSION_MAX_AGE_S}`;
       return reply
         .code(303)
         .headers(PAGE_HEADERS)
