@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+    include: ["src/**/*.test.ts", "test/**/*.test.ts", "console/src/**/*.test.ts"],
     // The CLI the tests run is the compiled package (built when stale), and the kubernetes
     // tests' control plane is started once per run (see the files).
     globalSetup: ["test/build-setup.ts", "test/kubernetes/global-setup.ts"],

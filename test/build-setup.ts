@@ -10,17 +10,30 @@ import { ROOT } from "./helpers.ts";
 
 const STAMP = join(ROOT, "dist/.tsbuildinfo");
 
-function newestSource(dir: string): number {
+function newestSource(dir: string, pattern = /\.ts$/): number {
   let newest = 0;
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestSource(path));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
+    if (entry.isDirectory()) newest = Math.max(newest, newestSource(path, pattern));
+    else if (pattern.test(entry.name)) newest = Math.max(newest, statSync(path).mtimeMs);
   }
   return newest;
 }
 
+/** The web console (console/, built by Vite into dist/console) when a source of it is newer. */
+function buildConsole(): void {
+  const index = join(ROOT, "dist/console/index.html");
+  const built = existsSync(index) ? statSync(index).mtimeMs : 0;
+  if (built >= newestSource(join(ROOT, "console"), /\.(tsx?|css|html)$/)) return;
+  execFileSync(
+    process.execPath,
+    [join(ROOT, "node_modules/vite/bin/vite.js"), "build", "--config", "console/vite.config.ts"],
+    { cwd: ROOT, stdio: "inherit" },
+  );
+}
+
 export default function setup(): void {
+  buildConsole();
   const built = existsSync(STAMP) ? statSync(STAMP).mtimeMs : 0;
   if (built >= newestSource(join(ROOT, "src"))) return;
   execFileSync(

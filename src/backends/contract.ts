@@ -219,6 +219,8 @@ export interface TokenAccess {
   revoke(idOrName: string): Promise<void>;
   /** A one-time URL (valid a few minutes) that opens `app`'s public endpoint in a browser. */
   link(scope: Scope, app: string): Promise<string>;
+  /** A one-time URL that logs a browser into the control plane's web console (optional). */
+  consoleLink?(): Promise<string>;
 }
 
 /** What a deploy of one environment would do (`caravan plan` asks backends that can tell). */

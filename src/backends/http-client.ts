@@ -153,6 +153,7 @@ export class HttpBackend implements Backend {
           name: app,
         })
       ).url,
+    consoleLink: async () => (await this.call<{ url: string }>("POST", ROUTES.consoleLink, {})).url,
   };
 
   async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {

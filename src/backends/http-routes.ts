@@ -27,6 +27,24 @@ export const ROUTES = {
   tokens: "/v1/tokens",
   token: "/v1/tokens/:id",
   loginLink: "/v1/login-link",
+  /** POST: a one-time login link to the web console (`caravan console`). */
+  consoleLink: "/v1/console-link",
+  /** POST `{ scope, name }`: start a stopped environment again from its last deploy. */
+  start: "/v1/start",
+  /** POST `{ scope, name }`: replace an environment's processes with fresh ones. */
+  restart: "/v1/restart",
+  /** POST `{ scope, name, replicas }`: set a serving app's replicas within its bounds. */
+  scale: "/v1/scale",
+  /** GET `?project&domain`: an environment's declaration (no values) and its revisions. */
+  environment: "/v1/environments/:name",
+  /** GET `?project&domain[&after=id][&limit=n]`: events (deploys, crashes, restarts, scaling). */
+  events: "/v1/events",
+  /**
+   * GET `?project&domain`: a server-sent event stream: `status` (the scope's environments,
+   * with `health`) on every change and every second, `event` for each new event, `runs` when
+   * a task run changed.
+   */
+  watch: "/v1/watch",
   shutdown: "/v1/shutdown",
   /** Prometheus text. */
   metrics: "/metrics",

@@ -29,7 +29,7 @@ import { endpointsFor, freePort, isAlive, listenersBeyondLoopback, signalGroup }
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
-import { TokenStore } from "./tokens.ts";
+import { TokenStore, isSessionValue } from "./tokens.ts";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { LogKeeper, readSlice, tailLines } from "./logs.ts";
@@ -37,7 +37,14 @@ import { JobRunner } from "./jobs.ts";
 import { dependencyHealth, type Health } from "../health.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
 import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
-import { Store, keyOf, type AppPorts, type EnvironmentRow, type ProcessRow } from "./store.ts";
+import {
+  Store,
+  keyOf,
+  type AppPorts,
+  type EnvironmentRow,
+  type EventRecord,
+  type ProcessRow,
+} from "./store.ts";
 import { probeOnce, tcpOpen } from "../../sdk/probe.ts";
 import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
 import { findOrphans } from "./orphans.ts";
@@ -62,6 +69,30 @@ const SCALE_EVERY_MS = 200;
 const HEALTH_EVERY_MS = 1_000;
 /** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
 const DEFAULT_CONCURRENCY = 50;
+/** `describe`'s answer: an environment's declaration as the console shows it, values left out. */
+export interface EnvironmentDescription {
+  name: string;
+  kind: string;
+  desired: "running" | "stopped";
+  description?: string;
+  dependsOn: string[];
+  /** Environments of the scope that depend on this one (a delete takes them down first). */
+  dependents: string[];
+  secrets: string[];
+  inputs: { name: string; kind: string; envVar: string }[];
+  scaling?: { min: number; max: number };
+  requiresAuth?: boolean;
+  serveKind?: string;
+  links?: { path: string; title: string }[];
+  /** Task ids, `<environment>.<task>`. */
+  tasks?: string[];
+  revisions: { revision: string; deployedAt: string }[];
+}
+
+/** Whom console sessions are for: not a DNS-1123 name, so no app's session can be one. */
+const CONSOLE_SESSION_APP = "@console";
+/** Where the console's login link points, on the API's own address. */
+export const CONSOLE_LOGIN_PATH = "/console/login";
 
 /** One process serving an app, behind the gateway. */
 interface ReplicaProc {
@@ -144,6 +175,7 @@ export class ControlPlane implements Backend {
           );
       },
       link: async (scope, app) => this.loginLink(scope, app),
+      consoleLink: async () => this.consoleSessions.link(),
     };
     this.gateway = new Gateway({
       authorize: (token, key) => tokens.verify(token, key),
@@ -593,6 +625,133 @@ export class ControlPlane implements Backend {
       );
     const code = this.tokenStore.loginCode(keyOf(scope, name), ttlMs);
     return `${endpointsFor(row.ports).endpoint}${LOGIN_PATH}?code=${encodeURIComponent(code)}`;
+  }
+
+  /**
+   * The console's login: a one-time link to the API's `/console/login` (valid 5 minutes) and
+   * the browser session it is traded for (12 h). Sessions are those of `token link`, kept
+   * under a name no app can have, so an app's session never opens the console.
+   */
+  readonly consoleSessions = {
+    link: (): string => {
+      if (!this.apiAccess) throw new CaravanError("INTERNAL", "the API does not listen yet");
+      const code = this.tokenStore.loginCode(CONSOLE_SESSION_APP, 5 * 60_000);
+      return `${this.apiAccess.url}${CONSOLE_LOGIN_PATH}?code=${encodeURIComponent(code)}`;
+    },
+    redeem: (code: string) => this.tokenStore.redeem(code, CONSOLE_SESSION_APP),
+    verify: (session: string) =>
+      isSessionValue(session) && this.tokenStore.verify(session, CONSOLE_SESSION_APP),
+  };
+
+  /** Starts a stopped environment again from its last deploy request (`POST /v1/start`). */
+  start(scope: Scope, name: string): Promise<DeployResult> {
+    return this.deploy({ ...this.lastRequest(scope, name), force: false });
+  }
+
+  /** Replaces an environment's replicas (or workers) with fresh ones, without downtime. */
+  restart(scope: Scope, name: string): Promise<DeployResult> {
+    const row = this.store.get(scope, name);
+    if (row?.desired !== "running")
+      throw new CaravanError("USAGE", `${name} is stopped: start it instead of restarting it`);
+    return this.deploy({ ...this.lastRequest(scope, name), force: true });
+  }
+
+  private lastRequest(scope: Scope, name: string): DeployRequest {
+    const row = this.store.get(scope, name);
+    if (!row)
+      throw notDeployed(
+        scope,
+        [name],
+        this.store.list(scope).map((r) => r.name),
+      );
+    if (row.kind === "job")
+      throw new CaravanError("USAGE", `${name} is a job: run it again with caravan job rerun`);
+    return row.request;
+  }
+
+  /**
+   * Sets a serving app's replicas to `replicas`, within its `scaling.replicas` bounds. The
+   * autoscaler goes on from there (it scales in only after `scaledownAfter` without load).
+   */
+  async scale(scope: Scope, name: string, replicas: number): Promise<{ replicas: number }> {
+    const key = keyOf(scope, name);
+    return this.serialized(key, async () => {
+      const row = this.serving.get(key);
+      const spec = row?.request.spec;
+      if (!row || spec?.kind !== "app")
+        throw new CaravanError(
+          "APP_NOT_READY",
+          `${name} is not a serving app: deploy or start it, then scale it`,
+        );
+      const [min, max] = spec.scaling.replicas;
+      if (!Number.isInteger(replicas) || replicas < min || replicas > max)
+        throw new CaravanError(
+          "VALIDATION",
+          `${name} scales from ${min} to ${max} replicas (scaling.replicas), not ${replicas}`,
+          { field: "replicas" },
+        );
+      const list = this.replicas.get(key) ?? [];
+      this.store.event(row, name, "scale", `${list.length} -> ${replicas} replicas (by request)`);
+      if (replicas > list.length) await this.startReplicas(row, replicas - list.length);
+      else {
+        const retiring = Promise.all(list.slice(replicas).map((r) => this.retireReplica(key, r)));
+        await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]); // long requests drain on
+      }
+      this.targets.set(key, replicas);
+      this.lastScaleAt.set(key, Date.now());
+      return { replicas };
+    });
+  }
+
+  /**
+   * What the console shows of an environment beyond its status (`GET /v1/environments/:name`):
+   * its declaration without values (inputs by name and kind, secrets by name: never a value)
+   * and its revisions with when each was deployed.
+   */
+  describe(scope: Scope, name: string): EnvironmentDescription {
+    const row = this.store.get(scope, name);
+    if (!row)
+      throw notDeployed(
+        scope,
+        [name],
+        this.store.list(scope).map((r) => r.name),
+      );
+    const spec = row.request.spec;
+    return {
+      name,
+      kind: row.kind,
+      desired: row.desired,
+      ...(spec.description ? { description: spec.description } : {}),
+      dependsOn: spec.dependsOn,
+      dependents: this.store
+        .list(scope)
+        .filter((r) => r.request.spec.dependsOn.includes(name))
+        .map((r) => r.name),
+      secrets: spec.secrets.map((s) => s.key),
+      inputs:
+        spec.kind === "task"
+          ? []
+          : spec.inputs.map((i) => ({
+              name: i.name,
+              kind: typeof i.value === "string" ? "string" : i.value.kind,
+              envVar: i.envVar,
+            })),
+      ...(spec.kind === "app"
+        ? {
+            scaling: { min: spec.scaling.replicas[0], max: spec.scaling.replicas[1] },
+            requiresAuth: spec.requiresAuth,
+            serveKind: spec.serveKind,
+            links: spec.links,
+          }
+        : {}),
+      ...(spec.kind === "task" ? { tasks: spec.tasks.map((t) => t.id) } : {}),
+      revisions: this.store.revisions(scope, name),
+    };
+  }
+
+  /** A scope's events, oldest first (`GET /v1/events`). */
+  events(scope: Scope, after?: number, limit?: number): EventRecord[] {
+    return this.store.events(scope, after, limit);
   }
 
   stop(scope: Scope, names: string[], opts: { cascade?: boolean } = {}): Promise<string[]> {

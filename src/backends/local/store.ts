@@ -137,9 +137,22 @@ function moveRunOutputs(db: Database.Database): void {
 const WITH_PORT =
   "SELECT e.*, p.port, p.internal_port FROM environments e LEFT JOIN ports p USING (project, domain, name)";
 
+/** An event as the API lists it (`GET /v1/events`): ids grow, so `after` pages forward. */
+export interface EventRecord {
+  id: number;
+  at: string;
+  project: string;
+  domain: string;
+  name: string;
+  type: string;
+  message: string;
+}
+
 export class Store {
   private db: Database.Database;
   private stmts;
+  /** Told after each write a live view shows (states, events, runs): see `onChange`. */
+  private readonly watchers = new Set<() => void>();
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -191,6 +204,12 @@ export class Store {
       addEvent: db.prepare(
         "INSERT INTO events (at, project, domain, name, type, message) VALUES (?, ?, ?, ?, ?, ?)",
       ),
+      revisionsOf: db.prepare(
+        "SELECT revision, created_at FROM revisions WHERE project = ? AND domain = ? AND name = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+      ),
+      events: db.prepare(
+        "SELECT * FROM (SELECT * FROM events WHERE project = ? AND domain = ? AND id > ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+      ),
       insertRun: db.prepare(
         `INSERT INTO runs (id, project, domain, environment, task, revision, status, args, attempts, caller, created_at, request_id)
         VALUES (@id, @project, @domain, @environment, @task, @revision, @status, @args, @attempts, @caller, @createdAt, @requestId)`,
@@ -236,26 +255,44 @@ export class Store {
     return raws.map(toRow);
   }
 
+  /**
+   * Calls `fn` after every change of an environment's state, an event or a run (the console's
+   * live stream pushes them instead of polling); returns the unsubscribe.
+   */
+  onChange(fn: () => void): () => void {
+    this.watchers.add(fn);
+    return () => this.watchers.delete(fn);
+  }
+
+  private changed(): void {
+    for (const fn of this.watchers) fn();
+  }
+
   /** Saves everything but the ports, which `assignPorts` owns. */
   upsert(row: EnvironmentRow): void {
     const { ports: _ports, ...fields } = row;
     this.stmts.upsert.run({ ...fields, request: JSON.stringify(row.request) });
+    this.changed();
   }
 
   setState(scope: Scope, name: string, state: EnvironmentState, error: string | null = null): void {
     this.stmts.setState.run(state, error, now(), scope.project, scope.domain, name);
+    this.changed();
   }
 
   setDesired(scope: Scope, name: string, desired: "running" | "stopped"): void {
     this.stmts.setDesired.run(desired, now(), scope.project, scope.domain, name);
+    this.changed();
   }
 
   bumpRestarts(scope: Scope, name: string): void {
     this.stmts.bumpRestarts.run(scope.project, scope.domain, name);
+    this.changed();
   }
 
   remove(scope: Scope, name: string): void {
     this.stmts.remove.run(scope.project, scope.domain, name);
+    this.changed();
     this.db
       .prepare("DELETE FROM job_runs WHERE project = ? AND domain = ? AND name = ?")
       .run(scope.project, scope.domain, name);
@@ -381,6 +418,21 @@ export class Store {
 
   event(scope: Scope, name: string, type: string, message = ""): void {
     this.stmts.addEvent.run(now(), scope.project, scope.domain, name, type, message);
+    this.changed();
+  }
+
+  /** An environment's revisions, newest first: when each was first deployed. */
+  revisions(scope: Scope, name: string, limit = 20): { revision: string; deployedAt: string }[] {
+    return (this.stmts.revisionsOf.all(scope.project, scope.domain, name, limit) as Raw[]).map(
+      (r) => ({ revision: r.revision, deployedAt: r.created_at }),
+    );
+  }
+
+  /** A scope's events after the id `after` (0: from the start), the newest `limit`, oldest first. */
+  events(scope: Scope, after = 0, limit = 200): EventRecord[] {
+    return (this.stmts.events.all(scope.project, scope.domain, after, limit) as Raw[]).map(
+      (r) => ({ ...r, message: r.message ?? "" }) as EventRecord,
+    );
   }
 
   /**
@@ -419,6 +471,7 @@ export class Store {
       caller: run.caller ?? null,
       requestId: requestId ?? null,
     });
+    this.changed();
   }
 
   /** The run a client's request created, by its idempotency key. */
@@ -448,6 +501,7 @@ export class Store {
         logs,
       });
     }
+    this.changed();
   }
 
   /** Forgets a run (its output and logs too); false when there was none. */

@@ -37,6 +37,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS api_tokens_live_name
 `;
 
 const SESSION_PREFIX = "cvs_";
+/** A session's value (from a login code), not an API token (which would open every app). */
+export const isSessionValue = (value: string) => value.startsWith(SESSION_PREFIX);
 const SESSION_TTL_MS = 12 * 60 * 60 * 1000;
 /** `last_used_at` is written at most this often per token: verify must not write per request. */
 const LAST_USED_EVERY_MS = 60_000;

@@ -11,6 +11,15 @@ import { HTTP_STATUS_OF, ROUTES, runRequestOf } from "../../http-routes.ts";
 import { runTokenScope, type ControlPlane } from "../control-plane.ts";
 import { CaravanError, isCaravanError } from "../../../errors.ts";
 import { checkRequest } from "./validate.ts";
+import {
+  apiUrlOf,
+  hasConsoleSession,
+  isConsoleLogin,
+  isConsolePath,
+  refuseConsole,
+  registerConsole,
+} from "./console.ts";
+import { registerWatch } from "./watch.ts";
 
 export function buildApi(
   plane: ControlPlane,
@@ -19,7 +28,12 @@ export function buildApi(
   /** Requests wait for this (the control plane's recovery) before they are handled. */
   ready: Promise<void> = Promise.resolve(),
 ): FastifyInstance {
-  const app = Fastify({ logger: false, forceCloseConnections: true });
+  const app = Fastify({
+    logger: false,
+    forceCloseConnections: true,
+    // The console reaches these routes under its own path (see console.ts).
+    rewriteUrl: (req) => apiUrlOf(req.url ?? "/"),
+  });
   const expected = Buffer.from(`Bearer ${token}`);
 
   // What a request may do: everything (the control plane's token), or runs in one scope (the
@@ -40,6 +54,10 @@ export function buildApi(
     const header = req.headers.authorization ?? "";
     const given = Buffer.from(header);
     if (given.length === expected.length && timingSafeEqual(given, expected)) return;
+    // The web console: a browser's session cookie (from `caravan console`'s login link).
+    if (isConsoleLogin(req.url) || hasConsoleSession(req, plane)) return;
+    if (isConsolePath(req.url))
+      return refuseConsole(reply, "This page needs a session from a login link.");
     const scope =
       req.url.startsWith(ROUTES.runs) && header.startsWith("Bearer run_")
         ? runTokenScope(token, header.slice(7))
@@ -239,6 +257,37 @@ export function buildApi(
   app.post<{ Body: { scope: Scope; name: string } }>(ROUTES.loginLink, async (req) => ({
     url: await tokens.link(req.body.scope, req.body.name),
   }));
+
+  app.post(ROUTES.consoleLink, async () => ({ url: plane.consoleSessions.link() }));
+
+  // What the console's actions need beyond stop and delete.
+  app.post<{ Body: { scope: Scope; name: string } }>(ROUTES.start, async (req) =>
+    plane.start(req.body.scope, req.body.name),
+  );
+  app.post<{ Body: { scope: Scope; name: string } }>(ROUTES.restart, async (req) =>
+    plane.restart(req.body.scope, req.body.name),
+  );
+  app.post<{ Body: { scope: Scope; name: string; replicas: number } }>(ROUTES.scale, async (req) =>
+    plane.scale(req.body.scope, req.body.name, req.body.replicas),
+  );
+  app.get<{ Querystring: Scope & { after?: string; limit?: string } }>(
+    ROUTES.events,
+    async (req) => {
+      const { project, domain, after, limit } = req.query;
+      return {
+        events: plane.events(
+          { project, domain },
+          Number(after ?? 0),
+          Math.max(1, Math.min(1000, Number(limit ?? 200))),
+        ),
+      };
+    },
+  );
+  app.get<{ Params: { name: string }; Querystring: Scope }>(ROUTES.environment, async (req) =>
+    plane.describe({ project: req.query.project, domain: req.query.domain }, req.params.name),
+  );
+  registerWatch(app, plane);
+  registerConsole(app, plane);
 
   app.post<{ Body: { stopApps?: boolean } }>(ROUTES.shutdown, async (req) => {
     setImmediate(() => onShutdown(req.body?.stopApps ?? true));

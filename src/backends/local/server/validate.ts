@@ -173,12 +173,29 @@ export function checkRequest(
       return;
     }
     case `POST ${ROUTES.discard}`:
-    case `POST ${ROUTES.loginLink}`: {
+    case `POST ${ROUTES.loginLink}`:
+    case `POST ${ROUTES.start}`:
+    case `POST ${ROUTES.restart}`: {
       const b = object(body, "request body");
       scope(b.scope);
       name(b.name, "name");
       return;
     }
+    case `POST ${ROUTES.scale}`: {
+      const b = object(body, "request body");
+      scope(b.scope);
+      name(b.name, "name");
+      integer(b.replicas, "replicas", 0, 1000);
+      return;
+    }
+    case `GET ${ROUTES.environment}`:
+    case `GET ${ROUTES.events}`:
+    case `GET ${ROUTES.watch}`:
+      name(q.project, "project");
+      name(q.domain, "domain");
+      optional(q.after, (v) => string(v, "after", /^\d{1,15}$/));
+      optional(q.limit, (v) => string(v, "limit", /^\d{1,4}$/));
+      return;
     case `GET ${ROUTES.status}`:
     case `GET ${ROUTES.runs}`:
       optional(q.project, (v) => name(v, "project"));
