@@ -5,9 +5,9 @@ import { connect, createServer as createNetServer } from "node:net";
 import type { Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket, WebSocketServer } from "ws";
-import { Gateway } from "./gateway.ts";
-import type { GatewayHooks, RouteOptions } from "./gateway.ts";
-import { TokenStore } from "./local/tokens.ts";
+import { Gateway } from "./index.ts";
+import type { GatewayHooks, RouteOptions } from "./index.ts";
+import { TokenStore } from "../local/tokens.ts";
 
 const OPEN: RouteOptions = { requiresAuth: false, requestTimeoutMs: 0 };
 
