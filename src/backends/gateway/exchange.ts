@@ -2,6 +2,8 @@
  * One proxied request, from its arrival to the end of the response to the client: picks up
  * a pooled connection to the replica, writes the head and streams the body, relays the
  * response as the reader delivers it, retries once when nothing reached the app, times out.
+ * The client side is node's ServerResponse (`NodeClient`) or a connection the gateway reads
+ * itself (`client-connection.ts`, for requests without a body).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
@@ -10,18 +12,97 @@ import type { ResponseSink } from "./response-reader.ts";
 import type { Pending, ReplicaState, Route } from "./route.ts";
 import type { Conn } from "./upstream.ts";
 
-// The exchange's event handlers are shared functions finding their exchange on the response
-// (no closures, nor bound methods, allocated per request).
+/** Where an exchange's response goes. */
+export interface ClientSide {
+  /** From now on, tell `ex` when the response is over (`closed`: sent, or the client gone). */
+  watch(ex: Exchange): void;
+  /** A head was given (`head` or `reply`): the status is decided. */
+  readonly headersSent: boolean;
+  /** The whole response went out. */
+  readonly finished: boolean;
+  readonly statusCode: number;
+  /** The response head; throws when a header cannot be sent (an invalid character). */
+  head(status: number, message: string | undefined, headers: string[]): void;
+  /** Sends the head now, without waiting for body bytes (an SSE stream's may take minutes). */
+  flush(): void;
+  /** False: full; `ex.resume()` is called once the client took the bytes. */
+  write(data: Buffer): boolean;
+  end(last: Buffer | undefined): void;
+  /** The gateway's own answer: a complete plain-text response. */
+  reply(status: number, body: string): void;
+  /** Cuts the client connection (a response that cannot be completed). */
+  destroy(): void;
+}
+
+// Node's events find their exchange on the response: shared functions, no closures nor
+// bound methods allocated per request.
 const EXCHANGE = Symbol("caravan.exchange");
-type Carrier = ServerResponse & { [EXCHANGE]?: Exchange };
+const DRAINING = Symbol("caravan.draining");
+type Carrier = ServerResponse & { [EXCHANGE]?: Exchange; [DRAINING]?: boolean };
 function onResponseClose(this: Carrier): void {
   this[EXCHANGE]!.closed();
 }
 function onResponseDrain(this: Carrier): void {
+  this[DRAINING] = false;
   this[EXCHANGE]!.resume();
 }
 function onExchangeTimeout(ex: Exchange): void {
   ex.timedOut();
+}
+
+/** The client side through node's http server (requests with a body, odd ones). */
+export class NodeClient implements ClientSide {
+  constructor(private readonly res: Carrier) {}
+
+  watch(ex: Exchange): void {
+    this.res[EXCHANGE] = ex;
+    this.res.once("close", onResponseClose);
+  }
+
+  get headersSent(): boolean {
+    return this.res.headersSent;
+  }
+
+  get finished(): boolean {
+    return this.res.writableFinished;
+  }
+
+  get statusCode(): number {
+    return this.res.statusCode;
+  }
+
+  head(status: number, message: string | undefined, headers: string[]): void {
+    this.res.writeHead(status, message, headers);
+  }
+
+  flush(): void {
+    this.res.flushHeaders();
+  }
+
+  write(data: Buffer): boolean {
+    if (this.res.write(data)) return true;
+    if (!this.res[DRAINING]) {
+      this.res[DRAINING] = true;
+      this.res.once("drain", onResponseDrain);
+    }
+    return false;
+  }
+
+  end(last: Buffer | undefined): void {
+    this.res.end(last);
+  }
+
+  reply(status: number, body: string): void {
+    this.res.writeHead(status, {
+      "content-type": "text/plain; charset=utf-8",
+      "content-length": Buffer.byteLength(body),
+    });
+    this.res.end(body);
+  }
+
+  destroy(): void {
+    this.res.destroy();
+  }
 }
 
 export class Exchange implements Pending, ResponseSink {
@@ -34,18 +115,18 @@ export class Exchange implements Pending, ResponseSink {
   private over = false;
   /** 0: waiting for the app's response; 1: relaying it; 2: answered by the gateway. */
   private state = 0;
-  private paused = false;
 
+  /** `req`: the client's request as node read it, for its body (none: no body). */
   constructor(
     private readonly route: Route,
-    private readonly req: IncomingMessage,
-    private readonly res: ServerResponse,
+    private readonly method: string,
+    private readonly res: ClientSide,
     private readonly head: string,
     private readonly body: BodyFraming,
     private readonly start: number,
+    private readonly req?: IncomingMessage,
   ) {
-    (res as Carrier)[EXCHANGE] = this;
-    res.once("close", onResponseClose);
+    res.watch(this);
   }
 
   enqueue(): void {
@@ -65,7 +146,7 @@ export class Exchange implements Pending, ResponseSink {
     this.route.acquire(replica);
     const conn = replica.pool.acquire(Date.now());
     this.conn = conn;
-    conn.start(this, this.req.method === "HEAD");
+    conn.start(this, this.method === "HEAD");
     const socket = conn.socket;
     socket.write(this.head, "latin1");
     if (this.body !== BODY_NONE) this.sendBody(conn);
@@ -73,7 +154,7 @@ export class Exchange implements Pending, ResponseSink {
 
   /** Streams the request body upstream (chunked again when the client sent it chunked). */
   private sendBody(conn: Conn): void {
-    const req = this.req;
+    const req = this.req!;
     const socket = conn.socket;
     const chunked = this.body === BODY_CHUNKED;
     conn.sending = true;
@@ -107,7 +188,7 @@ export class Exchange implements Pending, ResponseSink {
     if (this.over || this.state !== 0) return false;
     this.state = 1;
     try {
-      this.res.writeHead(status, message, headers);
+      this.res.head(status, message, headers);
     } catch {
       // A header node refuses to send (an invalid character): nothing was written yet.
       this.state = 0;
@@ -119,21 +200,15 @@ export class Exchange implements Pending, ResponseSink {
 
   /** Headers go out with the first body bytes, or now if there are none yet (SSE). */
   onPause(): void {
-    if (!this.over && !this.res.headersSent) this.res.flushHeaders();
+    if (!this.over && !this.res.headersSent) this.res.flush();
   }
 
   onBody(data: Buffer): boolean {
     if (this.over) return true;
-    if (this.res.write(data)) return true;
-    if (!this.paused) {
-      this.paused = true;
-      this.res.once("drain", onResponseDrain);
-    }
-    return false;
+    return this.res.write(data);
   }
 
   resume(): void {
-    this.paused = false;
     this.conn?.socket.resume();
   }
 
@@ -152,7 +227,7 @@ export class Exchange implements Pending, ResponseSink {
     // Retry once, only when nothing reached the app: a refused connection (the replica died
     // since it was picked) goes to another replica; a reset on a reused keep-alive
     // connection (the app closed it as we sent) may go to any.
-    if (!this.retried && retryable && this.body === BODY_NONE && idempotent(this.req.method)) {
+    if (!this.retried && retryable && this.body === BODY_NONE && idempotent(this.method)) {
       const refused = err.code === "ECONNREFUSED";
       if (refused || (err.code === "ECONNRESET" && this.conn!.reused)) {
         const next = this.route.pick(refused ? failed : undefined);
@@ -185,12 +260,7 @@ export class Exchange implements Pending, ResponseSink {
       return;
     }
     this.state = 2;
-    const body = `${message}\n`;
-    res.writeHead(status, {
-      "content-type": "text/plain; charset=utf-8",
-      "content-length": Buffer.byteLength(body),
-    });
-    res.end(body);
+    res.reply(status, `${message}\n`);
   }
 
   closed(): void {
@@ -200,7 +270,7 @@ export class Exchange implements Pending, ResponseSink {
     if (this.queued) route.dequeue(this);
     const res = this.res;
     // The client went away before the whole response: stop the app's work too.
-    if (!res.writableFinished && this.conn?.sink === this) this.conn.abandon();
+    if (!res.finished && this.conn?.sink === this) this.conn.abandon();
     if (this.replica) route.release(this.replica);
     route.traffic.record(res.headersSent ? res.statusCode : 499, performance.now() - this.start);
   }

@@ -29,7 +29,8 @@ import {
   unauthorizedBody,
   type AuthHooks,
 } from "./auth.ts";
-import { Exchange } from "./exchange.ts";
+import { ClientConnection, type Listener } from "./client-connection.ts";
+import { Exchange, NodeClient } from "./exchange.ts";
 import { exposition, type AppStats } from "./metrics.ts";
 import { requestHead } from "./request-head.ts";
 import { ReplicaState, Route, type RouteOptions } from "./route.ts";
@@ -106,7 +107,7 @@ export class Gateway {
       // New ports: the replicas, the queue and the stats stay; the listeners move.
       await route.opening?.catch(noop);
       route.requested = { ...ports };
-      await closeServers(route.servers);
+      await closeServers(route.servers, route.clients);
       route.servers = [];
     } else {
       route = new Route(app, ports, options, this.hooks.wake);
@@ -126,7 +127,7 @@ export class Gateway {
         ]);
         r.ports = { public: p, internal: i };
       } catch (err) {
-        await closeServers(r.servers);
+        await closeServers(r.servers, r.clients);
         r.servers = [];
         this.forget(r);
         throw err;
@@ -241,7 +242,7 @@ export class Gateway {
     route.failQueue(503, `${app}: the gateway closed`);
     const replicas = [...route.ready, ...route.drainingSet];
     route.ready = [];
-    await closeServers(route.servers);
+    await closeServers(route.servers, route.clients);
     route.servers = [];
     for (const r of replicas) {
       r.destroy();
@@ -286,6 +287,24 @@ export class Gateway {
         socket.destroy();
       }
     });
+    // Connections come to the fast path first; node's own connection listener takes those
+    // (with the bytes read) whose requests are not plain.
+    const nodeConnection = server.listeners("connection");
+    if (nodeConnection.length === 1) {
+      const take = nodeConnection[0] as (socket: Socket) => void;
+      server.removeListener("connection", take);
+      const listener: Listener = {
+        route,
+        pub,
+        hooks: this.hooks,
+        handOver(socket, read) {
+          if (read) socket.unshift(read);
+          take.call(server, socket);
+          socket.resume();
+        },
+      };
+      server.on("connection", (socket: Socket) => new ClientConnection(listener, socket));
+    }
     return server;
   }
 
@@ -318,7 +337,8 @@ export class Gateway {
       res.once("close", () => route.traffic.record(401, performance.now() - start));
       return;
     }
-    const ex = new Exchange(route, req, res, head.text, head.body, start);
+    const client = new NodeClient(res);
+    const ex = new Exchange(route, req.method!, client, head.text, head.body, start, req);
     const replica = route.pick();
     if (replica) ex.dispatch(replica);
     else ex.enqueue();
@@ -383,8 +403,9 @@ function listen(server: Server, port: number, host: string): Promise<number> {
   });
 }
 
-function closeServers(servers: Server[]): Promise<void> {
-  return Promise.all(
+/** Closes the listeners and cuts their connections (the fast path's `clients` too). */
+function closeServers(servers: Server[], clients: Set<Socket>): Promise<void> {
+  const closing = Promise.all(
     servers.map(
       (s) =>
         new Promise<void>((resolve) => {
@@ -394,4 +415,7 @@ function closeServers(servers: Server[]): Promise<void> {
         }),
     ),
   ).then(noop);
+  for (const c of clients) c.destroy();
+  clients.clear();
+  return closing;
 }

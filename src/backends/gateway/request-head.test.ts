@@ -7,7 +7,13 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { SESSION_COOKIE } from "./auth.ts";
 import { DROP_REQUEST } from "./hop-by-hop.ts";
-import { BODY_CHUNKED, BODY_LENGTH, BODY_NONE, requestHead } from "./request-head.ts";
+import {
+  BODY_CHUNKED,
+  BODY_LENGTH,
+  BODY_NONE,
+  readRequestHead,
+  requestHead,
+} from "./request-head.ts";
 
 const OWN = `${SESSION_COOKIE}_8000`;
 const ACTED_ON = new Set([
@@ -148,5 +154,91 @@ describe("the request head", () => {
     expect(first.authorization).toBe("Bearer x");
     expect(second.authorization).toBeUndefined();
     expect(second.authorizations).toBe(0);
+  });
+});
+
+describe("reading a client's request head (the fast path)", () => {
+  const method = fc.constantFrom("GET", "HEAD", "DELETE", "OPTIONS", "POST", "PATCH");
+  const target = fc.stringMatching(/^\/[\x21-\x7e]{0,40}$/);
+  const fieldName = fc
+    .stringMatching(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,24}$/)
+    .filter(
+      (n) =>
+        !["expect", "upgrade", "transfer-encoding", "content-length"].includes(n.toLowerCase()),
+    );
+  const fieldValue = fc.stringMatching(/^([\x21-\x7e]([\t \x21-\x7e]{0,30}[\x21-\x7e])?)?$/);
+
+  it("reads any valid head: method, target and headers exactly", () => {
+    fc.assert(
+      fc.property(
+        method,
+        target,
+        fc.array(fc.tuple(fieldName, fieldValue, fc.constantFrom("", " ", "  ", "\t")), {
+          maxLength: 12,
+        }),
+        (m, url, headers) => {
+          const text =
+            `${m} ${url} HTTP/1.1` +
+            headers.map(([n, v, ws]) => `\r\n${n}:${ws}${v}${ws}`).join("");
+          const read = readRequestHead(text);
+          expect(read).toEqual({
+            method: m,
+            url,
+            rawHeaders: headers.flatMap(([n, v]) => [n, v]),
+            close: headers.some(
+              ([n, v]) => n.toLowerCase() === "connection" && v.toLowerCase().includes("close"),
+            ),
+          });
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it("never throws on garbage, and what it reads can never add a line to the upstream head", () => {
+    const bytes = fc.oneof(
+      fc.uint8Array({ maxLength: 400 }).map((a) => Buffer.from(a).toString("latin1")),
+      fc
+        .tuple(
+          fc.stringMatching(/^GET \/[ -~]{0,20} HTTP\/1\.1(\r\n[ -~]{0,30}){0,5}$/),
+          fc.nat(),
+          fc.integer({ min: 0, max: 255 }),
+        )
+        .map(([t, at, byte]) => {
+          const chars = [...t];
+          chars[at % Math.max(1, chars.length)] = String.fromCharCode(byte);
+          return chars.join("");
+        }),
+    );
+    fc.assert(
+      fc.property(bytes, (text) => {
+        const read = readRequestHead(text);
+        if (read === undefined) return;
+        for (const part of [read.method, read.url, ...read.rawHeaders]) {
+          expect(part).not.toMatch(/[\r\n\0]/);
+        }
+        const head = requestHead(read, "c", false, true, 1, OWN);
+        expect(head.text.split("\r\n\r\n")).toEqual([expect.any(String), ""]);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("leaves to node's parser what is not plain", () => {
+    for (const text of [
+      "GET / HTTP/1.0\r\nHost: a",
+      "POST / HTTP/1.1\r\nContent-Length: 3",
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked",
+      "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade",
+      "PUT / HTTP/1.1\r\nExpect: 100-continue",
+      "CONNECT a:443 HTTP/1.1",
+      "GET / HTTP/1.1\r\n folded: value",
+      "GET / HTTP/1.1\r\nBad Name: x",
+      "GET / HTTP/1.1\r\nX: a\nInjected: b",
+      "GET /a b HTTP/1.1",
+    ]) {
+      expect(readRequestHead(text), JSON.stringify(text)).toBeUndefined();
+    }
+    expect(readRequestHead("GET / HTTP/1.1\r\nContent-Length: 0")?.method).toBe("GET");
   });
 });

@@ -175,3 +175,70 @@ function takeSession(cookie: string, sessionName: string, found: Credentials): s
   }
   return kept.join("; ");
 }
+
+/** A request head the gateway reads itself (see `client-connection.ts`). */
+export interface ReadRequest extends ClientRequest {
+  method: string;
+  url: string;
+  /** The client asked to close the connection after the response. */
+  close: boolean;
+}
+
+const METHOD = /^[A-Z]{1,20}$/;
+const TARGET = /^[\x21-\x7e]+$/;
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Reads an HTTP/1.1 request head (`head`: its bytes as latin1, up to the blank line): method,
+ * target, raw headers with their values trimmed. Undefined for anything the gateway leaves to
+ * node's parser: another version, an invalid character or line, a request with a body, an
+ * upgrade, `Expect`, CONNECT (node answers those, or refuses them as it should).
+ */
+export function readRequestHead(head: string): ReadRequest | undefined {
+  let eol = head.indexOf("\r\n");
+  if (eol < 0) eol = head.length;
+  const sp1 = head.indexOf(" ");
+  const sp2 = sp1 < 0 ? -1 : head.indexOf(" ", sp1 + 1);
+  if (sp1 <= 0 || sp2 < 0 || eol - sp2 !== 9 || !head.startsWith(" HTTP/1.1", sp2)) {
+    return undefined;
+  }
+  const method = head.slice(0, sp1);
+  const url = head.slice(sp1 + 1, sp2);
+  if (!METHOD.test(method) || method === "CONNECT" || !TARGET.test(url)) return undefined;
+  const rawHeaders: string[] = [];
+  let close = false;
+  for (let pos = eol + 2; pos < head.length; pos = eol + 2) {
+    eol = head.indexOf("\r\n", pos);
+    if (eol < 0) eol = head.length;
+    const colon = head.indexOf(":", pos);
+    if (colon <= pos || colon > eol) return undefined;
+    const name = head.slice(pos, colon);
+    let from = colon + 1;
+    let to = eol;
+    while (from < to && (head.charCodeAt(from) === 32 || head.charCodeAt(from) === 9)) from++;
+    while (to > from && (head.charCodeAt(to - 1) === 32 || head.charCodeAt(to - 1) === 9)) to--;
+    const value = head.slice(from, to);
+    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) return undefined;
+    switch (name.length) {
+      case 6: // expect
+      case 7: // upgrade
+      case 14: // content-length
+      case 17: {
+        // transfer-encoding
+        const lower = name.toLowerCase();
+        if (lower === "expect" || lower === "upgrade" || lower === "transfer-encoding") {
+          return undefined;
+        }
+        if (lower === "content-length" && value !== "0") return undefined;
+        break;
+      }
+      case 10:
+        if (name.toLowerCase() === "connection" && value.toLowerCase().includes("close")) {
+          close = true;
+        }
+    }
+    rawHeaders.push(name, value);
+  }
+  return { method, url, rawHeaders, close };
+}

@@ -51,6 +51,8 @@ export class Route {
   options: RouteOptions;
   requested: { public: number; internal: number };
   servers: Server[] = [];
+  /** Client connections on the fast path (node's server holds the others). */
+  readonly clients = new Set<Socket>();
   ports = { public: 0, internal: 0 };
   opening?: Promise<void>;
   /** Replicas taking new requests. */
