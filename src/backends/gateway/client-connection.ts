@@ -247,6 +247,17 @@ export class ClientConnection implements ClientSide {
 
   end(last: Buffer | undefined): void {
     const socket = this.socket;
+    if (this.pending !== "" && !this.chunked) {
+      // The common case, a whole response at once: one buffer, one write (no writev).
+      const size = last === undefined || this.bodyless ? 0 : last.length;
+      const out = Buffer.allocUnsafe(this.pending.length + size);
+      const at = out.write(this.pending, 0, "latin1");
+      if (size > 0) last!.copy(out, at);
+      this.pending = "";
+      socket.write(out);
+      this.done();
+      return;
+    }
     socket.cork();
     this.flush();
     if (last !== undefined && last.length > 0 && !this.bodyless) {
