@@ -5,6 +5,10 @@
  *   --rounds N        rounds; every target is measured once per round, in turn (default 5)
  *   --duration S      seconds per measurement (default 5)
  *   --connections N   wrk's keep-alive connections (default 32), on one wrk thread
+ *   --baseline DIR    also deploy the app with the caravan checkout in DIR (built: its dist/),
+ *                     a second control plane with a home of its own, and measure its public and
+ *                     internal endpoints in the same rounds ("public@base", "internal@base"):
+ *                     before and after in one run, on a machine whose load comes and goes
  *
  * One command app (a hello-world node:http program) is deployed by the CLI into a fresh
  * CARAVAN_HOME (a control plane of its own, started for the run, its gateway in front of the
@@ -32,7 +36,6 @@ import { join, resolve } from "node:path";
 import { freePort } from "../src/backends/local/os.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
-const BIN = join(ROOT, "bin/caravan.js");
 const args = process.argv.slice(2);
 function option(name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -222,25 +225,24 @@ http {
   return { port, child };
 }
 
-async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), "caravan-bench-gw-"));
+/** The app deployed by the caravan checkout at `root`, into a home of its own under `dir`. */
+function deploy(root: string, dir: string) {
   const home = join(dir, "home");
   const env = { ...process.env, CARAVAN_HOME: home, NO_COLOR: "1" };
+  const bin = join(root, "bin/caravan.js");
   const cli = (...a: string[]) => {
-    const r = spawnSync(process.execPath, [BIN, ...a], { cwd: dir, env, encoding: "utf8" });
+    const r = spawnSync(process.execPath, [bin, ...a], { cwd: dir, env, encoding: "utf8" });
     if (r.status !== 0) throw new Error(`caravan ${a.join(" ")}: ${r.stderr}`);
     return r.stdout;
   };
-  let nginx: ChildProcess | undefined;
-  const nginxWorkers = new Set<number>();
+  mkdirSync(join(dir, "node_modules"), { recursive: true });
+  writeFileSync(join(dir, "server.mjs"), SERVER);
+  writeFileSync(join(dir, "app.ts"), app(join(dir, "port")));
+  // The project imports "caravan-deploy": resolve it to the checkout.
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  spawnSync("ln", ["-s", root, join(dir, "node_modules/caravan-deploy")]);
+  const stop = () => spawnSync(process.execPath, [bin, "server", "stop"], { cwd: dir, env });
   try {
-    writeFileSync(join(dir, "server.mjs"), SERVER);
-    writeFileSync(join(dir, "app.ts"), app(join(dir, "port")));
-    // The project imports "caravan-deploy": resolve it to this checkout.
-    writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
-    mkdirSync(join(dir, "node_modules"));
-    spawnSync("ln", ["-s", ROOT, join(dir, "node_modules/caravan-deploy")]);
-
     const deployed = JSON.parse(cli("deploy", "app.ts", "--json")) as {
       deployments: { endpoint: string; internalEndpoint: string }[];
     };
@@ -251,6 +253,25 @@ async function main(): Promise<void> {
     const appPort = Number(readFileSync(join(dir, "port"), "utf8"));
     const daemon = (JSON.parse(readFileSync(join(home, "daemon.json"), "utf8")) as { pid: number })
       .pid;
+    return { endpoint, internalEndpoint, token, appPort, daemon, stop };
+  } catch (e) {
+    stop();
+    throw e;
+  }
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "caravan-bench-gw-"));
+  const stops: (() => void)[] = [];
+  let nginx: ChildProcess | undefined;
+  const nginxWorkers = new Set<number>();
+  try {
+    const ours = deploy(ROOT, join(dir, "ours"));
+    stops.push(ours.stop);
+    const { endpoint, internalEndpoint, token, appPort, daemon } = ours;
+    const baselineRoot = option("baseline");
+    const base = baselineRoot ? deploy(resolve(baselineRoot), join(dir, "base")) : undefined;
+    if (base) stops.push(base.stop);
     const started = await startNginx(dir, appPort);
     nginx = started.child;
     const nginxPids = () => {
@@ -279,15 +300,32 @@ async function main(): Promise<void> {
       { name: "public", url: `${endpoint}/`, auth: true, pids: () => [daemon] },
       { name: "internal", url: `${internalEndpoint}/`, auth: false, pids: () => [daemon] },
       { name: "nginx", url: `http://127.0.0.1:${started.port}/`, auth: false, pids: nginxPids },
+      ...(base
+        ? [
+            {
+              name: "public@base",
+              url: `${base.endpoint}/`,
+              auth: true,
+              pids: () => [base.daemon],
+            },
+            {
+              name: "internal@base",
+              url: `${base.internalEndpoint}/`,
+              auth: false,
+              pids: () => [base.daemon],
+            },
+          ]
+        : []),
     ];
     // Warm-up (the JIT, the gateway's upstream pool, nginx's keepalive pool), unmeasured.
-    for (const t of targets) await wrk(t.url, t.auth ? token : undefined, 1);
+    const tokenOf = (name: string) => (name.endsWith("@base") ? base!.token : token);
+    for (const t of targets) await wrk(t.url, t.auth ? tokenOf(t.name) : undefined, 1);
     const results = new Map<string, Result[]>();
     for (let round = 1; round <= rounds; round++) {
       for (const t of targets) {
         const pids = t.pids();
         const before = pids.reduce((a, p) => a + cpuMs(p), 0);
-        const r = await wrk(t.url, t.auth ? token : undefined, duration);
+        const r = await wrk(t.url, t.auth ? tokenOf(t.name) : undefined, duration);
         const cpu = pids.reduce((a, p) => a + cpuMs(p), 0) - before;
         const row = { ...r, proxyCpuUs: r.requests > 0 ? (cpu * 1000) / r.requests : 0 };
         results.set(t.name, [...(results.get(t.name) ?? []), row]);
@@ -309,7 +347,7 @@ async function main(): Promise<void> {
       );
     }
     // Ratios per round too: a neighbour's load shifts whole rounds, the pairs less.
-    for (const name of ["public", "internal"]) {
+    for (const name of ["public", "internal", ...(base ? ["public@base", "internal@base"] : [])]) {
       const rps = results.get(name)!.map((r, i) => r.rps / results.get("nginx")![i]!.rps);
       const p99 = results.get(name)!.map((r, i) => r.p99 / results.get("nginx")![i]!.p99);
       console.log(
@@ -317,7 +355,7 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    spawnSync(process.execPath, [BIN, "server", "stop"], { cwd: dir, env });
+    for (const stop of stops) stop();
     if (nginx) {
       nginx.kill("SIGQUIT");
       await exited(nginx);
