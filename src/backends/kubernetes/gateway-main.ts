@@ -18,7 +18,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import { CaravanError, isCaravanError } from "../../errors.ts";
-import { Gateway, type RouteOptions } from "../gateway.ts";
+import { Gateway, type RouteOptions } from "../gateway/index.ts";
 import type { RunFilter, Scope } from "../contract.ts";
 import { HTTP_STATUS_OF, ROUTES, runRequestOf } from "../http-routes.ts";
 import { plausibleToken, tokenHash } from "../tokens.ts";

@@ -26,7 +26,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
-import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway.ts";
+import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore, isSessionValue } from "./tokens.ts";

@@ -3,11 +3,12 @@ import { createServer, request } from "node:http";
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from "node:http";
 import { connect, createServer as createNetServer } from "node:net";
 import type { Socket } from "node:net";
+import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket, WebSocketServer } from "ws";
-import { Gateway } from "./gateway.ts";
-import type { GatewayHooks, RouteOptions } from "./gateway.ts";
-import { TokenStore } from "./local/tokens.ts";
+import { Gateway } from "./index.ts";
+import type { GatewayHooks, RouteOptions } from "./index.ts";
+import { TokenStore } from "../local/tokens.ts";
 
 const OPEN: RouteOptions = { requiresAuth: false, requestTimeoutMs: 0 };
 
@@ -988,5 +989,119 @@ describe("Gateway: reading the app's responses", () => {
     });
     expect(reply).toBe("part one, part two");
     expect(seen[0]).toEqual({ te: "chunked", cl: undefined });
+  });
+});
+
+/** Writes `parts` on one connection (each in its own write) and reads until `done(text)`. */
+async function raw(
+  port: number,
+  parts: string[],
+  done: (text: string) => boolean,
+): Promise<string> {
+  const socket = connect(port, "127.0.0.1");
+  sockets.push(socket);
+  socket.setNoDelay(true);
+  let text = "";
+  const finished = new Promise<string>((resolve, reject) => {
+    socket.on("data", (d: Buffer) => {
+      text += d.toString("latin1");
+      if (done(text)) resolve(text);
+    });
+    socket.on("error", reject);
+    socket.on("close", () => resolve(text));
+  });
+  await new Promise((r) => socket.once("connect", r));
+  for (const p of parts) {
+    socket.write(p, "latin1");
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return finished;
+}
+
+/** The bodies of the Content-Length-framed responses in `text`, in order. */
+function bodies(text: string): string[] {
+  const out: string[] = [];
+  const re = /HTTP\/1\.1 \d{3}[^\r]*\r\n((?:[^\r]+\r\n)*)\r\n/g;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    const length = Number(/content-length: (\d+)/i.exec(m[1]!)?.[1] ?? -1);
+    out.push(text.slice(re.lastIndex, re.lastIndex + length));
+    re.lastIndex += length;
+  }
+  return out;
+}
+
+const echo = (req: IncomingMessage, res: ServerResponse) => {
+  let body = "";
+  req.on("data", (d: Buffer) => (body += d.toString()));
+  req.on("end", () => {
+    const text = `${req.method} ${req.url} ${req.headers["x-a"] ?? ""} ${body}`;
+    res.writeHead(200, { "content-length": Buffer.byteLength(text) });
+    res.end(text);
+  });
+};
+
+describe("Gateway: requests it reads itself", () => {
+  it("answers a request split at any byte boundaries as when it comes whole", async () => {
+    const { gw, internal } = await gateway();
+    gw.addReplica("app", { id: "a", port: (await upstream(echo)).port });
+    const request = `GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:${internal}\r\nX-A:  b c \r\n\r\n`;
+    const answered = (t: string) => bodies(t).length === 1 && bodies(t)[0]!.length > 0;
+    const whole = bodies(await raw(internal, [request], answered));
+    expect(whole).toEqual(["GET /x?y=1 b c "]);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(fc.integer({ min: 1, max: request.length - 1 }), { maxLength: 6 }),
+        async (cuts) => {
+          const points = [0, ...cuts.sort((a, b) => a - b), request.length];
+          const parts = points.slice(1).map((p, i) => request.slice(points[i], p));
+          expect(bodies(await raw(internal, parts, answered))).toEqual(whole);
+        },
+      ),
+      { numRuns: 15 },
+    );
+  });
+
+  it("serves pipelined requests in order, and a request with a body after them on the same connection", async () => {
+    const { gw, internal } = await gateway();
+    gw.addReplica("app", { id: "a", port: (await upstream(echo)).port });
+    const host = `Host: 127.0.0.1:${internal}\r\n`;
+    const text = await raw(
+      internal,
+      [
+        `GET /1 HTTP/1.1\r\n${host}\r\nGET /2 HTTP/1.1\r\n${host}X-A: two\r\n\r\n`,
+        `POST /3 HTTP/1.1\r\n${host}Content-Length: 3\r\n\r\nabc`,
+        `GET /4 HTTP/1.1\r\n${host}\r\n`,
+      ],
+      (t) => bodies(t).length === 4 && bodies(t)[3]!.length > 0,
+    );
+    expect(bodies(text)).toEqual(["GET /1  ", "GET /2 two ", "POST /3  abc", "GET /4  "]);
+    expect(gw.stats("app").requests).toBe(4);
+  });
+
+  it("frames a response of unknown length in chunks, sends no body to HEAD, closes when asked", async () => {
+    const { gw, internal } = await gateway();
+    gw.addReplica("app", {
+      id: "a",
+      port: (
+        await upstream((_req, res) => {
+          res.write("part one, ");
+          res.end("part two");
+        })
+      ).port,
+    });
+    const chunked = await call(internal);
+    expect(chunked.headers["transfer-encoding"]).toBe("chunked");
+    expect(chunked.body).toBe("part one, part two");
+    expect(chunked.headers.date).toBeDefined();
+    const head = await call(internal, "/", { method: "HEAD" });
+    expect(head).toMatchObject({ status: 200, body: "" });
+    const closing = await raw(
+      internal,
+      [`GET / HTTP/1.1\r\nHost: 127.0.0.1:${internal}\r\nConnection: close\r\n\r\n`],
+      () => false, // until the gateway closes the connection
+    );
+    expect(closing).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(closing).toMatch(/\r\nConnection: close\r\n/i);
+    expect(closing.endsWith("0\r\n\r\n")).toBe(true);
   });
 });
