@@ -170,6 +170,11 @@ export interface RunRequest {
    * restarted mid-request, say) gets the run the first one created instead of a second run.
    */
   requestId?: string;
+  /**
+   * The W3C `traceparent` of the request that asked for the run (the run API takes it from
+   * the header): the run's span joins that trace.
+   */
+  traceparent?: string;
 }
 
 /** Which finished runs `pruneRuns` deletes: older than this, beyond the newest `keep` per project/domain. */
@@ -237,6 +242,59 @@ export interface Change {
   error?: string;
 }
 
+/** Which traces to list: newest first. */
+export interface TraceFilter {
+  /** Only traces with a span from this app (its `service.name`). */
+  app?: string;
+  project?: string;
+  domain?: string;
+  /** @default 50 */
+  limit?: number;
+}
+
+/** One trace, summed up. Times are milliseconds (fractional). */
+export interface TraceSummary {
+  traceId: string;
+  /** The name of its root span (the earliest span with no parent in the trace). */
+  root: string;
+  /** The services (apps) with spans in it. */
+  apps: string[];
+  spans: number;
+  startMs: number;
+  durationMs: number;
+  /** "error" when a span's status is an error. */
+  status: "ok" | "error";
+}
+
+/** A span of a trace, as the CLI and the console show it. */
+export interface SpanView {
+  spanId: string;
+  parentSpanId: string | null;
+  name: string;
+  kind: "internal" | "server" | "client" | "producer" | "consumer" | "unspecified";
+  app: string;
+  startMs: number;
+  durationMs: number;
+  status: "unset" | "ok" | "error";
+  statusMessage?: string;
+  attributes: Record<string, unknown>;
+}
+
+/** What the receiver took, kept and dropped (when busy), by signal, since it started. */
+export interface TelemetryStats {
+  spans: { received: number; stored: number; dropped: number };
+  logs: { received: number; stored: number; dropped: number };
+  metrics: { received: number; stored: number; dropped: number };
+  /** Items waiting to be written now. */
+  queued: number;
+}
+
+export interface TraceAccess {
+  list(filter?: TraceFilter): Promise<{ traces: TraceSummary[]; telemetry: TelemetryStats }>;
+  /** A trace's spans, by start time; `NOT_FOUND` when it has none. */
+  get(traceId: string): Promise<{ traceId: string; spans: SpanView[] }>;
+}
+
 export interface Backend {
   /** Deploys one environment; resolves once it is ready (or unchanged), rejects with a CaravanError. */
   deploy(request: DeployRequest): Promise<DeployResult>;
@@ -276,6 +334,8 @@ export interface Backend {
   rerunJob?(scope: Scope, name: string): Promise<DeployResult>;
   /** Tokens for apps' public endpoints (optional): the backend's gateway checks them. */
   readonly tokens?: TokenAccess;
+  /** The traces its apps reported (optional; the local control plane's OTLP receiver). */
+  readonly traces?: TraceAccess;
   /**
    * Refuses what this backend cannot honour (optional), before anything is deployed: called
    * with every environment of a plan once it is valid.

@@ -1,0 +1,216 @@
+/**
+ * Where the receiver keeps spans, log records and metric points: `$CARAVAN_HOME/telemetry.db`,
+ * a SQLite file of its own. Telemetry is high-volume, disposable data; in a file apart, a
+ * burst of it never grows the control plane's WAL or makes a state write wait for its
+ * checkpoint, and deleting the file loses nothing that matters. Written in batches only
+ * (the receiver's queue), bounded by count and age after each batch.
+ */
+import Database from "better-sqlite3";
+import type { SpanView, TraceFilter, TraceSummary } from "../../contract.ts";
+import type { LogRecordRow, MetricPointRow, SpanRecord } from "./otlp.ts";
+
+export interface TelemetryRetention {
+  /** The newest this many spans are kept. @default 100000 */
+  maxSpans: number;
+  /** ... log records. @default 100000 */
+  maxLogRecords: number;
+  /** ... metric points. @default 100000 */
+  maxMetricPoints: number;
+  /** Nothing older than this (by its own time) is kept. @default 24 */
+  maxAgeHours: number;
+}
+
+export const TELEMETRY_RETENTION: TelemetryRetention = {
+  maxSpans: 100_000,
+  maxLogRecords: 100_000,
+  maxMetricPoints: 100_000,
+  maxAgeHours: 24,
+};
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS spans (
+  trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT, name TEXT NOT NULL,
+  kind INTEGER NOT NULL, service TEXT NOT NULL, project TEXT NOT NULL, domain TEXT NOT NULL,
+  start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, status INTEGER NOT NULL,
+  status_message TEXT, attributes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_us);
+CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, start_us);
+CREATE TABLE IF NOT EXISTS log_records (
+  time_us INTEGER NOT NULL, trace_id TEXT, span_id TEXT, severity_number INTEGER NOT NULL,
+  severity_text TEXT NOT NULL, body TEXT NOT NULL, service TEXT NOT NULL,
+  project TEXT NOT NULL, domain TEXT NOT NULL, attributes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_records_by_time ON log_records (time_us);
+CREATE INDEX IF NOT EXISTS log_records_by_trace ON log_records (trace_id) WHERE trace_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS metric_points (
+  time_us INTEGER NOT NULL, name TEXT NOT NULL, unit TEXT NOT NULL, type TEXT NOT NULL,
+  value REAL, count INTEGER, service TEXT NOT NULL, project TEXT NOT NULL, domain TEXT NOT NULL,
+  attributes TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metric_points_by_time ON metric_points (time_us);
+CREATE INDEX IF NOT EXISTS metric_points_by_name ON metric_points (service, name, time_us);
+`;
+
+/** Table, its time column, and its count limit. */
+const TABLES = [
+  ["spans", "start_us", "maxSpans"],
+  ["log_records", "time_us", "maxLogRecords"],
+  ["metric_points", "time_us", "maxMetricPoints"],
+] as const;
+
+const KINDS: SpanView["kind"][] = ["unspecified", "internal", "server", "client", "producer", "consumer"];
+const STATUSES: SpanView["status"][] = ["unset", "ok", "error"];
+
+type Raw = Record<string, any>;
+
+export class TelemetryStore {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(
+    file: string,
+    private readonly retention: TelemetryRetention = TELEMETRY_RETENTION,
+  ) {
+    this.db = new Database(file);
+    this.db.pragma("journal_mode = WAL");
+    // Telemetry may lose its last batch in a power cut; it never waits for a disk flush.
+    this.db.pragma("synchronous = OFF");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.exec(SCHEMA);
+    const db = this.db;
+    this.stmts = {
+      span: db.prepare(`INSERT INTO spans VALUES (@traceId, @spanId, @parentSpanId, @name, @kind,
+        @service, @project, @domain, @startUs, @endUs, @status, @statusMessage, @attributes)`),
+      log: db.prepare(`INSERT INTO log_records VALUES (@timeUs, @traceId, @spanId, @severityNumber,
+        @severityText, @body, @service, @project, @domain, @attributes)`),
+      metric: db.prepare(`INSERT INTO metric_points VALUES (@timeUs, @name, @unit, @type, @value,
+        @count, @service, @project, @domain, @attributes)`),
+      trace: db.prepare("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_us, rowid"),
+      logsOfTrace: db.prepare(
+        "SELECT * FROM log_records WHERE trace_id = ? ORDER BY time_us, rowid LIMIT 1000",
+      ),
+    };
+  }
+
+  /** Writes one batch in one transaction, then applies the retention to what it touched. */
+  write(batch: { spans: SpanRecord[]; logs: LogRecordRow[]; metrics: MetricPointRow[] }): void {
+    const json = (attributes: Record<string, unknown>) => JSON.stringify(attributes);
+    this.db.transaction(() => {
+      for (const s of batch.spans)
+        this.stmts.span.run({
+          ...s,
+          statusMessage: s.statusMessage ?? null,
+          attributes: json(s.attributes),
+        });
+      for (const l of batch.logs) this.stmts.log.run({ ...l, attributes: json(l.attributes) });
+      for (const m of batch.metrics)
+        this.stmts.metric.run({ ...m, attributes: json(m.attributes) });
+      if (batch.spans.length) this.retain("spans");
+      if (batch.logs.length) this.retain("log_records");
+      if (batch.metrics.length) this.retain("metric_points");
+    })();
+  }
+
+  /**
+   * Keeps a table within its count (the newest by insertion: rowids only grow while the
+   * newest row is there, and deletes start at the oldest) and its age.
+   */
+  retain(table: (typeof TABLES)[number][0], nowMs = Date.now()): void {
+    const [, timeColumn, limitKey] = TABLES.find(([t]) => t === table)!;
+    const cutoffUs = (nowMs - this.retention.maxAgeHours * 3_600_000) * 1000;
+    this.db.prepare(`DELETE FROM ${table} WHERE ${timeColumn} < ?`).run(cutoffUs);
+    const { max } = this.db.prepare(`SELECT MAX(rowid) AS max FROM ${table}`).get() as Raw;
+    if (max !== null && max > this.retention[limitKey])
+      this.db.prepare(`DELETE FROM ${table} WHERE rowid <= ?`).run(max - this.retention[limitKey]);
+  }
+
+  /** Applies the age limit to every table (the receiver calls it now and then, when idle). */
+  retainAll(nowMs = Date.now()): void {
+    for (const [table] of TABLES) this.retain(table, nowMs);
+  }
+
+  counts(): { spans: number; logRecords: number; metricPoints: number } {
+    const count = (t: string) => (this.db.prepare(`SELECT COUNT(*) AS n FROM ${t}`).get() as Raw).n;
+    return {
+      spans: count("spans"),
+      logRecords: count("log_records"),
+      metricPoints: count("metric_points"),
+    };
+  }
+
+  /** The newest traces (by their latest span), summed up. */
+  listTraces(filter: TraceFilter = {}): TraceSummary[] {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.app) where.push("service = ?") && params.push(filter.app);
+    if (filter.project) where.push("project = ?") && params.push(filter.project);
+    if (filter.domain) where.push("domain = ?") && params.push(filter.domain);
+    const ids = this.db
+      .prepare(
+        `SELECT trace_id, MAX(start_us) AS latest FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+         GROUP BY trace_id ORDER BY latest DESC LIMIT ?`,
+      )
+      .all(...params, Math.max(1, Math.min(1000, filter.limit ?? 50))) as Raw[];
+    return ids.map(({ trace_id }) => summaryOf(trace_id, this.stmts.trace.all(trace_id) as Raw[]));
+  }
+
+  /** A trace's spans by start time, or undefined when none is kept. */
+  trace(traceId: string): SpanView[] | undefined {
+    const rows = this.stmts.trace.all(traceId.toLowerCase()) as Raw[];
+    return rows.length ? rows.map(spanViewOf) : undefined;
+  }
+
+  /** The log records written within a trace (the console shows them beside it). */
+  logsOfTrace(traceId: string): LogRecordRow[] {
+    return (this.stmts.logsOfTrace.all(traceId.toLowerCase()) as Raw[]).map((r) => ({
+      timeUs: r.time_us,
+      traceId: r.trace_id,
+      spanId: r.span_id,
+      severityNumber: r.severity_number,
+      severityText: r.severity_text,
+      body: r.body,
+      service: r.service,
+      project: r.project,
+      domain: r.domain,
+      attributes: JSON.parse(r.attributes),
+    }));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+function summaryOf(traceId: string, rows: Raw[]): TraceSummary {
+  const ids = new Set(rows.map((r) => r.span_id));
+  // The root: the earliest span whose parent is not in the trace (rows are by start time).
+  const root = rows.find((r) => !r.parent_id || !ids.has(r.parent_id)) ?? rows[0]!;
+  const start = Math.min(...rows.map((r) => r.start_us));
+  const end = Math.max(...rows.map((r) => r.end_us));
+  return {
+    traceId,
+    root: root.name,
+    apps: [...new Set(rows.map((r) => r.service as string))],
+    spans: rows.length,
+    startMs: start / 1000,
+    durationMs: (end - start) / 1000,
+    status: rows.some((r) => r.status === 2) ? "error" : "ok",
+  };
+}
+
+function spanViewOf(r: Raw): SpanView {
+  return {
+    spanId: r.span_id,
+    parentSpanId: r.parent_id,
+    name: r.name,
+    kind: KINDS[r.kind] ?? "unspecified",
+    app: r.service,
+    startMs: r.start_us / 1000,
+    durationMs: (r.end_us - r.start_us) / 1000,
+    status: STATUSES[r.status] ?? "unset",
+    ...(r.status_message ? { statusMessage: r.status_message } : {}),
+    attributes: JSON.parse(r.attributes),
+  };
+}
