@@ -21,6 +21,7 @@ import type {
   RunRequest,
   Scope,
   TokenAccess,
+  TraceAccess,
 } from "../contract.ts";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
@@ -43,6 +44,9 @@ import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "
 import { findOrphans } from "./orphans.ts";
 import { homeId } from "../home.ts";
 import { StartQueue, type StartStats } from "./start-queue.ts";
+import { TelemetryReceiver } from "./telemetry/receiver.ts";
+import { TelemetryStore, telemetryRetentionFrom } from "./telemetry/store.ts";
+import { OTLP_BASE } from "../http-routes.ts";
 
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
 const BACKOFF_FIRST_MS = 250;
@@ -92,6 +96,10 @@ export class ControlPlane implements Backend {
   readonly tokens: TokenAccess;
   /** Listens on every app's endpoints and forwards to its replicas. */
   readonly gateway: Gateway;
+  /** What apps report over OTLP (and the spans caravan records itself, e.g. task runs). */
+  readonly telemetry: TelemetryReceiver;
+  /** The traces capability of the contract, over `telemetry`. */
+  readonly traces: TraceAccess;
   /** Ready replicas of each app, by environment key. */
   private readonly replicas = new Map<string, ReplicaProc[]>();
   /** The revision each app serves (its row), while its endpoints are open. */
@@ -131,6 +139,13 @@ export class ControlPlane implements Backend {
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
+    const telemetry = (this.telemetry = new TelemetryReceiver(
+      new TelemetryStore(paths.telemetry, telemetryRetentionFrom(process.env)),
+    ));
+    this.traces = {
+      list: async (filter) => ({ traces: telemetry.listTraces(filter), telemetry: telemetry.stats() }),
+      get: async (traceId) => ({ traceId, spans: telemetry.trace(traceId) }),
+    };
     const tokens = (this.tokenStore = new TokenStore(this.store.database));
     this.tokens = {
       create: async (name) => tokens.create(name),
@@ -701,6 +716,7 @@ export class ControlPlane implements Backend {
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
     const discarding = [...this.prepared.keys()].map((key) => this.discardPrepared(key));
     await Promise.allSettled([...this.locks.values(), ...discarding]);
+    this.telemetry.close();
     this.store.close();
   }
 
@@ -1217,6 +1233,10 @@ export class ControlPlane implements Backend {
     const env = launchEnvironment(req, {
       inputsFile: this.writeInputsFile(row),
       apiUrl: this.apiAccess?.url ?? "",
+      // The receiver is on the API's port, under its own path (see http-routes.ts).
+      ...(this.apiAccess
+        ? { otlp: { endpoint: `${this.apiAccess.url}${OTLP_BASE}`, ...(port ? { replica: String(port) } : {}) } }
+        : {}),
     });
     // Where a process listens: loopback only, behind the gateway (JS apps are told so in
     // their runtime config; a command app reads $HOST).
@@ -1224,7 +1244,12 @@ export class ControlPlane implements Backend {
     // Expansion in arguments sees everything but secrets and the run token (credentials: an
     // argv is visible to every user): both are added after.
     const argv = commandArgv(req, env, port);
-    if (this.apiAccess) env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
+    if (this.apiAccess) {
+      env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
+      // OTLP exporters authenticate with the same scoped token (the receiver takes it).
+      if (env.OTEL_EXPORTER_OTLP_ENDPOINT && !("OTEL_EXPORTER_OTLP_HEADERS" in spec.envVars))
+        env.OTEL_EXPORTER_OTLP_HEADERS = `authorization=Bearer%20${env[API_TOKEN_ENV]}`;
+    }
     // Secret values are read from the store at launch: never from the request or the store DB.
     if (spec.secrets.length) {
       const values = new SecretStore(this.paths.secrets).resolve(

@@ -184,6 +184,14 @@ export function checkRequest(
       optional(q.project, (v) => name(v, "project"));
       optional(q.domain, (v) => name(v, "domain"));
       return;
+    case `GET ${ROUTES.traces}`:
+      optional(q.project, (v) => name(v, "project"));
+      optional(q.domain, (v) => name(v, "domain"));
+      optional(q.app, (v) => name(v, "app"));
+      optional(q.limit, (v) => string(v, "limit", /^\d{1,4}$/));
+      return;
+    case `GET ${ROUTES.trace}`:
+      return;
     case `GET ${ROUTES.logs}`:
       name(q.project, "project");
       name(q.domain, "domain");

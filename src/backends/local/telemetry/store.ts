@@ -27,6 +27,26 @@ export const TELEMETRY_RETENTION: TelemetryRetention = {
   maxAgeHours: 24,
 };
 
+/**
+ * The retention, from the daemon's environment: `CARAVAN_TELEMETRY_MAX_SPANS`,
+ * `CARAVAN_TELEMETRY_MAX_LOG_RECORDS`, `CARAVAN_TELEMETRY_MAX_METRIC_POINTS`,
+ * `CARAVAN_TELEMETRY_MAX_AGE_H` (a control plane serves every project of its home, so its
+ * limits are the home's, not a project's config). Anything unset or invalid: the default.
+ */
+export function telemetryRetentionFrom(env: NodeJS.ProcessEnv): TelemetryRetention {
+  const read = (name: string, fallback: number) => {
+    const n = Number(env[name]);
+    return env[name] && Number.isFinite(n) && n > 0 ? n : fallback;
+  };
+  const d = TELEMETRY_RETENTION;
+  return {
+    maxSpans: Math.floor(read("CARAVAN_TELEMETRY_MAX_SPANS", d.maxSpans)),
+    maxLogRecords: Math.floor(read("CARAVAN_TELEMETRY_MAX_LOG_RECORDS", d.maxLogRecords)),
+    maxMetricPoints: Math.floor(read("CARAVAN_TELEMETRY_MAX_METRIC_POINTS", d.maxMetricPoints)),
+    maxAgeHours: read("CARAVAN_TELEMETRY_MAX_AGE_H", d.maxAgeHours),
+  };
+}
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS spans (
   trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT, name TEXT NOT NULL,
