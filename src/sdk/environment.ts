@@ -235,7 +235,11 @@ export abstract class Environment {
     this.envVars = validateEnvVars(opts.envVars, where);
     if (opts.tracing !== undefined) {
       if (typeof opts.tracing !== "boolean")
-        fail("VALIDATION", where, `tracing must be true or false, got ${describeValue(opts.tracing)}`);
+        fail(
+          "VALIDATION",
+          where,
+          `tracing must be true or false, got ${describeValue(opts.tracing)}`,
+        );
       this.tracing = opts.tracing;
     }
     this.secrets = normalizeSecrets(opts.secrets, where);

@@ -143,7 +143,10 @@ export class ControlPlane implements Backend {
       new TelemetryStore(paths.telemetry, telemetryRetentionFrom(process.env)),
     ));
     this.traces = {
-      list: async (filter) => ({ traces: telemetry.listTraces(filter), telemetry: telemetry.stats() }),
+      list: async (filter) => ({
+        traces: telemetry.listTraces(filter),
+        telemetry: telemetry.stats(),
+      }),
       get: async (traceId) => ({ traceId, spans: telemetry.trace(traceId) }),
     };
     const tokens = (this.tokenStore = new TokenStore(this.store.database));
@@ -171,6 +174,7 @@ export class ControlPlane implements Backend {
         return launch;
       },
       forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
+      recordSpan: (span) => this.telemetry.recordSpan(span),
     });
     this.jobs = new JobRunner({
       store: this.store,
@@ -1235,7 +1239,12 @@ export class ControlPlane implements Backend {
       apiUrl: this.apiAccess?.url ?? "",
       // The receiver is on the API's port, under its own path (see http-routes.ts).
       ...(this.apiAccess
-        ? { otlp: { endpoint: `${this.apiAccess.url}${OTLP_BASE}`, ...(port ? { replica: String(port) } : {}) } }
+        ? {
+            otlp: {
+              endpoint: `${this.apiAccess.url}${OTLP_BASE}`,
+              ...(port ? { replica: String(port) } : {}),
+            },
+          }
         : {}),
     });
     // Where a process listens: loopback only, behind the gateway (JS apps are told so in

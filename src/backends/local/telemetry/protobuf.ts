@@ -46,10 +46,19 @@ const Span: Schema = {
   7: ["startTimeUnixNano", "fixed64"],
   8: ["endTimeUnixNano", "fixed64"],
   9: attributes,
-  11: ["events", () => ({ 1: ["timeUnixNano", "fixed64"], 2: ["name", "string"], 3: attributes }), true],
+  11: [
+    "events",
+    () => ({ 1: ["timeUnixNano", "fixed64"], 2: ["name", "string"], 3: attributes }),
+    true,
+  ],
   13: [
     "links",
-    () => ({ 1: ["traceId", "hex"], 2: ["spanId", "hex"], 3: ["traceState", "string"], 4: attributes }),
+    () => ({
+      1: ["traceId", "hex"],
+      2: ["spanId", "hex"],
+      3: ["traceState", "string"],
+      4: attributes,
+    }),
     true,
   ],
   15: ["status", () => ({ 2: ["message", "string"], 3: ["code", "uint"] })],
@@ -101,10 +110,7 @@ const Metric: Schema = {
     }),
   ],
   // Exponential histograms and summaries: their count and sum are what caravan keeps.
-  10: [
-    "exponentialHistogram",
-    () => ({ 1: ["dataPoints", () => HistogramDataPoint, true] }),
-  ],
+  10: ["exponentialHistogram", () => ({ 1: ["dataPoints", () => HistogramDataPoint, true] })],
   11: [
     "summary",
     () => ({
@@ -198,7 +204,15 @@ const WIRE_OF: Record<Scalar, number> = {
   double: 1,
   fixed32: 5,
 };
-const PACKABLE = new Set<Scalar>(["uint", "int64", "bool", "fixed64", "sfixed64", "double", "fixed32"]);
+const PACKABLE = new Set<Scalar>([
+  "uint",
+  "int64",
+  "bool",
+  "fixed64",
+  "sfixed64",
+  "double",
+  "fixed32",
+]);
 
 function readScalar(buf: Uint8Array, pos: { at: number }, end: number, type: Scalar, wire: number) {
   if (wire === 2) {
@@ -214,7 +228,11 @@ function readScalar(buf: Uint8Array, pos: { at: number }, end: number, type: Sca
   }
   if (wire === 0) {
     const v = readVarint(buf, pos, end);
-    return type === "bool" ? v !== 0n : type === "int64" ? BigInt.asIntN(64, v).toString() : Number(v);
+    return type === "bool"
+      ? v !== 0n
+      : type === "int64"
+        ? BigInt.asIntN(64, v).toString()
+        : Number(v);
   }
   const size = wire === 1 ? 8 : 4;
   if (pos.at + size > end) throw new Error("truncated fixed field");

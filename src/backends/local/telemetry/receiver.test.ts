@@ -181,13 +181,23 @@ describe("OTLP receiver", () => {
             scopeMetrics: [
               {
                 metrics: [
-                  { name: "queue.depth", unit: "1", gauge: { dataPoints: [{ timeUnixNano: t, asInt: 7 }] } },
+                  {
+                    name: "queue.depth",
+                    unit: "1",
+                    gauge: { dataPoints: [{ timeUnixNano: t, asInt: 7 }] },
+                  },
                   {
                     name: "http.server.duration",
                     unit: "ms",
                     histogram: {
                       dataPoints: [
-                        { timeUnixNano: t, count: 3, sum: 4.5, bucketCounts: [1, 2], explicitBounds: [1] },
+                        {
+                          timeUnixNano: t,
+                          count: 3,
+                          sum: 4.5,
+                          bucketCounts: [1, 2],
+                          explicitBounds: [1],
+                        },
                       ],
                     },
                   },
@@ -200,14 +210,21 @@ describe("OTLP receiver", () => {
     );
     receiver.flush();
     const [log] = store.logsOfTrace(TRACE);
-    expect(log).toMatchObject({ body: "hello", severityText: "INFO", service: "app1", project: "shop" });
+    expect(log).toMatchObject({
+      body: "hello",
+      severityText: "INFO",
+      service: "app1",
+      project: "shop",
+    });
     expect(store.counts()).toEqual({ spans: 0, logRecords: 1, metricPoints: 2 });
     expect(receiver.stats().metrics).toEqual({ received: 2, stored: 2, dropped: 0 });
   });
 
   it("refuses bytes that are not an export request", () => {
     const receiver = new TelemetryReceiver(storeIn());
-    expect(() => receiver.accept("traces", Buffer.from([0x0a, 0xff]))).toThrow(/not an OTLP traces/);
+    expect(() => receiver.accept("traces", Buffer.from([0x0a, 0xff]))).toThrow(
+      /not an OTLP traces/,
+    );
   });
 
   it("the sender's token scope wins over the scope its resource claims", () => {
@@ -224,9 +241,13 @@ describe("OTLP receiver", () => {
     receiver.flush();
     expect(store.counts().spans).toBe(5);
     // The newest five are the ones kept.
-    expect(receiver.listTraces().map((t) => t.root)).toEqual(
-      ["span-11", "span-10", "span-9", "span-8", "span-7"],
-    );
+    expect(receiver.listTraces().map((t) => t.root)).toEqual([
+      "span-11",
+      "span-10",
+      "span-9",
+      "span-8",
+      "span-7",
+    ]);
     // Two hours old: gone with the next batch.
     receiver.accept("traces", spansRequest("app1", 1, 99, Date.now() - 2 * 3_600_000));
     receiver.flush();

@@ -38,7 +38,11 @@ const REJECTED: Record<Signal, string> = {
 };
 
 export class TelemetryReceiver {
-  private queue = { spans: [] as SpanRecord[], logs: [] as LogRecordRow[], metrics: [] as MetricPointRow[] };
+  private queue = {
+    spans: [] as SpanRecord[],
+    logs: [] as LogRecordRow[],
+    metrics: [] as MetricPointRow[],
+  };
   private queued = 0;
   private readonly counters: Omit<TelemetryStats, "queued"> = {
     spans: { received: 0, stored: 0, dropped: 0 },
@@ -74,7 +78,10 @@ export class TelemetryReceiver {
           ? (body as Record<string, unknown>)
           : {};
     } catch (e) {
-      throw new CaravanError("USAGE", `not an OTLP ${signal} export request: ${(e as Error).message}`);
+      throw new CaravanError(
+        "USAGE",
+        `not an OTLP ${signal} export request: ${(e as Error).message}`,
+      );
     }
     const dropped =
       signal === "traces"
@@ -82,7 +89,14 @@ export class TelemetryReceiver {
         : signal === "logs"
           ? this.enqueue("logs", logRecordsOf(request, scope))
           : this.enqueue("metrics", metricPointsOf(request, scope));
-    return dropped ? { partialSuccess: { [REJECTED[signal]]: dropped, errorMessage: "the receiver is busy: dropped" } } : {};
+    return dropped
+      ? {
+          partialSuccess: {
+            [REJECTED[signal]]: dropped,
+            errorMessage: "the receiver is busy: dropped",
+          },
+        }
+      : {};
   }
 
   /** Adds a span recorded by caravan itself (a task run, a gateway hop); dropped when full. */

@@ -80,7 +80,14 @@ const TABLES = [
   ["metric_points", "time_us", "maxMetricPoints"],
 ] as const;
 
-const KINDS: SpanView["kind"][] = ["unspecified", "internal", "server", "client", "producer", "consumer"];
+const KINDS: SpanView["kind"][] = [
+  "unspecified",
+  "internal",
+  "server",
+  "client",
+  "producer",
+  "consumer",
+];
 const STATUSES: SpanView["status"][] = ["unset", "ok", "error"];
 
 type Raw = Record<string, any>;
