@@ -15,6 +15,7 @@ import { registerToken } from "./commands/token.ts";
 import { registerImage } from "./commands/image.ts";
 import { registerInit } from "./commands/init.ts";
 import { registerDev } from "./commands/dev.ts";
+import { registerTraces } from "./commands/traces.ts";
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
@@ -56,6 +57,7 @@ Examples:
   registerImage(program, ctx);
   registerInit(program, ctx);
   registerDev(program, ctx);
+  registerTraces(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
