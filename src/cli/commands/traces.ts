@@ -75,9 +75,10 @@ export function registerTraces(program: Command, _ctx: CommandContext): void {
         "One trace as a waterfall: spans indented under their parent, with app and duration",
       )
       .option("--json", "print JSON on stdout"),
-  ).action(async (traceId: string, opts: ScopeFlags & { json?: boolean }) => {
+  ).action(async (traceId: string, opts: ScopeFlags & { json?: boolean }, cmd: Command) => {
     const trace = await withTraces(opts, (t) => t.get(traceId));
-    if (opts.json) return printJSON(trace);
+    // `--json` after `show` may be taken by `traces` itself (commander's global options).
+    if (opts.json || cmd.optsWithGlobals().json) return printJSON(trace);
     process.stdout.write(waterfall(trace.spans));
   });
 }
