@@ -138,9 +138,8 @@ function instrumentServers(exporter: Exporter): void {
       );
       span.attributes["http.request.method"] = req.method ?? "";
       span.attributes["url.path"] = path;
-      const done = () => endSpan(exporter, span, res.statusCode);
-      res.once("finish", done);
-      res.once("close", done);
+      // A response emits "close" when it finished, or when its connection went first.
+      res.once("close", () => endSpan(exporter, span, res.statusCode));
       return current.run(span, () => emit.call(this, event, ...args));
     };
   }
