@@ -258,6 +258,28 @@ describe("OTLP receiver", () => {
     expect(store.counts().spans).toBe(0);
   });
 
+  it("a project/domain's own limits hold for it alone, and apply at once", () => {
+    const store = storeIn({ ...TELEMETRY_RETENTION, maxSpans: 100 });
+    const receiver = new TelemetryReceiver(store);
+    const other = { project: "other", domain: "prod" };
+    for (let i = 0; i < 6; i++) {
+      receiver.accept("traces", spansRequest("app1", 1, i)); // shop/dev, from its resource
+      receiver.accept("traces", spansRequest("app1", 1, i), other);
+    }
+    receiver.setRetention(other, { maxSpans: 2 });
+    expect(receiver.listTraces({ project: "other" }).map((t) => t.root)).toEqual([
+      "span-5",
+      "span-4",
+    ]);
+    expect(receiver.listTraces({ project: "shop" })).toHaveLength(6);
+    receiver.accept("traces", spansRequest("app1", 1, 6), other);
+    receiver.flush();
+    expect(receiver.listTraces({ project: "other" })).toHaveLength(2);
+    // Back to the home's limits: nothing more goes.
+    receiver.setRetention(other, undefined);
+    expect(store.retentionOf(other).maxSpans).toBe(100);
+  });
+
   it("drops and counts what does not fit the queue instead of waiting", () => {
     const store = storeIn();
     const receiver = new TelemetryReceiver(store, { maxQueued: 10, flushEveryMs: 60_000 });

@@ -19,7 +19,7 @@ import {
   type SpanRecord,
 } from "./otlp.ts";
 import { decodeOtlp, type Signal } from "./protobuf.ts";
-import { TelemetryStore } from "./store.ts";
+import { TelemetryStore, type TelemetryRetention } from "./store.ts";
 
 export interface ReceiverOptions {
   /** Items (spans + log records + metric points) waiting to be written, at most. @default 20000 */
@@ -102,6 +102,17 @@ export class TelemetryReceiver {
   /** Adds a span recorded by caravan itself (a task run, a gateway hop); dropped when full. */
   recordSpan(span: SpanRecord): void {
     this.enqueue("spans", [span]);
+  }
+
+  /**
+   * A project/domain's own limits (from its caravan.config's `telemetry`; `undefined`: the
+   * home's), applied at once to what is kept.
+   */
+  setRetention(scope: Scope, settings: Partial<TelemetryRetention> | undefined): void {
+    this.flush();
+    this.store.setRetention(scope, settings);
+    for (const table of ["spans", "log_records", "metric_points"] as const)
+      this.store.retain(table, scope);
   }
 
   stats(): TelemetryStats {

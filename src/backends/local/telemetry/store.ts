@@ -3,12 +3,14 @@
  * a SQLite file of its own. Telemetry is high-volume, disposable data; in a file apart, a
  * burst of it never grows the control plane's WAL or makes a state write wait for its
  * checkpoint, and deleting the file loses nothing that matters. Written in batches only
- * (the receiver's queue), bounded by count and age after each batch.
+ * (the receiver's queue), bounded by count and age per project/domain after each batch (the
+ * home's limits, or a project's own from its caravan.config).
  */
 import Database from "better-sqlite3";
-import type { SpanView, TraceFilter, TraceSummary } from "../../contract.ts";
+import type { Scope, SpanView, TraceFilter, TraceSummary } from "../../contract.ts";
 import type { LogRecordRow, MetricPointRow, SpanRecord } from "./otlp.ts";
 
+/** Limits per project/domain. */
 export interface TelemetryRetention {
   /** The newest this many spans are kept. @default 100000 */
   maxSpans: number;
@@ -55,22 +57,28 @@ CREATE TABLE IF NOT EXISTS spans (
   status_message TEXT, attributes TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
-CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_us);
+-- Retention, per project/domain: the oldest go first (by age, then beyond the count).
+CREATE INDEX IF NOT EXISTS spans_by_scope ON spans (project, domain, start_us);
 CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, start_us);
 CREATE TABLE IF NOT EXISTS log_records (
   time_us INTEGER NOT NULL, trace_id TEXT, span_id TEXT, severity_number INTEGER NOT NULL,
   severity_text TEXT NOT NULL, body TEXT NOT NULL, service TEXT NOT NULL,
   project TEXT NOT NULL, domain TEXT NOT NULL, attributes TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS log_records_by_time ON log_records (time_us);
+CREATE INDEX IF NOT EXISTS log_records_by_scope ON log_records (project, domain, time_us);
 CREATE INDEX IF NOT EXISTS log_records_by_trace ON log_records (trace_id) WHERE trace_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS metric_points (
   time_us INTEGER NOT NULL, name TEXT NOT NULL, unit TEXT NOT NULL, type TEXT NOT NULL,
   value REAL, count INTEGER, service TEXT NOT NULL, project TEXT NOT NULL, domain TEXT NOT NULL,
   attributes TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS metric_points_by_time ON metric_points (time_us);
+CREATE INDEX IF NOT EXISTS metric_points_by_scope ON metric_points (project, domain, time_us);
 CREATE INDEX IF NOT EXISTS metric_points_by_name ON metric_points (service, name, time_us);
+-- A project/domain's own limits (caravan.config's telemetry), when it has some.
+CREATE TABLE IF NOT EXISTS retention (
+  project TEXT NOT NULL, domain TEXT NOT NULL, settings TEXT NOT NULL,
+  PRIMARY KEY (project, domain)
+);
 `;
 
 /** Table, its time column, and its count limit. */
@@ -79,6 +87,7 @@ const TABLES = [
   ["log_records", "time_us", "maxLogRecords"],
   ["metric_points", "time_us", "maxMetricPoints"],
 ] as const;
+type Table = (typeof TABLES)[number][0];
 
 const KINDS: SpanView["kind"][] = [
   "unspecified",
@@ -95,6 +104,8 @@ type Raw = Record<string, any>;
 export class TelemetryStore {
   private readonly db: Database.Database;
   private readonly stmts;
+  /** Rows per table and scope (see `counted`). */
+  private readonly counts_ = new Map<string, { n: number }>();
 
   constructor(
     file: string,
@@ -121,10 +132,31 @@ export class TelemetryStore {
     };
   }
 
-  /** Writes one batch in one transaction, then applies the retention to what it touched. */
+  /** Writes one batch in one transaction, then applies the retention to the scopes it touched. */
   write(batch: { spans: SpanRecord[]; logs: LogRecordRow[]; metrics: MetricPointRow[] }): void {
     const json = (attributes: Record<string, unknown>) => JSON.stringify(attributes);
+    const nowMs = Date.now();
+    const touched: [Table, { project: string; domain: string }[]][] = [
+      ["spans", batch.spans],
+      ["log_records", batch.logs],
+      ["metric_points", batch.metrics],
+    ];
     this.db.transaction(() => {
+      // Rows added per table and scope; each scope's count is taken before the batch adds to it.
+      const added = touched.map(([table, rows]) => {
+        const perScope = new Map<string, { scope: Scope; n: number }>();
+        for (const r of rows) {
+          const key = `${r.project}/${r.domain}`;
+          const entry = perScope.get(key) ?? {
+            scope: { project: r.project, domain: r.domain },
+            n: 0,
+          };
+          entry.n++;
+          perScope.set(key, entry);
+        }
+        for (const { scope } of perScope.values()) this.counted(table, scope);
+        return [table, perScope] as const;
+      });
       for (const s of batch.spans)
         this.stmts.span.run({
           ...s,
@@ -134,28 +166,77 @@ export class TelemetryStore {
       for (const l of batch.logs) this.stmts.log.run({ ...l, attributes: json(l.attributes) });
       for (const m of batch.metrics)
         this.stmts.metric.run({ ...m, attributes: json(m.attributes) });
-      if (batch.spans.length) this.retain("spans");
-      if (batch.logs.length) this.retain("log_records");
-      if (batch.metrics.length) this.retain("metric_points");
+      for (const [table, perScope] of added)
+        for (const { scope, n } of perScope.values()) {
+          this.counted(table, scope).n += n;
+          this.retain(table, scope, nowMs);
+        }
     })();
   }
 
-  /**
-   * Keeps a table within its count (the newest by insertion: rowids only grow while the
-   * newest row is there, and deletes start at the oldest) and its age.
-   */
-  retain(table: (typeof TABLES)[number][0], nowMs = Date.now()): void {
-    const [, timeColumn, limitKey] = TABLES.find(([t]) => t === table)!;
-    const cutoffUs = (nowMs - this.retention.maxAgeHours * 3_600_000) * 1000;
-    this.db.prepare(`DELETE FROM ${table} WHERE ${timeColumn} < ?`).run(cutoffUs);
-    const { max } = this.db.prepare(`SELECT MAX(rowid) AS max FROM ${table}`).get() as Raw;
-    if (max !== null && max > this.retention[limitKey])
-      this.db.prepare(`DELETE FROM ${table} WHERE rowid <= ?`).run(max - this.retention[limitKey]);
+  /** A project/domain's limits (`undefined`: back to the defaults). */
+  setRetention(scope: Scope, settings: Partial<TelemetryRetention> | undefined): void {
+    if (settings && Object.keys(settings).length)
+      this.db
+        .prepare("INSERT OR REPLACE INTO retention (project, domain, settings) VALUES (?, ?, ?)")
+        .run(scope.project, scope.domain, JSON.stringify(settings));
+    else
+      this.db
+        .prepare("DELETE FROM retention WHERE project = ? AND domain = ?")
+        .run(scope.project, scope.domain);
   }
 
-  /** Applies the age limit to every table (the receiver calls it now and then, when idle). */
+  /** The limits that hold for a project/domain: its own, else the home's. */
+  retentionOf(scope: Scope): TelemetryRetention {
+    const row = this.db
+      .prepare("SELECT settings FROM retention WHERE project = ? AND domain = ?")
+      .get(scope.project, scope.domain) as Raw | undefined;
+    return { ...this.retention, ...(row ? JSON.parse(row.settings) : {}) };
+  }
+
+  /** Keeps one scope's rows of a table within its age, then its count (oldest first). */
+  retain(table: Table, scope: Scope, nowMs = Date.now()): void {
+    const [, timeColumn, limitKey] = TABLES.find(([t]) => t === table)!;
+    const limits = this.retentionOf(scope);
+    const count = this.counted(table, scope);
+    const cutoffUs = (nowMs - limits.maxAgeHours * 3_600_000) * 1000;
+    count.n -= this.db
+      .prepare(`DELETE FROM ${table} WHERE project = ? AND domain = ? AND ${timeColumn} < ?`)
+      .run(scope.project, scope.domain, cutoffUs).changes;
+    const excess = count.n - limits[limitKey];
+    if (excess > 0)
+      count.n -= this.db
+        .prepare(
+          `DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table}
+           WHERE project = ? AND domain = ? ORDER BY ${timeColumn} LIMIT ?)`,
+        )
+        .run(scope.project, scope.domain, excess).changes;
+  }
+
+  /** Applies the limits to every scope of every table (now and then, and after a change). */
   retainAll(nowMs = Date.now()): void {
-    for (const [table] of TABLES) this.retain(table, nowMs);
+    for (const [table] of TABLES) {
+      const scopes = this.db
+        .prepare(`SELECT DISTINCT project, domain FROM ${table}`)
+        .all() as Scope[];
+      for (const scope of scopes) this.retain(table, scope, nowMs);
+    }
+  }
+
+  /**
+   * Rows of a scope in a table, counted once (an index scan) and then kept up to date, so a
+   * batch's count check costs nothing.
+   */
+  private counted(table: Table, scope: Scope): { n: number } {
+    const key = `${table} ${scope.project}/${scope.domain}`;
+    let count = this.counts_.get(key);
+    if (!count) {
+      const { n } = this.db
+        .prepare(`SELECT COUNT(*) AS n FROM ${table} WHERE project = ? AND domain = ?`)
+        .get(scope.project, scope.domain) as Raw;
+      this.counts_.set(key, (count = { n }));
+    }
+    return count;
   }
 
   counts(): { spans: number; logRecords: number; metricPoints: number } {
