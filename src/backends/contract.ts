@@ -61,6 +61,12 @@ export interface DeployRequest {
    * `spec.secrets` (names) itself when it launches the process.
    */
   files?: { hash: string; dir: string };
+  /**
+   * What the backend keeps of this project/domain's telemetry (caravan.config's `telemetry`
+   * limits; the local control plane's receiver). Not part of the revision: changing it
+   * restarts nothing.
+   */
+  telemetry?: TelemetryLimits;
 }
 
 export interface DeployResult extends Partial<Endpoints> {
@@ -240,6 +246,13 @@ export interface Change {
   writes: string[];
   /** Why the backend would refuse it (a dry run's answer), when it would. */
   error?: string;
+}
+
+export interface TelemetryLimits {
+  maxSpans?: number;
+  maxLogRecords?: number;
+  maxMetricPoints?: number;
+  maxAgeHours?: number;
 }
 
 /** Which traces to list: newest first. */

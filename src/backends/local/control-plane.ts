@@ -319,6 +319,8 @@ export class ControlPlane implements Backend {
 
   async deploy(req: DeployRequest): Promise<DeployResult> {
     refuseFixedPort(req);
+    // The project's own telemetry limits (or, without any, the home's), even when unchanged.
+    this.telemetry.setRetention(req.scope, req.telemetry);
     const scope = req.scope;
     const key = keyOf(scope, req.name);
     return this.serialized(key, async () => {

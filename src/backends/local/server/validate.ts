@@ -103,6 +103,17 @@ export function checkDeployRequest(body: unknown): void {
     string(f.hash, "files.hash", HASH);
     string(f.dir, "files.dir", ABSOLUTE);
   });
+  optional(b.telemetry, (v) => {
+    const t = object(v, "telemetry");
+    for (const [k, n] of Object.entries(t))
+      if (
+        !["maxSpans", "maxLogRecords", "maxMetricPoints", "maxAgeHours"].includes(k) ||
+        typeof n !== "number" ||
+        !(n > 0) ||
+        !Number.isFinite(n)
+      )
+        bad(`telemetry.${k}`, "must be a known limit, a number > 0", n);
+  });
   record(b.inputs ?? {}, "inputs", string);
   const deps = object(b.dependencies ?? {}, "dependencies");
   for (const [dep, ep] of Object.entries(deps)) {
