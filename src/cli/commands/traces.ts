@@ -128,4 +128,5 @@ export function waterfall(spans: SpanView[], width = 40): string {
   );
 }
 
+// eslint-disable-next-line no-control-regex -- colour codes are what is stripped
 const visibleLength = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, "").length;

@@ -250,11 +250,15 @@ export class TelemetryStore {
 
   /** The newest traces (by their latest span), summed up. */
   listTraces(filter: TraceFilter = {}): TraceSummary[] {
-    const where: string[] = [];
-    const params: unknown[] = [];
-    if (filter.app) where.push("service = ?") && params.push(filter.app);
-    if (filter.project) where.push("project = ?") && params.push(filter.project);
-    if (filter.domain) where.push("domain = ?") && params.push(filter.domain);
+    const conditions = (
+      [
+        ["service", filter.app],
+        ["project", filter.project],
+        ["domain", filter.domain],
+      ] as const
+    ).filter(([, v]) => v);
+    const where = conditions.map(([column]) => `${column} = ?`);
+    const params = conditions.map(([, v]) => v);
     const ids = this.db
       .prepare(
         `SELECT trace_id, MAX(start_us) AS latest FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
