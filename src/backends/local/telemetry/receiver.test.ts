@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import protobuf from "protobufjs";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { TelemetryReceiver } from "./receiver.ts";
 import { TelemetryStore, TELEMETRY_RETENTION } from "./store.ts";
 
@@ -278,6 +278,17 @@ describe("OTLP receiver", () => {
     // Back to the home's limits: nothing more goes.
     receiver.setRetention(other, undefined);
     expect(store.retentionOf(other).maxSpans).toBe(100);
+  });
+
+  it("writes a big queue in chunks, the event loop getting its turn between them", async () => {
+    const store = storeIn();
+    const receiver = new TelemetryReceiver(store, { flushEveryMs: 60_000 });
+    receiver.accept("traces", spansRequest("app1", 1200));
+    receiver.flush(500);
+    expect(store.counts().spans).toBe(500);
+    expect(receiver.stats().queued).toBe(700);
+    await vi.waitFor(() => expect(store.counts().spans).toBe(1200));
+    expect(receiver.stats()).toMatchObject({ spans: { stored: 1200 }, queued: 0 });
   });
 
   it("drops and counts what does not fit the queue instead of waiting", () => {

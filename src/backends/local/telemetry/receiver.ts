@@ -31,6 +31,9 @@ export interface ReceiverOptions {
 /** The OTLP/JSON answer to an export (an empty object, or how much was rejected). */
 export type ExportAnswer = Record<string, unknown>;
 
+/** Items written at once by the timer (about 5 ms of the event loop; see bench/RESULTS.md). */
+const FLUSH_CHUNK = 500;
+
 const REJECTED: Record<Signal, string> = {
   traces: "rejectedSpans",
   logs: "rejectedLogRecords",
@@ -136,14 +139,25 @@ export class TelemetryReceiver {
     return spans;
   }
 
-  /** Writes what is queued now (also before a query, so it sees everything received). */
-  flush(): void {
+  /**
+   * Writes what is queued now (also before a query, so it sees everything received). `chunk`:
+   * at most this many items now, the rest after the event loop had its turn, so a big queue
+   * never holds up the requests the control plane (and its gateway) serves.
+   */
+  flush(chunk = Infinity): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.queued === 0 || this.closed) return;
-    const batch = this.queue;
-    this.queue = { spans: [], logs: [], metrics: [] };
-    this.queued = 0;
+    const spans = this.queue.spans.splice(0, chunk);
+    const logs = this.queue.logs.splice(0, chunk - spans.length);
+    const metrics = this.queue.metrics.splice(0, chunk - spans.length - logs.length);
+    const batch = { spans, logs, metrics };
+    const written = batch.spans.length + batch.logs.length + batch.metrics.length;
+    this.queued -= written;
+    if (this.queued > 0) {
+      this.timer = setTimeout(() => this.flush(chunk), 0);
+      this.timer.unref();
+    }
     try {
       this.store.write(batch);
     } catch (e) {
@@ -180,7 +194,7 @@ export class TelemetryReceiver {
     this.queued += taken.length;
     counter.dropped += items.length - taken.length;
     if (taken.length && !this.timer) {
-      this.timer = setTimeout(() => this.flush(), this.flushEveryMs);
+      this.timer = setTimeout(() => this.flush(FLUSH_CHUNK), this.flushEveryMs);
       this.timer.unref();
     }
     return items.length - taken.length;
