@@ -4,13 +4,18 @@
  *   --connections N   concurrent keep-alive connections, one request outstanding on each (20)
  *   --duration S      measured seconds per subject and round (5)
  *   --rounds N        rounds; subjects alternate within each (off, on, off, on, ...) (5)
+ *   --sink null       the receiver answers without reading what it gets: the app's own cost
+ *                     alone (default: store, the real receiver, whose CPU competes on 2 cores)
  *
- * Two copies of one hello-world node:http app, each a child process: "off" without tracing,
- * "on" with caravan's tracer (`dist/runtime/tracing.js`, as the runtime starts it) exporting
- * every request's server span to a real receiver (the control plane's `TelemetryReceiver`
+ * Three copies of one hello-world node:http app, each a child process: "off" without tracing,
+ * "context" with only an AsyncLocalStorage around each request (what any Node tracer needs to
+ * carry a span into the handler's async code, to tell that part of the cost apart), "on" with
+ * caravan's tracer (`dist/runtime/tracing.js`, as the runtime starts it) exporting every
+ * request's server span to a real receiver (the control plane's `TelemetryReceiver`
  * and `TelemetryStore`, in a third child process, on loopback). The load generator (this
- * process) runs a closed loop against each in turn: throughput and p99 latency per round,
- * the medians over rounds, and on/off ratios. The receiver's counters at the end say how
+ * process) runs a closed loop against each in turn: throughput, p50 and p99 latency and the
+ * app's CPU time per request (from /proc) per round, the medians over rounds, and ratios to
+ * "off". The receiver's counters at the end say how
  * many spans arrived and were stored.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -29,9 +34,20 @@ const num = (name: string, dflt: number) => {
 const CONNECTIONS = num("connections", 20);
 const DURATION_S = num("duration", 5);
 const ROUNDS = num("rounds", 5);
+const SINK = args.includes("--sink") ? (args[args.indexOf("--sink") + 1] ?? "store") : "store";
 
 const APP = `
 const { createServer } = await import("node:http");
+if (process.env.TRACING === "context") {
+  // Only what any Node tracer needs to carry a span through the handler's async code.
+  const { AsyncLocalStorage } = await import("node:async_hooks");
+  const als = new AsyncLocalStorage();
+  const { Server } = await import("node:http");
+  const emit = Server.prototype.emit;
+  Server.prototype.emit = function (event, ...args) {
+    return event === "request" ? als.run({}, () => emit.call(this, event, ...args)) : emit.call(this, event, ...args);
+  };
+}
 if (process.env.TRACING === "on") {
   const { startTracing } = await import(${JSON.stringify(join(ROOT, "dist/runtime/tracing.js"))});
   if (!startTracing()) throw new Error("tracing did not start");
@@ -53,6 +69,7 @@ createServer((req, res) => {
   req.on("data", (c) => chunks.push(c));
   req.on("end", () => {
     if (req.url === "/stats") return res.end(JSON.stringify(receiver.stats()));
+    if (process.env.SINK === "null") return res.end("{}");
     res.end(JSON.stringify(receiver.accept("traces", JSON.parse(Buffer.concat(chunks).toString()))));
   });
 }).listen(Number(process.env.PORT), "127.0.0.1", () => process.send("ready"));
@@ -121,44 +138,52 @@ async function main() {
   const children: ChildProcess[] = [];
   try {
     const receiverPort = await freePort(new Set());
-    children.push(await child(RECEIVER, { PORT: String(receiverPort), DB: join(dir, "t.db") }));
-    const ports = { off: await freePort(new Set([receiverPort])), on: 0 };
-    ports.on = await freePort(new Set([receiverPort, ports.off]));
-    children.push(await child(APP, { PORT: String(ports.off), TRACING: "off" }));
     children.push(
-      await child(APP, {
-        PORT: String(ports.on),
-        TRACING: "on",
+      await child(RECEIVER, { PORT: String(receiverPort), DB: join(dir, "t.db"), SINK }),
+    );
+    // off: no tracing; context: only an AsyncLocalStorage around each request (the part of
+    // any Node tracer that carries the span into the handler's async code); on: caravan's.
+    const SUBJECTS = ["off", "context", "on"] as const;
+    type Subject = (typeof SUBJECTS)[number];
+    const used = new Set([receiverPort]);
+    const apps = {} as Record<Subject, { port: number; pid: number }>;
+    for (const subject of SUBJECTS) {
+      const port = await freePort(used);
+      used.add(port);
+      const proc = await child(APP, {
+        PORT: String(port),
+        TRACING: subject,
         OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiverPort}`,
         OTEL_SERVICE_NAME: "hello",
-      }),
-    );
+      });
+      children.push(proc);
+      apps[subject] = { port, pid: proc.pid! };
+    }
     console.log(
       `${cpus().length} × ${cpus()[0]?.model}, load ${loadavg()
         .map((l) => l.toFixed(2))
         .join(" ")}; ` +
-        `${CONNECTIONS} connections, ${DURATION_S} s × ${ROUNDS} rounds per subject`,
+        `${CONNECTIONS} connections, ${DURATION_S} s × ${ROUNDS} rounds per subject, sink ${SINK}`,
     );
     // Warm-up, unmeasured.
-    await closedLoop(ports.off, 1);
-    await closedLoop(ports.on, 1);
-    const results = {
-      off: [] as Awaited<ReturnType<typeof closedLoop>>[],
-      on: [] as Awaited<ReturnType<typeof closedLoop>>[],
-    };
+    for (const subject of SUBJECTS) await closedLoop(apps[subject].port, 1);
+    const results = Object.fromEntries(SUBJECTS.map((s) => [s, []])) as unknown as Record<
+      Subject,
+      Awaited<ReturnType<typeof closedLoop>>[]
+    >;
     for (let round = 0; round < ROUNDS; round++) {
-      // Alternate which goes first, so a drift in the machine's load falls on both.
-      const order = round % 2 ? (["on", "off"] as const) : (["off", "on"] as const);
+      // Rotate which goes first, so a drift in the machine's load falls on all.
+      const order = SUBJECTS.map((_, i) => SUBJECTS[(i + round) % SUBJECTS.length]!);
       for (const subject of order) {
-        const app = children[subject === "off" ? 1 : 2]!;
-        const r = await closedLoop(ports[subject], DURATION_S, app.pid, children[0]!.pid);
+        const { port, pid } = apps[subject];
+        const r = await closedLoop(port, DURATION_S, pid, children[0]!.pid);
         results[subject].push(r);
         console.log(
-          `round ${round + 1} ${subject.padEnd(3)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  app CPU ${r.appCpuUs.toFixed(1)} µs/req  receiver CPU ${r.receiverCpuUs.toFixed(1)} µs/req`,
+          `round ${round + 1} ${subject.padEnd(7)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  app CPU ${r.appCpuUs.toFixed(1)} µs/req  receiver CPU ${r.receiverCpuUs.toFixed(1)} µs/req`,
         );
       }
     }
-    const summary = (s: "off" | "on") => ({
+    const summary = (s: Subject) => ({
       cpu: median(results[s].map((r) => r.appCpuUs)),
       rcpu: median(results[s].map((r) => r.receiverCpuUs)),
       rps: median(results[s].map((r) => r.rps)),
@@ -166,19 +191,13 @@ async function main() {
       p99: median(results[s].map((r) => r.p99)),
     });
     const off = summary("off");
-    const on = summary("on");
-    console.log(
-      `\nmedian off: ${off.rps.toFixed(0)} req/s, p50 ${off.p50.toFixed(2)} ms, p99 ${off.p99.toFixed(2)} ms`,
-    );
-    console.log(
-      `median on:  ${on.rps.toFixed(0)} req/s, p50 ${on.p50.toFixed(2)} ms, p99 ${on.p99.toFixed(2)} ms`,
-    );
-    console.log(
-      `app CPU per request: off ${off.cpu.toFixed(1)} µs, on ${on.cpu.toFixed(1)} µs (×${(on.cpu / off.cpu).toFixed(3)}); receiver ${on.rcpu.toFixed(1)} µs per traced request`,
-    );
-    console.log(
-      `on/off: throughput ×${(on.rps / off.rps).toFixed(3)}, p50 ×${(on.p50 / off.p50).toFixed(3)}, p99 ×${(on.p99 / off.p99).toFixed(3)}`,
-    );
+    console.log("");
+    for (const subject of SUBJECTS) {
+      const m = summary(subject);
+      console.log(
+        `median ${subject.padEnd(7)} ${m.rps.toFixed(0)} req/s (×${(m.rps / off.rps).toFixed(3)}), p50 ${m.p50.toFixed(2)} ms (×${(m.p50 / off.p50).toFixed(3)}), p99 ${m.p99.toFixed(2)} ms (×${(m.p99 / off.p99).toFixed(3)}), app CPU ${m.cpu.toFixed(1)} µs/req (×${(m.cpu / off.cpu).toFixed(3)}), receiver CPU ${m.rcpu.toFixed(1)} µs/req`,
+      );
+    }
     // Let the last batch go out, then ask the receiver what it got.
     await new Promise((r) => setTimeout(r, 1500));
     const stats = await new Promise<string>((ok) =>

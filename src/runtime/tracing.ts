@@ -36,14 +36,17 @@ const current = new AsyncLocalStorage<SpanContext | null>();
 /** Spans waiting to be exported, at most; more are dropped (and counted on the next batch). */
 const MAX_QUEUE = 2048;
 /** A batch is sent when this many are waiting, or after the delay. */
-const BATCH = 512;
+const BATCH = 256;
+/** Exports sent or waiting to be at once, at most: a slow receiver makes the app drop, not pile up. */
+const MAX_EXPORTS = 2;
 
 interface Span extends SpanContext {
   parentSpanId: string | null;
   name: string;
   kind: number;
-  start: bigint;
-  end?: bigint;
+  /** Microseconds since the epoch (exact in a double; no BigInt on the request path). */
+  start: number;
+  end?: number;
   attributes: Record<string, string | number>;
   status: number;
 }
@@ -91,9 +94,8 @@ function randomHex(bytes: number): string {
   return pool.toString("hex", poolAt - bytes, poolAt);
 }
 
-/** Nanoseconds since the epoch, with the monotonic clock's resolution. */
-const originNs = BigInt(Math.round(performance.timeOrigin * 1e6));
-const nowNs = () => originNs + BigInt(Math.round(performance.now() * 1e6));
+/** Microseconds since the epoch, from the monotonic clock. */
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 function startSpan(name: string, kind: number, parent: SpanContext | undefined): Span {
   return {
@@ -102,7 +104,7 @@ function startSpan(name: string, kind: number, parent: SpanContext | undefined):
     parentSpanId: parent?.spanId ?? null,
     name,
     kind,
-    start: nowNs(),
+    start: nowUs(),
     attributes: {},
     status: StatusCode.unset,
   };
@@ -110,7 +112,7 @@ function startSpan(name: string, kind: number, parent: SpanContext | undefined):
 
 function endSpan(exporter: Exporter, span: Span, statusCode?: number, error?: Error): void {
   if (span.end !== undefined) return;
-  span.end = nowNs();
+  span.end = nowUs();
   if (statusCode) span.attributes["http.response.status_code"] = statusCode;
   // The semantic conventions: a server span errs on 5xx, a client span on any 4xx/5xx.
   const threshold = span.kind === SpanKind.server ? 500 : 400;
@@ -231,20 +233,25 @@ function instrumentFetch(exporter: Exporter): void {
 // --- export ---
 
 class Exporter {
-  private queue: Span[] = [];
+  /** Each span as OTLP/JSON, serialised when it ends: no batch-sized pause in the app. */
+  private queue: string[] = [];
   private dropped = 0;
+  private exports = 0;
   private timer: NodeJS.Timeout | undefined;
   private sending: Promise<void> = Promise.resolve();
   /** The unpatched `request` (the exporter is made before patching): never traces itself. */
   private readonly request: typeof http.request;
+  /** The request body around the spans. */
+  private readonly head: string;
 
   constructor(
     private readonly url: URL,
     private readonly headers: Record<string, string>,
-    private readonly resource: { key: string; value: { stringValue: string } }[],
+    resource: { key: string; value: { stringValue: string } }[],
     private readonly delayMs: number,
   ) {
     this.request = (url.protocol === "https:" ? https : http).request;
+    this.head = `{"resourceSpans":[{"resource":{"attributes":${JSON.stringify(resource)}},"scopeSpans":[{"scope":{"name":"caravan"},"spans":[`;
   }
 
   add(span: Span): void {
@@ -252,7 +259,7 @@ class Exporter {
       this.dropped++;
       return;
     }
-    this.queue.push(span);
+    this.queue.push(otlpSpan(span));
     if (this.queue.length >= BATCH) void this.flush();
     else if (!this.timer) {
       this.timer = setTimeout(() => void this.flush(), this.delayMs);
@@ -266,23 +273,20 @@ class Exporter {
     if (!this.queue.length) return this.sending;
     const spans = this.queue;
     this.queue = [];
-    const body = JSON.stringify({
-      resourceSpans: [
-        {
-          resource: {
-            attributes: this.dropped
-              ? [
-                  ...this.resource,
-                  { key: "caravan.spans_dropped", value: { stringValue: String(this.dropped) } },
-                ]
-              : this.resource,
-          },
-          scopeSpans: [{ scope: { name: "caravan" }, spans: spans.map(otlpSpan) }],
-        },
-      ],
-    });
-    // One export at a time, in order; a failed one is lost (the receiver counts nothing then).
-    this.sending = this.sending.then(() => current.run(null, () => this.send(body)));
+    if (this.exports >= MAX_EXPORTS) {
+      this.dropped += spans.length;
+      return this.sending;
+    }
+    this.exports++;
+    // How many this process dropped so far, as an attribute of the instrumentation scope.
+    const dropped = this.dropped
+      ? `,"attributes":[{"key":"caravan.spans_dropped","value":{"intValue":"${this.dropped}"}}]`
+      : "";
+    const body = `${this.head.replace('"name":"caravan"}', `"name":"caravan"${dropped}}`)}${spans.join(",")}]}]}]}`;
+    // One export at a time, in order; a failed one is lost.
+    this.sending = this.sending
+      .then(() => current.run(null, () => this.send(body)))
+      .finally(() => this.exports--);
     return this.sending;
   }
 
@@ -305,21 +309,20 @@ class Exporter {
   }
 }
 
-function otlpSpan(s: Span) {
-  return {
-    traceId: s.traceId,
-    spanId: s.spanId,
-    ...(s.parentSpanId ? { parentSpanId: s.parentSpanId } : {}),
-    name: s.name,
-    kind: s.kind,
-    startTimeUnixNano: String(s.start),
-    endTimeUnixNano: String(s.end ?? s.start),
-    attributes: Object.entries(s.attributes).map(([key, v]) => ({
-      key,
-      value: typeof v === "number" ? { intValue: String(v) } : { stringValue: v },
-    })),
-    status: { code: s.status },
-  };
+/**
+ * A span as OTLP/JSON text, written out rather than built as objects and stringified: this
+ * runs once per request (ids are hex and times digits; only names and values need escaping).
+ */
+function otlpSpan(s: Span): string {
+  let attributes = "";
+  for (const key in s.attributes) {
+    const v = s.attributes[key]!;
+    const value =
+      typeof v === "number" ? `{"intValue":"${v}"}` : `{"stringValue":${JSON.stringify(v)}}`;
+    attributes += `${attributes ? "," : ""}{"key":"${key}","value":${value}}`;
+  }
+  const parent = s.parentSpanId ? `"parentSpanId":"${s.parentSpanId}",` : "";
+  return `{"traceId":"${s.traceId}","spanId":"${s.spanId}",${parent}"name":${JSON.stringify(s.name)},"kind":${s.kind},"startTimeUnixNano":"${s.start}000","endTimeUnixNano":"${s.end ?? s.start}000","attributes":[${attributes}],"status":{"code":${s.status}}}`;
 }
 
 /** `OTEL_EXPORTER_OTLP_HEADERS`: `k=v,k2=v2`, values percent-encoded. */
