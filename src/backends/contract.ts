@@ -293,6 +293,17 @@ export interface SpanView {
   attributes: Record<string, unknown>;
 }
 
+/** A log record written within a trace (an app's OTLP logs with its trace and span ids). */
+export interface TraceLogView {
+  timeMs: number;
+  app: string;
+  spanId: string | null;
+  /** OTLP severity text, e.g. "INFO" (empty when the sender gave none). */
+  severity: string;
+  body: string;
+  attributes: Record<string, unknown>;
+}
+
 /** What the receiver took, kept and dropped (when busy), by signal, since it started. */
 export interface TelemetryStats {
   spans: { received: number; stored: number; dropped: number };
@@ -304,8 +315,8 @@ export interface TelemetryStats {
 
 export interface TraceAccess {
   list(filter?: TraceFilter): Promise<{ traces: TraceSummary[]; telemetry: TelemetryStats }>;
-  /** A trace's spans, by start time; `NOT_FOUND` when it has none. */
-  get(traceId: string): Promise<{ traceId: string; spans: SpanView[] }>;
+  /** A trace's spans by start time, and the log records written within it; `NOT_FOUND` when it has no span. */
+  get(traceId: string): Promise<{ traceId: string; spans: SpanView[]; logs: TraceLogView[] }>;
 }
 
 export interface Backend {

@@ -147,7 +147,11 @@ export class ControlPlane implements Backend {
         traces: telemetry.listTraces(filter),
         telemetry: telemetry.stats(),
       }),
-      get: async (traceId) => ({ traceId, spans: telemetry.trace(traceId) }),
+      get: async (traceId) => ({
+        traceId,
+        spans: telemetry.trace(traceId),
+        logs: telemetry.logsOfTrace(traceId),
+      }),
     };
     const tokens = (this.tokenStore = new TokenStore(this.store.database));
     this.tokens = {

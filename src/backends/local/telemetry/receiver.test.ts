@@ -208,14 +208,16 @@ describe("OTLP receiver", () => {
         ],
       }),
     );
-    receiver.flush();
-    const [log] = store.logsOfTrace(TRACE);
-    expect(log).toMatchObject({
-      body: "hello",
-      severityText: "INFO",
-      service: "app1",
-      project: "shop",
-    });
+    expect(receiver.logsOfTrace(TRACE)).toEqual([
+      {
+        timeMs: Number(BigInt(t) / 1000n) / 1000,
+        app: "app1",
+        spanId: "00f067aa0ba902b7",
+        severity: "INFO",
+        body: "hello",
+        attributes: {},
+      },
+    ]);
     expect(store.counts()).toEqual({ spans: 0, logRecords: 1, metricPoints: 2 });
     expect(receiver.stats().metrics).toEqual({ received: 2, stored: 2, dropped: 0 });
   });

@@ -9,7 +9,14 @@
  * add spans without going through HTTP.
  */
 import { CaravanError } from "../../../errors.ts";
-import type { Scope, TelemetryStats, TraceFilter, TraceSummary, SpanView } from "../../contract.ts";
+import type {
+  Scope,
+  SpanView,
+  TelemetryStats,
+  TraceFilter,
+  TraceLogView,
+  TraceSummary,
+} from "../../contract.ts";
 import {
   logRecordsOf,
   metricPointsOf,
@@ -137,6 +144,12 @@ export class TelemetryReceiver {
         `no trace ${traceId} is kept (caravan traces lists them; old ones go after a while)`,
       );
     return spans;
+  }
+
+  /** The log records written within a trace (flushed first, as `trace`). */
+  logsOfTrace(traceId: string): TraceLogView[] {
+    this.flush();
+    return this.store.logsOfTrace(traceId);
   }
 
   /**

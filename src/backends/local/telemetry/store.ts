@@ -7,7 +7,7 @@
  * home's limits, or a project's own from its caravan.config).
  */
 import Database from "better-sqlite3";
-import type { Scope, SpanView, TraceFilter, TraceSummary } from "../../contract.ts";
+import type { Scope, SpanView, TraceFilter, TraceLogView, TraceSummary } from "../../contract.ts";
 import type { LogRecordRow, MetricPointRow, SpanRecord } from "./otlp.ts";
 
 /** Limits per project/domain. */
@@ -275,17 +275,13 @@ export class TelemetryStore {
   }
 
   /** The log records written within a trace (the console shows them beside it). */
-  logsOfTrace(traceId: string): LogRecordRow[] {
+  logsOfTrace(traceId: string): TraceLogView[] {
     return (this.stmts.logsOfTrace.all(traceId.toLowerCase()) as Raw[]).map((r) => ({
-      timeUs: r.time_us,
-      traceId: r.trace_id,
+      timeMs: r.time_us / 1000,
+      app: r.service,
       spanId: r.span_id,
-      severityNumber: r.severity_number,
-      severityText: r.severity_text,
+      severity: r.severity_text,
       body: r.body,
-      service: r.service,
-      project: r.project,
-      domain: r.domain,
       attributes: JSON.parse(r.attributes),
     }));
   }
