@@ -128,4 +128,17 @@ describe("traces across the graph", () => {
     expect(trace.apps).toEqual(["traced"]);
     expect(await traces(sb, "--app", "untraced")).toEqual([]);
   });
+
+  it("caravan.config's telemetry: tracing off for every environment, the project's own limit", async () => {
+    const deployments = (await deploy(sb, [fixture("traces-config/graph.ts")])).by;
+    const app = deployments["py-otel"]!;
+    let answer: { exported: number; otel: Record<string, string> } | undefined;
+    // The app exports a span itself on each call (it has no SDK to turn off): four of them.
+    for (let i = 0; i < 4; i++) answer = JSON.parse((await getText(`${app.endpoint}/export`)).body);
+    expect(answer!.otel.OTEL_SDK_DISABLED).toBe("true");
+    expect(answer!.exported).toBe(200);
+    // At most 2 spans kept for this project/domain: the two newest.
+    const kept = await traces(sb, "--app", "py-otel");
+    expect(kept).toHaveLength(2);
+  });
 });
