@@ -16,7 +16,7 @@ import type {
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
 import { CaravanError, headline } from "./errors.ts";
 import { planDeployment, planToJSON, type Plan, type PlannedEnvironment } from "./plan/plan.ts";
-import { loadConfig, type ResolvedConfig } from "./sdk/config.ts";
+import { loadConfig, type ResolvedConfig, type TelemetryConfig } from "./sdk/config.ts";
 import {
   hasInputs,
   isEnvironment,
@@ -361,13 +361,37 @@ async function readyToDeploy(
       );
       // The file that declares it owns the name (see DeployRequest.source).
       const source = resolve(env.env.declaredAt?.file ?? entry);
-      return { ...built, source, ...(opts.replace ? { replace: true } : {}) };
+      return {
+        ...withTelemetry(built, config.telemetry),
+        source,
+        ...(opts.replace ? { replace: true } : {}),
+      };
     };
     return { plan, backend, known, request };
   } catch (e) {
     if (!opts.backend) await backend.close();
     throw e;
   }
+}
+
+/**
+ * caravan.config's `telemetry`: `tracing: false` turns tracing off for every environment (a
+ * new revision, so running ones restart without it); the limits go to the backend as they are.
+ */
+function withTelemetry(req: DeployRequest, settings: TelemetryConfig | undefined): DeployRequest {
+  if (!settings) return req;
+  const { tracing, ...limits } = settings;
+  const off = tracing === false && req.spec.tracing !== false;
+  return {
+    ...req,
+    ...(off
+      ? {
+          spec: { ...req.spec, tracing: false as const },
+          revision: sha256(req.revision, "tracing:off").slice(0, 12),
+        }
+      : {}),
+    ...(Object.keys(limits).length ? { telemetry: limits } : {}),
+  };
 }
 
 /** What the client works out per environment before the plan runs. */

@@ -61,6 +61,12 @@ export interface DeployRequest {
    * `spec.secrets` (names) itself when it launches the process.
    */
   files?: { hash: string; dir: string };
+  /**
+   * What the backend keeps of this project/domain's telemetry (caravan.config's `telemetry`
+   * limits; the local control plane's receiver). Not part of the revision: changing it
+   * restarts nothing.
+   */
+  telemetry?: TelemetryLimits;
 }
 
 export interface DeployResult extends Partial<Endpoints> {
@@ -170,6 +176,11 @@ export interface RunRequest {
    * restarted mid-request, say) gets the run the first one created instead of a second run.
    */
   requestId?: string;
+  /**
+   * The W3C `traceparent` of the request that asked for the run (the run API takes it from
+   * the header): the run's span joins that trace.
+   */
+  traceparent?: string;
 }
 
 /** Which finished runs `pruneRuns` deletes: older than this, beyond the newest `keep` per project/domain. */
@@ -239,6 +250,77 @@ export interface Change {
   error?: string;
 }
 
+export interface TelemetryLimits {
+  maxSpans?: number;
+  maxLogRecords?: number;
+  maxMetricPoints?: number;
+  maxAgeHours?: number;
+}
+
+/** Which traces to list: newest first. */
+export interface TraceFilter {
+  /** Only traces with a span from this app (its `service.name`). */
+  app?: string;
+  project?: string;
+  domain?: string;
+  /** @default 50 */
+  limit?: number;
+}
+
+/** One trace, summed up. Times are milliseconds (fractional). */
+export interface TraceSummary {
+  traceId: string;
+  /** The name of its root span (the earliest span with no parent in the trace). */
+  root: string;
+  /** The services (apps) with spans in it. */
+  apps: string[];
+  spans: number;
+  startMs: number;
+  durationMs: number;
+  /** "error" when a span's status is an error. */
+  status: "ok" | "error";
+}
+
+/** A span of a trace, as the CLI and the console show it. */
+export interface SpanView {
+  spanId: string;
+  parentSpanId: string | null;
+  name: string;
+  kind: "internal" | "server" | "client" | "producer" | "consumer" | "unspecified";
+  app: string;
+  startMs: number;
+  durationMs: number;
+  status: "unset" | "ok" | "error";
+  statusMessage?: string;
+  attributes: Record<string, unknown>;
+}
+
+/** A log record written within a trace (an app's OTLP logs with its trace and span ids). */
+export interface TraceLogView {
+  timeMs: number;
+  app: string;
+  spanId: string | null;
+  /** OTLP severity text, e.g. "INFO" (empty when the sender gave none). */
+  severity: string;
+  body: string;
+  attributes: Record<string, unknown>;
+}
+
+/** What the receiver took, kept and dropped (when busy), by signal, since it started. */
+export interface TelemetryStats {
+  spans: { received: number; stored: number; dropped: number };
+  logs: { received: number; stored: number; dropped: number };
+  metrics: { received: number; stored: number; dropped: number };
+  /** Items waiting to be written now. */
+  queued: number;
+}
+
+export interface TraceAccess {
+  list(filter?: TraceFilter): Promise<{ traces: TraceSummary[]; telemetry: TelemetryStats }>;
+  /** A trace's spans by start time, and the log records written within it; `NOT_FOUND` when it has no span. */
+  get(traceId: string): Promise<{ traceId: string; spans: SpanView[]; logs: TraceLogView[] }>;
+}
+
 export interface Backend {
   /** Deploys one environment; resolves once it is ready (or unchanged), rejects with a CaravanError. */
   deploy(request: DeployRequest): Promise<DeployResult>;
@@ -278,6 +360,8 @@ export interface Backend {
   rerunJob?(scope: Scope, name: string): Promise<DeployResult>;
   /** Tokens for apps' public endpoints (optional): the backend's gateway checks them. */
   readonly tokens?: TokenAccess;
+  /** The traces its apps reported (optional; the local control plane's OTLP receiver). */
+  readonly traces?: TraceAccess;
   /**
    * Refuses what this backend cannot honour (optional), before anything is deployed: called
    * with every environment of a plan once it is valid.

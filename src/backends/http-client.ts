@@ -19,6 +19,7 @@ import type {
   Scope,
   TokenAccess,
   TokenInfo,
+  TraceAccess,
 } from "./contract.ts";
 import { ROUTES, pathOf } from "./http-routes.ts";
 
@@ -138,6 +139,21 @@ export class HttpBackend implements Backend {
     const body = { ...(scope ? { project: scope.project, domain: scope.domain } : {}), ...opts };
     return (await this.call<{ deleted: string[] }>("POST", ROUTES.runsPrune, body)).deleted;
   }
+
+  readonly traces: TraceAccess = {
+    list: (filter = {}) =>
+      this.call(
+        "GET",
+        pathOf(
+          ROUTES.traces,
+          {},
+          Object.fromEntries(
+            Object.entries(filter).flatMap(([k, v]) => (v === undefined ? [] : [[k, String(v)]])),
+          ),
+        ),
+      ),
+    get: (traceId) => this.call("GET", pathOf(ROUTES.trace, { id: traceId })),
+  };
 
   readonly tokens: TokenAccess = {
     create: async (name) =>

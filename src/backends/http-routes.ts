@@ -48,6 +48,23 @@ export const ROUTES = {
   shutdown: "/v1/shutdown",
   /** Prometheus text. */
   metrics: "/metrics",
+  /** GET the newest traces (`?app=&project=&domain=&limit=`), with the receiver's counters. */
+  traces: "/v1/traces",
+  /** GET one trace's spans. */
+  trace: "/v1/traces/:id",
+} as const;
+
+/**
+ * The OTLP/HTTP receiver, on the API's own port under this path: an exporter given
+ * `OTEL_EXPORTER_OTLP_ENDPOINT=<api>/otlp` posts to `/otlp/v1/traces`, `/otlp/v1/logs` and
+ * `/otlp/v1/metrics` (protobuf or JSON), authenticated by the run token in
+ * `OTEL_EXPORTER_OTLP_HEADERS`. Under a prefix, since OTLP's own `/v1/logs` is the API's.
+ */
+export const OTLP_BASE = "/otlp";
+export const OTLP_ROUTES = {
+  traces: `${OTLP_BASE}/v1/traces`,
+  logs: `${OTLP_BASE}/v1/logs`,
+  metrics: `${OTLP_BASE}/v1/metrics`,
 } as const;
 
 /** The HTTP status of an error answer, by the error's code (anything else: 422). */

@@ -37,6 +37,34 @@ describe("launch environment", () => {
     expect(Object.values(env)).not.toContain("TOKEN");
   });
 
+  test("with a receiver: the standard OTEL_* variables (the app's own win)", () => {
+    const env = launchEnvironment(
+      { ...src, revision: "abc123" },
+      {
+        inputsFile: "",
+        apiUrl: "",
+        otlp: { endpoint: "http://127.0.0.1:7/otlp", replica: "4100" },
+      },
+    );
+    expect(env).toMatchObject({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:7/otlp",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+      OTEL_SERVICE_NAME: "web",
+      OTEL_RESOURCE_ATTRIBUTES:
+        "caravan.project=shop,caravan.domain=dev,caravan.revision=abc123,caravan.replica=4100",
+    });
+    expect(env.OTEL_SDK_DISABLED).toBeUndefined();
+    const own = launchEnvironment(
+      { ...src, spec: { ...spec, envVars: { OTEL_SERVICE_NAME: "mine" }, tracing: false } },
+      { inputsFile: "", apiUrl: "", otlp: { endpoint: "http://x/otlp" } },
+    );
+    expect(own.OTEL_SERVICE_NAME).toBe("mine");
+    expect(own.OTEL_SDK_DISABLED).toBe("true");
+    // Without a receiver (a cluster with no collector named): none at all.
+    const none = launchEnvironment(src, { inputsFile: "", apiUrl: "" });
+    expect(Object.keys(none).filter((k) => k.startsWith("OTEL_"))).toEqual([]);
+  });
+
   test("a command's argv is expanded from the same variables", () => {
     const env = launchEnvironment(src, { inputsFile: "", apiUrl: "" });
     expect(commandArgv(src, env, 4000)).toEqual([

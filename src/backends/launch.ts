@@ -19,6 +19,8 @@ export interface LaunchSource {
   inputs: Record<string, string>;
   /** Endpoints of the app dependencies, by name. */
   dependencies: Record<string, Endpoints>;
+  /** The revision being launched (a deploy request's), for telemetry's resource attributes. */
+  revision?: string;
 }
 
 /** Where the backend puts what a process reaches at run time. */
@@ -27,6 +29,12 @@ export interface LaunchSettings {
   inputsFile: string;
   /** The run API's URL (`CARAVAN_API_URL`), or "" where there is none. */
   apiUrl: string;
+  /**
+   * Where the process sends OpenTelemetry data (OTLP over HTTP), if anywhere: the standard
+   * `OTEL_*` variables are set only then. `replica` names the process among its app's
+   * replicas. The credential (`OTEL_EXPORTER_OTLP_HEADERS`) is the backend's to add.
+   */
+  otlp?: { endpoint: string; replica?: string };
 }
 
 /** The environment variables of a process of `src` (no secrets, no run token). */
@@ -51,7 +59,39 @@ export function launchEnvironment(
     CARAVAN_INPUTS_FILE: settings.inputsFile,
     [API_URL_ENV]: settings.apiUrl,
   };
-  return Object.assign(env, launch);
+  Object.assign(env, launch);
+  if (settings.otlp) Object.assign(env, otelVariables(src, settings.otlp));
+  return env;
+}
+
+/**
+ * The OpenTelemetry SDK's standard variables, so an app in any language with an SDK reports
+ * to caravan as it is: the service is the environment, the resource says where it runs.
+ * What the app declares itself (`envVars`) wins. `tracing: false` sets `OTEL_SDK_DISABLED`,
+ * the switch every SDK (and caravan's runtime) honours.
+ */
+function otelVariables(
+  src: LaunchSource,
+  otlp: NonNullable<LaunchSettings["otlp"]>,
+): Record<string, string> {
+  const resource: [string, string | undefined][] = [
+    ["caravan.project", src.scope.project],
+    ["caravan.domain", src.scope.domain],
+    ["caravan.revision", src.revision],
+    ["caravan.replica", otlp.replica],
+  ];
+  const vars: Record<string, string> = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint,
+    OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+    OTEL_SERVICE_NAME: src.name,
+    OTEL_RESOURCE_ATTRIBUTES: resource
+      .filter(([, v]) => v)
+      .map(([k, v]) => `${k}=${encodeURIComponent(v!)}`)
+      .join(","),
+    ...(src.spec.tracing === false ? { OTEL_SDK_DISABLED: "true" } : {}),
+  };
+  for (const key of Object.keys(vars)) if (key in src.spec.envVars) delete vars[key];
+  return vars;
 }
 
 /**

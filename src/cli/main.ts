@@ -16,6 +16,7 @@ import { registerImage } from "./commands/image.ts";
 import { registerInit } from "./commands/init.ts";
 import { registerDev } from "./commands/dev.ts";
 import { registerConsole } from "./commands/console.ts";
+import { registerTraces } from "./commands/traces.ts";
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
@@ -58,6 +59,7 @@ Examples:
   registerInit(program, ctx);
   registerDev(program, ctx);
   registerConsole(program, ctx);
+  registerTraces(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

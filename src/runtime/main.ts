@@ -35,8 +35,12 @@ import {
   type TaskErrorInfo,
   type TaskOutcome,
 } from "./protocol.ts";
+import { startTracing } from "./tracing.ts";
 
 const send = (message: RuntimeMessage) => process.send?.(message);
+
+/** Traces requests, calls and task runs (before the user's code loads), unless turned off. */
+const tracer = startTracing();
 
 /** Whether the app serves yet, for the health endpoint. */
 let serving = false;
@@ -160,6 +164,7 @@ async function serveApp(env: AppEnvironment, config: RuntimeConfig, go: Promise<
         code = 1;
       }
     }
+    await tracer?.flush();
     process.exit(code);
   };
   process.on("SIGTERM", shutdown);
@@ -179,6 +184,9 @@ async function serveTasks(env: TaskEnvironment, go: Promise<void>) {
   send({ type: "loaded", tasks: [...env.tasks.values()].map((t) => t.id) });
   await go;
   const current = new AsyncLocalStorage<string>();
+  // A run is tagged with its id (for its logs) and, when traced, runs under its span.
+  const inRun = (m: { runId: string; traceparent?: string }, fn: () => Promise<void>) =>
+    current.run(m.runId, () => (tracer ? tracer.withParent(m.traceparent, fn) : fn()));
   for (const stream of [process.stdout, process.stderr]) {
     const write = stream.write.bind(stream) as (...a: unknown[]) => boolean;
     stream.write = ((chunk: unknown, ...rest: unknown[]) => {
@@ -190,7 +198,7 @@ async function serveTasks(env: TaskEnvironment, go: Promise<void>) {
   process.on("message", (m: PlaneMessage) => {
     if (m?.type !== "run") return;
     const task = [...env.tasks.values()].find((t) => t.id === m.task);
-    void current.run(m.runId, async () => {
+    void inRun(m, async () => {
       try {
         if (!task) throw new Error(`this revision of ${env.name} has no task "${m.task}"`);
         const output = await task(...m.args);

@@ -12,7 +12,8 @@
  *
  * A task worker then takes runs, one at a time:
  *
- *   plane   -> { type: "run", runId, task, args }
+ *   plane   -> { type: "run", runId, task, args, traceparent? }  (the run's span: the parent
+ *                                                   of what the task does, when traced)
  *   runtime -> { type: "log", runId, text }        what the task printed (also in the env's log)
  *   runtime -> { type: "result", runId, ok, output | error }
  *
@@ -26,7 +27,8 @@ export type RuntimeMessage =
   | ({ type: "result"; runId: string } & TaskOutcome);
 
 export type PlaneMessage =
-  { type: "start" } | { type: "run"; runId: string; task: string; args: unknown[] };
+  | { type: "start" }
+  | { type: "run"; runId: string; task: string; args: unknown[]; traceparent?: string };
 
 /** What a task attempt ended with; an error keeps the task's own message and stack. */
 export type TaskOutcome = { ok: true; output: unknown } | { ok: false; error: TaskErrorInfo };

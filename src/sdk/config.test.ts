@@ -182,7 +182,19 @@ describe("malformed config files", () => {
     [
       "projcet",
       "shop",
-      "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes)",
+      "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, telemetry)",
+    ],
+    ["telemetry", { tracing: "no" }, ".tracing must be true or false"],
+    ["telemetry", { maxSpans: 0 }, ".maxSpans must be a whole number >= 1"],
+    [
+      "telemetry",
+      { maxAge: 1 },
+      ".maxAge is not a telemetry setting (known: tracing, maxSpans, maxLogRecords, maxMetricPoints, maxAgeHours)",
+    ],
+    [
+      "kubernetes",
+      { otlpEndpoint: "collector:4318" },
+      '.otlpEndpoint must be a URL like "http://otel-collector.observability:4318"',
     ],
   ])("names the file, the field %s, the bad value and the rule", async (field, value, rule) => {
     const file = write("caravan.config.json", JSON.stringify({ [field]: value }));
@@ -210,6 +222,20 @@ describe("malformed config files", () => {
     expect(err.message).toContain(file);
     expect(err.message).toContain(`expected an object with project, domain`);
     expect(err.message).toContain(`got ${shown}`);
+  });
+
+  it("reads telemetry settings and a cluster's OTLP collector", async () => {
+    write(
+      "caravan.config.json",
+      JSON.stringify({
+        telemetry: { tracing: false, maxSpans: 500, maxAgeHours: 0.5 },
+        kubernetes: { otlpEndpoint: "http://otel-collector.observability:4318" },
+      }),
+    );
+    expect(await loadConfig(root)).toMatchObject({
+      telemetry: { tracing: false, maxSpans: 500, maxAgeHours: 0.5 },
+      kubernetes: { otlpEndpoint: "http://otel-collector.observability:4318" },
+    });
   });
 
   it("validateConfig accepts null as no settings", () => {

@@ -18,6 +18,25 @@ export interface CaravanConfig {
   controlPlane?: string;
   /** Where the kubernetes backend deploys. Kubeconfig comes the standard way (KUBECONFIG, ~/.kube/config). */
   kubernetes?: KubernetesConfig;
+  /** Tracing and what the local control plane keeps of this project/domain's telemetry. */
+  telemetry?: TelemetryConfig;
+}
+
+/**
+ * @example { tracing: false } // no environment of this project is traced
+ * @example { maxSpans: 20000, maxAgeHours: 6 }
+ */
+export interface TelemetryConfig {
+  /** `false`: as `tracing: false` on every environment deployed with this config. @default true */
+  tracing?: boolean;
+  /** The newest this many spans of this project/domain are kept (locally). @default 100000 */
+  maxSpans?: number;
+  /** ... log records. @default 100000 */
+  maxLogRecords?: number;
+  /** ... metric points. @default 100000 */
+  maxMetricPoints?: number;
+  /** Nothing older (hours) is kept. @default 24 */
+  maxAgeHours?: number;
 }
 
 export type BackendName = "local" | "kubernetes";
@@ -28,6 +47,11 @@ export interface KubernetesConfig {
   context?: string;
   /** Namespace for this project/domain. @default "<project>-<domain>" */
   namespace?: string;
+  /**
+   * An OpenTelemetry collector's OTLP/HTTP base URL (e.g. "http://otel-collector.observability:4318"):
+   * pods get the standard `OTEL_*` variables pointing there. Unset: no `OTEL_*` variables.
+   */
+  otlpEndpoint?: string;
   /** Where built images are pushed and pulled from, e.g. "registry.example.com/team". */
   registry?: string;
   /**
@@ -43,6 +67,7 @@ export interface ResolvedConfig {
   backend: BackendName;
   controlPlane?: string;
   kubernetes?: KubernetesConfig;
+  telemetry?: TelemetryConfig;
   /** The config file used, if any. */
   file?: string;
 }
@@ -137,13 +162,25 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
             k8s.registry = v as string;
           } else if (k === "ingress") {
             k8s.ingress = ingressSettings(v, bad);
-          } else bad(`has an unknown field "${k}" (known: context, namespace, registry, ingress)`);
+          } else if (k === "otlpEndpoint") {
+            if (typeof v !== "string" || !/^https?:\/\/[^\s]+$/.test(v))
+              bad('.otlpEndpoint must be a URL like "http://otel-collector.observability:4318"');
+            k8s.otlpEndpoint = v as string;
+          } else
+            bad(
+              `has an unknown field "${k}" (known: context, namespace, registry, ingress, otlpEndpoint)`,
+            );
         }
         out.kubernetes = k8s;
         break;
       }
+      case "telemetry":
+        out.telemetry = telemetrySettings(value, bad);
+        break;
       default:
-        bad("is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes)");
+        bad(
+          "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, telemetry)",
+        );
     }
   }
   return out;
@@ -201,6 +238,7 @@ export async function loadConfig(
     backend: backend as BackendName,
     ...(fromFile.controlPlane ? { controlPlane: fromFile.controlPlane } : {}),
     ...(kubernetes ? { kubernetes } : {}),
+    ...(fromFile.telemetry ? { telemetry: fromFile.telemetry } : {}),
     ...(file ? { file } : {}),
   };
 }
@@ -238,6 +276,28 @@ function ingressSettings(
         bad('.ingress.className must be an IngressClass name like "nginx"');
       out.className = v as string;
     } else bad(`.ingress has an unknown field "${k}" (known: domain, className)`);
+  }
+  return out;
+}
+
+function telemetrySettings(value: unknown, bad: (why: string) => never): TelemetryConfig {
+  if (!isPlainObject(value)) bad("must be an object like { tracing: false, maxSpans: 20000 }");
+  const out: TelemetryConfig = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (k === "tracing") {
+      if (typeof v !== "boolean") bad(".tracing must be true or false");
+      out.tracing = v as boolean;
+    } else if (k === "maxSpans" || k === "maxLogRecords" || k === "maxMetricPoints") {
+      if (!Number.isSafeInteger(v) || (v as number) < 1) bad(`.${k} must be a whole number >= 1`);
+      out[k] = v as number;
+    } else if (k === "maxAgeHours") {
+      if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v))
+        bad(".maxAgeHours must be a number of hours > 0");
+      out.maxAgeHours = v as number;
+    } else
+      bad(
+        `.${k} is not a telemetry setting (known: tracing, maxSpans, maxLogRecords, maxMetricPoints, maxAgeHours)`,
+      );
   }
   return out;
 }

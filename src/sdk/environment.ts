@@ -43,6 +43,12 @@ export interface EnvironmentOptions {
   resources?: Resources;
   /** Plain environment variables for the process. */
   envVars?: Record<string, string>;
+  /**
+   * `false`: caravan's runtime does not trace this environment's requests, calls and task
+   * runs, and `OTEL_SDK_DISABLED=true` turns off any OpenTelemetry SDK in it.
+   * @default true
+   */
+  tracing?: boolean;
   secrets?: SecretRef[];
   description?: string;
   /** Settings only the kubernetes backend reads (the local backend ignores them). */
@@ -153,6 +159,7 @@ const COMMON_KEYS = [
   "image",
   "resources",
   "envVars",
+  "tracing",
   "secrets",
   "description",
 ];
@@ -186,6 +193,7 @@ export abstract class Environment {
   readonly image?: Image;
   readonly resources?: NormalizedResources;
   readonly envVars: Record<string, string>;
+  readonly tracing: boolean = true;
   readonly secrets: { key: string; envVar: string }[];
   readonly description?: string;
   readonly kubernetes?: KubernetesOptions;
@@ -225,6 +233,15 @@ export abstract class Environment {
     const resources = normalizeResources(opts.resources, where);
     if (resources) this.resources = resources;
     this.envVars = validateEnvVars(opts.envVars, where);
+    if (opts.tracing !== undefined) {
+      if (typeof opts.tracing !== "boolean")
+        fail(
+          "VALIDATION",
+          where,
+          `tracing must be true or false, got ${describeValue(opts.tracing)}`,
+        );
+      this.tracing = opts.tracing;
+    }
     this.secrets = normalizeSecrets(opts.secrets, where);
     if (opts.description !== undefined) this.description = String(opts.description);
     if (opts.kubernetes !== undefined)
@@ -287,6 +304,7 @@ export abstract class Environment {
       image: this.image?.toJSON(),
       resources: this.resources,
       envVars: this.envVars,
+      ...(this.tracing ? {} : { tracing: false as const }),
       secrets: this.secrets,
       description: this.description,
       kubernetes: this.kubernetes,

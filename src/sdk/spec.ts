@@ -36,6 +36,11 @@ interface CommonSpec {
   image?: ImageSpec & { tag: string };
   resources?: NormalizedResources;
   envVars: Record<string, string>;
+  /**
+   * `false`: caravan's runtime traces nothing and `OTEL_SDK_DISABLED=true` is set (absent:
+   * traced, so specs from before tracing keep their hash).
+   */
+  tracing?: false;
   /** Secret names and the variables they arrive in; never values. */
   secrets: { key: string; envVar: string }[];
   description?: string;

@@ -181,6 +181,8 @@ export class KubernetesBackend implements Backend {
     // The gateway serves public endpoints and the run API apps call tasks through.
     await this.exposure.ensureGateway(namespace, req);
     const { ctx, content } = contentFor(req, namespace, this.config.kubernetes?.registry);
+    if (this.config.kubernetes?.otlpEndpoint)
+      ctx.otlpEndpoint = this.config.kubernetes.otlpEndpoint;
     ctx.api = { url: runApiUrl(namespace), token: { name: GATEWAY_NAME, key: RUN_TOKEN_KEY } };
     await this.content.upload(req, namespace, content);
     if (req.spec.kind === "task") {
@@ -483,6 +485,8 @@ export class KubernetesBackend implements Backend {
   /** The objects a deploy of `req` writes, content first, as `deploy` applies them. */
   private objectsOf(req: DeployRequest, namespace: string): KubeObject[] {
     const { ctx, content } = contentFor(req, namespace, this.config.kubernetes?.registry);
+    if (this.config.kubernetes?.otlpEndpoint)
+      ctx.otlpEndpoint = this.config.kubernetes.otlpEndpoint;
     const own =
       req.spec.kind === "task"
         ? [...taskObjects(req, ctx), registrationJob({ ...req, spec: req.spec }, ctx)]

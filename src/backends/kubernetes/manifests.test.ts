@@ -109,6 +109,21 @@ describe("an app's objects", () => {
     expect(c.lifecycle.preStop.sleep.seconds).toBeGreaterThan(0);
   });
 
+  test("OTEL_* variables only when the config names a collector (kubernetes.otlpEndpoint)", () => {
+    const envOf = (c: ManifestContext) =>
+      Object.fromEntries(
+        (
+          appObjects(req, c).find((o) => o.kind === "Deployment") as any
+        ).spec.template.spec.containers[0].env.map((e: any) => [e.name, e.value]),
+      );
+    expect(Object.keys(envOf(ctx)).filter((k) => k.startsWith("OTEL_"))).toEqual([]);
+    expect(envOf({ ...ctx, otlpEndpoint: "http://collector.obs:4318" })).toMatchObject({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector.obs:4318",
+      OTEL_SERVICE_NAME: "web",
+      OTEL_RESOURCE_ATTRIBUTES: "caravan.project=shop,caravan.domain=dev,caravan.revision=abc123",
+    });
+  });
+
   test("Service: ClusterIP on port 80 to the app's port, selecting its pods", () => {
     const s = find("Service");
     expect(s.spec.type).toBe("ClusterIP");

@@ -183,6 +183,8 @@ export interface ManifestContext {
   route?: Record<string, string>;
   /** The run API apps call tasks through, and the Secret entry holding its token. */
   api?: { url: string; token: { name: string; key: string } };
+  /** The OpenTelemetry collector pods report to (`kubernetes.otlpEndpoint`), if any. */
+  otlpEndpoint?: string;
 }
 
 /** Everything to apply for an app, in apply order (the Deployment last but one, then the Service). */
@@ -335,6 +337,7 @@ function processParts(req: DeployRequest, ctx: ManifestContext, runtimePort: num
   const env = launchEnvironment(src, {
     inputsFile: POD_PATHS.inputsFile,
     apiUrl: ctx.api?.url ?? "",
+    ...(ctx.otlpEndpoint ? { otlp: { endpoint: ctx.otlpEndpoint } } : {}),
   });
   const containerEnv: Record<string, unknown>[] = Object.entries(env)
     .sort(([a], [b]) => (a < b ? -1 : 1))
@@ -542,7 +545,11 @@ export function taskObjects(
         // Its variables (env vars, dependency endpoints, caravan's), built like an app's.
         // With the run API's URL: a task may run other tasks (its token comes by reference).
         launch: JSON.stringify(
-          launchEnvironment(req, { inputsFile: "", apiUrl: ctx.api?.url ?? "" }),
+          launchEnvironment(req, {
+            inputsFile: "",
+            apiUrl: ctx.api?.url ?? "",
+            ...(ctx.otlpEndpoint ? { otlp: { endpoint: ctx.otlpEndpoint } } : {}),
+          }),
         ),
         tasks: JSON.stringify(tasks),
       },

@@ -21,6 +21,7 @@ import type {
   RunRequest,
   Scope,
   TokenAccess,
+  TraceAccess,
 } from "../contract.ts";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
@@ -50,6 +51,9 @@ import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "
 import { findOrphans } from "./orphans.ts";
 import { homeId } from "../home.ts";
 import { StartQueue, type StartStats } from "./start-queue.ts";
+import { TelemetryReceiver } from "./telemetry/receiver.ts";
+import { TelemetryStore, telemetryRetentionFrom } from "./telemetry/store.ts";
+import { OTLP_BASE } from "../http-routes.ts";
 
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
 const BACKOFF_FIRST_MS = 250;
@@ -123,6 +127,10 @@ export class ControlPlane implements Backend {
   readonly tokens: TokenAccess;
   /** Listens on every app's endpoints and forwards to its replicas. */
   readonly gateway: Gateway;
+  /** What apps report over OTLP (and the spans caravan records itself, e.g. task runs). */
+  readonly telemetry: TelemetryReceiver;
+  /** The traces capability of the contract, over `telemetry`. */
+  readonly traces: TraceAccess;
   /** Ready replicas of each app, by environment key. */
   private readonly replicas = new Map<string, ReplicaProc[]>();
   /** The revision each app serves (its row), while its endpoints are open. */
@@ -163,6 +171,20 @@ export class ControlPlane implements Backend {
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
+    const telemetry = (this.telemetry = new TelemetryReceiver(
+      new TelemetryStore(paths.telemetry, telemetryRetentionFrom(process.env)),
+    ));
+    this.traces = {
+      list: async (filter) => ({
+        traces: telemetry.listTraces(filter),
+        telemetry: telemetry.stats(),
+      }),
+      get: async (traceId) => ({
+        traceId,
+        spans: telemetry.trace(traceId),
+        logs: telemetry.logsOfTrace(traceId),
+      }),
+    };
     const tokens = (this.tokenStore = new TokenStore(this.store.database));
     this.tokens = {
       create: async (name) => tokens.create(name),
@@ -189,6 +211,7 @@ export class ControlPlane implements Backend {
         return launch;
       },
       forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
+      recordSpan: (span) => this.telemetry.recordSpan(span),
     });
     this.jobs = new JobRunner({
       store: this.store,
@@ -334,6 +357,8 @@ export class ControlPlane implements Backend {
 
   async deploy(req: DeployRequest): Promise<DeployResult> {
     refuseFixedPort(req);
+    // The project's own telemetry limits (or, without any, the home's), even when unchanged.
+    this.telemetry.setRetention(req.scope, req.telemetry);
     const scope = req.scope;
     const key = keyOf(scope, req.name);
     return this.serialized(key, async () => {
@@ -862,6 +887,7 @@ export class ControlPlane implements Backend {
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
     const discarding = [...this.prepared.keys()].map((key) => this.discardPrepared(key));
     await Promise.allSettled([...this.locks.values(), ...discarding]);
+    this.telemetry.close();
     this.store.close();
   }
 
@@ -1390,6 +1416,15 @@ export class ControlPlane implements Backend {
     const env = launchEnvironment(req, {
       inputsFile: this.writeInputsFile(row),
       apiUrl: this.apiAccess?.url ?? "",
+      // The receiver is on the API's port, under its own path (see http-routes.ts).
+      ...(this.apiAccess
+        ? {
+            otlp: {
+              endpoint: `${this.apiAccess.url}${OTLP_BASE}`,
+              ...(port ? { replica: String(port) } : {}),
+            },
+          }
+        : {}),
     });
     // Where a process listens: loopback only, behind the gateway (JS apps are told so in
     // their runtime config; a command app reads $HOST).
@@ -1397,7 +1432,12 @@ export class ControlPlane implements Backend {
     // Expansion in arguments sees everything but secrets and the run token (credentials: an
     // argv is visible to every user): both are added after.
     const argv = commandArgv(req, env, port);
-    if (this.apiAccess) env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
+    if (this.apiAccess) {
+      env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
+      // OTLP exporters authenticate with the same scoped token (the receiver takes it).
+      if (env.OTEL_EXPORTER_OTLP_ENDPOINT && !("OTEL_EXPORTER_OTLP_HEADERS" in spec.envVars))
+        env.OTEL_EXPORTER_OTLP_HEADERS = `authorization=Bearer%20${env[API_TOKEN_ENV]}`;
+    }
     // Secret values are read from the store at launch: never from the request or the store DB.
     if (spec.secrets.length) {
       const values = new SecretStore(this.paths.secrets).resolve(

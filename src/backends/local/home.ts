@@ -10,6 +10,8 @@ export function homePaths(home = caravanHome()) {
   return {
     ...clientPaths(home),
     db: join(home, "state.db"),
+    /** Spans, log records and metric points apps report (OTLP), apart from the state. */
+    telemetry: join(home, "telemetry.db"),
     token: join(home, "token"),
     daemonFile: join(home, "daemon.json"),
     daemonLock: join(home, "daemon.lock"),

@@ -18,6 +18,15 @@ import {
   outputTooLarge,
 } from "../../sdk/run-limits.ts";
 import type { AppProcess, Launch } from "./supervisor.ts";
+import type { SpanRecord } from "./telemetry/otlp.ts";
+import {
+  SpanKind,
+  StatusCode,
+  formatTraceparent,
+  newSpanId,
+  newTraceId,
+  parseTraceparent,
+} from "../../runtime/trace-context.ts";
 
 /** Most workers one task environment runs at once (runs beyond wait in its queue). */
 const MAX_WORKERS = 8;
@@ -69,10 +78,21 @@ interface Pool {
   running: Map<string, number>;
 }
 
-/** What the runner needs from the control plane: start a worker process, forget one. */
+/**
+ * What the runner needs from the control plane: start a worker process, forget one, and
+ * (optionally) keep the span of a finished run.
+ */
 export interface WorkerHost {
   spawnWorker(row: EnvironmentRow): Launch;
   forgetWorker(proc: AppProcess): void;
+  recordSpan?(span: SpanRecord): void;
+}
+
+/** A run's span: in the trace of the request that asked for it, or a trace of its own. */
+interface RunSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string | null;
 }
 
 export class TaskRunner {
@@ -80,7 +100,10 @@ export class TaskRunner {
   /** Set by close(): nothing new starts. */
   private closing = false;
   /** Runs not finished yet, with whoever waits for them. */
-  private readonly active = new Map<string, { run: RunRecord; waiters: Set<() => void> }>();
+  private readonly active = new Map<
+    string,
+    { run: RunRecord; waiters: Set<() => void>; span?: RunSpan }
+  >();
 
   constructor(
     private readonly store: Store,
@@ -192,7 +215,16 @@ export class TaskRunner {
       createdAt: now(),
     };
     this.store.insertRun(run, req.requestId);
-    this.active.set(run.id, { run, waiters: new Set() });
+    const parent = parseTraceparent(req.traceparent);
+    const traced = this.host.recordSpan && row.request.spec.tracing !== false;
+    const span: RunSpan | undefined = traced
+      ? {
+          traceId: parent?.traceId ?? newTraceId(),
+          spanId: newSpanId(),
+          parentSpanId: parent?.spanId ?? null,
+        }
+      : undefined;
+    this.active.set(run.id, { run, waiters: new Set(), ...(span ? { span } : {}) });
     const pool = this.pools.get(keyOf(req.scope, envName)) ?? this.poolFor(row);
     this.execute(pool.key, run, spec).catch((e: Error) => {
       // Never expected; a run must not stay "running" (nor take the control plane down).
@@ -346,6 +378,7 @@ export class TaskRunner {
     this.store.updateRun(run);
     const active = this.active.get(run.id);
     this.active.delete(run.id);
+    if (active?.span) this.host.recordSpan!(runSpanRecord(run, active.span));
     for (const wake of active?.waiters ?? []) wake();
   }
 
@@ -409,7 +442,16 @@ export class TaskRunner {
         );
       }, task.timeout * 1000);
     }
-    if (!w.proc!.send({ type: "run", runId: run.id, task: task.id, args: run.args })) {
+    // With the run's span as the parent of what the task does (its calls, when traced).
+    const span = this.active.get(run.id)?.span;
+    const message = {
+      type: "run" as const,
+      runId: run.id,
+      task: task.id,
+      args: run.args,
+      ...(span ? { traceparent: formatTraceparent(span) } : {}),
+    };
+    if (!w.proc!.send(message)) {
       w.retired = true;
       settle(failure("WorkerExited", `the worker for ${task.id} went away before the run started`));
     }
@@ -507,4 +549,31 @@ function bounded(error: TaskErrorInfo): TaskErrorInfo {
 
 function failure(name: string, message: string): { ok: false; error: TaskErrorInfo } {
   return { ok: false, error: { name, message } };
+}
+
+/** The span of a finished run, under the task environment's name (its `service.name`). */
+function runSpanRecord(run: RunRecord, span: RunSpan): SpanRecord {
+  const startMs = Date.parse(run.createdAt);
+  const endMs = Date.parse(run.finishedAt ?? run.createdAt);
+  return {
+    ...span,
+    name: `run ${run.task}`,
+    kind: SpanKind.consumer,
+    service: run.environment,
+    project: run.project,
+    domain: run.domain,
+    startUs: startMs * 1000,
+    endUs: Math.max(startMs, endMs) * 1000,
+    status: run.status === "succeeded" ? StatusCode.ok : StatusCode.error,
+    ...(run.error
+      ? { statusMessage: `${run.error.name}: ${run.error.message}`.slice(0, 1000) }
+      : {}),
+    attributes: {
+      "caravan.run.id": run.id,
+      "caravan.task": run.task,
+      "caravan.run.status": run.status,
+      "caravan.run.attempts": run.attempts,
+      "caravan.revision": run.revision,
+    },
+  };
 }

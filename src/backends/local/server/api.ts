@@ -7,7 +7,9 @@ import { Readable } from "node:stream";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { DeployRequest, RunFilter, RunPrune, RunRequest, Scope } from "../../contract.ts";
 import { MAX_RUN_ARGS_BYTES } from "../../../sdk/run-limits.ts";
-import { HTTP_STATUS_OF, ROUTES, runRequestOf } from "../../http-routes.ts";
+import { HTTP_STATUS_OF, OTLP_BASE, OTLP_ROUTES, ROUTES, runRequestOf } from "../../http-routes.ts";
+import type { TraceFilter } from "../../contract.ts";
+import { parseTraceparent, TRACEPARENT } from "../../../runtime/trace-context.ts";
 import { runTokenScope, type ControlPlane } from "../control-plane.ts";
 import { CaravanError, isCaravanError } from "../../../errors.ts";
 import { checkRequest } from "./validate.ts";
@@ -20,6 +22,9 @@ import {
   registerConsole,
 } from "./console.ts";
 import { registerWatch } from "./watch.ts";
+
+/** An OTLP export request's size, at most (an SDK's batch is far smaller). */
+const OTLP_BODY_LIMIT = 8 * 1024 * 1024;
 
 export function buildApi(
   plane: ControlPlane,
@@ -58,8 +63,10 @@ export function buildApi(
     if (isConsoleLogin(req.url) || hasConsoleSession(req, plane)) return;
     if (isConsolePath(req.url))
       return refuseConsole(reply, "This page needs a session from a login link.");
+    // A run token (apps', task workers') starts runs and exports telemetry, nothing else.
     const scope =
-      req.url.startsWith(ROUTES.runs) && header.startsWith("Bearer run_")
+      (req.url.startsWith(ROUTES.runs) || req.url.startsWith(`${OTLP_BASE}/`)) &&
+      header.startsWith("Bearer run_")
         ? runTokenScope(token, header.slice(7))
         : undefined;
     if (scope) runScopes.set(req.raw, scope);
@@ -98,7 +105,13 @@ export function buildApi(
   );
 
   // `starts`: the start queue's counters (bound, starting, waiting, the most ever at once).
-  app.get(ROUTES.health, async () => ({ ok: true, pid: process.pid, starts: plane.startStats() }));
+  // `telemetry`: what the OTLP receiver took, kept and dropped (see telemetry/receiver.ts).
+  app.get(ROUTES.health, async () => ({
+    ok: true,
+    pid: process.pid,
+    starts: plane.startStats(),
+    telemetry: plane.telemetry.stats(),
+  }));
 
   app.post<{ Body: DeployRequest }>(ROUTES.deploy, async (req) => plane.deploy(req.body));
   app.post<{ Params: { name: string }; Body: { scope?: Scope } }>(ROUTES.jobRerun, async (req) => {
@@ -171,6 +184,9 @@ export function buildApi(
     async (req, reply) => {
       runRequestOf(req.body);
       allowed(req, req.body.scope);
+      // The caller's trace (its runtime sends the header): the run's span joins it.
+      const parent = parseTraceparent(req.headers[TRACEPARENT]);
+      if (parent && !req.body.traceparent) req.body.traceparent = String(req.headers[TRACEPARENT]);
       const run = await plane.startRun(req.body, { waitMs: waitOf(req.query) });
       return reply.code(201).send({ run });
     },
@@ -238,6 +254,33 @@ export function buildApi(
       return { runs: await plane.listRuns(scope, filter) };
     },
   );
+
+  // OTLP/HTTP: protobuf or JSON in; the answer in the request's encoding (an empty
+  // protobuf message is a valid export response). What the queue cannot take is dropped and
+  // counted, never waited for.
+  app.addContentTypeParser(
+    "application/x-protobuf",
+    { parseAs: "buffer", bodyLimit: OTLP_BODY_LIMIT },
+    (_req, body, done) => done(null, body),
+  );
+  for (const signal of ["traces", "logs", "metrics"] as const) {
+    app.post(OTLP_ROUTES[signal], { bodyLimit: OTLP_BODY_LIMIT }, async (req, reply) => {
+      const answer = plane.telemetry.accept(signal, req.body, runScopes.get(req.raw));
+      if (Buffer.isBuffer(req.body))
+        return reply.type("application/x-protobuf").send(Buffer.alloc(0));
+      return answer;
+    });
+  }
+  app.get<{ Querystring: TraceFilter & { limit?: string } }>(ROUTES.traces, async (req) => {
+    const { app: name, project, domain, limit } = req.query;
+    return plane.traces.list({
+      ...(name ? { app: name } : {}),
+      ...(project ? { project } : {}),
+      ...(domain ? { domain } : {}),
+      ...(limit ? { limit: Number(limit) } : {}),
+    });
+  });
+  app.get<{ Params: { id: string } }>(ROUTES.trace, async (req) => plane.traces.get(req.params.id));
 
   // Prometheus exposition of the gateway's traffic.
   app.get(ROUTES.metrics, async (_req, reply) =>

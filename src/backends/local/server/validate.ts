@@ -103,6 +103,17 @@ export function checkDeployRequest(body: unknown): void {
     string(f.hash, "files.hash", HASH);
     string(f.dir, "files.dir", ABSOLUTE);
   });
+  optional(b.telemetry, (v) => {
+    const t = object(v, "telemetry");
+    for (const [k, n] of Object.entries(t))
+      if (
+        !["maxSpans", "maxLogRecords", "maxMetricPoints", "maxAgeHours"].includes(k) ||
+        typeof n !== "number" ||
+        !(n > 0) ||
+        !Number.isFinite(n)
+      )
+        bad(`telemetry.${k}`, "must be a known limit, a number > 0", n);
+  });
   record(b.inputs ?? {}, "inputs", string);
   const deps = object(b.dependencies ?? {}, "dependencies");
   for (const [dep, ep] of Object.entries(deps)) {
@@ -200,6 +211,14 @@ export function checkRequest(
     case `GET ${ROUTES.runs}`:
       optional(q.project, (v) => name(v, "project"));
       optional(q.domain, (v) => name(v, "domain"));
+      return;
+    case `GET ${ROUTES.traces}`:
+      optional(q.project, (v) => name(v, "project"));
+      optional(q.domain, (v) => name(v, "domain"));
+      optional(q.app, (v) => name(v, "app"));
+      optional(q.limit, (v) => string(v, "limit", /^\d{1,4}$/));
+      return;
+    case `GET ${ROUTES.trace}`:
       return;
     case `GET ${ROUTES.logs}`:
       name(q.project, "project");
