@@ -35,6 +35,7 @@ import {
   type TaskErrorInfo,
   type TaskOutcome,
 } from "./protocol.ts";
+import { isWarmStart, warmUntilAssigned } from "./warm.ts";
 
 const send = (message: RuntimeMessage) => process.send?.(message);
 
@@ -300,4 +301,12 @@ function errorInfo(e: unknown): TaskErrorInfo {
   return { name: "Error", message: typeof e === "string" ? e : (JSON.stringify(e) ?? String(e)) };
 }
 
+// A warm process (the local pool's) first waits until it is given to an app.
+if (isWarmStart()) {
+  try {
+    await warmUntilAssigned();
+  } catch (e) {
+    fatal(e);
+  }
+}
 await main();

@@ -18,6 +18,22 @@ export interface CaravanConfig {
   controlPlane?: string;
   /** Where the kubernetes backend deploys. Kubeconfig comes the standard way (KUBECONFIG, ~/.kube/config). */
   kubernetes?: KubernetesConfig;
+  /**
+   * The local control plane's pool of warm runtime processes, which JS apps and task workers
+   * start in (node started, caravan's runtime and frameworks loaded): `size` processes
+   * (0 or `false`: none; `--no-warm` for one deploy), `preload` the packages they import
+   * (learned from recent deploys when absent; `false`: none).
+   * @default { size: 4 }
+   * @example warmPool: { size: 8, preload: ["fastify"] }
+   */
+  warmPool?: WarmPoolConfig | false;
+}
+
+export interface WarmPoolConfig {
+  /** Warm processes kept ready, at most 64. @default 4 */
+  size?: number;
+  /** Packages a warm process imports. @default learned from recent deploys */
+  preload?: string[] | false;
 }
 
 export type BackendName = "local" | "kubernetes";
@@ -43,6 +59,7 @@ export interface ResolvedConfig {
   backend: BackendName;
   controlPlane?: string;
   kubernetes?: KubernetesConfig;
+  warmPool?: WarmPoolConfig | false;
   /** The config file used, if any. */
   file?: string;
 }
@@ -142,8 +159,13 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
         out.kubernetes = k8s;
         break;
       }
+      case "warmPool":
+        out.warmPool = warmPoolSettings(value, bad);
+        break;
       default:
-        bad("is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes)");
+        bad(
+          "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, warmPool)",
+        );
     }
   }
   return out;
@@ -201,6 +223,7 @@ export async function loadConfig(
     backend: backend as BackendName,
     ...(fromFile.controlPlane ? { controlPlane: fromFile.controlPlane } : {}),
     ...(kubernetes ? { kubernetes } : {}),
+    ...(fromFile.warmPool !== undefined ? { warmPool: fromFile.warmPool } : {}),
     ...(file ? { file } : {}),
   };
 }
@@ -218,6 +241,25 @@ export async function init(
   const config = await loadConfig(rootDir, { project: opts.project, domain: opts.domain });
   shared().config = { rootDir, project: config.project, domain: config.domain };
   return config;
+}
+
+function warmPoolSettings(value: unknown, bad: (why: string) => never): WarmPoolConfig | false {
+  if (value === false) return false;
+  if (!isPlainObject(value))
+    bad('must be false or an object like { size: 4, preload: ["fastify"] }');
+  const out: WarmPoolConfig = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (k === "size") {
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 64)
+        bad(".size must be a whole number from 0 to 64");
+      out.size = v as number;
+    } else if (k === "preload") {
+      if (v !== false && !(Array.isArray(v) && v.every((p) => typeof p === "string" && p !== "")))
+        bad('.preload must be false or a list of package names like ["fastify"]');
+      out.preload = v as string[] | false;
+    } else bad(`has an unknown field "${k}" (known: size, preload)`);
+  }
+  return out;
 }
 
 const DNS_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;

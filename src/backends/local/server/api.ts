@@ -80,7 +80,12 @@ export function buildApi(
   );
 
   // `starts`: the start queue's counters (bound, starting, waiting, the most ever at once).
-  app.get(ROUTES.health, async () => ({ ok: true, pid: process.pid, starts: plane.startStats() }));
+  app.get(ROUTES.health, async () => ({
+    ok: true,
+    pid: process.pid,
+    starts: plane.startStats(),
+    warmPool: plane.warmPoolStats(),
+  }));
 
   app.post<{ Body: DeployRequest }>(ROUTES.deploy, async (req) => plane.deploy(req.body));
   app.post<{ Params: { name: string }; Body: { scope?: Scope } }>(ROUTES.jobRerun, async (req) => {
