@@ -77,10 +77,17 @@ function rewriteEnviron(env: Record<string, string>): void {
     return;
   }
   const [start, end] = bounds as [number, number];
-  if (!(start > 0 && end > start) || environBytes(env) > end - start) return;
+  // node's spawn appends its IPC variables to a child's block (node then hides them from
+  // process.env): a cold process's block ends with them, so this one's does too.
+  const channel = readFileSync("/proc/self/environ", "latin1")
+    .split("\0")
+    .filter((v) => v.startsWith("NODE_CHANNEL_"))
+    .map((v) => v.split("=") as [string, string]);
+  const vars = { ...env, ...Object.fromEntries(channel) };
+  if (!(start > 0 && end > start) || environBytes(vars) > end - start) return;
   const block = Buffer.alloc(end - start);
   let at = 0;
-  for (const [k, v] of Object.entries(env)) at += block.write(`${k}=${v}\0`, at);
+  for (const [k, v] of Object.entries(vars)) at += block.write(`${k}=${v}\0`, at);
   try {
     const fd = openSync("/proc/self/mem", "r+");
     try {
