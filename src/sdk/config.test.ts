@@ -182,8 +182,15 @@ describe("malformed config files", () => {
     [
       "projcet",
       "shop",
-      "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes)",
+      "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, warmPool)",
     ],
+    ["warmPool", { size: 65 }, ".size must be a whole number from 0 to 64"],
+    [
+      "warmPool",
+      { preload: "fastify" },
+      '.preload must be false or a list of package names like ["fastify"]',
+    ],
+    ["warmPool", { sise: 2 }, 'has an unknown field "sise" (known: size, preload)'],
   ])("names the file, the field %s, the bad value and the rule", async (field, value, rule) => {
     const file = write("caravan.config.json", JSON.stringify({ [field]: value }));
     const err = await configError(loadConfig(root));
@@ -210,6 +217,17 @@ describe("malformed config files", () => {
     expect(err.message).toContain(file);
     expect(err.message).toContain(`expected an object with project, domain`);
     expect(err.message).toContain(`got ${shown}`);
+  });
+
+  it("reads warmPool: off, a size, pinned or no preloads", async () => {
+    write("off/caravan.config.json", JSON.stringify({ warmPool: false }));
+    expect((await loadConfig(join(root, "off"))).warmPool).toBe(false);
+    const pinned = { size: 8, preload: ["fastify", "@hono/node-server"] };
+    write("pinned/caravan.config.json", JSON.stringify({ warmPool: pinned }));
+    expect((await loadConfig(join(root, "pinned"))).warmPool).toEqual(pinned);
+    write("none/caravan.config.json", JSON.stringify({ warmPool: { preload: false } }));
+    expect((await loadConfig(join(root, "none"))).warmPool).toEqual({ preload: false });
+    expect((await loadConfig(dir("unset"))).warmPool).toBeUndefined();
   });
 
   it("validateConfig accepts null as no settings", () => {
