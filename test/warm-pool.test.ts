@@ -9,6 +9,7 @@ import { readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { BIN, ROOT, eventually, type CliResult, type Sandbox, useSandbox } from "./helpers.ts";
+import { processesWithHome } from "./processes.ts";
 import { deploy, fixture, get, json, status, type StatusJSON } from "./support.ts";
 
 const APPS = fixture("warm/apps.ts");
@@ -64,7 +65,7 @@ function environ(pid: number): string[] {
 
 /** Processes of this home that are warm and unassigned. */
 function unassigned(sb: Sandbox): number[] {
-  return sb.processes().filter((pid) => {
+  return processesWithHome(sb.home).filter((pid) => {
     try {
       return environ(pid).some((v) => v.startsWith("CARAVAN_WARM="));
     } catch {
