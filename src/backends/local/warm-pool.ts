@@ -188,7 +188,14 @@ export class WarmPool {
     this.closed = true;
     clearInterval(this.timer);
     const all = [...this.idle, ...this.warming];
-    await Promise.all(all.map((w) => this.retire(w)));
+    // The children are unref'd: without this, a process that closes its control plane and
+    // then exits (`caravan serve`) would find its event loop empty before the exits are seen.
+    const keepAlive = setInterval(() => {}, 60_000);
+    try {
+      await Promise.all(all.map((w) => this.retire(w)));
+    } finally {
+      clearInterval(keepAlive);
+    }
   }
 
   /** How many warm processes memory allows of `size`. */
