@@ -206,11 +206,13 @@ export class WarmPool {
 
   /** Starts one more warm process when the pool is short, nothing else starts and memory allows. */
   private refill(): void {
-    if (this.closed || !this.runtimeMain || !existsSync(this.runtimeMain)) return;
+    if (this.closed || !this.runtimeMain) return;
     const atOnce = Math.max(1, Math.floor(availableParallelism() / 2));
     if (this.warming.size >= atOnce) return;
     if (this.idle.length + this.warming.size >= this.limit()) return;
     if (freemem() < totalmem() * MIN_FREE_SHARE || !this.opts.quiet()) return;
+    // A runtime removed since (an old caravan's, collected): nothing to warm until a deploy.
+    if (!existsSync(this.runtimeMain)) return;
     this.spawnWarm(this.runtimeMain);
   }
 
