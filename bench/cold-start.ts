@@ -12,9 +12,14 @@
  * timed from spawn until its first response (it prints "listening" when it listens; the
  * request is sent at that moment).
  * Difference = caravan's cold-start overhead (target: within 30 ms).
+ *
+ * `--fastify`: the app is a FastifyAppEnvironment served by caravan's runtime, which the
+ * control plane starts in a process of its warm pool (each round waits until the pool is
+ * full again); the baseline is the same Fastify app as a plain program (target: within 10 ms
+ * of it). `--no-warm` deploys it with `--no-warm` instead: every wake spawns a cold process.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -22,11 +27,33 @@ import { performance } from "node:perf_hooks";
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "bin/caravan.js");
 const runs = Number(process.argv[process.argv.indexOf("--runs") + 1]) || 10;
+const FASTIFY = process.argv.includes("--fastify");
+const NO_WARM = process.argv.includes("--no-warm");
 
 const SERVER = `import { createServer } from "node:http";
 const server = createServer((req, res) => res.end("hello"));
 server.listen(Number(process.env.PORT), "127.0.0.1", () => console.log("listening"));
 process.on("SIGTERM", () => server.close(() => process.exit(0)));
+`;
+
+const FASTIFY_SERVER = `import Fastify from "fastify";
+const app = Fastify();
+app.get("/", async () => "hello");
+await app.listen({ port: Number(process.env.PORT), host: "127.0.0.1" });
+console.log("listening");
+process.on("SIGTERM", () => app.close().then(() => process.exit(0)));
+`;
+
+const FASTIFY_APP = `import Fastify from "fastify";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
+const app = Fastify();
+app.get("/", async () => "hello");
+export const hello = new FastifyAppEnvironment({
+  name: "hello",
+  app,
+  requiresAuth: false,
+  scaling: { replicas: [0, 1], scaledownAfter: 1 },
+});
 `;
 
 const APP = `import { AppEnvironment } from "caravan-deploy";
@@ -41,12 +68,13 @@ export const hello = new AppEnvironment({
 
 const dir = mkdtempSync(join(tmpdir(), "caravan-cold-"));
 const env = { ...process.env, CARAVAN_HOME: join(dir, "home"), NO_COLOR: "1" };
-writeFileSync(join(dir, "server.mjs"), SERVER);
-writeFileSync(join(dir, "app.ts"), APP);
+writeFileSync(join(dir, "server.mjs"), FASTIFY ? FASTIFY_SERVER : SERVER);
+writeFileSync(join(dir, "app.ts"), FASTIFY ? FASTIFY_APP : APP);
 // The project imports "caravan": resolve it to this checkout.
 writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
 spawnSync("mkdir", ["-p", join(dir, "node_modules")]);
 spawnSync("ln", ["-s", ROOT, join(dir, "node_modules/caravan")]);
+spawnSync("ln", ["-s", join(ROOT, "node_modules/fastify"), join(dir, "node_modules/fastify")]);
 
 const cli = (...args: string[]) => {
   const r = spawnSync(process.execPath, [BIN, ...args], { cwd: dir, env, encoding: "utf8" });
@@ -56,6 +84,19 @@ const cli = (...args: string[]) => {
 const replicas = () =>
   (JSON.parse(cli("status", "--json")) as { environments: { replicas?: number }[] })
     .environments[0]!.replicas;
+
+/** Waits until the control plane's warm pool is full again (its health answer). */
+async function poolFull(): Promise<void> {
+  const home = env.CARAVAN_HOME;
+  const { url } = JSON.parse(readFileSync(join(home, "daemon.json"), "utf8")) as { url: string };
+  const token = readFileSync(join(home, "token"), "utf8").trim();
+  for (;;) {
+    const res = await fetch(`${url}/v1/health`, { headers: { authorization: `Bearer ${token}` } });
+    const pool = ((await res.json()) as { warmPool: { size: number; idle: number } }).warmPool;
+    if (pool.idle >= pool.size) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 async function direct(): Promise<number> {
   const port = 20000 + Math.floor(Math.random() * 20000);
@@ -76,7 +117,9 @@ async function direct(): Promise<number> {
 }
 
 async function main() {
-  const deployed = JSON.parse(cli("deploy", "app.ts", "--json")) as {
+  const deployed = JSON.parse(
+    cli("deploy", "app.ts", "--json", ...(NO_WARM ? ["--no-warm"] : [])),
+  ) as {
     deployments: { endpoint: string }[];
   };
   const endpoint = deployed.deployments[0]!.endpoint;
@@ -84,6 +127,7 @@ async function main() {
   const own: number[] = [];
   for (let i = 0; i < runs + 1; i++) {
     while (replicas() !== 0) await new Promise((r) => setTimeout(r, 200));
+    if (FASTIFY && !NO_WARM) await poolFull();
     const t0 = performance.now();
     const res = await fetch(`${endpoint}/`);
     if ((await res.text()) !== "hello") throw new Error(`cold request answered ${res.status}`);
@@ -97,7 +141,9 @@ async function main() {
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const diffs = cold.map((c, i) => c - own[i]!);
   console.log(`machine: ${cpus().length} CPUs (${cpus()[0]?.model}), node ${process.version}`);
-  console.log(`runs: ${runs}`);
+  console.log(
+    `runs: ${runs}${FASTIFY ? `, Fastify app, ${NO_WARM ? "--no-warm" : "warm pool"}` : ""}`,
+  );
   console.log(`| | median ms | min | max |\n|---|---:|---:|---:|`);
   for (const [name, xs] of [
     ["app's own start-up (spawn → first response)", own],

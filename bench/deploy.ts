@@ -36,7 +36,10 @@
  *   concurrently-i20  the same with `wait-on -i 20` (a tuned poll)
  *   caravan-cold    `caravan deploy --json` into a fresh CARAVAN_HOME: includes the daemon's
  *                   start; time until the CLI exits
- *   caravan-warm    daemon running, apps deleted before: `caravan deploy --json`
+ *   caravan-warm    daemon running, apps deleted before: `caravan deploy --json`; its warm
+ *                   pool (caravan.config.json: `warmPool: { size: 21 }`) full before it starts
+ *   caravan-nowarm  the same with `--no-warm` (every process cold), on a daemon of its own so
+ *                   that the other's pool stays full
  *   caravan-unchanged  the same deploy again: nothing to start (the fixed cost of a deploy)
  *   caravan-force   `caravan deploy --json --force` over the running graph (stops and restarts)
  * Rounds interleave every variant of every scenario after one discarded warm-up round; medians
@@ -160,6 +163,9 @@ const WORK = mkdtempSync(join(tmpdir(), "caravan-bench-deploy-"));
 const EVENTS_DIR = join(WORK, "events");
 const HOMES = join(WORK, "homes");
 const WARM_HOME = join(HOMES, "warm");
+const NOWARM_HOME = join(HOMES, "nowarm");
+/** The warm pool caravan-warm runs with: one process per app of the largest graph. */
+const POOL_SIZE = 21;
 /**
  * The environment of every process the bench starts. Variables that slow down every node
  * start are dropped (NODE_EXTRA_CA_CERTS: this sandbox sets it, and loading it costs 50-100
@@ -193,6 +199,10 @@ function generateFiles(scenarios: Scenario[]): void {
   writeFileSync(
     join(WORK, "package.json"),
     JSON.stringify({ name: "caravan-bench-work", private: true, type: "module" }),
+  );
+  writeFileSync(
+    join(WORK, "caravan.config.json"),
+    JSON.stringify({ warmPool: { size: POOL_SIZE } }),
   );
   // usage: node app-http.mjs PORT DELAY_MS NAME EVENTS_FILE
   writeFileSync(
@@ -723,12 +733,14 @@ function parseDeploy(r: CliResult, expect: string, what: string): void {
 
 async function runCaravan(
   s: Scenario,
-  variant: "caravan-cold" | "caravan-warm" | "caravan-unchanged" | "caravan-force",
+  variant:
+    "caravan-cold" | "caravan-warm" | "caravan-nowarm" | "caravan-unchanged" | "caravan-force",
   home: string,
 ): Promise<RunRecord> {
   writeFileSync(s.caravanEvents, "");
   const args = ["deploy", s.caravanFile, "--json"];
   if (variant === "caravan-force") args.push("--force");
+  if (variant === "caravan-nowarm") args.push("--no-warm");
   const r = await caravan(args, home);
   try {
     parseDeploy(r, variant === "caravan-unchanged" ? "unchanged" : "ready", `${variant} ${s.id}`);
@@ -742,6 +754,60 @@ async function runCaravan(
   if (variant !== "caravan-unchanged" && got.size !== s.apps.length)
     throw new Error(`${variant} ${s.id}: ${got.size} of ${s.apps.length} apps wrote events`);
   return { scenario: s.id, variant, t0: r.t0, end: r.t1, events: [...got.values()] };
+}
+
+interface PoolStats {
+  size: number;
+  idle: number;
+  warming: number;
+  rssBytes: number;
+  rssPerProcess: number;
+  preload: string[];
+  pids: number[];
+}
+
+/** The warm pool of `home`'s daemon (its health answer). */
+async function poolOf(home: string): Promise<PoolStats> {
+  const { url } = JSON.parse(readFileSync(join(home, "daemon.json"), "utf8")) as { url: string };
+  const token = readFileSync(join(home, "token"), "utf8").trim();
+  const res = await fetch(`${url}/v1/health`, { headers: { authorization: `Bearer ${token}` } });
+  return ((await res.json()) as { warmPool: PoolStats }).warmPool;
+}
+
+/** Waits until `home`'s pool is full (a deploy then finds a warm process for every app). */
+async function poolFull(home: string): Promise<PoolStats> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const p = await poolOf(home);
+    if (p.size > 0 && p.idle >= p.size && p.warming === 0) return p;
+    if (Date.now() > deadline)
+      throw new Error(`warm pool of ${home} not full: ${JSON.stringify(p)}`);
+    await sleep(100);
+  }
+}
+
+/** CPU time (ms) a set of processes used so far, from /proc/<pid>/stat (utime + stime). */
+function cpuMsOf(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      /* gone */
+    }
+  }
+  return (ticks * 1000) / CLK_TCK;
+}
+
+/** What the full, idle pool costs: memory, and CPU over `ms` of idling. */
+async function idlePoolCost(home: string, ms = 10_000) {
+  const p = await poolFull(home);
+  const before = cpuMsOf(p.pids);
+  await sleep(ms);
+  const cpuMs = cpuMsOf(p.pids) - before;
+  return { ...p, cpuShare: cpuMs / ms, idleMs: ms };
 }
 
 async function deleteAll(s: Scenario, home: string): Promise<void> {
@@ -1140,6 +1206,7 @@ function report(scenarios: Scenario[], records: RunRecord[], b: Breakdown | unde
     "concurrently-i20",
     "caravan-cold",
     "caravan-warm",
+    "caravan-nowarm",
     "caravan-force",
     "caravan-unchanged",
   ];
@@ -1332,8 +1399,10 @@ async function main(): Promise<void> {
   log(`work dir ${WORK}; ${RUNS} rounds (+1 warm-up), ${COLD_RUNS} cold deploys per scenario`);
 
   const records: RunRecord[] = [];
-  const started = await caravan(["server", "start", "--json"], WARM_HOME);
-  if (started.code !== 0) throw new Error(`server start: ${started.stderr}`);
+  for (const home of [WARM_HOME, NOWARM_HOME]) {
+    const started = await caravan(["server", "start", "--json"], home);
+    if (started.code !== 0) throw new Error(`server start: ${started.stderr}`);
+  }
   for (let round = 0; round <= RUNS; round++) {
     const keep = round > 0;
     for (const s of scenarios) {
@@ -1344,13 +1413,27 @@ async function main(): Promise<void> {
       await m("baseline", () => runBaseline(s));
       await m("concurrently", () => runConcurrently(s));
       await m("concurrently-i20", () => runConcurrently(s, 20));
+      // The pool refills only while nothing starts: wait for it, outside the timed part (the
+      // warm-up round's first deploy is the one that tells the daemon which runtime to warm).
       await m(
         "caravan-warm",
-        () => runCaravan(s, "caravan-warm", WARM_HOME),
+        async () => {
+          if (round > 0) await poolFull(WARM_HOME);
+          return runCaravan(s, "caravan-warm", WARM_HOME);
+        },
         () => deleteAll(s, WARM_HOME),
       );
+      await m(
+        "caravan-nowarm",
+        () => runCaravan(s, "caravan-nowarm", NOWARM_HOME),
+        () => deleteAll(s, NOWARM_HOME),
+      );
+      await deleteAll(s, NOWARM_HOME);
       await m("caravan-unchanged", () => runCaravan(s, "caravan-unchanged", WARM_HOME));
-      await m("caravan-force", () => runCaravan(s, "caravan-force", WARM_HOME));
+      await m("caravan-force", async () => {
+        if (round > 0) await poolFull(WARM_HOME);
+        return runCaravan(s, "caravan-force", WARM_HOME);
+      });
       await deleteAll(s, WARM_HOME);
       let cold = 0;
       if (round === 0 || round <= COLD_RUNS)
@@ -1358,8 +1441,10 @@ async function main(): Promise<void> {
       if (keep) records.push(...rs);
     }
   }
+  const pool = await idlePoolCost(WARM_HOME);
   const b = await breakdown(scenarios, Math.max(3, Math.min(RUNS, 7)));
   await stopServer(WARM_HOME);
+  await stopServer(NOWARM_HOME);
   const load1 = loadavg();
 
   const head = [
@@ -1369,7 +1454,8 @@ async function main(): Promise<void> {
     `Command: \`npx tsx bench/deploy.ts ${process.argv.slice(2).join(" ")}\` (${RUNS} measured rounds after a warm-up round, ${COLD_RUNS} cold deploys per scenario).`,
     "",
   ].join("\n");
-  process.stdout.write(`${head}\n${report(scenarios, records, b)}\n`);
+  const poolLine = `Idle warm pool of caravan-warm: ${pool.idle} processes, ${f1(pool.rssBytes / 2 ** 20)} MiB RSS in all (${f1(pool.rssPerProcess / 2 ** 20)} MiB each, preloading ${pool.preload.join(", ") || "nothing but caravan's runtime"}), ${f2(pool.cpuShare * 100)}% of one CPU over ${pool.idleMs / 1000} s idle.`;
+  process.stdout.write(`${head}\n${report(scenarios, records, b)}\n\n${poolLine}\n`);
   if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ records, breakdown: b }, null, 1));
 }
 

@@ -12,6 +12,7 @@ import type {
   Endpoints,
   RunRecord,
   Scope,
+  WarmPoolSettings,
 } from "./backends/contract.ts";
 import type { EngineEvent, EnvironmentOutcome } from "./engine/engine.ts";
 import { CaravanError, headline } from "./errors.ts";
@@ -39,6 +40,11 @@ export interface DeployOptions {
   replace?: boolean;
   /** Most environments deploying at once. @default unbounded */
   concurrency?: number;
+  /**
+   * False: start every process of this deploy cold, and empty the warm pool (`--no-warm`).
+   * @default the config's `warmPool`
+   */
+  warm?: boolean;
   project?: string;
   domain?: string;
   /**
@@ -340,6 +346,7 @@ async function readyToDeploy(
     // A job's revision is part of its dependents' (a new migration restarts the apps after
     // it): known before anything runs, as every request can be built up front.
     const jobRevisions = new Map<string, string>();
+    const warmPool = warmPoolRequest(config.warmPool, opts.warm);
     const request = (env: PlannedEnvironment): DeployRequest => {
       const jobs: Record<string, string> = {};
       for (const dep of env.dependsOn) {
@@ -365,6 +372,7 @@ async function readyToDeploy(
         ...withTelemetry(built, config.telemetry),
         source,
         ...(opts.replace ? { replace: true } : {}),
+        ...(warmPool ? { warmPool } : {}),
       };
     };
     return { plan, backend, known, request };
@@ -528,6 +536,20 @@ async function prepareEnvironments(
     out.set(p.name, entry);
   }
   return out;
+}
+
+/** What a deploy asks of the warm pool: off with `--no-warm`, else the config's setting. */
+function warmPoolRequest(
+  config: ResolvedConfig["warmPool"],
+  warm: boolean | undefined,
+): WarmPoolSettings | undefined {
+  if (warm === false || config === false) return { size: 0 };
+  return config
+    ? {
+        ...(config.size !== undefined ? { size: config.size } : {}),
+        ...(config.preload !== undefined ? { preload: config.preload } : {}),
+      }
+    : undefined;
 }
 
 function buildRequest(

@@ -29,7 +29,10 @@ export interface Sandbox {
   ): Promise<CliResult>;
   /** Starts `caravan <args>` without waiting (for serve, logs --follow). */
   start(args: string[], opts?: { cwd?: string; env?: NodeJS.ProcessEnv }): ChildProcess;
-  /** Pids of every live process started for this home (the daemon and the apps). */
+  /**
+   * Pids of every live process started for this home (the daemon and the apps), not counting
+   * the warm pool's idle processes (`cleanup` checks those are gone too).
+   */
   processes(): number[];
   cleanup(): Promise<void>;
 }
@@ -72,7 +75,7 @@ export function sandbox(): Sandbox {
       return child;
     },
     processes() {
-      return processesWithHome(home);
+      return processesWithHome(home, { idleWarm: false });
     },
     async cleanup() {
       await sb.run(["server", "stop", "--backend", "local"]).catch(() => undefined);

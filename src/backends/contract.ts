@@ -67,6 +67,23 @@ export interface DeployRequest {
    * restarts nothing.
    */
   telemetry?: TelemetryLimits;
+  /**
+   * The warm pool the client asks for (`warmPool` in caravan.config; size 0 with
+   * `--no-warm`): a backend with one (the local control plane) sizes it by the latest deploy,
+   * and starts this environment cold when the size is 0. Not part of the revision.
+   */
+  warmPool?: WarmPoolSettings;
+}
+
+/** `warmPool` in caravan.config: how many warm runtime processes, preloading what. */
+export interface WarmPoolSettings {
+  /** Warm processes kept ready (0: none, every start is cold). @default the backend's */
+  size?: number;
+  /**
+   * Packages a warm process imports before it is assigned: learned from recent deploys'
+   * imports when absent, exactly these when a list, none when false.
+   */
+  preload?: string[] | false;
 }
 
 export interface DeployResult extends Partial<Endpoints> {

@@ -36,11 +36,15 @@ import {
   type TaskOutcome,
 } from "./protocol.ts";
 import { startTracing } from "./tracing.ts";
+import { isWarmStart, warmUntilAssigned } from "./warm.ts";
 
 const send = (message: RuntimeMessage) => process.send?.(message);
 
-/** Traces requests, calls and task runs (before the user's code loads), unless turned off. */
-const tracer = startTracing();
+/**
+ * Traces requests, calls and task runs, unless turned off: started before the user's code
+ * loads, and in a warm process only once it has the app's environment (which decides it).
+ */
+let tracer: ReturnType<typeof startTracing> = undefined;
 
 /** Whether the app serves yet, for the health endpoint. */
 let serving = false;
@@ -308,4 +312,13 @@ function errorInfo(e: unknown): TaskErrorInfo {
   return { name: "Error", message: typeof e === "string" ? e : (JSON.stringify(e) ?? String(e)) };
 }
 
+// A warm process (the local pool's) first waits until it is given to an app.
+if (isWarmStart()) {
+  try {
+    await warmUntilAssigned();
+  } catch (e) {
+    fatal(e);
+  }
+}
+tracer = startTracing();
 await main();

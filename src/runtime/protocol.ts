@@ -18,17 +18,61 @@
  *   runtime -> { type: "result", runId, ok, output | error }
  *
  * Without an IPC channel (started by hand) an app starts right after loading.
+ *
+ * A warm process (the local control plane's pool, `WARM_ENV` set) first only boots: it imports
+ * caravan's runtime and the preload modules, with no user code and no secrets, then waits:
+ *
+ *   runtime -> { type: "warm", rss }         booted, preloaded; idle (its resident memory)
+ *   runtime -> { type: "warm-failed", module, error }  a preload module threw (then it exits)
+ *   plane   -> { type: "assign", env, cwd, logFile }   this process is now one app's or task
+ *                                             worker's: it takes the environment a cold one
+ *                                             would have started with, then runs as above
  */
 export type RuntimeMessage =
   | { type: "loaded"; tasks?: string[] }
   | { type: "ready"; port: number }
   | { type: "failed"; error: string }
   | { type: "log"; runId: string; text: string }
-  | ({ type: "result"; runId: string } & TaskOutcome);
+  | ({ type: "result"; runId: string } & TaskOutcome)
+  | { type: "warm"; rss: number }
+  | { type: "warm-failed"; module: string; error: string };
 
 export type PlaneMessage =
   | { type: "start" }
-  | { type: "run"; runId: string; task: string; args: unknown[]; traceparent?: string };
+  | { type: "run"; runId: string; task: string; args: unknown[]; traceparent?: string }
+  | WarmAssignment;
+
+/**
+ * What turns a warm process into a cold one's equal: the whole environment a cold process
+ * of the app is spawned with (`RUNTIME_ENV` included), its working directory and the log its
+ * stdout and stderr must write to.
+ */
+export interface WarmAssignment {
+  type: "assign";
+  env: Record<string, string>;
+  cwd: string;
+  logFile: string;
+}
+
+/**
+ * Set (to a JSON array of module paths to import) in a warm process's environment only: the
+ * runtime then boots and waits for an assignment instead of reading `RUNTIME_ENV`.
+ */
+export const WARM_ENV = "CARAVAN_WARM";
+/**
+ * Room a warm process keeps in its initial environment block (a variable of this many
+ * spaces) to rewrite in place with the app's variables once assigned, so that
+ * /proc/<pid>/environ shows what a cold process's shows. A larger environment starts cold.
+ */
+export const WARM_ROOM_ENV = "CARAVAN_WARM_ROOM";
+export const WARM_ROOM_BYTES = 64 * 1024;
+
+/** The size of an environment as the kernel lays it out: `NAME=value\0` for each variable. */
+export function environBytes(env: Record<string, string>): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(env)) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 2;
+  return n;
+}
 
 /** What a task attempt ended with; an error keeps the task's own message and stack. */
 export type TaskOutcome = { ok: true; output: unknown } | { ok: false; error: TaskErrorInfo };

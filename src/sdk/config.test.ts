@@ -182,7 +182,7 @@ describe("malformed config files", () => {
     [
       "projcet",
       "shop",
-      "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, telemetry)",
+      "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, telemetry, warmPool)",
     ],
     ["telemetry", { tracing: "no" }, ".tracing must be true or false"],
     ["telemetry", { maxSpans: 0 }, ".maxSpans must be a whole number >= 1"],
@@ -196,6 +196,13 @@ describe("malformed config files", () => {
       { otlpEndpoint: "collector:4318" },
       '.otlpEndpoint must be a URL like "http://otel-collector.observability:4318"',
     ],
+    ["warmPool", { size: 65 }, ".size must be a whole number from 0 to 64"],
+    [
+      "warmPool",
+      { preload: "fastify" },
+      '.preload must be false or a list of package names like ["fastify"]',
+    ],
+    ["warmPool", { sise: 2 }, 'has an unknown field "sise" (known: size, preload)'],
   ])("names the file, the field %s, the bad value and the rule", async (field, value, rule) => {
     const file = write("caravan.config.json", JSON.stringify({ [field]: value }));
     const err = await configError(loadConfig(root));
@@ -236,6 +243,17 @@ describe("malformed config files", () => {
       telemetry: { tracing: false, maxSpans: 500, maxAgeHours: 0.5 },
       kubernetes: { otlpEndpoint: "http://otel-collector.observability:4318" },
     });
+  });
+
+  it("reads warmPool: off, a size, pinned or no preloads", async () => {
+    write("off/caravan.config.json", JSON.stringify({ warmPool: false }));
+    expect((await loadConfig(join(root, "off"))).warmPool).toBe(false);
+    const pinned = { size: 8, preload: ["fastify", "@hono/node-server"] };
+    write("pinned/caravan.config.json", JSON.stringify({ warmPool: pinned }));
+    expect((await loadConfig(join(root, "pinned"))).warmPool).toEqual(pinned);
+    write("none/caravan.config.json", JSON.stringify({ warmPool: { preload: false } }));
+    expect((await loadConfig(join(root, "none"))).warmPool).toEqual({ preload: false });
+    expect((await loadConfig(dir("unset"))).warmPool).toBeUndefined();
   });
 
   it("validateConfig accepts null as no settings", () => {

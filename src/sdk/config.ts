@@ -20,6 +20,15 @@ export interface CaravanConfig {
   kubernetes?: KubernetesConfig;
   /** Tracing and what the local control plane keeps of this project/domain's telemetry. */
   telemetry?: TelemetryConfig;
+  /**
+   * The local control plane's pool of warm runtime processes, which JS apps and task workers
+   * start in (node started, caravan's runtime and frameworks loaded): `size` processes
+   * (0 or `false`: none; `--no-warm` for one deploy), `preload` the packages they import
+   * (learned from recent deploys when absent; `false`: none).
+   * @default { size: 4 }
+   * @example warmPool: { size: 8, preload: ["fastify"] }
+   */
+  warmPool?: WarmPoolConfig | false;
 }
 
 /**
@@ -37,6 +46,13 @@ export interface TelemetryConfig {
   maxMetricPoints?: number;
   /** Nothing older (hours) is kept. @default 24 */
   maxAgeHours?: number;
+}
+
+export interface WarmPoolConfig {
+  /** Warm processes kept ready, at most 64. @default 4 */
+  size?: number;
+  /** Packages a warm process imports. @default learned from recent deploys */
+  preload?: string[] | false;
 }
 
 export type BackendName = "local" | "kubernetes";
@@ -68,6 +84,7 @@ export interface ResolvedConfig {
   controlPlane?: string;
   kubernetes?: KubernetesConfig;
   telemetry?: TelemetryConfig;
+  warmPool?: WarmPoolConfig | false;
   /** The config file used, if any. */
   file?: string;
 }
@@ -177,9 +194,12 @@ export function validateConfig(raw: unknown, file: string): CaravanConfig {
       case "telemetry":
         out.telemetry = telemetrySettings(value, bad);
         break;
+      case "warmPool":
+        out.warmPool = warmPoolSettings(value, bad);
+        break;
       default:
         bad(
-          "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, telemetry)",
+          "is not a caravan setting (known: project, domain, backend, controlPlane, kubernetes, telemetry, warmPool)",
         );
     }
   }
@@ -239,6 +259,7 @@ export async function loadConfig(
     ...(fromFile.controlPlane ? { controlPlane: fromFile.controlPlane } : {}),
     ...(kubernetes ? { kubernetes } : {}),
     ...(fromFile.telemetry ? { telemetry: fromFile.telemetry } : {}),
+    ...(fromFile.warmPool !== undefined ? { warmPool: fromFile.warmPool } : {}),
     ...(file ? { file } : {}),
   };
 }
@@ -256,6 +277,25 @@ export async function init(
   const config = await loadConfig(rootDir, { project: opts.project, domain: opts.domain });
   shared().config = { rootDir, project: config.project, domain: config.domain };
   return config;
+}
+
+function warmPoolSettings(value: unknown, bad: (why: string) => never): WarmPoolConfig | false {
+  if (value === false) return false;
+  if (!isPlainObject(value))
+    bad('must be false or an object like { size: 4, preload: ["fastify"] }');
+  const out: WarmPoolConfig = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (k === "size") {
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 64)
+        bad(".size must be a whole number from 0 to 64");
+      out.size = v as number;
+    } else if (k === "preload") {
+      if (v !== false && !(Array.isArray(v) && v.every((p) => typeof p === "string" && p !== "")))
+        bad('.preload must be false or a list of package names like ["fastify"]');
+      out.preload = v as string[] | false;
+    } else bad(`has an unknown field "${k}" (known: size, preload)`);
+  }
+  return out;
 }
 
 const DNS_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;

@@ -47,13 +47,21 @@ import {
   type ProcessRow,
 } from "./store.ts";
 import { probeOnce, tcpOpen } from "../../sdk/probe.ts";
-import { adopt, spawnApp, type AppProcess, type Launch, type LaunchSpec } from "./supervisor.ts";
+import {
+  adopt,
+  processEnv,
+  spawnApp,
+  type AppProcess,
+  type Launch,
+  type LaunchSpec,
+} from "./supervisor.ts";
 import { findOrphans } from "./orphans.ts";
 import { homeId } from "../home.ts";
 import { StartQueue, type StartStats } from "./start-queue.ts";
 import { TelemetryReceiver } from "./telemetry/receiver.ts";
 import { TelemetryStore, telemetryRetentionFrom } from "./telemetry/store.ts";
 import { OTLP_BASE } from "../http-routes.ts";
+import { WarmPool, type WarmPoolStats } from "./warm-pool.ts";
 
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
 const BACKOFF_FIRST_MS = 250;
@@ -153,6 +161,8 @@ export class ControlPlane implements Backend {
   private readonly prepared = new Map<string, Starting & { revision: string; go: () => void }>();
   /** Bounds the replicas starting at once (see start-queue.ts). */
   private readonly startQueue = new StartQueue();
+  /** Warm runtime processes JS apps and task workers start in (see warm-pool.ts). */
+  private readonly warmPool: WarmPool;
   /** Port allocation is serialised: two allocations must never pick the same free port. */
   private portLock: Promise<unknown> = Promise.resolve();
   private readonly housekeeping: NodeJS.Timeout;
@@ -185,6 +195,15 @@ export class ControlPlane implements Backend {
         logs: telemetry.logsOfTrace(traceId),
       }),
     };
+    this.warmPool = new WarmPool({
+      dir: join(paths.home, "warm"),
+      logFile: join(paths.logs, "warm-pool.log"),
+      // Refilling waits while apps start: on a small machine it would slow them down.
+      quiet: () => {
+        const starts = this.startQueue.stats();
+        return starts.active === 0 && starts.waiting === 0 && !this.stopping;
+      },
+    });
     const tokens = (this.tokenStore = new TokenStore(this.store.database));
     this.tokens = {
       create: async (name) => tokens.create(name),
@@ -206,7 +225,7 @@ export class ControlPlane implements Backend {
     });
     this.tasks = new TaskRunner(this.store, {
       spawnWorker: (row) => {
-        const launch = this.spawnLogged(this.launchSpec(row, 0));
+        const launch = this.spawnLogged(row, this.launchSpec(row, 0));
         this.record(row, launch, 0);
         return launch;
       },
@@ -240,6 +259,8 @@ export class ControlPlane implements Backend {
 
   /** Adopts processes a previous control plane left running; restarts what died. */
   async recover(): Promise<void> {
+    // The pool warms for what was deployed last, before the next deploy asks.
+    for (const row of this.store.list()) this.warmPool.note(row.request);
     this.tasks.recover();
     this.jobs.recover();
     await this.stopOrphans();
@@ -361,6 +382,7 @@ export class ControlPlane implements Backend {
     this.telemetry.setRetention(req.scope, req.telemetry);
     const scope = req.scope;
     const key = keyOf(scope, req.name);
+    this.warmPool.note(req);
     return this.serialized(key, async () => {
       if (this.stopping || this.closed) {
         throw new CaravanError(
@@ -517,6 +539,7 @@ export class ControlPlane implements Backend {
   /** Spawns a JS app's new revision; it loads now and starts when `deploy` says so. */
   async prepare(req: DeployRequest): Promise<void> {
     if (req.spec.kind !== "app" || req.spec.serveKind === "command") return; // a command starts as it spawns
+    this.warmPool.note(req);
     const key = keyOf(req.scope, req.name);
     await this.serialized(key, async () => {
       if (this.stopping || this.closed) return;
@@ -618,6 +641,11 @@ export class ControlPlane implements Backend {
   /** The start queue's counters: its bound, starts now, waiting, the most ever at once. */
   startStats(): StartStats {
     return this.startQueue.stats();
+  }
+
+  /** The warm pool's counters: size, idle and warming processes, their memory. */
+  warmPoolStats(): WarmPoolStats {
+    return this.warmPool.stats();
   }
 
   /** Prometheus text for the gateway's traffic (requests, latency, in flight, replicas). */
@@ -886,7 +914,7 @@ export class ControlPlane implements Backend {
     await this.jobs.cancelAll();
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
     const discarding = [...this.prepared.keys()].map((key) => this.discardPrepared(key));
-    await Promise.allSettled([...this.locks.values(), ...discarding]);
+    await Promise.allSettled([...this.locks.values(), ...discarding, this.warmPool.close()]);
     this.telemetry.close();
     this.store.close();
   }
@@ -1063,7 +1091,7 @@ export class ControlPlane implements Backend {
     }
     let launch: Launch;
     try {
-      launch = this.spawnLogged(this.launchSpec(row, port), slot);
+      launch = this.spawnLogged(row, this.launchSpec(row, port), slot);
     } catch (e) {
       release?.();
       this.reservedPorts.delete(port);
@@ -1506,9 +1534,16 @@ export class ControlPlane implements Backend {
     return file;
   }
 
-  /** Spawns a process and keeps its log under the cap as it writes (see logs.ts). */
-  private spawnLogged(spec: LaunchSpec, gate?: Promise<void>): Launch {
-    const launch = spawnApp(spec, gate);
+  /**
+   * Starts a process of `row` (in a warm one when the pool has one for it) and keeps its log
+   * under the cap as it writes (see logs.ts).
+   */
+  private spawnLogged(row: EnvironmentRow, spec: LaunchSpec, gate?: Promise<void>): Launch {
+    const warm =
+      spec.mode.kind === "runtime" && WarmPool.allows(row.request, processEnv(spec))
+        ? this.warmPool.take(spec.mode.runtimeMain)
+        : undefined;
+    const launch = spawnApp(spec, gate, warm);
     this.logKeeper.watch(spec.logFile);
     return launch;
   }

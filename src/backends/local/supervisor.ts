@@ -8,7 +8,7 @@ import { appendFileSync, closeSync, openSync, readSync, statSync, writeSync } fr
 import { CaravanError } from "../../errors.ts";
 import { homeId } from "../home.ts";
 import { probeHttp } from "../../sdk/probe.ts";
-import type { RuntimeConfig, RuntimeMessage } from "../../runtime/protocol.ts";
+import type { RuntimeConfig, RuntimeMessage, WarmAssignment } from "../../runtime/protocol.ts";
 import { RUNTIME_ENV } from "../../runtime/protocol.ts";
 import { isAlive, processStartTime, signalGroup } from "./os.ts";
 import { SUPERVISOR_ENV, supervisorId } from "./orphans.ts";
@@ -139,9 +139,15 @@ export interface Launch {
  * protocol: a prepared dependent loads while its dependencies start). `ready` rejects at
  * once when the process exits before it is ready (with its log tail), or when it is not
  * ready within the start timeout, counted from the gate (the control plane's gate opens once
- * the app may start and has its start slot: time waiting for either never counts).
+ * the app may start and has its start slot: time waiting for either never counts). Given a
+ * warm process, a JS app runs in it, and nothing after this point can tell the two apart.
  */
-export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve()): Launch {
+export function spawnApp(
+  spec: LaunchSpec,
+  gate: Promise<void> = Promise.resolve(),
+  /** A warm runtime process from the pool (warm-pool.ts) to run a JS app in, instead of a spawn. */
+  warm?: ChildProcess,
+): Launch {
   const offset = fileSize(spec.logFile);
   const fd = openSync(spec.logFile, "a");
   // "starting" marks the start phase: a JS app first loads, and starts when the gate opens.
@@ -155,16 +161,26 @@ export function spawnApp(spec: LaunchSpec, gate: Promise<void> = Promise.resolve
   }
   let child: ChildProcess;
   try {
-    const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env };
-    if (spec.port) env.PORT = String(spec.port);
+    const env = processEnv(spec);
     if (spec.mode.kind === "runtime") {
-      env[RUNTIME_ENV] = JSON.stringify(spec.mode.config);
-      child = spawn(process.execPath, ["--enable-source-maps", spec.mode.runtimeMain], {
-        stdio: ["ignore", fd, fd, "ipc"],
-        detached: true,
-        env,
-        cwd: spec.mode.config.sourceRoot,
-      });
+      if (warm) {
+        // Everything a spawn would have given it, which a warm process applies to itself.
+        const assignment: WarmAssignment = {
+          type: "assign",
+          env,
+          cwd: spec.mode.config.sourceRoot,
+          logFile: spec.logFile,
+        };
+        warm.send(assignment);
+        child = warm;
+      } else {
+        child = spawn(process.execPath, runtimeArgv(spec.mode.runtimeMain), {
+          stdio: ["ignore", fd, fd, "ipc"],
+          detached: true,
+          env,
+          cwd: spec.mode.config.sourceRoot,
+        });
+      }
     } else {
       const [cmd, ...args] = spec.mode.argv;
       child = spawn(cmd!, args, {
@@ -279,11 +295,24 @@ function runtimeReady(child: ChildProcess, gate: Promise<void>): Promise<void> {
   });
 }
 
+/** The whole environment a process of `spec` starts with (a warm one is given it). */
+export function processEnv(spec: LaunchSpec): Record<string, string> {
+  const env = { ...baseEnv(), ...spec.env } as Record<string, string>;
+  if (spec.port) env.PORT = String(spec.port);
+  if (spec.mode.kind === "runtime") env[RUNTIME_ENV] = JSON.stringify(spec.mode.config);
+  return env;
+}
+
+/** Node's arguments for the runtime: a cold start's and a warm process's alike. */
+export function runtimeArgv(runtimeMain: string): string[] {
+  return ["--enable-source-maps", runtimeMain];
+}
+
 /**
  * What an app inherits from the control plane: only the basics. Anything else it needs is
  * declared (envVars, inputs, secrets), so an app behaves the same whoever started the daemon.
  */
-function baseEnv(): NodeJS.ProcessEnv {
+export function baseEnv(): NodeJS.ProcessEnv {
   const keep = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SHELL"];
   const env: NodeJS.ProcessEnv = {};
   for (const k of keep) if (process.env[k] !== undefined) env[k] = process.env[k];
@@ -354,12 +383,11 @@ export async function runOnce(
   writeSync(fd, `[caravan] ${new Date().toISOString()} running ${spec.name}\n`);
   let child: ChildProcess;
   try {
-    const env: NodeJS.ProcessEnv = { ...baseEnv(), ...spec.env };
+    const env = processEnv({ ...spec, port: 0 });
     const [cmd, ...args] =
       spec.mode.kind === "runtime"
-        ? [process.execPath, "--enable-source-maps", spec.mode.runtimeMain]
+        ? [process.execPath, ...runtimeArgv(spec.mode.runtimeMain)]
         : spec.mode.argv;
-    if (spec.mode.kind === "runtime") env[RUNTIME_ENV] = JSON.stringify(spec.mode.config);
     child = spawn(cmd!, args, {
       stdio: ["ignore", fd, fd],
       detached: true,

@@ -19,6 +19,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
       )
       .option("--json", "print the result as JSON on stdout")
       .option("--force", "restart environments even if unchanged")
+      .option("--no-warm", "start every process cold, and empty the local warm pool")
       .option(
         "--replace",
         "take over environments of the same name deployed from another file (e.g. after moving the project)",
@@ -38,6 +39,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
         force?: boolean;
         replace?: boolean;
         concurrency?: number;
+        warm?: boolean;
       },
     ) => {
       const project = await loadProject(file, names, opts);
@@ -46,6 +48,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
         entry: project.file,
         force: opts.force ?? false,
         replace: opts.replace ?? false,
+        ...(opts.warm === false ? { warm: false } : {}),
         ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
         ...(progress ? { onEvent: progress.onEvent } : {}),
       }).finally(() => progress?.done());

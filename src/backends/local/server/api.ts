@@ -111,6 +111,7 @@ export function buildApi(
     pid: process.pid,
     starts: plane.startStats(),
     telemetry: plane.telemetry.stats(),
+    warmPool: plane.warmPoolStats(),
   }));
 
   app.post<{ Body: DeployRequest }>(ROUTES.deploy, async (req) => plane.deploy(req.body));

@@ -93,6 +93,11 @@ export function checkDeployRequest(body: unknown): void {
   optional(b.force, (v) => typeof v === "boolean" || bad("force", "must be a boolean", v));
   optional(b.source, (v) => string(v, "source", ABSOLUTE));
   optional(b.replace, (v) => typeof v === "boolean" || bad("replace", "must be a boolean", v));
+  optional(b.warmPool, (v) => {
+    const w = object(v, "warmPool");
+    optional(w.size, (n) => integer(n, "warmPool.size", 0, 64));
+    optional(w.preload, (p) => p === false || strings(p, "warmPool.preload"));
+  });
   const code = object(b.code, "code");
   string(code.hash, "code.hash", HASH);
   string(code.entry, "code.entry", ABSOLUTE);

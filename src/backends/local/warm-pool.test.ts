@@ -1,0 +1,60 @@
+import { describe, expect, it } from "vitest";
+import type { DeployRequest } from "../contract.ts";
+import { WarmPool, bareImports } from "./warm-pool.ts";
+
+describe("bareImports (what a warm process preloads, learned from a bundle)", () => {
+  it("lists the packages an esbuild bundle imports, not builtins, paths or URLs", () => {
+    const bundle = [
+      'import Fastify from "fastify";',
+      'import { serve } from "@hono/node-server";',
+      "import {",
+      "  FastifyAppEnvironment",
+      '} from "/home/u/.caravan/runtime/abc/public/fastify.js";',
+      'import { readFileSync } from "node:fs";',
+      'import { join } from "path";',
+      'import "./side-effect.js";',
+      'import "reflect-metadata";',
+      'import * as z from "zod/v4";',
+      'import Fastify2 from "fastify";',
+      'const lazy = () => import("lodash");',
+      '  import notTopLevel from "nope";',
+    ].join("\n");
+    expect(bareImports(bundle)).toEqual([
+      "fastify",
+      "@hono/node-server",
+      "reflect-metadata",
+      "zod/v4",
+    ]);
+  });
+});
+
+describe("WarmPool.allows (which processes may start warm)", () => {
+  const req = (warmPool?: DeployRequest["warmPool"]) =>
+    ({ ...(warmPool ? { warmPool } : {}) }) as DeployRequest;
+  const env = { PATH: "/usr/bin", PORT: "3000", CARAVAN_APP_NAME: "a" };
+
+  it("allows an ordinary app while the pool is on (by default or with a size)", () => {
+    expect(WarmPool.allows(req(), env)).toBe(true);
+    expect(WarmPool.allows(req({ size: 2 }), env)).toBe(true);
+  });
+
+  it("refuses when the deploy turned the pool off (size 0: config false or --no-warm)", () => {
+    expect(WarmPool.allows(req({ size: 0 }), env)).toBe(false);
+  });
+
+  it("refuses variables node reads as it starts, which a running process cannot apply", () => {
+    for (const name of [
+      "NODE_OPTIONS",
+      "NODE_EXTRA_CA_CERTS",
+      "UV_THREADPOOL_SIZE",
+      "OPENSSL_CONF",
+      "SSL_CERT_FILE",
+    ])
+      expect(WarmPool.allows(req(), { ...env, [name]: "x" }), name).toBe(false);
+  });
+
+  it("refuses an environment larger than the room a warm process keeps for /proc/<pid>/environ", () => {
+    expect(WarmPool.allows(req(), { ...env, BIG: "x".repeat(64 * 1024) })).toBe(false);
+    expect(WarmPool.allows(req(), { ...env, BIG: "x".repeat(60 * 1024) })).toBe(true);
+  });
+});
