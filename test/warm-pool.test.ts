@@ -95,12 +95,18 @@ async function self(endpoint: string): Promise<Self> {
 
 /** What must be equal between two processes of one revision: all but pid and port. */
 function comparable(s: Self) {
-  const portless = (text: string) => text.replace(/"port":\d+/, '"port":_');
+  // The port, and the replica (named by its port) in the OpenTelemetry resource attributes.
+  const portless = (text: string) =>
+    text.replace(/"port":\d+/, '"port":_').replace(/caravan\.replica=\d+/, "caravan.replica=_");
   const { pid: _pid, env, environ: vars, ...rest } = s;
-  const { PORT: _port, CARAVAN_RUNTIME: runtime, ...others } = env;
+  const { PORT: _port, CARAVAN_RUNTIME: runtime, OTEL_RESOURCE_ATTRIBUTES: otel, ...others } = env;
   return {
     ...rest,
-    env: { ...others, CARAVAN_RUNTIME: portless(runtime ?? "") },
+    env: {
+      ...others,
+      CARAVAN_RUNTIME: portless(runtime ?? ""),
+      OTEL_RESOURCE_ATTRIBUTES: portless(otel ?? ""),
+    },
     environ: vars.filter((v) => !v.startsWith("PORT=")).map(portless),
   };
 }
@@ -152,6 +158,11 @@ describe("warm pool", () => {
     expect(logs.stdout).toContain("probe says marmalade");
     expect(logs.stdout).toContain("probe warns marmalade");
     expect(readFileSync(join(sb.home, "logs/warm-pool.log"), "utf8")).not.toContain("marmalade");
+    // It is traced as a cold one is (its tracer starts with the app's environment).
+    await eventually(async () => {
+      const t = json<{ traces: { root: string }[] }>(await sb.run(["traces", "--json"]));
+      return t.traces.some((x) => x.root === "GET /say/marmalade");
+    }, 15_000);
 
     // A crash is restarted as a cold one would be (here, in another warm process).
     await fullPool(sb);
