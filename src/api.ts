@@ -161,8 +161,8 @@ export async function runningBackend(config: ResolvedConfig): Promise<Backend | 
 }
 
 async function connect(config: ResolvedConfig, start: boolean): Promise<Backend | undefined> {
-  const { backendProvider } = await import("./backends/registry.ts");
-  return (await backendProvider(config)).open(config, { start });
+  const { connectBackend } = await import("./backends/registry.ts");
+  return connectBackend(config, { start });
 }
 
 /** Plans, snapshots and deploys; never throws for a failed environment (see the outcomes). */

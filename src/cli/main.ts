@@ -1,27 +1,45 @@
 import { Command, CommanderError } from "commander";
 import { reportError } from "./output.ts";
-import { registerPlan } from "./commands/plan.ts";
-import { registerGraph } from "./commands/graph.ts";
-import { registerDeploy } from "./commands/deploy.ts";
-import { registerServe } from "./commands/serve.ts";
-import { registerStatus } from "./commands/status.ts";
-import { registerLogs } from "./commands/logs.ts";
-import { registerStopDelete } from "./commands/stop.ts";
-import { registerServer } from "./commands/server.ts";
-import { registerSecret } from "./commands/secret.ts";
-import { registerRun } from "./commands/run.ts";
-import { registerJob } from "./commands/job.ts";
-import { registerToken } from "./commands/token.ts";
-import { registerImage } from "./commands/image.ts";
-import { registerInit } from "./commands/init.ts";
-import { registerDev } from "./commands/dev.ts";
+
+/** What a command module exports: it declares its command(s) on the program. */
+type Register = (program: Command, ctx: CommandContext) => void;
+
+/**
+ * Every command, by the names it declares, in the order `--help` lists them. A run imports
+ * only the module of the command it names (each module costs start-up time); `--help`, `help`
+ * and an unknown command load them all.
+ */
+const COMMANDS: { names: string[]; load: () => Promise<Register> }[] = [
+  { names: ["plan"], load: async () => (await import("./commands/plan.ts")).registerPlan },
+  { names: ["graph"], load: async () => (await import("./commands/graph.ts")).registerGraph },
+  { names: ["deploy"], load: async () => (await import("./commands/deploy.ts")).registerDeploy },
+  { names: ["serve"], load: async () => (await import("./commands/serve.ts")).registerServe },
+  { names: ["status"], load: async () => (await import("./commands/status.ts")).registerStatus },
+  { names: ["logs"], load: async () => (await import("./commands/logs.ts")).registerLogs },
+  {
+    names: ["stop", "delete"],
+    load: async () => (await import("./commands/stop.ts")).registerStopDelete,
+  },
+  { names: ["server"], load: async () => (await import("./commands/server.ts")).registerServer },
+  { names: ["run", "runs"], load: async () => (await import("./commands/run.ts")).registerRun },
+  { names: ["job"], load: async () => (await import("./commands/job.ts")).registerJob },
+  { names: ["token"], load: async () => (await import("./commands/token.ts")).registerToken },
+  { names: ["secret"], load: async () => (await import("./commands/secret.ts")).registerSecret },
+  { names: ["image"], load: async () => (await import("./commands/image.ts")).registerImage },
+  { names: ["init"], load: async () => (await import("./commands/init.ts")).registerInit },
+  { names: ["dev"], load: async () => (await import("./commands/dev.ts")).registerDev },
+];
 
 /** Each command sets this instead of calling process.exit, so output is flushed. */
 export interface CommandContext {
   exitCode: number;
 }
 
-export function buildProgram(ctx: CommandContext): Command {
+/**
+ * The program with the commands `argv` may run: the one it names (the first word that is not
+ * an option: the program itself takes only --help and --version), else all of them.
+ */
+export async function buildProgram(ctx: CommandContext, argv: string[]): Promise<Command> {
   const program = new Command("caravan")
     .description("Deploy graphs of services: dependencies first, each ready before its dependents.")
     .version("0.1.0")
@@ -41,21 +59,10 @@ Examples:
   $ npx caravan runs                                  recent task runs
   $ npx caravan server stop                           stop the control plane and its apps`,
     );
-  registerPlan(program, ctx);
-  registerGraph(program, ctx);
-  registerDeploy(program, ctx);
-  registerServe(program, ctx);
-  registerStatus(program, ctx);
-  registerLogs(program, ctx);
-  registerStopDelete(program, ctx);
-  registerServer(program, ctx);
-  registerRun(program, ctx);
-  registerJob(program, ctx);
-  registerToken(program, ctx);
-  registerSecret(program, ctx);
-  registerImage(program, ctx);
-  registerInit(program, ctx);
-  registerDev(program, ctx);
+  const word = argv.find((a) => !a.startsWith("-"));
+  const named = COMMANDS.filter((c) => word !== undefined && c.names.includes(word));
+  const registers = await Promise.all((named.length ? named : COMMANDS).map((c) => c.load()));
+  for (const register of registers) register(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
@@ -63,8 +70,8 @@ Examples:
 /** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */
 export async function main(argv: string[]): Promise<number> {
   const ctx: CommandContext = { exitCode: 0 };
-  const program = buildProgram(ctx);
   try {
+    const program = await buildProgram(ctx, argv);
     await program.parseAsync(argv, { from: "user" });
     return ctx.exitCode;
   } catch (e) {

@@ -1,5 +1,5 @@
 import { type Command, Option } from "commander";
-import { deployEnvironments, type Deployment } from "../../api.ts";
+import type { Deployment } from "../../api.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, wholeNumber } from "../output.ts";
 import { progressReporter } from "../progress.ts";
@@ -41,6 +41,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
       },
     ) => {
       const project = await loadProject(file, names, opts);
+      const { deployEnvironments } = await import("../../api.ts");
       const progress = opts.json ? undefined : progressReporter();
       const { deployments } = await deployEnvironments(project.selected, project.config, {
         entry: project.file,
