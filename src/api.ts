@@ -170,9 +170,9 @@ export async function deployEnvironments(
   envs: unknown[],
   config: ResolvedConfig,
   opts: DeployOptions,
-): Promise<{ plan: Plan; deployments: Deployment[] }> {
+): Promise<{ plan: Plan; deployments: Deployment[]; sources: string[] }> {
   const ready = await readyToDeploy(envs, config, opts);
-  const { plan, backend, known } = ready;
+  const { plan, backend, known, sources } = ready;
   try {
     const { executePlan } = await import("./engine/engine.ts");
     const outcomes = await executePlan(plan, backend, {
@@ -196,6 +196,7 @@ export async function deployEnvironments(
     return {
       plan,
       deployments: outcomes.map((o) => new Deployment(plan.byName.get(o.name)!.env, o)),
+      sources,
     };
   } finally {
     if (!opts.backend) await backend.close();
@@ -269,6 +270,8 @@ async function readyToDeploy(
   backend: Backend;
   known: Map<string, Endpoints>;
   request: (env: PlannedEnvironment) => DeployRequest;
+  /** The files the code snapshot was built from. */
+  sources: string[];
 }> {
   const scope: Scope = { project: config.project, domain: config.domain };
   // Validate before starting anything, a control plane included: with none running, nothing
@@ -363,7 +366,7 @@ async function readyToDeploy(
       const source = resolve(env.env.declaredAt?.file ?? entry);
       return { ...built, source, ...(opts.replace ? { replace: true } : {}) };
     };
-    return { plan, backend, known, request };
+    return { plan, backend, known, request, sources: snapshot.sources };
   } catch (e) {
     if (!opts.backend) await backend.close();
     throw e;
