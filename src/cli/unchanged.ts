@@ -185,6 +185,7 @@ export async function recordDeploy(
     deployments: result.deployments.map((d) => d.toJSON()),
   };
   // Written whole or not at all: a concurrent deploy reads the old record or the new one.
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 });
   renameSync(tmp, path);
@@ -195,9 +196,12 @@ function forget(path: string): void {
   rmSync(path, { force: true });
 }
 
-/** `$CARAVAN_HOME/deploys/<hash of the arguments>.json`. */
+/**
+ * `$CARAVAN_HOME/deploys/<hash of the arguments>.json` (not created here: a deploy refused
+ * before anything started leaves nothing behind).
+ */
 async function recordPath(args: DeployArgs): Promise<{ path: string; key: string }> {
-  const [{ clientPaths }, { sha256, stableStringify }] = await Promise.all([
+  const [{ caravanHome }, { sha256, stableStringify }] = await Promise.all([
     import("../backends/home.ts"),
     import("../sdk/stable.ts"),
   ]);
@@ -210,9 +214,7 @@ async function recordPath(args: DeployArgs): Promise<{ path: string; key: string
     backend: args.flags.backend,
     context: args.flags.context,
   });
-  const dir = join(clientPaths().home, "deploys");
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return { path: join(dir, `${sha256(key).slice(0, 24)}.json`), key };
+  return { path: join(caravanHome(), "deploys", `${sha256(key).slice(0, 24)}.json`), key };
 }
 
 /**
