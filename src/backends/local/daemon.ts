@@ -13,7 +13,6 @@ import { requestJSON } from "../http-client.ts";
 import { ROUTES } from "../http-routes.ts";
 import { homePaths, type HomePaths } from "./home.ts";
 import { isAlive } from "./os.ts";
-import { logTail } from "./supervisor.ts";
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), "../../../bin/caravan.js");
 
@@ -149,7 +148,8 @@ export async function ensureDaemon(
   }
   throw new CaravanError(
     "SERVER_UNREACHABLE",
-    `the control plane did not start (see ${paths.daemonLog}):\n${logTail(paths.daemonLog, 0, 15)}`,
+    // The supervisor's module is loaded only here: a client that finds its daemon needs none.
+    `the control plane did not start (see ${paths.daemonLog}):\n${(await import("./supervisor.ts")).logTail(paths.daemonLog, 0, 15)}`,
   );
 }
 
