@@ -1,21 +1,28 @@
 /**
- * How fast the CLI starts: `npx tsx bench/cli.ts [--runs N]`.
+ * How fast the CLI starts: `npx tsx bench/cli.ts [--runs N] [--root DIR]`.
  *
  * Each command is timed end to end as a user runs it (`node bin/caravan.js …`, the compiled
  * package), alternating in one run with the anchor `node -e 0` on the same machine; reported
  * as the ratio of medians. Commands: `--help`; `status` with the control plane running;
  * `plan examples/app-calling-app.ts`; an unchanged `deploy examples/app-calling-app.ts`.
  * Targets (issue 14): --help and status <= 1.6x, plan <= 3x, unchanged deploy <= 2x.
+ * Then `plan --json` of a generated 20,000-environment file against a 10-environment one
+ * (alternating): target <= 1 s more.
+ *
+ * `--root DIR` measures the caravan checkout (built) in DIR instead of this one: the same
+ * script gives the before and after figures.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 
-const ROOT = resolve(import.meta.dirname, "..");
+const arg = (name: string) =>
+  process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined;
+const ROOT = resolve(arg("--root") ?? join(import.meta.dirname, ".."));
 const BIN = join(ROOT, "bin/caravan.js");
-const runs = Number(process.argv[process.argv.indexOf("--runs") + 1]) || 15;
+const runs = Number(arg("--runs")) || 15;
 const home = mkdtempSync(join(tmpdir(), "caravan-bench-cli-"));
 const env = { ...process.env, CARAVAN_HOME: home, NO_COLOR: "1" };
 const EXAMPLE = "examples/app-calling-app.ts";
@@ -26,6 +33,35 @@ function time(args: string[]): number {
   const ms = performance.now() - t0;
   if (r.status !== 0) throw new Error(`${args.join(" ")} exited ${r.status}`);
   return ms;
+}
+
+/**
+ * A file that declares `n` environments in a loop, each depending on up to 10 earlier ones (5
+ * on average), one in four an app: what `caravan plan` pays per environment (construction,
+ * validation, planning, JSON), not the parsing of a long file.
+ */
+function generated(dir: string, n: number): string {
+  const file = join(dir, `envs-${n}.ts`);
+  writeFileSync(
+    file,
+    `import { AppEnvironment, TaskEnvironment, type Environment } from "caravan-deploy";
+let seed = 42;
+const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+const envs: Environment[] = [];
+for (let i = 0; i < ${n}; i++) {
+  const deps = new Set<Environment>();
+  const k = Math.min(i, Math.floor(random() * 11));
+  while (deps.size < k) deps.add(envs[Math.floor(random() * i)]!);
+  const name = \`env-\${i.toString(36)}\`;
+  envs.push(
+    i % 4 === 0
+      ? new AppEnvironment({ name, dependsOn: [...deps], command: ["node", "server.js"] })
+      : new TaskEnvironment({ name, dependsOn: [...deps] }),
+  );
+}
+`,
+  );
+  return file;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -51,7 +87,7 @@ try {
   }
   const base = median(anchor);
   console.log(
-    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${runs} runs each`,
+    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}; ${runs} runs each; ${ROOT}`,
   );
   console.log(`node -e 0: median ${base.toFixed(1)} ms`);
   for (const [name, , target] of commands) {
@@ -61,6 +97,23 @@ try {
       `${name.padEnd(17)} median ${m.toFixed(1).padStart(7)} ms  ${ratio.toFixed(2)}x node -e 0  (target <= ${target}x: ${ratio <= target ? "met" : "MISSED"})`,
     );
   }
+
+  // Size: plan --json of 20,000 environments against 10, alternating.
+  const dir = join(home, "generated");
+  mkdirSync(dir);
+  writeFileSync(join(dir, "package.json"), '{ "type": "module" }\n');
+  const [small, large] = [generated(dir, 10), generated(dir, 20_000)];
+  const sizes = { small: [] as number[], large: [] as number[] };
+  time([BIN, "plan", small, "--json"]); // warm tsx's cache
+  time([BIN, "plan", large, "--json"]);
+  for (let i = 0; i < Math.max(5, Math.ceil(runs / 2)); i++) {
+    sizes.small.push(time([BIN, "plan", small, "--json"]));
+    sizes.large.push(time([BIN, "plan", large, "--json"]));
+  }
+  const more = median(sizes.large) - median(sizes.small);
+  console.log(
+    `plan --json: 10 environments median ${median(sizes.small).toFixed(0)} ms, 20,000 median ${median(sizes.large).toFixed(0)} ms: ${more.toFixed(0)} ms more  (target <= 1000 ms: ${more <= 1000 ? "met" : "MISSED"})`,
+  );
 } finally {
   spawnSync(process.execPath, [BIN, "server", "stop"], { env, stdio: "ignore" });
   rmSync(home, { recursive: true, force: true });
