@@ -4,7 +4,6 @@
  * with this client too (`CARAVAN_API_URL` and a run token), whichever backend started it.
  */
 import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
 import { CaravanError } from "../errors.ts";
 import type {
   Backend,
@@ -29,13 +28,14 @@ import { ROUTES, pathOf } from "./http-routes.ts";
  * CLI more than the whole answer of the local control plane (`caravan status`). Sockets are
  * kept alive by the default agents (an idle one does not hold the process open). Rejects
  * when the server cannot be reached; any status resolves, with the body parsed ({} if not JSON).
+ * node:https (and TLS) loads only for an https URL.
  */
-export function requestJSON(
+export async function requestJSON(
   url: string,
   opts: { method?: string; token?: string; body?: unknown; timeoutMs?: number } = {},
 ): Promise<{ status: number; json: unknown }> {
   const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-  const send = url.startsWith("https:") ? httpsRequest : httpRequest;
+  const send = url.startsWith("https:") ? (await import("node:https")).request : httpRequest;
   return new Promise((resolve, reject) => {
     const req = send(
       url,
