@@ -135,6 +135,7 @@ export async function reuseLastDeploy(
 /**
  * Records a deploy's result for `reuseLastDeploy`, when every environment is ready or
  * unchanged and nothing it depends on lies outside what a record can check (see above).
+ * Never fails the deploy: without a record, the next one takes the full path.
  */
 export async function recordDeploy(
   args: DeployArgs,
@@ -142,6 +143,15 @@ export async function recordDeploy(
   result: { deployments: Deployment[]; sources: string[] },
 ): Promise<void> {
   const { path, key } = await recordPath(args);
+  await writeRecord(path, key, loaded, result).catch(() => forget(path));
+}
+
+async function writeRecord(
+  path: string,
+  key: string,
+  loaded: { config: ResolvedConfig; env: Record<string, string | null> },
+  result: { deployments: Deployment[]; sources: string[] },
+): Promise<void> {
   const [{ sha256 }, { hasInputs }, { inputValueKind }] = await Promise.all([
     import("../sdk/stable.ts"),
     import("../sdk/environment.ts"),
