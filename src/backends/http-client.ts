@@ -64,7 +64,10 @@ export async function requestJSON(
         });
       },
     );
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
+    // Only a request given a timeout has one: a deploy waits for readiness as long as it takes
+    // (the default agent's 5 s socket timeout only emits an event, which needs no listener).
+    if (opts.timeoutMs)
+      req.on("timeout", () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
     req.on("error", reject);
     req.end(body);
   });
