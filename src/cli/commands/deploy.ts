@@ -48,8 +48,10 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
     ) => {
       const args: DeployArgs = { file, names, flags: opts };
       // Nothing changed since the last deploy of these arguments: its result, confirmed by
-      // the backend, without importing the file (see unchanged.ts).
-      const reused = opts.force || opts.replace ? undefined : await reuseLastDeploy(args);
+      // the backend, without importing the file (see unchanged.ts). Whatever cannot be
+      // confirmed (the backend errs, say) takes the full path, which reports it.
+      const reused =
+        opts.force || opts.replace ? undefined : await reuseLastDeploy(args).catch(() => undefined);
       const progress = opts.json ? undefined : progressReporter();
       let result: { config: { project: string; domain: string }; deployments: DeploymentJSON[] };
       if (reused) {
