@@ -167,8 +167,8 @@ export async function runningBackend(config: ResolvedConfig): Promise<Backend | 
 }
 
 async function connect(config: ResolvedConfig, start: boolean): Promise<Backend | undefined> {
-  const { backendProvider } = await import("./backends/registry.ts");
-  return (await backendProvider(config)).open(config, { start });
+  const { connectBackend } = await import("./backends/registry.ts");
+  return connectBackend(config, { start });
 }
 
 /** Plans, snapshots and deploys; never throws for a failed environment (see the outcomes). */
@@ -176,9 +176,9 @@ export async function deployEnvironments(
   envs: unknown[],
   config: ResolvedConfig,
   opts: DeployOptions,
-): Promise<{ plan: Plan; deployments: Deployment[] }> {
+): Promise<{ plan: Plan; deployments: Deployment[]; sources: string[] }> {
   const ready = await readyToDeploy(envs, config, opts);
-  const { plan, backend, known } = ready;
+  const { plan, backend, known, sources } = ready;
   try {
     const { executePlan } = await import("./engine/engine.ts");
     const outcomes = await executePlan(plan, backend, {
@@ -202,6 +202,7 @@ export async function deployEnvironments(
     return {
       plan,
       deployments: outcomes.map((o) => new Deployment(plan.byName.get(o.name)!.env, o)),
+      sources,
     };
   } finally {
     if (!opts.backend) await backend.close();
@@ -275,6 +276,8 @@ async function readyToDeploy(
   backend: Backend;
   known: Map<string, Endpoints>;
   request: (env: PlannedEnvironment) => DeployRequest;
+  /** The files the code snapshot was built from. */
+  sources: string[];
 }> {
   const scope: Scope = { project: config.project, domain: config.domain };
   // Validate before starting anything, a control plane included: with none running, nothing
@@ -375,7 +378,7 @@ async function readyToDeploy(
         ...(warmPool ? { warmPool } : {}),
       };
     };
-    return { plan, backend, known, request };
+    return { plan, backend, known, request, sources: snapshot.sources };
   } catch (e) {
     if (!opts.backend) await backend.close();
     throw e;

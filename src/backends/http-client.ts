@@ -3,6 +3,7 @@
  * backend's daemon serves that API; code inside an app or a task worker reaches its run API
  * with this client too (`CARAVAN_API_URL` and a run token), whichever backend started it.
  */
+import { request as httpRequest } from "node:http";
 import { CaravanError } from "../errors.ts";
 import type {
   Backend,
@@ -23,6 +24,56 @@ import type {
 } from "./contract.ts";
 import { ROUTES, pathOf } from "./http-routes.ts";
 
+/**
+ * One JSON request over node:http(s), not `fetch`: loading fetch (undici) costs a short-lived
+ * CLI more than the whole answer of the local control plane (`caravan status`). Sockets are
+ * kept alive by the default agents (an idle one does not hold the process open). Rejects
+ * when the server cannot be reached; any status resolves, with the body parsed ({} if not JSON).
+ * node:https (and TLS) loads only for an https URL.
+ */
+export async function requestJSON(
+  url: string,
+  opts: { method?: string; token?: string; body?: unknown; timeoutMs?: number } = {},
+): Promise<{ status: number; json: unknown }> {
+  const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+  const send = url.startsWith("https:") ? (await import("node:https")).request : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = send(
+      url,
+      {
+        method: opts.method ?? "GET",
+        headers: {
+          ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+          ...(body === undefined
+            ? {}
+            : { "content-type": "application/json", "content-length": Buffer.byteLength(body) }),
+        },
+        ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          let json: unknown = {};
+          try {
+            json = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+          } catch {
+            /* not JSON: the status says what happened */
+          }
+          resolve({ status: res.statusCode ?? 0, json });
+        });
+      },
+    );
+    // Only a request given a timeout has one: a deploy waits for readiness as long as it takes
+    // (the default agent's 5 s socket timeout only emits an event, which needs no listener).
+    if (opts.timeoutMs)
+      req.on("timeout", () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
 export class HttpBackend implements Backend {
   constructor(
     private readonly url: string,
@@ -31,26 +82,17 @@ export class HttpBackend implements Backend {
 
   /** One call to the API: JSON in, JSON out; an error answer is thrown as its CaravanError. */
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    let res: Response;
+    let res: { status: number; json: unknown };
     try {
-      res = await fetch(`${this.url}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${this.token}`,
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
+      res = await requestJSON(`${this.url}${path}`, { method, token: this.token, body });
     } catch (e) {
       throw new CaravanError(
         "SERVER_UNREACHABLE",
         `cannot reach the control plane at ${this.url}: ${(e as Error).message}; check caravan server status`,
       );
     }
-    const json = (await res.json().catch(() => ({}))) as {
-      error?: { code?: string; message?: string };
-    } & T;
-    if (!res.ok)
+    const json = res.json as { error?: { code?: string; message?: string } } & T;
+    if (res.status < 200 || res.status > 299)
       throw CaravanError.fromJSON(
         json.error ?? { code: "INTERNAL", message: `control plane answered ${res.status}` },
       );

@@ -94,6 +94,18 @@ export async function backendProvider(config: { backend: BackendName }): Promise
 }
 
 /**
+ * Connects to the configured backend (`BackendProvider.open`): with `start`, starting what it
+ * needs; without, undefined when nothing runs there. Light to import: a command that only
+ * talks to a backend (`caravan status`) loads no SDK.
+ */
+export async function connectBackend(
+  config: ResolvedConfig,
+  opts: { start: boolean },
+): Promise<Backend | undefined> {
+  return (await backendProvider(config)).open(config, opts);
+}
+
+/**
  * The error for a command the configured backend cannot do, naming both and the way out.
  * @example throw unsupported("kubernetes", "caravan token", "tokens guard the local gateway")
  */

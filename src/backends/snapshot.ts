@@ -25,6 +25,8 @@ export interface Snapshot {
   code: CodeRef;
   /** Hash of the code an environment can reach: its declaring file and what that imports. */
   codeHashOf(env: Environment): string;
+  /** Every file bundled (absolute paths): what the code hashes cover. */
+  sources: string[];
 }
 
 /**
@@ -112,6 +114,7 @@ export async function snapshotCode(
   return {
     code,
     codeHashOf: (env) => (env.declaredAt && closureHash(env.declaredAt.file)) || hash,
+    sources: Object.keys(result.metafile.inputs).map((input) => resolve(workDir, input)),
   };
 }
 

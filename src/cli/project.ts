@@ -1,8 +1,8 @@
 import { dirname } from "node:path";
 import type { Command } from "commander";
-import { loadConfig, type ResolvedConfig } from "../sdk/config.ts";
+import type { Backend } from "../backends/contract.ts";
+import type { ResolvedConfig } from "../sdk/config.ts";
 import type { Environment } from "../sdk/environment.ts";
-import { loadEnvironments, selectEnvironments } from "../sdk/loader.ts";
 
 export interface ScopeFlags {
   project?: string;
@@ -45,12 +45,24 @@ export async function loadProject(
   names: string[],
   flags: ScopeFlags,
 ): Promise<LoadedProject> {
+  // Loaded when a command runs, not when it is declared (see COMMANDS in main.ts).
+  const [{ loadEnvironments, selectEnvironments }, { loadConfig }] = await Promise.all([
+    import("../sdk/loader.ts"),
+    import("../sdk/config.ts"),
+  ]);
   const loaded = await loadEnvironments(file);
   const config = await loadConfig(dirname(loaded.file), overridesOf(flags));
   return { ...loaded, selected: selectEnvironments(loaded.environments, names), config };
 }
 
+/** The configured backend, started if need be (as `openBackend` in api.ts, without the SDK). */
+export async function openBackend(config: ResolvedConfig): Promise<Backend> {
+  const { connectBackend } = await import("../backends/registry.ts");
+  return (await connectBackend(config, { start: true }))!;
+}
+
 /** The scope of commands that take no file: config from the working directory. */
 export async function loadScope(flags: ScopeFlags): Promise<ResolvedConfig> {
+  const { loadConfig } = await import("../sdk/config.ts");
   return loadConfig(process.cwd(), overridesOf(flags));
 }

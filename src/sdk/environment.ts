@@ -7,7 +7,7 @@ import { parameterNames } from "./serialize.ts";
 import { normalizeResources, type NormalizedResources, type Resources } from "./resources.ts";
 import type { AppSpec, EnvironmentSpec, InputSpec, JobSpec, TaskSpec } from "./spec.ts";
 import { validateKubernetesOptions, type KubernetesOptions } from "./kubernetes.ts";
-import { callerSite, formatSite, type Site } from "./site.ts";
+import { formatSite, lazyCallerSite, type Site } from "./site.ts";
 import {
   fail,
   isPlainObject,
@@ -197,8 +197,11 @@ export abstract class Environment {
   readonly secrets: { key: string; envVar: string }[];
   readonly description?: string;
   readonly kubernetes?: KubernetesOptions;
-  /** Where this environment was declared, for error messages. */
-  readonly declaredAt?: Site;
+  /** Where this environment was declared, for error messages (found when first asked). */
+  get declaredAt(): Site | undefined {
+    return this.site();
+  }
+  private readonly site: () => Site | undefined;
   /** The class name users wrote (`FastifyAppEnvironment`...), for messages. */
   protected readonly typeLabel: string;
 
@@ -217,7 +220,7 @@ export abstract class Environment {
         );
       }
     }
-    this.declaredAt = callerSite();
+    this.site = lazyCallerSite();
     if (
       opts.image !== undefined &&
       !(opts.image instanceof Image) &&

@@ -9,10 +9,10 @@ import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "no
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CaravanError } from "../../errors.ts";
+import { requestJSON } from "../http-client.ts";
 import { ROUTES } from "../http-routes.ts";
 import { homePaths, type HomePaths } from "./home.ts";
 import { isAlive } from "./os.ts";
-import { logTail } from "./supervisor.ts";
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), "../../../bin/caravan.js");
 
@@ -76,17 +76,14 @@ export function readInfo(paths: HomePaths): DaemonInfo | undefined {
 
 /** Whether the daemon answers; throws when it answers that the token is not its own. */
 async function healthy(paths: HomePaths, info: DaemonInfo, token: string): Promise<boolean> {
-  let res: Response;
+  let status: number;
   try {
-    res = await fetch(`${info.url}${ROUTES.health}`, {
-      headers: { authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(2000),
-    });
+    ({ status } = await requestJSON(`${info.url}${ROUTES.health}`, { token, timeoutMs: 2000 }));
   } catch {
     return false;
   }
-  if (res.status === 401) throw lostToken(paths, info, "was replaced");
-  return res.ok;
+  if (status === 401) throw lostToken(paths, info, "was replaced");
+  return status >= 200 && status <= 299;
 }
 
 export async function daemonStatus(
@@ -151,7 +148,8 @@ export async function ensureDaemon(
   }
   throw new CaravanError(
     "SERVER_UNREACHABLE",
-    `the control plane did not start (see ${paths.daemonLog}):\n${logTail(paths.daemonLog, 0, 15)}`,
+    // The supervisor's module is loaded only here: a client that finds its daemon needs none.
+    `the control plane did not start (see ${paths.daemonLog}):\n${(await import("./supervisor.ts")).logTail(paths.daemonLog, 0, 15)}`,
   );
 }
 

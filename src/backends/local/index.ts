@@ -11,7 +11,6 @@ import type { BackendProvider, DaemonControl, SecretAccess } from "../registry.t
 import { CaravanError } from "../../errors.ts";
 import { daemonStatus, ensureDaemon, ensureToken, stopDaemon, tokenFor } from "./daemon.ts";
 import { homePaths } from "./home.ts";
-import { SecretStore } from "./secrets.ts";
 
 /** The credential for a `controlPlane` this home did not start: given explicitly, never guessed. */
 export const CONTROL_PLANE_TOKEN_ENV = "CARAVAN_CONTROL_PLANE_TOKEN";
@@ -44,14 +43,17 @@ async function open(
 }
 
 function secrets(): SecretAccess {
-  const store = new SecretStore(homePaths().secrets);
+  // Loaded on first use: opening the backend (caravan status) needs no secret store.
+  let loaded: Promise<import("./secrets.ts").SecretStore> | undefined;
+  const store = () =>
+    (loaded ??= import("./secrets.ts").then((m) => new m.SecretStore(homePaths().secrets)));
   return {
     where: "the local secret store",
-    set: async (scope, name, value) => store.set(scope, name, value),
-    list: async (scope) => store.list(scope),
-    delete: async (scope, name) => store.delete(scope, name),
-    missing: async (scope, keys) => store.missing(scope, keys),
-    fingerprint: async (scope, keys) => store.fingerprint(scope, keys),
+    set: async (scope, name, value) => (await store()).set(scope, name, value),
+    list: async (scope) => (await store()).list(scope),
+    delete: async (scope, name) => (await store()).delete(scope, name),
+    missing: async (scope, keys) => (await store()).missing(scope, keys),
+    fingerprint: async (scope, keys) => (await store()).fingerprint(scope, keys),
   };
 }
 

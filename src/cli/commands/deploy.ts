@@ -1,9 +1,15 @@
 import { type Command, Option } from "commander";
-import { deployEnvironments, type Deployment } from "../../api.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, wholeNumber } from "../output.ts";
 import { progressReporter } from "../progress.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
+import {
+  recordDeploy,
+  reuseLastDeploy,
+  watchEnvReads,
+  type DeployArgs,
+  type DeploymentJSON,
+} from "../unchanged.ts";
 
 export function registerDeploy(program: Command, ctx: CommandContext): void {
   scopeOptions(
@@ -42,28 +48,69 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
         warm?: boolean;
       },
     ) => {
-      const project = await loadProject(file, names, opts);
+      const args: DeployArgs = { file, names, flags: opts };
+      // Nothing changed since the last deploy of these arguments: its result, confirmed by
+      // the backend, without importing the file (see unchanged.ts). Whatever cannot be
+      // confirmed (the backend errs, say) takes the full path, which reports it; so do the
+      // flags that ask the backend for something (--no-warm empties the local warm pool).
+      const reused =
+        opts.force || opts.replace || opts.warm === false
+          ? undefined
+          : await reuseLastDeploy(args).catch(() => undefined);
       const progress = opts.json ? undefined : progressReporter();
-      const { deployments } = await deployEnvironments(project.selected, project.config, {
-        entry: project.file,
-        force: opts.force ?? false,
-        replace: opts.replace ?? false,
-        ...(opts.warm === false ? { warm: false } : {}),
-        ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
-        ...(progress ? { onEvent: progress.onEvent } : {}),
-      }).finally(() => progress?.done());
+      let result: { config: { project: string; domain: string }; deployments: DeploymentJSON[] };
+      if (reused) {
+        for (const d of reused.deployments) progress?.onEvent(doneEvent(d));
+        progress?.done();
+        result = reused;
+      } else {
+        const reads = watchEnvReads();
+        const project = await loadProject(file, names, opts).finally(() => reads.stop());
+        const { deployEnvironments } = await import("../../api.ts");
+        const deployed = await deployEnvironments(project.selected, project.config, {
+          entry: project.file,
+          force: opts.force ?? false,
+          replace: opts.replace ?? false,
+          ...(opts.warm === false ? { warm: false } : {}),
+          ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+          ...(progress ? { onEvent: progress.onEvent } : {}),
+        }).finally(() => progress?.done());
+        await recordDeploy(args, { config: project.config, env: reads.values() }, deployed);
+        result = {
+          config: project.config,
+          deployments: deployed.deployments.map((d) => d.toJSON()),
+        };
+      }
+      const { deployments } = result;
       const failed = deployments.some((d) => d.status === "failed" || d.status === "skipped");
       if (failed) ctx.exitCode = 1;
-      if (opts.json) return printJSON({ deployments: deployments.map((d) => d.toJSON()) });
-      printSummary(deployments, `${project.config.project}/${project.config.domain}`);
+      if (opts.json) return printJSON({ deployments });
+      printSummary(deployments, `${result.config.project}/${result.config.domain}`);
     },
   );
 }
 
-function printSummary(deployments: Deployment[], scope: string): void {
+/** The progress line of a reused environment, as the engine reports one. */
+function doneEvent(d: DeploymentJSON) {
+  return {
+    type: "done" as const,
+    at: 0,
+    outcome: {
+      name: d.name,
+      kind: d.kind,
+      status: d.status,
+      finishedAt: 0,
+      ...(d.revision ? { revision: d.revision } : {}),
+      ...(d.endpoint ? { endpoint: d.endpoint } : {}),
+      ...(d.internalEndpoint ? { internalEndpoint: d.internalEndpoint } : {}),
+    },
+  };
+}
+
+function printSummary(deployments: DeploymentJSON[], scope: string): void {
   const count = (s: string) => deployments.filter((d) => d.status === s).length;
   for (const d of deployments) {
-    if (d.status === "failed") info(`\n${color.red(`${d.name} failed:`)} ${d.outcome.error}`);
+    if (d.status === "failed") info(`\n${color.red(`${d.name} failed:`)} ${d.error}`);
   }
   const parts = ["ready", "unchanged", "failed", "skipped"].map((s) => `${count(s)} ${s}`);
   info(`\n${scope}: ${parts.join(", ")}`);

@@ -19,19 +19,17 @@
  * there, so a dev session leaves nothing behind.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Command, Option } from "commander";
-import { openBackend } from "../../api.ts";
 import type { Backend, EnvironmentStatus } from "../../backends/contract.ts";
 import type { DaemonControl } from "../../backends/registry.ts";
 import { CaravanError } from "../../errors.ts";
-import { loadConfig, type ResolvedConfig } from "../../sdk/config.ts";
+import type { ResolvedConfig } from "../../sdk/config.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, wholeNumber } from "../output.ts";
-import { scopeOptions, type ScopeFlags } from "../project.ts";
+import { openBackend, scopeOptions, type ScopeFlags } from "../project.ts";
 
 const PALETTE = [color.cyan, color.magenta, color.yellow, color.green, color.blue, color.red];
 const DEBOUNCE_MS = 100;
@@ -81,6 +79,9 @@ async function sourcesOf(entry: string): Promise<string[] | undefined> {
 /** Whether an environment has anything running (a failed one may keep its old revision serving). */
 const live = (s: EnvironmentStatus) => s.state !== "stopped" || s.pids.length > 0;
 
+/** node:crypto, loaded when a session starts: declaring the command (`--help`) must not. */
+let createHash: typeof import("node:crypto").createHash;
+
 function digest(file: string): string {
   try {
     return createHash("sha256").update(readFileSync(file)).digest("hex");
@@ -123,6 +124,8 @@ Example:
         "USAGE",
         `${file}: no such file; give the file that declares environments`,
       );
+    const { loadConfig } = await import("../../sdk/config.ts");
+    ({ createHash } = await import("node:crypto"));
     const config = await loadConfig(dirname(entry), {
       project: opts.project,
       domain: opts.domain,

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { CaravanError } from "../../errors.ts";
-import { planDeployment, type Plan } from "../../plan/plan.ts";
+import type { Plan } from "../../plan/plan.ts";
 import type { CommandContext } from "../main.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
 
@@ -23,6 +23,7 @@ export function registerGraph(program: Command, _ctx: CommandContext): void {
       );
     }
     const project = await loadProject(file, names, opts);
+    const { planDeployment } = await import("../../plan/plan.ts");
     const plan = planDeployment(project.selected, {
       project: project.config.project,
       domain: project.config.domain,

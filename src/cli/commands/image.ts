@@ -1,10 +1,8 @@
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { CaravanError } from "../../errors.ts";
-import { Image, imageReference, needsBuild } from "../../sdk/image.ts";
 import type { CommandContext } from "../main.ts";
 import { info, printJSON } from "../output.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
@@ -48,6 +46,7 @@ export function registerImage(program: Command, _ctx: CommandContext): void {
       .option("--json", "print { image, dockerfile } as JSON on stdout"),
   ).action(async (file: string, name: string, opts: ScopeFlags & { json?: boolean }) => {
     const { env, config } = await environmentOf(file, name, opts);
+    const { Image, imageReference } = await import("../../sdk/image.ts");
     const dockerfile = (env.image ?? Image.fromDebianBase()).dockerfile();
     const ref = imageReference(env.name, env.image?.toJSON(), config.kubernetes?.registry);
     if (opts.json) return printJSON({ image: ref, dockerfile });
@@ -68,6 +67,7 @@ export function registerImage(program: Command, _ctx: CommandContext): void {
   ).action(
     async (file: string, name: string, opts: ScopeFlags & { registry?: string; push: boolean }) => {
       const { env, config } = await environmentOf(file, name, opts);
+      const { imageReference, needsBuild } = await import("../../sdk/image.ts");
       if (!env.image || !needsBuild(env.image.toJSON())) {
         throw new CaravanError(
           "USAGE",
@@ -77,6 +77,7 @@ export function registerImage(program: Command, _ctx: CommandContext): void {
       const registry = opts.registry ?? config.kubernetes?.registry;
       const ref = imageReference(env.name, env.image.toJSON(), registry);
       const tool = containerTool();
+      const { tmpdir } = await import("node:os");
       const dir = mkdtempSync(join(tmpdir(), "caravan-image-"));
       try {
         writeFileSync(join(dir, "Dockerfile"), env.image.dockerfile());

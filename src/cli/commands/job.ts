@@ -1,8 +1,7 @@
 import type { Command } from "commander";
-import { openBackend } from "../../api.ts";
 import type { CommandContext } from "../main.ts";
 import { info, printJSON } from "../output.ts";
-import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
+import { loadScope, openBackend, scopeOptions, type ScopeFlags } from "../project.ts";
 
 export function registerJob(program: Command, _ctx: CommandContext): void {
   const job = program

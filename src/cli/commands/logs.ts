@@ -1,8 +1,7 @@
 import { type Command, Option } from "commander";
-import { openBackend } from "../../api.ts";
 import { wholeNumber } from "../output.ts";
 import type { CommandContext } from "../main.ts";
-import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
+import { loadScope, openBackend, scopeOptions, type ScopeFlags } from "../project.ts";
 
 export function registerLogs(program: Command, _ctx: CommandContext): void {
   scopeOptions(

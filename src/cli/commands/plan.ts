@@ -1,6 +1,4 @@
 import type { Command } from "commander";
-import { previewEnvironments } from "../../api.ts";
-import { planToJSON } from "../../plan/plan.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON } from "../output.ts";
 import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
@@ -20,6 +18,10 @@ export function registerPlan(program: Command, ctx: CommandContext): void {
       .option("--json", "print the plan as JSON on stdout"),
   ).action(async (file: string, names: string[], opts: ScopeFlags & { json?: boolean }) => {
     const project = await loadProject(file, names, opts);
+    const [{ previewEnvironments }, { planToJSON }] = await Promise.all([
+      import("../../api.ts"),
+      import("../../plan/plan.ts"),
+    ]);
     // Apps already deployed may be named by AppEndpoints; a backend that can tell says what
     // a deploy would change. Planning never starts a control plane.
     const { plan, changes } = await previewEnvironments(project.selected, project.config);

@@ -1,12 +1,10 @@
 import type { Command } from "commander";
-import { openBackend } from "../../api.ts";
 import type { RunRecord } from "../../backends/contract.ts";
 import { CaravanError, isCaravanError } from "../../errors.ts";
-import { runTask } from "../../runs.ts";
-import { isTaskEnvironment, type Task } from "../../sdk/environment.ts";
+import type { Task } from "../../sdk/environment.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable, reportError, wholeNumber } from "../output.ts";
-import { loadProject, loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
+import { loadProject, loadScope, openBackend, scopeOptions, type ScopeFlags } from "../project.ts";
 
 export function registerRun(program: Command, ctx: CommandContext): void {
   scopeOptions(
@@ -37,8 +35,9 @@ Examples:
       opts: ScopeFlags & { input?: string[]; args?: string; json?: boolean },
     ) => {
       const project = await loadProject(file, [], opts);
-      const task = findTask(project.environments, taskName, file);
+      const task = await findTask(project.environments, taskName, file);
       const args = argumentsOf(task, opts);
+      const { runTask } = await import("../../runs.ts");
       let record: RunRecord;
       try {
         record = await runTask(task, args, {
@@ -255,7 +254,12 @@ function durationMs(flag: string): (value: string) => number {
 }
 
 /** The task named on the command line, by id or by (unique) name. */
-function findTask(environments: unknown[], name: string, file: string): Task<any[], any> {
+async function findTask(
+  environments: unknown[],
+  name: string,
+  file: string,
+): Promise<Task<any[], any>> {
+  const { isTaskEnvironment } = await import("../../sdk/environment.ts");
   const tasks = environments.filter(isTaskEnvironment).flatMap((env) => [...env.tasks.values()]);
   const found = tasks.filter((t) => t.id === name || t.taskName === name);
   if (found.length === 1) return found[0]!;

@@ -1,5 +1,4 @@
 import { type Command, Option } from "commander";
-import { deployEnvironments } from "../../api.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, wholeNumber } from "../output.ts";
 import { progressReporter } from "../progress.ts";
@@ -23,6 +22,7 @@ export function registerServe(program: Command, ctx: CommandContext): void {
       ),
   ).action(async (file: string, names: string[], opts: ScopeFlags & { concurrency?: number }) => {
     const project = await loadProject(file, names, opts);
+    const { deployEnvironments } = await import("../../api.ts");
     const { config } = project;
     const { backendProvider, unsupported } = await import("../../backends/registry.ts");
     const provider = await backendProvider(config);

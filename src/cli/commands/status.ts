@@ -1,11 +1,9 @@
 import type { Command } from "commander";
-import { openBackend } from "../../api.ts";
 import type { JobRun } from "../../backends/contract.ts";
-import { dependencyHealth, healthKey } from "../../backends/health.ts";
 import { headline } from "../../errors.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
-import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
+import { loadScope, openBackend, scopeOptions, type ScopeFlags } from "../project.ts";
 
 export function registerStatus(program: Command, _ctx: CommandContext): void {
   scopeOptions(
@@ -19,6 +17,7 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
   ).action(async (opts: ScopeFlags & { all?: boolean; json?: boolean }) => {
     const config = await loadScope(opts);
     const backend = await openBackend(config);
+    const { dependencyHealth, healthKey } = await import("../../backends/health.ts");
     // A cluster client keeps a keep-alive agent: closed once the answer is in.
     const envs = await backend.status(opts.all ? undefined : config).finally(() => backend.close());
     // Degraded: a dependency is not serving (derived the same way for every backend).

@@ -1,9 +1,8 @@
 import type { Command } from "commander";
-import { openBackend } from "../../api.ts";
 import type { TokenAccess } from "../../backends/contract.ts";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
-import { loadScope, scopeOptions, type ScopeFlags } from "../project.ts";
+import { loadScope, openBackend, scopeOptions, type ScopeFlags } from "../project.ts";
 
 /**
  * Runs `fn` with the configured backend's tokens (the local one starts its control plane);
