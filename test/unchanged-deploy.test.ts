@@ -93,6 +93,23 @@ describe("an unchanged deploy", () => {
     expect(loads()).toBe(2);
   });
 
+  it("picks up a file the definition reads with fs: one that appears, then an edit", async () => {
+    const first = await deploy(sb, [main], env());
+    expect(first.code, first.stderr).toBe(0);
+    const answer = join(dir, "answer.txt");
+    writeFileSync(answer, "from a file");
+    const appeared = await deploy(sb, [main], env());
+    expect(appeared.by.back!.status).toBe("ready");
+    expect(await get(`${first.by.back!.endpoint}/`)).toEqual({ status: 200, body: "from a file" });
+    writeFileSync(answer, "edited");
+    const edited = await deploy(sb, [main], env());
+    expect(edited.by.back!.status).toBe("ready");
+    expect(await get(`${first.by.back!.endpoint}/`)).toEqual({ status: 200, body: "edited" });
+    const again = await deploy(sb, [main], env());
+    expect(again.deployments.map((d) => d.status)).toEqual(["unchanged", "unchanged"]);
+    expect(loads()).toBe(3);
+  });
+
   it("does not miss a variable the file reads, a secret's new value or a new config file", async () => {
     const first = await deploy(sb, [main], env({ WHO: "ada" }));
     expect(first.code, first.stderr).toBe(0);

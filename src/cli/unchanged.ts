@@ -4,8 +4,9 @@
  * node takes to start, only to find that every revision is the one already deployed.
  *
  * So after a deploy in which every environment came out ready or unchanged, the CLI records
- * what that result was computed from: the contents of every file the code snapshot covered and
- * of the config file, the environment variables read while the file and the config loaded,
+ * what that result was computed from: the contents of every file the code snapshot covered, of
+ * the config file and of the files the user's code read with `fs` while it loaded (or that they
+ * did not exist), the environment variables read while the file and the config loaded,
  * the fingerprint of the secrets the environments declare, caravan's own build, and each
  * environment's revision and endpoints. The next `caravan deploy` with the same arguments
  * reuses the result when all of that is as recorded *and* the backend confirms that every
@@ -37,8 +38,8 @@ interface DeployRecord {
   key: string;
   caravan: string;
   config: ResolvedConfig;
-  /** Absolute path -> sha256 of its contents. */
-  files: Record<string, string>;
+  /** Absolute path -> sha256 of its contents (null: it did not exist when it was read). */
+  files: Record<string, string | null>;
   /** Variables read while loading -> their value (null: unset). */
   env: Record<string, string | null>;
   secrets?: { keys: string[]; fingerprint: string };
@@ -72,6 +73,69 @@ export function watchEnvReads(): { stop(): void; values(): Record<string, string
   };
 }
 
+/** caravan's own code, wherever it runs from (dist/ or, through tsx, src/). */
+const OWN = ["dist", "src"].map((d) => `${resolve(import.meta.dirname, "../..", d)}/`);
+/** The `fs` functions whose first argument is a file the user's code depends on. */
+const FS_READS = ["readFileSync", "readFile", "existsSync", "statSync"] as const;
+
+/**
+ * Records which files are read through `fs` (readFileSync, readFile, existsSync, statSync,
+ * fs.promises.readFile) from now on, outside node_modules: a definition that reads a JSON file
+ * or checks that a file exists depends on it as much as on its imports. `stop` puts `fs` back.
+ */
+export async function watchFileReads(): Promise<{ stop(): void; paths(): string[] }> {
+  const [fs, { syncBuiltinESMExports }] = await Promise.all([
+    import("node:fs"),
+    import("node:module"),
+  ]);
+  const real = fs.default as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const promises = fs.default.promises as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const paths = new Set<string>();
+  const note = (path: unknown) => {
+    if (typeof path !== "string" && !(path instanceof URL)) return; // a descriptor: not a file
+    const abs = path instanceof URL ? path.pathname : resolve(path);
+    // Packages, and caravan's own code (its build is recorded), are not the user's inputs.
+    if (!abs.includes("/node_modules/") && !OWN.some((dir) => abs.startsWith(dir))) paths.add(abs);
+  };
+  const saved = new Map<string, (...args: unknown[]) => unknown>();
+  for (const name of FS_READS) {
+    const fn = real[name]!;
+    saved.set(name, fn);
+    real[name] = function (this: unknown, ...args: unknown[]) {
+      note(args[0]);
+      return fn.apply(this, args);
+    };
+  }
+  const readFile = promises.readFile!;
+  promises.readFile = function (this: unknown, ...args: unknown[]) {
+    note(args[0]);
+    return readFile.apply(this, args);
+  };
+  // `import { readFileSync } from "node:fs"` sees the patched functions too.
+  syncBuiltinESMExports();
+  return {
+    stop: () => {
+      for (const [name, fn] of saved) real[name] = fn;
+      promises.readFile = readFile;
+      syncBuiltinESMExports();
+    },
+    paths: () => [...paths],
+  };
+}
+
+/** A file's content hash as `files` records it; null when there is no such file. */
+function contentHash(sha256: (s: string) => string, file: string): string | null {
+  try {
+    return sha256(readFileSync(file, "latin1"));
+  } catch (e) {
+    // A directory (read by statSync/existsSync) or a file gone: recorded as what it is.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    if (code === "EISDIR") return "directory";
+    throw e;
+  }
+}
+
 /** Reuses the last deploy of these arguments when nothing it depended on changed. */
 export async function reuseLastDeploy(
   args: DeployArgs,
@@ -94,9 +158,9 @@ export async function reuseLastDeploy(
   if (findConfigFile(dirname(resolve(args.file))) !== record.config.file) return undefined;
   for (const [file, hash] of Object.entries(record.files)) {
     try {
-      if (sha256(readFileSync(file, "utf8")) !== hash) return undefined;
+      if (contentHash(sha256, file) !== hash) return undefined;
     } catch {
-      return undefined; // removed, or unreadable
+      return undefined; // unreadable
     }
   }
   const { config } = record;
@@ -139,7 +203,7 @@ export async function reuseLastDeploy(
  */
 export async function recordDeploy(
   args: DeployArgs,
-  loaded: { config: ResolvedConfig; env: Record<string, string | null> },
+  loaded: { config: ResolvedConfig; env: Record<string, string | null>; read: string[] },
   result: { deployments: Deployment[]; sources: string[] },
 ): Promise<void> {
   const { path, key } = await recordPath(args);
@@ -149,7 +213,7 @@ export async function recordDeploy(
 async function writeRecord(
   path: string,
   key: string,
-  loaded: { config: ResolvedConfig; env: Record<string, string | null> },
+  loaded: { config: ResolvedConfig; env: Record<string, string | null>; read: string[] },
   result: { deployments: Deployment[]; sources: string[] },
 ): Promise<void> {
   const [{ sha256 }, { hasInputs }, { inputValueKind }] = await Promise.all([
@@ -173,9 +237,9 @@ async function writeRecord(
   );
   if (!checkable) return forget(path);
   const { config } = loaded;
-  const files: Record<string, string> = {};
-  for (const file of [...result.sources, ...(config.file ? [config.file] : [])])
-    files[file] = sha256(readFileSync(file, "utf8"));
+  const files: Record<string, string | null> = {};
+  for (const file of [...result.sources, ...(config.file ? [config.file] : []), ...loaded.read])
+    files[file] = contentHash(sha256, file);
   const keys = [...new Set(result.deployments.flatMap((d) => d.env.secrets.map((s) => s.key)))];
   let secrets: DeployRecord["secrets"];
   if (keys.length) {

@@ -7,6 +7,7 @@ import {
   recordDeploy,
   reuseLastDeploy,
   watchEnvReads,
+  watchFileReads,
   type DeployArgs,
   type DeploymentJSON,
 } from "../unchanged.ts";
@@ -65,7 +66,11 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
         result = reused;
       } else {
         const reads = watchEnvReads();
-        const project = await loadProject(file, names, opts).finally(() => reads.stop());
+        const fileReads = await watchFileReads();
+        const project = await loadProject(file, names, opts).finally(() => {
+          reads.stop();
+          fileReads.stop();
+        });
         const { deployEnvironments } = await import("../../api.ts");
         const deployed = await deployEnvironments(project.selected, project.config, {
           entry: project.file,
@@ -75,7 +80,11 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
           ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
           ...(progress ? { onEvent: progress.onEvent } : {}),
         }).finally(() => progress?.done());
-        await recordDeploy(args, { config: project.config, env: reads.values() }, deployed);
+        await recordDeploy(
+          args,
+          { config: project.config, env: reads.values(), read: fileReads.paths() },
+          deployed,
+        );
         result = {
           config: project.config,
           deployments: deployed.deployments.map((d) => d.toJSON()),
