@@ -503,12 +503,7 @@ export class ControlPlane implements Backend {
   /** Runs a deployed job again (`caravan job rerun`), its revision unchanged. */
   async rerunJob(scope: Scope, name: string): Promise<DeployResult> {
     const row = this.store.get(scope, name);
-    if (!row)
-      throw notDeployed(
-        scope,
-        [name],
-        this.store.list(scope).map((r) => r.name),
-      );
+    if (!row) throw this.notDeployed(scope, name);
     if (row.kind !== "job") {
       throw new CaravanError(
         "USAGE",
@@ -520,11 +515,7 @@ export class ControlPlane implements Backend {
       // Read again under the lock: a delete or deploy may have run while this waited.
       const current = this.store.get(scope, name);
       if (!current || current.kind !== "job" || current.desired !== "running")
-        throw notDeployed(
-          scope,
-          [name],
-          this.store.list(scope).map((r) => r.name),
-        );
+        throw this.notDeployed(scope, name);
       this.store.event(scope, name, "rerun", current.revision);
       return this.jobs.run(current);
     });
@@ -665,11 +656,7 @@ export class ControlPlane implements Backend {
           "USAGE",
           `"${name}" is a task environment: it has no endpoint to open (apps have)`,
         );
-      throw notDeployed(
-        scope,
-        [name],
-        this.store.list(scope).map((r) => r.name),
-      );
+      throw this.notDeployed(scope, name);
     }
     if (!this.serving.has(keyOf(scope, name)))
       throw new CaravanError(
@@ -709,14 +696,18 @@ export class ControlPlane implements Backend {
     return this.deploy({ ...this.lastRequest(scope, name), force: true });
   }
 
+  /** NOT_DEPLOYED for `name`, listing what the scope has instead. */
+  private notDeployed(scope: Scope, name: string): CaravanError {
+    return notDeployed(
+      scope,
+      [name],
+      this.store.list(scope).map((r) => r.name),
+    );
+  }
+
   private lastRequest(scope: Scope, name: string): DeployRequest {
     const row = this.store.get(scope, name);
-    if (!row)
-      throw notDeployed(
-        scope,
-        [name],
-        this.store.list(scope).map((r) => r.name),
-      );
+    if (!row) throw this.notDeployed(scope, name);
     if (row.kind === "job")
       throw new CaravanError("USAGE", `${name} is a job: run it again with caravan job rerun`);
     return row.request;
@@ -763,12 +754,7 @@ export class ControlPlane implements Backend {
    */
   describe(scope: Scope, name: string): EnvironmentDescription {
     const row = this.store.get(scope, name);
-    if (!row)
-      throw notDeployed(
-        scope,
-        [name],
-        this.store.list(scope).map((r) => r.name),
-      );
+    if (!row) throw this.notDeployed(scope, name);
     const spec = row.request.spec;
     return {
       name,
@@ -816,12 +802,7 @@ export class ControlPlane implements Backend {
   }
 
   async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {
-    if (!this.store.get(scope, name))
-      throw notDeployed(
-        scope,
-        [name],
-        this.store.list(scope).map((r) => r.name),
-      );
+    if (!this.store.get(scope, name)) throw this.notDeployed(scope, name);
     const file = logFile(this.paths, scope.project, scope.domain, name);
     let offset = 0;
     // Read backwards from the end, never the whole file, and never synchronously.
