@@ -7,7 +7,17 @@
  * home's limits, or a project's own from its caravan.config).
  */
 import Database from "better-sqlite3";
-import type { Scope, SpanView, TraceFilter, TraceLogView, TraceSummary } from "../../contract.ts";
+import type {
+  LogRecordFilter,
+  LogRecordView,
+  MetricFilter,
+  MetricSeries,
+  Scope,
+  SpanView,
+  TraceFilter,
+  TraceLogView,
+  TraceSummary,
+} from "../../contract.ts";
 import type { LogRecordRow, MetricPointRow, SpanRecord } from "./otlp.ts";
 
 /** Limits per project/domain. */
@@ -250,22 +260,74 @@ export class TelemetryStore {
 
   /** The newest traces (by their latest span), summed up. */
   listTraces(filter: TraceFilter = {}): TraceSummary[] {
-    const conditions = (
+    const scoped = (
       [
-        ["service", filter.app],
         ["project", filter.project],
         ["domain", filter.domain],
       ] as const
     ).filter(([, v]) => v);
-    const where = conditions.map(([column]) => `${column} = ?`);
-    const params = conditions.map(([, v]) => v);
+    const where = scoped.map(([column]) => `${column} = ?`);
+    const params: unknown[] = scoped.map(([, v]) => v);
+    // A trace with a span of the app, summed up over all its spans.
+    if (filter.app) {
+      where.push("trace_id IN (SELECT trace_id FROM spans WHERE service = ?)");
+      params.push(filter.app);
+    }
+    const having: string[] = [];
+    if (filter.status) having.push(`MAX(status = 2) = ${filter.status === "error" ? 1 : 0}`);
+    if (filter.minDurationMs) {
+      having.push("MAX(end_us) - MIN(start_us) >= ?");
+      params.push(Math.round(filter.minDurationMs * 1000));
+    }
     const ids = this.db
       .prepare(
         `SELECT trace_id, MAX(start_us) AS latest FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-         GROUP BY trace_id ORDER BY latest DESC LIMIT ?`,
+         GROUP BY trace_id ${having.length ? `HAVING ${having.join(" AND ")}` : ""}
+         ORDER BY latest DESC LIMIT ?`,
       )
       .all(...params, Math.max(1, Math.min(1000, filter.limit ?? 50))) as Raw[];
     return ids.map(({ trace_id }) => summaryOf(trace_id, this.stmts.trace.all(trace_id) as Raw[]));
+  }
+
+  /** An app's newest OTLP log records (newest first), each with its trace id if it has one. */
+  logRecords(filter: LogRecordFilter): LogRecordView[] {
+    const [where, params] = appScope(filter);
+    const rows = this.db
+      .prepare(`SELECT * FROM log_records WHERE ${where} ORDER BY time_us DESC, rowid DESC LIMIT ?`)
+      .all(...params, Math.max(1, Math.min(1000, filter.limit ?? 200))) as Raw[];
+    return rows.map((r) => ({ ...logViewOf(r), traceId: r.trace_id }));
+  }
+
+  /**
+   * An app's metrics (at most 50, by name), each with its newest points (oldest first):
+   * what the console charts.
+   */
+  metrics(filter: MetricFilter): MetricSeries[] {
+    const [where, params] = appScope(filter);
+    const named = filter.name ? [...params, filter.name] : params;
+    const byName = `${where}${filter.name ? " AND name = ?" : ""}`;
+    const names = this.db
+      .prepare(
+        `SELECT name, MAX(unit) AS unit, MAX(type) AS type FROM metric_points WHERE ${byName}
+         GROUP BY name ORDER BY name LIMIT 50`,
+      )
+      .all(...named) as Raw[];
+    const limit = Math.max(1, Math.min(5000, filter.limit ?? 300));
+    const points = this.db.prepare(
+      `SELECT time_us, value, count, attributes FROM metric_points WHERE ${where} AND name = ?
+       ORDER BY time_us DESC LIMIT ?`,
+    );
+    return names.map((n) => ({
+      name: n.name,
+      unit: n.unit,
+      type: n.type,
+      points: (points.all(...params, n.name, limit) as Raw[]).reverse().map((p) => ({
+        timeMs: p.time_us / 1000,
+        value: p.value,
+        count: p.count,
+        attributes: JSON.parse(p.attributes),
+      })),
+    }));
   }
 
   /** A trace's spans by start time, or undefined when none is kept. */
@@ -276,19 +338,35 @@ export class TelemetryStore {
 
   /** The log records written within a trace (the console shows them beside it). */
   logsOfTrace(traceId: string): TraceLogView[] {
-    return (this.stmts.logsOfTrace.all(traceId.toLowerCase()) as Raw[]).map((r) => ({
-      timeMs: r.time_us / 1000,
-      app: r.service,
-      spanId: r.span_id,
-      severity: r.severity_text,
-      body: r.body,
-      attributes: JSON.parse(r.attributes),
-    }));
+    return (this.stmts.logsOfTrace.all(traceId.toLowerCase()) as Raw[]).map(logViewOf);
   }
 
   close(): void {
     this.db.close();
   }
+}
+
+/** The WHERE clause (and its parameters) of one app's rows, in a scope when given one. */
+function appScope(filter: { app: string; project?: string; domain?: string }): [string, unknown[]] {
+  const conditions = (
+    [
+      ["service", filter.app],
+      ["project", filter.project],
+      ["domain", filter.domain],
+    ] as const
+  ).filter(([, v]) => v);
+  return [conditions.map(([c]) => `${c} = ?`).join(" AND "), conditions.map(([, v]) => v)];
+}
+
+function logViewOf(r: Raw): TraceLogView {
+  return {
+    timeMs: r.time_us / 1000,
+    app: r.service,
+    spanId: r.span_id,
+    severity: r.severity_text,
+    body: r.body,
+    attributes: JSON.parse(r.attributes),
+  };
 }
 
 function summaryOf(traceId: string, rows: Raw[]): TraceSummary {
