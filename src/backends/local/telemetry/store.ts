@@ -258,35 +258,40 @@ export class TelemetryStore {
     };
   }
 
-  /** The newest traces (by their latest span), summed up. */
+  /**
+   * The newest traces (by their latest span, or latest span of `app`), summed up over all
+   * their spans. Walks spans newest first (an index) and stops at the limit, so the console's
+   * polling costs what it shows, not what is kept; a filter few traces pass walks further.
+   */
   listTraces(filter: TraceFilter = {}): TraceSummary[] {
-    const scoped = (
+    const conditions = (
       [
+        ["service", filter.app],
         ["project", filter.project],
         ["domain", filter.domain],
       ] as const
     ).filter(([, v]) => v);
-    const where = scoped.map(([column]) => `${column} = ?`);
-    const params: unknown[] = scoped.map(([, v]) => v);
-    // A trace with a span of the app, summed up over all its spans.
-    if (filter.app) {
-      where.push("trace_id IN (SELECT trace_id FROM spans WHERE service = ?)");
-      params.push(filter.app);
+    const where = conditions.map(([column]) => `${column} = ?`);
+    // A trace is an error when a span of it is: only its error spans can find it (an app's
+    // span finds its traces, whose error may be another app's).
+    if (filter.status === "error" && !filter.app) where.push("status = 2");
+    const newest = this.db.prepare(
+      `SELECT trace_id FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY start_us DESC`,
+    );
+    const limit = Math.max(1, Math.min(1000, filter.limit ?? 50));
+    const seen = new Set<string>();
+    const traces: TraceSummary[] = [];
+    for (const { trace_id } of newest.iterate(...conditions.map(([, v]) => v)) as Iterable<Raw>) {
+      if (seen.has(trace_id)) continue;
+      seen.add(trace_id);
+      const trace = summaryOf(trace_id, this.stmts.trace.all(trace_id) as Raw[]);
+      if (filter.status && trace.status !== filter.status) continue;
+      if (filter.minDurationMs && trace.durationMs < filter.minDurationMs) continue;
+      traces.push(trace);
+      if (traces.length === limit) break;
     }
-    const having: string[] = [];
-    if (filter.status) having.push(`MAX(status = 2) = ${filter.status === "error" ? 1 : 0}`);
-    if (filter.minDurationMs) {
-      having.push("MAX(end_us) - MIN(start_us) >= ?");
-      params.push(Math.round(filter.minDurationMs * 1000));
-    }
-    const ids = this.db
-      .prepare(
-        `SELECT trace_id, MAX(start_us) AS latest FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-         GROUP BY trace_id ${having.length ? `HAVING ${having.join(" AND ")}` : ""}
-         ORDER BY latest DESC LIMIT ?`,
-      )
-      .all(...params, Math.max(1, Math.min(1000, filter.limit ?? 50))) as Raw[];
-    return ids.map(({ trace_id }) => summaryOf(trace_id, this.stmts.trace.all(trace_id) as Raw[]));
+    return traces;
   }
 
   /** An app's newest OTLP log records (newest first), each with its trace id if it has one. */
@@ -300,34 +305,49 @@ export class TelemetryStore {
 
   /**
    * An app's metrics (at most 50, by name), each with its newest points (oldest first):
-   * what the console charts.
+   * what the console charts. Names come from the (service, name, time) index a seek at a
+   * time, not from every point.
    */
   metrics(filter: MetricFilter): MetricSeries[] {
     const [where, params] = appScope(filter);
-    const named = filter.name ? [...params, filter.name] : params;
-    const byName = `${where}${filter.name ? " AND name = ?" : ""}`;
-    const names = this.db
-      .prepare(
-        `SELECT name, MAX(unit) AS unit, MAX(type) AS type FROM metric_points WHERE ${byName}
-         GROUP BY name ORDER BY name LIMIT 50`,
-      )
-      .all(...named) as Raw[];
+    const names = filter.name
+      ? [filter.name]
+      : (
+          this.db
+            .prepare(
+              `WITH RECURSIVE names(name) AS (
+                 SELECT MIN(name) FROM metric_points WHERE service = ?
+                 UNION ALL
+                 SELECT (SELECT MIN(name) FROM metric_points WHERE service = ? AND name > names.name)
+                 FROM names WHERE names.name IS NOT NULL
+               ) SELECT name FROM names WHERE name IS NOT NULL LIMIT 50`,
+            )
+            .all(filter.app, filter.app) as Raw[]
+        ).map((r) => r.name as string);
     const limit = Math.max(1, Math.min(5000, filter.limit ?? 300));
     const points = this.db.prepare(
-      `SELECT time_us, value, count, attributes FROM metric_points WHERE ${where} AND name = ?
-       ORDER BY time_us DESC LIMIT ?`,
+      `SELECT time_us, unit, type, value, count, attributes FROM metric_points
+       WHERE ${where} AND name = ? ORDER BY time_us DESC LIMIT ?`,
     );
-    return names.map((n) => ({
-      name: n.name,
-      unit: n.unit,
-      type: n.type,
-      points: (points.all(...params, n.name, limit) as Raw[]).reverse().map((p) => ({
-        timeMs: p.time_us / 1000,
-        value: p.value,
-        count: p.count,
-        attributes: JSON.parse(p.attributes),
-      })),
-    }));
+    return names.flatMap((name) => {
+      const rows = (points.all(...params, name, limit) as Raw[]).reverse();
+      // A name of the app in another project/domain only.
+      if (!rows.length) return [];
+      const newest = rows.at(-1)!;
+      return [
+        {
+          name,
+          unit: newest.unit,
+          type: newest.type,
+          points: rows.map((p) => ({
+            timeMs: p.time_us / 1000,
+            value: p.value,
+            count: p.count,
+            attributes: JSON.parse(p.attributes),
+          })),
+        },
+      ];
+    });
   }
 
   /** A trace's spans by start time, or undefined when none is kept. */
