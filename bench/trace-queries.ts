@@ -99,6 +99,10 @@ try {
     ["app filter", () => store.listTraces({ ...scope, app, limit: 100 })],
     ["status=error", () => store.listTraces({ ...scope, status: "error", limit: 100 })],
     ["minDurationMs=5", () => store.listTraces({ ...scope, minDurationMs: 5, limit: 100 })],
+    [
+      "minDurationMs=3600000 (none match)",
+      () => store.listTraces({ ...scope, minDurationMs: 3_600_000, limit: 100 }),
+    ],
     ["one trace + its logs", () => [store.trace("1".padStart(32, "0")), store.logsOfTrace("1")]],
     ["log records of an app (200)", () => store.logRecords({ ...scope, app })],
     ["metrics of an app (5 × 300 points)", () => store.metrics({ ...scope, app, limit: 300 })],

@@ -260,10 +260,10 @@ export class TelemetryStore {
 
   /**
    * The newest traces (by their latest span, or latest span of `app`), summed up over all
-   * their spans. Walks spans newest first (an index) and stops at the limit, so the console's
-   * polling costs what it shows, not what is kept; a filter few traces pass walks further.
+   * their spans. The console polls this every 2 s, on the event loop the gateway shares.
    */
   listTraces(filter: TraceFilter = {}): TraceSummary[] {
+    const limit = Math.max(1, Math.min(1000, filter.limit ?? 50));
     const conditions = (
       [
         ["service", filter.app],
@@ -272,26 +272,58 @@ export class TelemetryStore {
       ] as const
     ).filter(([, v]) => v);
     const where = conditions.map(([column]) => `${column} = ?`);
-    // A trace is an error when a span of it is: only its error spans can find it (an app's
-    // span finds its traces, whose error may be another app's).
-    if (filter.status === "error" && !filter.app) where.push("status = 2");
+    const params: unknown[] = conditions.map(([, v]) => v);
+    // A trace is an error when a span of it is, so without an app its error spans find it;
+    // otherwise a status or a duration is known only over all of a trace's spans.
+    const byErrorSpans = filter.status === "error" && !filter.app;
+    if (filter.minDurationMs || (filter.status && !byErrorSpans))
+      return this.tracesSummedUp(filter, limit);
+    if (byErrorSpans) where.push("status = 2");
+    // Spans newest first (an index), until the limit: what it shows, not what is kept.
     const newest = this.db.prepare(
       `SELECT trace_id FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
        ORDER BY start_us DESC`,
     );
-    const limit = Math.max(1, Math.min(1000, filter.limit ?? 50));
-    const seen = new Set<string>();
-    const traces: TraceSummary[] = [];
-    for (const { trace_id } of newest.iterate(...conditions.map(([, v]) => v)) as Iterable<Raw>) {
-      if (seen.has(trace_id)) continue;
-      seen.add(trace_id);
-      const trace = summaryOf(trace_id, this.stmts.trace.all(trace_id) as Raw[]);
-      if (filter.status && trace.status !== filter.status) continue;
-      if (filter.minDurationMs && trace.durationMs < filter.minDurationMs) continue;
-      traces.push(trace);
-      if (traces.length === limit) break;
+    const ids = new Set<string>();
+    for (const { trace_id } of newest.iterate(...params) as Iterable<Raw>) {
+      ids.add(trace_id);
+      if (ids.size === limit) break;
     }
-    return traces;
+    return [...ids].map((id) => summaryOf(id, this.stmts.trace.all(id) as Raw[]));
+  }
+
+  /**
+   * The newest traces whose status or length (over all their spans) passes the filter: every
+   * kept span of the scope grouped by trace, a bounded cost (see bench/trace-queries.ts)
+   * whether few or many pass.
+   */
+  private tracesSummedUp(filter: TraceFilter, limit: number): TraceSummary[] {
+    const scoped = (
+      [
+        ["project", filter.project],
+        ["domain", filter.domain],
+      ] as const
+    ).filter(([, v]) => v);
+    const where = scoped.map(([column]) => `${column} = ?`);
+    const params: unknown[] = scoped.map(([, v]) => v);
+    if (filter.app) {
+      where.push("trace_id IN (SELECT trace_id FROM spans WHERE service = ?)");
+      params.push(filter.app);
+    }
+    const having: string[] = [];
+    if (filter.status) having.push(`MAX(status = 2) = ${filter.status === "error" ? 1 : 0}`);
+    if (filter.minDurationMs) {
+      having.push("MAX(end_us) - MIN(start_us) >= ?");
+      params.push(Math.round(filter.minDurationMs * 1000));
+    }
+    const ids = this.db
+      .prepare(
+        `SELECT trace_id, MAX(start_us) AS latest FROM spans
+         ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+         GROUP BY trace_id HAVING ${having.join(" AND ")} ORDER BY latest DESC LIMIT ?`,
+      )
+      .all(...params, limit) as Raw[];
+    return ids.map(({ trace_id }) => summaryOf(trace_id, this.stmts.trace.all(trace_id) as Raw[]));
   }
 
   /** An app's newest OTLP log records (newest first), each with its trace id if it has one. */
