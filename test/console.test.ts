@@ -1,7 +1,8 @@
 /**
  * The web console end to end, in Debian's Chromium driven by playwright-core (never a
  * downloaded browser): log in through `caravan console`'s one-time link, see the seed
- * example's graph live, watch a killed app come back while following its log, run a task,
+ * example's graph live, watch a killed app come back while following its log, follow a request
+ * across both apps in the traces view (with its logs) and see an app's metrics, run a task,
  * stop and start an app, and be refused without the session. One deploy serves every step.
  *
  * `CARAVAN_UPDATE_SCREENSHOT=1` also writes the screenshot it takes to docs/console.png.
@@ -136,6 +137,143 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
     expect(await confirm.textContent()).toContain(APP2);
     await confirm.getByRole("button", { name: "Cancel" }).click();
     expect((await status(sb))[APP1]!.state).toBe("ready");
+  });
+
+  it("shows a request to app2 as one trace across both apps: the list, its waterfall, its logs; an app's metrics", async () => {
+    const app2 = (await status(sb))[APP2]!;
+    expect((await get(`${app2.endpoint}/greeting/World`)).body).toBe("Hello, World!");
+    await page.getByRole("link", { name: "Traces" }).click();
+    // The list polls: the trace appears once both apps' spans are in.
+    const row = page
+      .locator("table.trace-list tbody tr")
+      .filter({ hasText: "/greeting/World" })
+      .filter({ hasText: APP1 })
+      .filter({ hasText: APP2 });
+    await row.first().waitFor();
+    const traceId = (await row.first().getAttribute("data-trace"))!;
+    expect(traceId).toMatch(/^[0-9a-f]{32}$/);
+    // Filters: it is ok, it has a span of app1, it is not an hour long.
+    const choose = (label: string, value: string) =>
+      page.getByLabel(`filter by ${label}`).selectOption(value);
+    const minimum = (ms: string) => page.getByLabel("minimum duration (ms)").fill(ms);
+    await choose("status", "error");
+    await expect.poll(() => page.locator(`tr[data-trace="${traceId}"]`).count()).toBe(0);
+    await choose("status", "ok");
+    await choose("app", APP1);
+    await page.locator(`tr[data-trace="${traceId}"]`).waitFor();
+    await minimum("3600000");
+    await expect.poll(() => page.locator(`tr[data-trace="${traceId}"]`).count()).toBe(0);
+    await minimum("");
+    await choose("app", "");
+    await choose("status", "");
+
+    // What an app with an OpenTelemetry SDK would send: a log record within the trace (in
+    // app1's server span) and a gauge, as OTLP/JSON to the receiver.
+    const token = readFileSync(join(sb.home, "token"), "utf8").trim();
+    const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+    const spans = (await (await fetch(`${base}/v1/traces/${traceId}`, { headers })).json()) as {
+      spans: { spanId: string; app: string; kind: string }[];
+    };
+    const server1 = spans.spans.find((s) => s.app === APP1 && s.kind === "server")!;
+    const resource = {
+      attributes: [
+        ["service.name", APP1],
+        ["caravan.project", "default"],
+        ["caravan.domain", "development"],
+      ].map(([key, v]) => ({ key, value: { stringValue: v } })),
+    };
+    const nowNs = BigInt(Date.now()) * 1_000_000n;
+    const logs = await fetch(`${base}/otlp/v1/logs`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        resourceLogs: [
+          {
+            resource,
+            scopeLogs: [
+              {
+                logRecords: [
+                  {
+                    timeUnixNano: String(nowNs),
+                    severityText: "INFO",
+                    body: { stringValue: "greeted World" },
+                    traceId,
+                    spanId: server1.spanId,
+                  },
+                ],
+              },
+            ],
+          },
+        ],
+      }),
+    });
+    expect(logs.status).toBe(200);
+    const gauge = [3, 5, 4].map((v, i) => ({
+      timeUnixNano: String(nowNs - BigInt(3 - i) * 1_000_000_000n),
+      asDouble: v,
+    }));
+    const metrics = await fetch(`${base}/otlp/v1/metrics`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        resourceMetrics: [
+          {
+            resource,
+            scopeMetrics: [{ metrics: [{ name: "queue.depth", gauge: { dataPoints: gauge } }] }],
+          },
+        ],
+      }),
+    });
+    expect(metrics.status).toBe(200);
+
+    // The waterfall: app1's server span under app2's, bars in the apps' colours.
+    await row.first().getByRole("link").click();
+    await page.waitForURL(`**#/traces/${traceId}`);
+    const spanRows = page.locator(".waterfall [role=option]");
+    await expect.poll(() => spanRows.count()).toBeGreaterThanOrEqual(3);
+    const depthOf = async (app: string) =>
+      Number(
+        await page.locator(`[role=option][data-app="${app}"]`).last().getAttribute("data-depth"),
+      );
+    expect(await depthOf(APP1)).toBeGreaterThan(await depthOf(APP2));
+    const colour = (app: string) =>
+      page
+        .locator(`[data-app="${app}"] .span-bar`)
+        .first()
+        // (Runs in the page: its globals are the browser's.)
+        .evaluate((e) => (globalThis as any).getComputedStyle(e).backgroundColor as string);
+    expect(await colour(APP1)).not.toBe(await colour(APP2));
+    // With the keyboard: the first span takes the focus, arrows select the next and the last.
+    await spanRows.first().focus();
+    await page.keyboard.press("ArrowDown");
+    await expect.poll(() => spanRows.nth(1).getAttribute("aria-selected")).toBe("true");
+    await page.keyboard.press("End");
+    await expect.poll(() => spanRows.last().getAttribute("aria-selected")).toBe("true");
+    await expect.poll(() => page.getByTestId("span-attributes").textContent()).toContain("span id");
+    // Its log record beside it, and from the record to its span.
+    const traceLogs = page.locator("section.trace-logs");
+    await expect.poll(() => traceLogs.textContent()).toContain("greeted World");
+    await spanRows.first().click();
+    await traceLogs.getByRole("button", { name: "its span" }).click();
+    await expect
+      .poll(() => page.locator(`[data-span="${server1.spanId}"]`).getAttribute("aria-selected"))
+      .toBe("true");
+    expect(await page.getByTestId("span-attributes").textContent()).toContain(
+      "http.response.status_code",
+    );
+
+    // app1's panel: its metric charted, its log record linking back to the trace.
+    await page.getByRole("link", { name: "Graph" }).click();
+    await node(APP1).click();
+    const chart = page.locator('.chart.metric[data-metric="queue.depth"]');
+    await expect.poll(() => chart.getAttribute("data-points")).toBe("3");
+    expect(await chart.locator("canvas").count()).toBe(1);
+    const records = page.locator("section.log-records");
+    await expect.poll(() => records.textContent()).toContain("greeted World");
+    await records.getByRole("link", { name: "trace" }).click();
+    await page.waitForURL(`**#/traces/${traceId}`);
+    await page.locator(".waterfall [role=option]").first().waitFor();
+    await page.getByRole("link", { name: "Graph" }).click();
   });
 
   it("runs a task from its environment's panel and opens the run; re-runs it", async () => {

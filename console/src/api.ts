@@ -76,6 +76,49 @@ export interface RunRecord {
   logs?: string;
 }
 
+/** One trace, summed up (`GET /v1/traces`). Times in milliseconds. */
+export interface TraceSummary {
+  traceId: string;
+  root: string;
+  apps: string[];
+  spans: number;
+  startMs: number;
+  durationMs: number;
+  status: "ok" | "error";
+}
+
+export interface SpanView {
+  spanId: string;
+  parentSpanId: string | null;
+  name: string;
+  kind: string;
+  app: string;
+  startMs: number;
+  durationMs: number;
+  status: "unset" | "ok" | "error";
+  statusMessage?: string;
+  attributes: Record<string, unknown>;
+}
+
+/** An OTLP log record an app sent (`traceId` only in an app's list, `GET /v1/log-records`). */
+export interface LogRecordView {
+  timeMs: number;
+  app: string;
+  traceId?: string | null;
+  spanId: string | null;
+  severity: string;
+  body: string;
+  attributes: Record<string, unknown>;
+}
+
+/** One metric of an app with its newest points, oldest first (`GET /v1/metrics`). */
+export interface MetricSeries {
+  name: string;
+  unit: string;
+  type: string;
+  points: { timeMs: number; value: number | null; count: number | null }[];
+}
+
 export class ApiError extends Error {
   constructor(
     message: string,
@@ -146,3 +189,10 @@ export function formatMs(ms: number | undefined): string {
 }
 
 export const formatTime = (iso: string) => new Date(iso).toLocaleString();
+
+/** A colour per app, the same wherever the app is shown (a hash of its name). */
+export function colourOf(app: string): string {
+  let h = 0;
+  for (const c of app) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return `hsl(${h % 360} 65% 48%)`;
+}

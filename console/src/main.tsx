@@ -1,6 +1,6 @@
 /**
- * caravan's web console: the graph with live states, an environment's panel, task runs and
- * history, for one project/domain. Everything comes from the control plane's HTTP API; live
+ * caravan's web console: the graph with live states, an environment's panel, task runs,
+ * traces and history, for one project/domain. Everything comes from the control plane's HTTP API; live
  * changes from its server-sent event stream (`GET /v1/watch`).
  */
 import { render } from "preact";
@@ -19,13 +19,18 @@ import { Graph } from "./graph.tsx";
 import { Panel } from "./panel.tsx";
 import { RunList, RunView } from "./runs.tsx";
 import { History } from "./history.tsx";
+import { TraceList, TraceView } from "./traces.tsx";
 import "./style.css";
 
-type Route = { view: "graph"; name?: string } | { view: "runs"; id?: string } | { view: "history" };
+type Route =
+  | { view: "graph"; name?: string }
+  | { view: "runs"; id?: string }
+  | { view: "traces"; id?: string }
+  | { view: "history" };
 
 function routeOf(hash: string): Route {
   const [view, arg] = hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  if (view === "runs") return arg ? { view, id: arg } : { view };
+  if (view === "runs" || view === "traces") return arg ? { view, id: arg } : { view };
   if (view === "history") return { view };
   return arg ? { view: "graph", name: arg } : { view: "graph" };
 }
@@ -157,6 +162,7 @@ function App() {
         <nav aria-label="views">
           {tab("graph", "Graph")}
           {tab("runs", `Runs${runs.length ? ` (${runs.length})` : ""}`)}
+          {tab("traces", "Traces")}
           {tab("history", "History")}
         </nav>
         <label class="scope">
@@ -213,6 +219,12 @@ function App() {
             />
           ) : (
             <RunList runs={runs} onOpen={(id) => go(`#/runs/${id}`)} />
+          ))}
+        {route.view === "traces" &&
+          (route.id ? (
+            <TraceView key={route.id} id={route.id} />
+          ) : (
+            <TraceList scope={scope} apps={(envs ?? []).map((e) => e.name)} />
           ))}
         {route.view === "history" && <History events={events} />}
       </main>

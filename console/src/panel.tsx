@@ -1,6 +1,6 @@
 /**
  * An environment's panel: endpoints, revision, replicas, traffic, inputs, dependencies and
- * dependents, logs, and the actions the CLI has (stop, start, restart, scale, delete).
+ * dependents, the OTLP metrics it reports, its log (and OTLP log records), and the actions the CLI has (stop, start, restart, scale, delete).
  */
 import { useEffect, useRef, useState } from "preact/hooks";
 import {
@@ -11,11 +11,14 @@ import {
   shownState,
   type EnvDescription,
   type EnvStatus,
+  type MetricSeries,
   type RunRecord,
   type Scope,
 } from "./api.ts";
-import { TrafficChart, WINDOW_S, type Sample } from "./chart.tsx";
+import { MetricChart, TrafficChart, WINDOW_S, type Sample } from "./chart.tsx";
 import { Logs } from "./logs.tsx";
+import { usePolled } from "./poll.ts";
+import { AppLogRecords } from "./traces.tsx";
 
 interface Props {
   scope: Scope;
@@ -218,7 +221,9 @@ export function Panel({ scope, env, version, onSelect, onOpenRun }: Props) {
       {env.kind === "task" && desc?.tasks && (
         <RunForm scope={scope} tasks={desc.tasks} onOpenRun={onOpenRun} />
       )}
+      <MetricsView scope={scope} app={env.name} />
       <Logs scope={scope} name={env.name} />
+      <AppLogRecords scope={scope} app={env.name} />
     </aside>
   );
 }
@@ -293,6 +298,27 @@ function Scale(props: {
         Scale
       </button>
     </form>
+  );
+}
+
+/** The OTLP metrics the app reports (its SDK's, or its own), a chart each. */
+function MetricsView({ scope, app }: { scope: Scope; app: string }) {
+  const [answer] = usePolled(
+    () =>
+      call<{ metrics: MetricSeries[] }>(
+        "GET",
+        `/v1/metrics?${query({ ...scope, app, limit: 300 })}`,
+      ),
+    [scope.project, scope.domain, app],
+  );
+  if (!answer?.metrics.length) return null;
+  return (
+    <section class="metrics" aria-label="metrics">
+      <h3>Metrics</h3>
+      {answer.metrics.map((m) => (
+        <MetricChart key={m.name} metric={m} />
+      ))}
+    </section>
   );
 }
 

@@ -280,6 +280,10 @@ export interface TraceFilter {
   app?: string;
   project?: string;
   domain?: string;
+  /** Only traces with (`error`) or without (`ok`) a span whose status is an error. */
+  status?: "ok" | "error";
+  /** Only traces at least this long (first span's start to last span's end). */
+  minDurationMs?: number;
   /** @default 50 */
   limit?: number;
 }
@@ -321,6 +325,45 @@ export interface TraceLogView {
   severity: string;
   body: string;
   attributes: Record<string, unknown>;
+}
+
+/** Which OTLP log records to read: one app's, in a scope, newest first. */
+export interface LogRecordFilter {
+  app: string;
+  project?: string;
+  domain?: string;
+  /** @default 200 */
+  limit?: number;
+}
+
+/** An OTLP log record of an app, with the trace it was written in (null: none). */
+export interface LogRecordView extends TraceLogView {
+  traceId: string | null;
+}
+
+/** Which metric points to read: one app's, in a scope, newest first (then by time). */
+export interface MetricFilter {
+  app: string;
+  project?: string;
+  domain?: string;
+  /** Only this metric (its OTLP name). */
+  name?: string;
+  /** Points per metric, at most. @default 300 */
+  limit?: number;
+}
+
+/** One metric of an app: its newest points, oldest first. A histogram's value is its sum. */
+export interface MetricSeries {
+  name: string;
+  unit: string;
+  /** gauge, sum, histogram, exponentialHistogram or summary. */
+  type: string;
+  points: {
+    timeMs: number;
+    value: number | null;
+    count: number | null;
+    attributes: Record<string, unknown>;
+  }[];
 }
 
 /** What the receiver took, kept and dropped (when busy), by signal, since it started. */

@@ -48,10 +48,17 @@ export const ROUTES = {
   shutdown: "/v1/shutdown",
   /** Prometheus text. */
   metrics: "/metrics",
-  /** GET the newest traces (`?app=&project=&domain=&limit=`), with the receiver's counters. */
+  /**
+   * GET the newest traces (`?app=&project=&domain=&status=ok|error&minDurationMs=&limit=`),
+   * with the receiver's counters.
+   */
   traces: "/v1/traces",
   /** GET one trace's spans. */
   trace: "/v1/traces/:id",
+  /** GET `?app&project&domain[&limit=n]`: an app's newest OTLP log records, with their trace ids. */
+  logRecords: "/v1/log-records",
+  /** GET `?app&project&domain[&name=][&limit=n]`: an app's OTLP metrics, newest points each. */
+  appMetrics: "/v1/metrics",
 } as const;
 
 /**

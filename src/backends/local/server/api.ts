@@ -272,16 +272,43 @@ export function buildApi(
       return answer;
     });
   }
-  app.get<{ Querystring: TraceFilter & { limit?: string } }>(ROUTES.traces, async (req) => {
-    const { app: name, project, domain, limit } = req.query;
+  type Query = Record<string, string | undefined>;
+  app.get<{ Querystring: Query }>(ROUTES.traces, async (req) => {
+    const { app: name, project, domain, status, minDurationMs, limit } = req.query;
     return plane.traces.list({
       ...(name ? { app: name } : {}),
       ...(project ? { project } : {}),
       ...(domain ? { domain } : {}),
+      ...(status ? { status: status as TraceFilter["status"] } : {}),
+      ...(minDurationMs ? { minDurationMs: Number(minDurationMs) } : {}),
       ...(limit ? { limit: Number(limit) } : {}),
     });
   });
   app.get<{ Params: { id: string } }>(ROUTES.trace, async (req) => plane.traces.get(req.params.id));
+  // What the console shows of an app's OTLP logs and metrics (validate.ts bounds the query).
+  app.get<{ Querystring: Query }>(ROUTES.logRecords, async (req) => {
+    const { app: name, project, domain, limit } = req.query;
+    return {
+      logs: plane.telemetry.logRecords({
+        app: name!,
+        project,
+        domain,
+        ...(limit ? { limit: Number(limit) } : {}),
+      }),
+    };
+  });
+  app.get<{ Querystring: Query }>(ROUTES.appMetrics, async (req) => {
+    const { app: name, project, domain, name: metric, limit } = req.query;
+    return {
+      metrics: plane.telemetry.metrics({
+        app: name!,
+        project,
+        domain,
+        ...(metric ? { name: metric } : {}),
+        ...(limit ? { limit: Number(limit) } : {}),
+      }),
+    };
+  });
 
   // Prometheus exposition of the gateway's traffic.
   app.get(ROUTES.metrics, async (_req, reply) =>

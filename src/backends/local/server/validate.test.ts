@@ -82,6 +82,10 @@ describe("the daemon's API validates every request itself", () => {
       ["name", "GET", "/v1/logs?project=p&domain=d&name=..%2F..%2Fetc", undefined],
       ["tail", "GET", "/v1/logs?project=p&domain=d&name=web&tail=-1", undefined],
       ["project", "GET", "/v1/status?project=..&domain=d", undefined],
+      ["status", "GET", "/v1/traces?status=failed", undefined],
+      ["minDurationMs", "GET", "/v1/traces?minDurationMs=-1", undefined],
+      ["app", "GET", "/v1/metrics?project=p&domain=d", undefined],
+      ["limit", "GET", "/v1/log-records?project=p&domain=d&app=web&limit=99999", undefined],
       [
         "spec.name",
         "POST",

@@ -221,6 +221,16 @@ export function checkRequest(
       optional(q.project, (v) => name(v, "project"));
       optional(q.domain, (v) => name(v, "domain"));
       optional(q.app, (v) => name(v, "app"));
+      optional(q.status, (v) => string(v, "status", /^(ok|error)$/));
+      optional(q.minDurationMs, (v) => string(v, "minDurationMs", /^\d{1,9}(\.\d{1,3})?$/));
+      optional(q.limit, (v) => string(v, "limit", /^\d{1,4}$/));
+      return;
+    case `GET ${ROUTES.logRecords}`:
+    case `GET ${ROUTES.appMetrics}`:
+      name(q.project, "project");
+      name(q.domain, "domain");
+      name(q.app, "app");
+      optional(q.name, (v) => string(v, "name", /^[\x21-\x7e]{1,255}$/));
       optional(q.limit, (v) => string(v, "limit", /^\d{1,4}$/));
       return;
     case `GET ${ROUTES.trace}`:

@@ -10,6 +10,10 @@
  */
 import { CaravanError } from "../../../errors.ts";
 import type {
+  LogRecordFilter,
+  LogRecordView,
+  MetricFilter,
+  MetricSeries,
   Scope,
   SpanView,
   TelemetryStats,
@@ -144,6 +148,18 @@ export class TelemetryReceiver {
         `no trace ${traceId} is kept (caravan traces lists them; old ones go after a while)`,
       );
     return spans;
+  }
+
+  /** An app's newest OTLP log records (flushed first, as `trace`). */
+  logRecords(filter: LogRecordFilter): LogRecordView[] {
+    this.flush();
+    return this.store.logRecords(filter);
+  }
+
+  /** An app's metrics with their newest points (flushed first, as `trace`). */
+  metrics(filter: MetricFilter): MetricSeries[] {
+    this.flush();
+    return this.store.metrics(filter);
   }
 
   /** The log records written within a trace (flushed first, as `trace`). */

@@ -7,7 +7,17 @@
  * home's limits, or a project's own from its caravan.config).
  */
 import Database from "better-sqlite3";
-import type { Scope, SpanView, TraceFilter, TraceLogView, TraceSummary } from "../../contract.ts";
+import type {
+  LogRecordFilter,
+  LogRecordView,
+  MetricFilter,
+  MetricSeries,
+  Scope,
+  SpanView,
+  TraceFilter,
+  TraceLogView,
+  TraceSummary,
+} from "../../contract.ts";
 import type { LogRecordRow, MetricPointRow, SpanRecord } from "./otlp.ts";
 
 /** Limits per project/domain. */
@@ -248,8 +258,12 @@ export class TelemetryStore {
     };
   }
 
-  /** The newest traces (by their latest span), summed up. */
+  /**
+   * The newest traces (by their latest span, or latest span of `app`), summed up over all
+   * their spans. The console polls this every 2 s, on the event loop the gateway shares.
+   */
   listTraces(filter: TraceFilter = {}): TraceSummary[] {
+    const limit = Math.max(1, Math.min(1000, filter.limit ?? 50));
     const conditions = (
       [
         ["service", filter.app],
@@ -258,14 +272,114 @@ export class TelemetryStore {
       ] as const
     ).filter(([, v]) => v);
     const where = conditions.map(([column]) => `${column} = ?`);
-    const params = conditions.map(([, v]) => v);
+    const params: unknown[] = conditions.map(([, v]) => v);
+    // A trace is an error when a span of it is, so without an app its error spans find it;
+    // otherwise a status or a duration is known only over all of a trace's spans.
+    const byErrorSpans = filter.status === "error" && !filter.app;
+    if (filter.minDurationMs || (filter.status && !byErrorSpans))
+      return this.tracesSummedUp(filter, limit);
+    if (byErrorSpans) where.push("status = 2");
+    // Spans newest first (an index), until the limit: what it shows, not what is kept.
+    const newest = this.db.prepare(
+      `SELECT trace_id FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY start_us DESC`,
+    );
+    const ids = new Set<string>();
+    for (const { trace_id } of newest.iterate(...params) as Iterable<Raw>) {
+      ids.add(trace_id);
+      if (ids.size === limit) break;
+    }
+    return [...ids].map((id) => summaryOf(id, this.stmts.trace.all(id) as Raw[]));
+  }
+
+  /**
+   * The newest traces whose status or length (over all their spans) passes the filter: every
+   * kept span of the scope grouped by trace, a bounded cost (see bench/trace-queries.ts)
+   * whether few or many pass.
+   */
+  private tracesSummedUp(filter: TraceFilter, limit: number): TraceSummary[] {
+    const scoped = (
+      [
+        ["project", filter.project],
+        ["domain", filter.domain],
+      ] as const
+    ).filter(([, v]) => v);
+    const where = scoped.map(([column]) => `${column} = ?`);
+    const params: unknown[] = scoped.map(([, v]) => v);
+    if (filter.app) {
+      where.push("trace_id IN (SELECT trace_id FROM spans WHERE service = ?)");
+      params.push(filter.app);
+    }
+    const having: string[] = [];
+    if (filter.status) having.push(`MAX(status = 2) = ${filter.status === "error" ? 1 : 0}`);
+    if (filter.minDurationMs) {
+      having.push("MAX(end_us) - MIN(start_us) >= ?");
+      params.push(Math.round(filter.minDurationMs * 1000));
+    }
     const ids = this.db
       .prepare(
-        `SELECT trace_id, MAX(start_us) AS latest FROM spans ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-         GROUP BY trace_id ORDER BY latest DESC LIMIT ?`,
+        `SELECT trace_id, MAX(start_us) AS latest FROM spans
+         ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+         GROUP BY trace_id HAVING ${having.join(" AND ")} ORDER BY latest DESC LIMIT ?`,
       )
-      .all(...params, Math.max(1, Math.min(1000, filter.limit ?? 50))) as Raw[];
+      .all(...params, limit) as Raw[];
     return ids.map(({ trace_id }) => summaryOf(trace_id, this.stmts.trace.all(trace_id) as Raw[]));
+  }
+
+  /** An app's newest OTLP log records (newest first), each with its trace id if it has one. */
+  logRecords(filter: LogRecordFilter): LogRecordView[] {
+    const [where, params] = appScope(filter);
+    const rows = this.db
+      .prepare(`SELECT * FROM log_records WHERE ${where} ORDER BY time_us DESC, rowid DESC LIMIT ?`)
+      .all(...params, Math.max(1, Math.min(1000, filter.limit ?? 200))) as Raw[];
+    return rows.map((r) => ({ ...logViewOf(r), traceId: r.trace_id }));
+  }
+
+  /**
+   * An app's metrics (at most 50, by name), each with its newest points (oldest first):
+   * what the console charts. Names come from the (service, name, time) index a seek at a
+   * time, not from every point.
+   */
+  metrics(filter: MetricFilter): MetricSeries[] {
+    const [where, params] = appScope(filter);
+    const names = filter.name
+      ? [filter.name]
+      : (
+          this.db
+            .prepare(
+              `WITH RECURSIVE names(name) AS (
+                 SELECT MIN(name) FROM metric_points WHERE service = ?
+                 UNION ALL
+                 SELECT (SELECT MIN(name) FROM metric_points WHERE service = ? AND name > names.name)
+                 FROM names WHERE names.name IS NOT NULL
+               ) SELECT name FROM names WHERE name IS NOT NULL LIMIT 50`,
+            )
+            .all(filter.app, filter.app) as Raw[]
+        ).map((r) => r.name as string);
+    const limit = Math.max(1, Math.min(5000, filter.limit ?? 300));
+    const points = this.db.prepare(
+      `SELECT time_us, unit, type, value, count, attributes FROM metric_points
+       WHERE ${where} AND name = ? ORDER BY time_us DESC LIMIT ?`,
+    );
+    return names.flatMap((name) => {
+      const rows = (points.all(...params, name, limit) as Raw[]).reverse();
+      // A name of the app in another project/domain only.
+      if (!rows.length) return [];
+      const newest = rows.at(-1)!;
+      return [
+        {
+          name,
+          unit: newest.unit,
+          type: newest.type,
+          points: rows.map((p) => ({
+            timeMs: p.time_us / 1000,
+            value: p.value,
+            count: p.count,
+            attributes: JSON.parse(p.attributes),
+          })),
+        },
+      ];
+    });
   }
 
   /** A trace's spans by start time, or undefined when none is kept. */
@@ -276,19 +390,35 @@ export class TelemetryStore {
 
   /** The log records written within a trace (the console shows them beside it). */
   logsOfTrace(traceId: string): TraceLogView[] {
-    return (this.stmts.logsOfTrace.all(traceId.toLowerCase()) as Raw[]).map((r) => ({
-      timeMs: r.time_us / 1000,
-      app: r.service,
-      spanId: r.span_id,
-      severity: r.severity_text,
-      body: r.body,
-      attributes: JSON.parse(r.attributes),
-    }));
+    return (this.stmts.logsOfTrace.all(traceId.toLowerCase()) as Raw[]).map(logViewOf);
   }
 
   close(): void {
     this.db.close();
   }
+}
+
+/** The WHERE clause (and its parameters) of one app's rows, in a scope when given one. */
+function appScope(filter: { app: string; project?: string; domain?: string }): [string, unknown[]] {
+  const conditions = (
+    [
+      ["service", filter.app],
+      ["project", filter.project],
+      ["domain", filter.domain],
+    ] as const
+  ).filter(([, v]) => v);
+  return [conditions.map(([c]) => `${c} = ?`).join(" AND "), conditions.map(([, v]) => v)];
+}
+
+function logViewOf(r: Raw): TraceLogView {
+  return {
+    timeMs: r.time_us / 1000,
+    app: r.service,
+    spanId: r.span_id,
+    severity: r.severity_text,
+    body: r.body,
+    attributes: JSON.parse(r.attributes),
+  };
 }
 
 function summaryOf(traceId: string, rows: Raw[]): TraceSummary {
