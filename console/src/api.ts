@@ -3,6 +3,18 @@
  * src/backends/http-routes.ts). The browser's session cookie authenticates; a request that
  * changes something also sends `x-caravan-console`, which another site's page cannot send.
  */
+// What the API answers: the server's own types (src/backends/wire.ts), never a copy.
+export type {
+  EnvironmentDescription as EnvDescription,
+  MetricSeries,
+  RunRecord,
+  SpanView,
+  TraceSummary,
+} from "../../src/backends/wire.ts";
+import type { TraceLogView } from "../../src/backends/wire.ts";
+/** A log record as the console lists it: in a trace (no trace id) or an app's (with one). */
+export type LogRecordView = TraceLogView & { traceId?: string | null };
+
 export interface Scope {
   project: string;
   domain: string;
@@ -34,89 +46,12 @@ export interface EnvStatus {
   updatedAt: string;
 }
 
-export interface EnvDescription {
-  name: string;
-  kind: string;
-  desired: "running" | "stopped";
-  description?: string;
-  dependsOn: string[];
-  dependents: string[];
-  secrets: string[];
-  inputs: { name: string; kind: string; envVar: string }[];
-  scaling?: { min: number; max: number };
-  requiresAuth?: boolean;
-  serveKind?: string;
-  tasks?: string[];
-  revisions: { revision: string; deployedAt: string }[];
-}
-
 export interface EventRecord {
   id: number;
   at: string;
   name: string;
   type: string;
   message: string;
-}
-
-export interface RunRecord {
-  id: string;
-  environment: string;
-  task: string;
-  revision: string;
-  status: "queued" | "running" | "succeeded" | "failed";
-  args: unknown[];
-  output?: unknown;
-  error?: { name: string; message: string; stack?: string };
-  attempts: number;
-  caller?: string;
-  createdAt: string;
-  startedAt?: string;
-  finishedAt?: string;
-  durationMs?: number;
-  logs?: string;
-}
-
-/** One trace, summed up (`GET /v1/traces`). Times in milliseconds. */
-export interface TraceSummary {
-  traceId: string;
-  root: string;
-  apps: string[];
-  spans: number;
-  startMs: number;
-  durationMs: number;
-  status: "ok" | "error";
-}
-
-export interface SpanView {
-  spanId: string;
-  parentSpanId: string | null;
-  name: string;
-  kind: string;
-  app: string;
-  startMs: number;
-  durationMs: number;
-  status: "unset" | "ok" | "error";
-  statusMessage?: string;
-  attributes: Record<string, unknown>;
-}
-
-/** An OTLP log record an app sent (`traceId` only in an app's list, `GET /v1/log-records`). */
-export interface LogRecordView {
-  timeMs: number;
-  app: string;
-  traceId?: string | null;
-  spanId: string | null;
-  severity: string;
-  body: string;
-  attributes: Record<string, unknown>;
-}
-
-/** One metric of an app with its newest points, oldest first (`GET /v1/metrics`). */
-export interface MetricSeries {
-  name: string;
-  unit: string;
-  type: string;
-  points: { timeMs: number; value: number | null; count: number | null }[];
 }
 
 export class ApiError extends Error {

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { CaravanError, headline } from "../../errors.ts";
+import type { EnvironmentDescription } from "../wire.ts";
 import type {
   Backend,
   DeployRequest,
@@ -81,25 +82,6 @@ const SCALE_EVERY_MS = 200;
 const HEALTH_EVERY_MS = 1_000;
 /** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
 const DEFAULT_CONCURRENCY = 50;
-/** `describe`'s answer: an environment's declaration as the console shows it, values left out. */
-export interface EnvironmentDescription {
-  name: string;
-  kind: string;
-  desired: "running" | "stopped";
-  description?: string;
-  dependsOn: string[];
-  /** Environments of the scope that depend on this one (a delete takes them down first). */
-  dependents: string[];
-  secrets: string[];
-  inputs: { name: string; kind: string; envVar: string }[];
-  scaling?: { min: number; max: number };
-  requiresAuth?: boolean;
-  serveKind?: string;
-  links?: { path: string; title: string }[];
-  /** Task ids, `<environment>.<task>`. */
-  tasks?: string[];
-  revisions: { revision: string; deployedAt: string }[];
-}
 
 /** Whom console sessions are for: not a DNS-1123 name, so no app's session can be one. */
 const CONSOLE_SESSION_APP = "@console";
