@@ -302,7 +302,7 @@ export class Exchange implements Pending, ResponseSink {
     const waitedMs = this.queued ? end - this.queuedAt : this.waitedMs;
     route.recordSpan?.(
       route.app,
-      hopSpan(route.app, this.trace!, {
+      hopSpan(this.trace!, {
         method: this.method,
         pub: this.pub,
         status,

@@ -836,7 +836,6 @@ describe("Gateway: traces", () => {
         kind: 2,
         status: 0,
         attributes: {
-          "caravan.app": "app",
           "caravan.endpoint": endpoint,
           "caravan.replica": "r1",
           "http.request.method": method,

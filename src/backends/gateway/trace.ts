@@ -55,11 +55,11 @@ export interface HopOutcome {
   failure: string | undefined;
 }
 
-export function hopSpan(app: string, trace: HopTrace, hop: HopOutcome): GatewaySpan {
+/** The span of a forwarded request (the host names the app: `service`). */
+export function hopSpan(trace: HopTrace, hop: HopOutcome): GatewaySpan {
   const q = trace.target.indexOf("?");
   const path = q < 0 ? trace.target : trace.target.slice(0, q);
   const attributes: Record<string, unknown> = {
-    "caravan.app": app,
     "caravan.endpoint": hop.pub ? "public" : "internal",
     "http.request.method": hop.method,
     "url.path": path,
