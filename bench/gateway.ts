@@ -9,6 +9,9 @@
  *                     a second control plane with a home of its own, and measure its public and
  *                     internal endpoints in the same rounds ("public@base", "internal@base"):
  *                     before and after in one run, on a machine whose load comes and goes
+ *   --untraced        deploy the app with `tracing: false`: the gateway records no span of its
+ *                     requests (by default it records one per request, stored by the
+ *                     control plane's telemetry receiver: that cost is in the figures)
  *
  * One command app (a hello-world node:http program) is deployed by the CLI into a fresh
  * CARAVAN_HOME (a control plane of its own, started for the run, its gateway in front of the
@@ -45,6 +48,7 @@ const num = (name: string, dflt: number) => Number(option(name) ?? dflt);
 const rounds = num("rounds", 5);
 const duration = num("duration", 5);
 const connections = num("connections", 32);
+const untraced = args.includes("--untraced");
 
 /** The path of a program this benchmark needs, or an error naming the Debian package. */
 function need(program: string, paths: string[]): string {
@@ -79,7 +83,7 @@ export const hello = new AppEnvironment({
   include: ["server.mjs"],
   envVars: { PORT_FILE: ${JSON.stringify(portFile)} },
   requiresAuth: true,
-  scaling: { replicas: 1 },
+  scaling: { replicas: 1 },${untraced ? "\n  tracing: false," : ""}
 });
 `;
 
@@ -287,7 +291,7 @@ async function main(): Promise<void> {
         .join(" ")}`,
     );
     console.log(
-      `wrk: 1 thread, ${connections} keep-alive connections, ${duration} s per target, ${rounds} rounds`,
+      `wrk: 1 thread, ${connections} keep-alive connections, ${duration} s per target, ${rounds} rounds${untraced ? "; the app deployed with tracing: false" : ""}`,
     );
 
     const targets = [

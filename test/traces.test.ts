@@ -19,46 +19,79 @@ async function spansOf(sb: Sandbox, traceId: string): Promise<SpanView[]> {
 describe("traces across the graph", () => {
   const sb = useSandbox();
 
-  it("a request to app2 is one trace with spans from app2 and app1, parent to child", async () => {
+  it("a request to app2's public endpoint is one trace: the gateway's spans, app2's and app1's, parent to child", async () => {
     const deployments = (await deploy(sb, ["examples/app-calling-app.ts"])).by;
     const app2 = deployments["app2-calls-app1"]!;
-    expect(await getText(`${app2.endpoint}/greeting/World`)).toEqual({
-      status: 200,
-      body: "Hello, World!",
+    // A client in a trace of its own: the gateway's span is the child of the client's.
+    const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const clientSpan = "00f067aa0ba902b7";
+    const res = await fetch(`${app2.endpoint}/greeting/World`, {
+      headers: { traceparent: `00-${clientTrace}-${clientSpan}-01` },
     });
+    expect(await res.text()).toBe("Hello, World!");
     // The apps export in batches: the trace is complete once app1's server span is in.
+    const spans = await eventually(async () => {
+      const s = await spansOf(sb, clientTrace);
+      return s.length >= 5 ? s : undefined;
+    });
+    expect(spans).toHaveLength(5);
+    const byId = new Map(spans.map((s) => [s.spanId, s]));
+    const parentOf = (s: SpanView) => byId.get(s.parentSpanId!);
+    const gateway2 = spans.find(
+      (s) => s.app === "app2-calls-app1" && s.name.startsWith("gateway"),
+    )!;
+    const server2 = spans.find(
+      (s) => s.app === "app2-calls-app1" && s.name === "GET /greeting/World",
+    )!;
+    const client = spans.find((s) => s.app === "app2-calls-app1" && s.kind === "client")!;
+    const gateway1 = spans.find(
+      (s) => s.app === "app1-is-called-by-app2" && s.name.startsWith("gateway"),
+    )!;
+    const server1 = spans.find(
+      (s) => s.app === "app1-is-called-by-app2" && s.name === "GET /greeting/World",
+    )!;
+    expect(gateway2).toMatchObject({
+      name: "gateway GET /greeting/World",
+      kind: "server",
+      parentSpanId: clientSpan,
+      status: "unset",
+      attributes: {
+        "caravan.endpoint": "public",
+        "caravan.replica": expect.any(String),
+        "http.response.status_code": 200,
+      },
+    });
+    // app2 answers under the gateway's span; its call to app1 goes through app1's gateway.
+    expect(parentOf(server2)).toBe(gateway2);
+    expect(parentOf(client)).toBe(server2);
+    expect(parentOf(gateway1)).toBe(client);
+    expect(gateway1.attributes["caravan.endpoint"]).toBe("internal");
+    expect(parentOf(server1)).toBe(gateway1);
+    expect(server1.attributes["http.response.status_code"]).toBe(200);
+
+    // Without a client trace, the gateway starts one: its span is the root, as the waterfall shows.
+    expect(await getText(`${app2.endpoint}/greeting/Moon`)).toEqual({
+      status: 200,
+      body: "Hello, Moon!",
+    });
     const trace = await eventually(async () =>
       (await traces(sb, "--app", "app1-is-called-by-app2")).find(
-        (t) => t.root === "GET /greeting/World",
+        (t) => t.root === "gateway GET /greeting/Moon" && t.spans === 5,
       ),
     );
     expect(trace.apps.sort()).toEqual(["app1-is-called-by-app2", "app2-calls-app1"]);
     expect(trace.status).toBe("ok");
-    const spans = await eventually(async () => {
-      const s = await spansOf(sb, trace.traceId);
-      return s.length >= 3 ? s : undefined;
-    });
-    const byId = new Map(spans.map((s) => [s.spanId, s]));
-    const server2 = spans.find((s) => s.app === "app2-calls-app1" && s.kind === "server")!;
-    const client = spans.find((s) => s.app === "app2-calls-app1" && s.kind === "client")!;
-    const server1 = spans.find((s) => s.app === "app1-is-called-by-app2" && s.kind === "server")!;
-    expect(server2.parentSpanId).toBeNull();
-    expect(byId.get(client.parentSpanId!)).toBe(server2);
-    // Across processes: app1's span is the child of app2's outgoing call.
-    expect(byId.get(server1.parentSpanId!)).toBe(client);
-    expect(server1.name).toBe("GET /greeting/World");
-    expect(server1.attributes["http.response.status_code"]).toBe(200);
-
-    // The waterfall: app1's span indented under app2's call.
     const shown = await sb.run(["traces", "show", trace.traceId]);
     expect(shown.code, shown.stderr).toBe(0);
     const lines = shown.stdout.trimEnd().split("\n");
-    expect(lines).toHaveLength(3);
-    expect(lines[0]).toMatch(/^GET \/greeting\/World\s+app2-calls-app1/);
-    expect(lines[1]).toMatch(
-      /^ {2}GET http:\/\/127\.0\.0\.1:\d+\/greeting\/World\s+app2-calls-app1/,
+    expect(lines).toHaveLength(5);
+    expect(lines[0]).toMatch(/^gateway GET \/greeting\/Moon\s+app2-calls-app1/);
+    expect(lines[1]).toMatch(/^ {2}GET \/greeting\/Moon\s+app2-calls-app1/);
+    expect(lines[2]).toMatch(
+      /^ {4}GET http:\/\/127\.0\.0\.1:\d+\/greeting\/Moon\s+app2-calls-app1/,
     );
-    expect(lines[2]).toMatch(/^ {4}GET \/greeting\/World\s+app1-is-called-by-app2/);
+    expect(lines[3]).toMatch(/^ {6}gateway GET \/greeting\/Moon\s+app1-is-called-by-app2/);
+    expect(lines[4]).toMatch(/^ {8}GET \/greeting\/Moon\s+app1-is-called-by-app2/);
   });
 
   it("a task run started from an app's request is in that request's trace", async () => {
@@ -70,11 +103,13 @@ describe("traces across the graph", () => {
     });
     expect(res.status).toBe(200);
     const trace = await eventually(async () =>
-      (await traces(sb, "--app", "serving-app")).find((t) => t.root === "POST /train"),
+      (await traces(sb, "--app", "serving-app")).find((t) => t.root === "gateway POST /train"),
     );
     const spans = await eventually(async () => {
       const s = await spansOf(sb, trace.traceId);
-      return s.some((x) => x.app === "training-env") && s.some((x) => x.app === "serving-app")
+      // The gateway's span is in at once; the app's own come with its next export.
+      return s.some((x) => x.app === "training-env") &&
+        s.some((x) => x.app === "serving-app" && x.kind === "client")
         ? s
         : undefined;
     });
@@ -101,8 +136,41 @@ describe("traces across the graph", () => {
     expect(answer.otel.OTEL_RESOURCE_ATTRIBUTES).toMatch(
       /caravan\.project=[^,]+,caravan\.domain=[^,]+,caravan\.revision=[0-9a-f]+,caravan\.replica=\d+/,
     );
-    const [trace] = await traces(sb, "--app", "py-otel");
-    expect(trace).toMatchObject({ root: "py-handler", apps: ["py-otel"], spans: 1 });
+    // Its own span (a trace of its own: it propagates nothing), and the gateway's of /export.
+    const kept = await eventually(async () => {
+      const t = await traces(sb, "--app", "py-otel");
+      return t.length === 2 ? t : undefined;
+    });
+    expect(kept.find((t) => t.root === "py-handler")).toMatchObject({
+      apps: ["py-otel"],
+      spans: 1,
+    });
+    expect(kept.find((t) => t.root === "gateway GET /export")).toMatchObject({
+      apps: ["py-otel"],
+      spans: 1,
+    });
+  });
+
+  it("a command app with no OpenTelemetry at all appears through the gateway's span", async () => {
+    const deployments = (await deploy(sb, [fixture("traces/graph.ts"), "py-otel"])).by;
+    // /env exports nothing: the gateway's span is all there is of the request.
+    const res = await fetch(`${deployments["py-otel"]!.endpoint}/env?q=1`);
+    expect(res.status).toBe(200);
+    const trace = await eventually(async () =>
+      (await traces(sb, "--app", "py-otel")).find((t) => t.root === "gateway GET /env"),
+    );
+    expect(trace).toMatchObject({ apps: ["py-otel"], spans: 1, status: "ok" });
+    const [span] = await spansOf(sb, trace.traceId);
+    expect(span).toMatchObject({
+      kind: "server",
+      parentSpanId: null,
+      attributes: {
+        "caravan.endpoint": "public",
+        "http.request.method": "GET",
+        "url.path": "/env",
+        "http.response.status_code": 200,
+      },
+    });
   });
 
   it("the receiver refuses an export without a token", async () => {
@@ -116,16 +184,27 @@ describe("traces across the graph", () => {
     expect(res.status).toBe(401);
   });
 
-  it("tracing: false: the app sends no spans and no traceparent", async () => {
+  it("tracing: false: neither the app nor its gateway sends a span or a traceparent", async () => {
     const deployments = (await deploy(sb, [fixture("traces/graph.ts"), "untraced"])).by;
-    const answer = JSON.parse((await getText(`${deployments.untraced!.endpoint}/call`)).body);
+    const untraced = deployments.untraced!.endpoint;
+    const answer = JSON.parse((await getText(`${untraced}/call`)).body);
     expect(answer.disabled).toBe("true");
-    // Nothing was propagated: the traced app's span starts a trace of its own.
-    expect(answer.downstream.traceparent).toBeNull();
-    const trace = await eventually(async () =>
-      (await traces(sb, "--app", "traced")).find((t) => t.root === "GET /hello"),
-    );
-    expect(trace.apps).toEqual(["traced"]);
+    // The untraced app propagated nothing: the trace starts at the traced app's gateway.
+    const [, traceId, gatewaySpan] = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(
+      answer.downstream.traceparent,
+    )!;
+    const spans = await eventually(async () => {
+      const s = await spansOf(sb, traceId!);
+      return s.length >= 2 ? s : undefined;
+    });
+    expect(spans.map((s) => [s.name, s.app, s.parentSpanId])).toEqual([
+      ["gateway GET /hello", "traced", null],
+      ["GET /hello", "traced", gatewaySpan],
+    ]);
+    // The untraced app's gateway sent it no traceparent, and recorded no span.
+    expect(JSON.parse((await getText(`${untraced}/traceparent`)).body)).toEqual({
+      traceparent: null,
+    });
     expect(await traces(sb, "--app", "untraced")).toEqual([]);
   });
 

@@ -116,6 +116,7 @@ export class ClientConnection implements ClientSide {
       pub,
       route.ports.internal,
       sessionCookie(route.ports.public),
+      route.traced,
     );
     if (
       head.body !== BODY_NONE ||
@@ -135,7 +136,7 @@ export class ClientConnection implements ClientSide {
     this.statusCode = 0;
     this.close = read.close;
     this.bodyless = read.method === "HEAD";
-    this.exchange = new Exchange(route, read.method, this, head.text, BODY_NONE, start);
+    this.exchange = new Exchange(route, read.method, this, head, pub, start);
     this.exchange.dispatch(replica);
   }
 

@@ -7,9 +7,10 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
-import { BODY_CHUNKED, BODY_NONE, type BodyFraming } from "./request-head.ts";
+import { BODY_CHUNKED, BODY_NONE, type BodyFraming, type RequestHead } from "./request-head.ts";
 import type { ResponseSink } from "./response-reader.ts";
 import type { Pending, ReplicaState, Route } from "./route.ts";
+import { hopSpan, type HopTrace } from "./trace.ts";
 import type { Conn } from "./upstream.ts";
 
 /** Where an exchange's response goes. */
@@ -115,27 +116,43 @@ export class Exchange implements Pending, ResponseSink {
   private over = false;
   /** 0: waiting for the app's response; 1: relaying it; 2: answered by the gateway. */
   private state = 0;
+  private readonly head: string;
+  private readonly body: BodyFraming;
+  /** The gateway's span, when the request is traced; its outcome below. */
+  private readonly trace: HopTrace | undefined;
+  /** When it was queued for a replica (0: it was not), and for how long. */
+  private queuedAt = 0;
+  private waitedMs: number | undefined;
+  private failure: string | undefined;
 
-  /** `req`: the client's request as node read it, for its body (none: no body). */
+  /**
+   * `head`: what goes upstream; `pub`: it came in on the public listener; `req`: the client's
+   * request as node read it, for its body (none: no body).
+   */
   constructor(
     private readonly route: Route,
     private readonly method: string,
     private readonly res: ClientSide,
-    private readonly head: string,
-    private readonly body: BodyFraming,
+    head: RequestHead,
+    private readonly pub: boolean,
     private readonly start: number,
     private readonly req?: IncomingMessage,
   ) {
+    this.head = head.text;
+    this.body = head.body;
+    this.trace = head.trace;
     res.watch(this);
   }
 
   enqueue(): void {
     this.queued = true;
+    this.queuedAt = performance.now();
     this.route.enqueue(this);
   }
 
   dispatch(replica: ReplicaState): void {
     this.queued = false;
+    if (this.queuedAt !== 0) this.waitedMs = performance.now() - this.queuedAt;
     const ms = this.route.options.requestTimeoutMs;
     if (ms > 0) this.timer = setTimeout(onExchangeTimeout, ms, this);
     this.send(replica);
@@ -254,6 +271,7 @@ export class Exchange implements Pending, ResponseSink {
 
   fail(status: number, message: string): void {
     clearTimeout(this.timer);
+    this.failure = message;
     const res = this.res;
     if (this.over || res.headersSent) {
       res.destroy();
@@ -272,7 +290,29 @@ export class Exchange implements Pending, ResponseSink {
     // The client went away before the whole response: stop the app's work too.
     if (!res.finished && this.conn?.sink === this) this.conn.abandon();
     if (this.replica) route.release(this.replica);
-    route.traffic.record(res.headersSent ? res.statusCode : 499, performance.now() - this.start);
+    const end = performance.now();
+    const status = res.headersSent ? res.statusCode : 499;
+    route.traffic.record(status, end - this.start);
+    if (this.trace !== undefined) this.recordSpan(status, end);
+  }
+
+  private recordSpan(status: number, end: number): void {
+    const route = this.route;
+    // A wait that failed (the app did not start) counts as waited too.
+    const waitedMs = this.queued ? end - this.queuedAt : this.waitedMs;
+    route.recordSpan?.(
+      route.app,
+      hopSpan(this.trace!, {
+        method: this.method,
+        pub: this.pub,
+        status,
+        replica: this.replica?.id,
+        start: this.start,
+        end,
+        waitedMs,
+        failure: this.failure,
+      }),
+    );
   }
 }
 

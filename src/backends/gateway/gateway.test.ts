@@ -7,7 +7,7 @@ import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { WebSocket, WebSocketServer } from "ws";
 import { Gateway } from "./index.ts";
-import type { GatewayHooks, RouteOptions } from "./index.ts";
+import type { GatewayHooks, GatewaySpan, RouteOptions } from "./index.ts";
 import { TokenStore } from "../local/tokens.ts";
 
 const OPEN: RouteOptions = { requiresAuth: false, requestTimeoutMs: 0 };
@@ -780,14 +780,138 @@ describe("Gateway: stats and metrics", () => {
   });
 
   it("open is idempotent for the same ports and close stops listening", async () => {
-    const { gw, internal } = await gateway();
+    const { gw, pub, internal } = await gateway();
     gw.addReplica("app", { id: "a", port: (await upstream(hello("a"))).port });
-    await gw.open("app", { public: 0, internal: 0 }, { requiresAuth: true, requestTimeoutMs: 5 });
-    expect(gw.addresses("app")!.internal).toBe(internal);
+    // Same ports, new options: the listeners stay, the options change (no timing involved:
+    // a 5 ms request timeout here once made the call below a 504 on a loaded machine).
+    await gw.open("app", { public: 0, internal: 0 }, { requiresAuth: true, requestTimeoutMs: 0 });
+    expect(gw.addresses("app")).toEqual({ public: pub, internal });
     expect((await call(internal)).body).toBe("a");
+    expect((await call(pub)).status).toBe(401);
     await gw.close("app");
     await expect(call(internal)).rejects.toMatchObject({ code: "ECONNREFUSED" });
     expect(gw.load("app").replicas).toEqual([]);
+  });
+});
+
+describe("Gateway: traces", () => {
+  const CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c";
+  const CLIENT_SPAN = "b7ad6b7169203331";
+  const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
+
+  /** A traced gateway whose replica answers with the traceparent it got. */
+  async function traced(options: RouteOptions = OPEN, hooks: Partial<GatewayHooks> = {}) {
+    const spans: { app: string; span: GatewaySpan }[] = [];
+    const { gw, pub, internal } = await gateway(
+      { recordSpan: (app, span) => spans.push({ app, span }), ...hooks },
+      options,
+    );
+    const echo = await upstream((req, res) => {
+      req.resume();
+      req.on("end", () => res.end(req.headers.traceparent ?? "none"));
+    });
+    return { gw, pub, internal, spans, replicaPort: echo.port };
+  }
+
+  it("continues the client's trace on both client paths: the app's parent is the gateway's span", async () => {
+    const { gw, pub, internal, spans, replicaPort } = await traced();
+    gw.addReplica("app", { id: "r1", port: replicaPort });
+    const traceparent = `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01`;
+    // A plain GET (the fast path) on the internal side, a POST with a body (node's) on the public.
+    const get = await call(internal, "/items/7?x=1", { headers: { traceparent } });
+    const post = await call(pub, "/items", { method: "POST", headers: { traceparent }, body: "b" });
+    await until(() => spans.length === 2);
+    for (const [reply, { app, span }, method, path, endpoint] of [
+      [get, spans[0]!, "GET", "/items/7", "internal"],
+      [post, spans[1]!, "POST", "/items", "public"],
+    ] as const) {
+      const [, traceId, parent] = TRACEPARENT.exec(reply.body)!;
+      expect(traceId).toBe(CLIENT_TRACE);
+      expect(app).toBe("app");
+      expect(span).toMatchObject({
+        traceId: CLIENT_TRACE,
+        spanId: parent,
+        parentSpanId: CLIENT_SPAN,
+        name: `gateway ${method} ${path}`,
+        kind: 2,
+        status: 0,
+        attributes: {
+          "caravan.endpoint": endpoint,
+          "caravan.replica": "r1",
+          "http.request.method": method,
+          "url.path": path,
+          "http.response.status_code": 200,
+        },
+      });
+      expect(span.endUs).toBeGreaterThanOrEqual(span.startUs);
+    }
+    expect(spans[0]!.span.spanId).not.toBe(spans[1]!.span.spanId);
+  });
+
+  it("starts a trace when the client sent none (or an invalid one)", async () => {
+    const { gw, internal, spans, replicaPort } = await traced();
+    gw.addReplica("app", { id: "r1", port: replicaPort });
+    const first = await call(internal);
+    const second = await call(internal, "/", { headers: { traceparent: "00-zz-bad-01" } });
+    await until(() => spans.length === 2);
+    const ids = [first, second].map((r) => TRACEPARENT.exec(r.body)!);
+    expect(ids[0]![1]).not.toBe(ids[1]![1]);
+    for (let i = 0; i < 2; i++) {
+      expect(spans[i]!.span).toMatchObject({
+        traceId: ids[i]![1],
+        spanId: ids[i]![2],
+        parentSpanId: null,
+      });
+    }
+  });
+
+  it("tracing: false, or no hook: no span, and the client's traceparent (if any) passes as it came", async () => {
+    const traceparent = `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01`;
+    const off = await traced({ ...OPEN, tracing: false });
+    off.gw.addReplica("app", { id: "r1", port: off.replicaPort });
+    expect((await call(off.internal)).body).toBe("none");
+    expect((await call(off.internal, "/", { headers: { traceparent } })).body).toBe(traceparent);
+    const post = await call(off.pub, "/", { method: "POST", headers: { traceparent }, body: "b" });
+    expect(post.body).toBe(traceparent);
+
+    const { gw, internal } = await gateway();
+    gw.addReplica("app", { id: "r1", port: off.replicaPort });
+    expect((await call(internal)).body).toBe("none");
+    expect((await call(internal, "/", { headers: { traceparent } })).body).toBe(traceparent);
+    // Turned on again: the next request is traced.
+    off.gw.setOptions("app", OPEN);
+    await call(off.internal);
+    await until(() => off.spans.length === 1);
+    expect(off.spans).toHaveLength(1);
+  });
+
+  it("a request that waited for a wake-up says how long; 5xx answers are errors", async () => {
+    const started = deferred();
+    const { gw, internal, spans, replicaPort } = await traced(OPEN, {
+      wake: () => started.promise,
+    });
+    const reply = call(internal, "/cold");
+    await until(() => gw.load("app").waiting === 1);
+    gw.addReplica("app", { id: "r1", port: replicaPort });
+    started.resolve();
+    expect((await reply).status).toBe(200);
+    await until(() => spans.length === 1);
+    expect(spans[0]!.span.attributes["caravan.gateway.wait_ms"]).toEqual(expect.any(Number));
+
+    // The replica is gone: refused, and no other to retry on.
+    const dead = await upstream(hello("dead"));
+    await new Promise<void>((r) => dead.server.close(() => r()));
+    await gw.drain("app", "r1", 0);
+    gw.addReplica("app", { id: "dead", port: dead.port });
+    expect((await call(internal, "/gone")).status).toBe(502);
+    await until(() => spans.length === 2);
+    expect(spans[1]!.span).toMatchObject({
+      name: "gateway GET /gone",
+      status: 2,
+      statusMessage: "app: upstream failed (ECONNREFUSED)",
+      attributes: { "http.response.status_code": 502, "caravan.replica": "dead" },
+    });
+    expect(spans[1]!.span.attributes).not.toHaveProperty("caravan.gateway.wait_ms");
   });
 });
 

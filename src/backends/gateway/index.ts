@@ -34,11 +34,13 @@ import { Exchange, NodeClient } from "./exchange.ts";
 import { exposition, type AppStats } from "./metrics.ts";
 import { requestHead } from "./request-head.ts";
 import { ReplicaState, Route, type RouteOptions } from "./route.ts";
+import type { RecordSpan } from "./trace.ts";
 import { Tunnel, rawReply } from "./tunnel.ts";
 
 export { LOGIN_PATH, SESSION_COOKIE, sessionCookie } from "./auth.ts";
 export type { AppStats } from "./metrics.ts";
 export type { RouteOptions } from "./route.ts";
+export type { GatewaySpan } from "./trace.ts";
 
 export interface Replica {
   id: string;
@@ -65,6 +67,11 @@ export interface GatewayHooks extends AuthHooks {
    * still waiting when it resolves get 503.
    */
   wake?(app: string): Promise<void>;
+  /**
+   * Takes the gateway's span of each forwarded request (`trace.ts`), after its response; absent,
+   * the gateway neither records spans nor touches `traceparent` (no cost).
+   */
+  recordSpan?: RecordSpan;
 }
 
 export interface AppLoad {
@@ -110,7 +117,7 @@ export class Gateway {
       await closeServers(route.servers, route.clients);
       route.servers = [];
     } else {
-      route = new Route(app, ports, options, this.hooks.wake);
+      route = new Route(app, ports, options, this.hooks.wake, this.hooks.recordSpan);
       this.routes.set(app, route);
       // Idle upstream connections past their keep-alive time are closed once a second.
       this.sweeper ??= setInterval(() => this.sweep(), 1000).unref();
@@ -338,7 +345,7 @@ export class Gateway {
       return;
     }
     const client = new NodeClient(res);
-    const ex = new Exchange(route, req.method!, client, head.text, head.body, start, req);
+    const ex = new Exchange(route, req.method!, client, head, pub, start, req);
     const replica = route.pick();
     if (replica) ex.dispatch(replica);
     else ex.enqueue();
@@ -379,7 +386,9 @@ export class Gateway {
   private head(route: Route, req: IncomingMessage, upgrade: boolean, pub: boolean) {
     const client = req.socket.remoteAddress ?? "";
     const session = sessionCookie(route.ports.public);
-    return requestHead(req, client, upgrade, pub, route.ports.internal, session);
+    // An upgrade (a WebSocket) is not traced: its tunnel has no response to end a span.
+    const traced = !upgrade && route.traced;
+    return requestHead(req, client, upgrade, pub, route.ports.internal, session, traced);
   }
 }
 

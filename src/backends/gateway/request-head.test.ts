@@ -5,6 +5,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { parseTraceparent } from "../../runtime/trace-context.ts";
 import { SESSION_COOKIE } from "./auth.ts";
 import { DROP_REQUEST } from "./hop-by-hop.ts";
 import {
@@ -126,6 +127,51 @@ describe("the request head", () => {
         expect(names.filter((n) => n === "host").length).toBeGreaterThanOrEqual(1);
       }),
       { numRuns: 1000 },
+    );
+  });
+
+  it("traced: sends one traceparent, the gateway's, in the client's trace when it named a valid one", () => {
+    const CLIENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const traceparent = fc.tuple(
+      fc.constantFrom("traceparent", "TraceParent"),
+      fc.oneof(
+        fc.constant(CLIENT),
+        fc.constantFrom("00-00000000000000000000000000000000-00f067aa0ba902b7-01", "garbage", ""),
+        fc.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/),
+      ),
+    );
+    const headers = fc
+      .array(fc.oneof(fc.tuple(name, value), traceparent), { maxLength: 10 })
+      .map((h) => h.flat());
+    fc.assert(
+      fc.property(headers, fc.boolean(), fc.boolean(), (raw, traced, edge) => {
+        const req = { method: "GET", url: "/p?q=1", rawHeaders: raw };
+        const head = requestHead(req, "c", false, edge, 8001, OWN, traced);
+        const sent = lines(head.text).filter(([n]) => n.toLowerCase() === "traceparent");
+        const theirs: [string, string][] = [];
+        for (let i = 0; i < raw.length; i += 2)
+          if (raw[i]!.toLowerCase() === "traceparent") theirs.push([raw[i]!, raw[i + 1]!]);
+        if (!traced) {
+          // Not traced: the client's pass as they came, and nothing is made.
+          expect(sent).toEqual(theirs);
+          expect(head.trace).toBeUndefined();
+          return;
+        }
+        expect(sent).toHaveLength(1);
+        const ours = parseTraceparent(sent[0]![1])!;
+        expect(sent[0]![1]).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+        // The first traceparent the client sent decides (an invalid one starts a new trace).
+        const parent = parseTraceparent(theirs[0]?.[1]);
+        expect(head.trace).toEqual({
+          traceId: parent?.traceId ?? ours.traceId,
+          spanId: ours.spanId,
+          parentSpanId: parent?.spanId ?? null,
+          target: "/p?q=1",
+        });
+        expect(ours.traceId).toBe(head.trace!.traceId);
+        expect(ours.spanId).not.toBe(parent?.spanId);
+      }),
+      { numRuns: 500 },
     );
   });
 

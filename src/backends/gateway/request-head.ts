@@ -5,6 +5,8 @@
  */
 import { SESSION_COOKIE, bearer, type Credentials } from "./auth.ts";
 import { DROP_REQUEST, hopTokens } from "./hop-by-hop.ts";
+import { formatTraceparent, parseTraceparent } from "../../runtime/trace-context.ts";
+import { randomHex, type HopTrace } from "./trace.ts";
 
 /** The body's framing towards the app. */
 export const BODY_NONE = 0;
@@ -16,6 +18,8 @@ export interface RequestHead extends Credentials {
   /** Request line, headers, blank line: what goes upstream. */
   text: string;
   body: BodyFraming;
+  /** The gateway's span for this request (when traced): its `traceparent` went upstream. */
+  trace?: HopTrace;
 }
 
 /** What the head is built from: node's parse of the client's request. */
@@ -39,6 +43,7 @@ const ACTED_ON_LENGTHS = new Set(
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "traceparent",
   ].map((h) => h.length),
 );
 
@@ -50,6 +55,8 @@ const ACTED_ON_LENGTHS = new Set(
  * on the internal one, a calling app's are kept (and the caller's address appended).
  * `port`: the internal listener's, for a Host-less request. `sessionName`: the route's own
  * session cookie (its value is noted; every caravan session cookie is removed).
+ * `traced`: the gateway takes part in the trace (`trace.ts`): the client's `traceparent` is
+ * replaced by one naming the gateway's span, a child of the client's (or of a new trace).
  * `listed`: header names the client's Connection header made hop-by-hop (a rare second pass).
  */
 export function requestHead(
@@ -59,6 +66,7 @@ export function requestHead(
   edge: boolean,
   port: number,
   sessionName: string,
+  traced = false,
   listed?: string[],
 ): RequestHead {
   const raw = req.rawHeaders;
@@ -77,6 +85,7 @@ export function requestHead(
   let fwdHost = false;
   let length: string | undefined;
   let chunked = false;
+  let traceparent: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     let value = raw[i + 1]!;
@@ -125,6 +134,10 @@ export function requestHead(
         case "upgrade":
           if (upgrade) break;
           continue;
+        case "traceparent":
+          if (!traced) break;
+          traceparent ??= value;
+          continue;
         default:
           if (DROP_REQUEST.has(lower)) continue;
       }
@@ -134,7 +147,7 @@ export function requestHead(
   if (connection !== undefined && listed === undefined) {
     const tokens = hopTokens(connection, upgrade);
     if (tokens.length > 0) {
-      return requestHead(req, client, upgrade, edge, port, sessionName, tokens);
+      return requestHead(req, client, upgrade, edge, port, sessionName, traced, tokens);
     }
   }
   const host = found.host;
@@ -151,6 +164,17 @@ export function requestHead(
   } else if (length !== undefined) {
     // Methods that usually carry a body say that this one is empty.
     head += "content-length: 0\r\n";
+  }
+  if (traced) {
+    const parent = parseTraceparent(traceparent);
+    const trace: HopTrace = {
+      traceId: parent?.traceId ?? randomHex(16),
+      spanId: randomHex(8),
+      parentSpanId: parent?.spanId ?? null,
+      target: req.url ?? "/",
+    };
+    found.trace = trace;
+    head += `traceparent: ${formatTraceparent(trace)}\r\n`;
   }
   found.text = `${head}\r\n`;
   return found;

@@ -6,12 +6,15 @@
 import type { Server } from "node:http";
 import type { Socket } from "node:net";
 import { Traffic } from "./metrics.ts";
+import type { RecordSpan } from "./trace.ts";
 import { Pool } from "./upstream.ts";
 
 export interface RouteOptions {
   requiresAuth: boolean;
   /** Longest wait for the upstream response's headers, in ms; 0 = none. */
   requestTimeoutMs: number;
+  /** `false`: the app's `tracing: false`: no span and no `traceparent` from the gateway. @default true */
+  tracing?: boolean;
 }
 
 /** Starts an app with no ready replica (see `GatewayHooks.wake`). */
@@ -70,9 +73,16 @@ export class Route {
     ports: { public: number; internal: number },
     options: RouteOptions,
     private readonly wake: Wake | undefined,
+    /** Where the spans of its requests go (none: the gateway records none). */
+    readonly recordSpan: RecordSpan | undefined,
   ) {
     this.requested = { ...ports };
     this.options = { ...options };
+  }
+
+  /** Its requests take part in traces (see `trace.ts`). */
+  get traced(): boolean {
+    return this.recordSpan !== undefined && this.options.tracing !== false;
   }
 
   /** Least outstanding requests; ties go round robin, starting after the last pick. */

@@ -204,6 +204,17 @@ export class ControlPlane implements Backend {
       authorize: (token, key) => tokens.verify(token, key),
       redeem: (code, key) => tokens.redeem(code, key),
       wake: (key) => this.wake(key),
+      // The gateway's span of a request: under the app's name, in its project/domain.
+      recordSpan: (key, span) => {
+        const row = this.serving.get(key);
+        if (row)
+          this.telemetry.recordSpan({
+            ...span,
+            service: row.name,
+            project: row.project,
+            domain: row.domain,
+          });
+      },
     });
     this.tasks = new TaskRunner(this.store, {
       spawnWorker: (row) => {
@@ -1617,6 +1628,7 @@ function routeOf(row: EnvironmentRow): RouteOptions {
   return {
     requiresAuth: spec.requiresAuth !== false,
     requestTimeoutMs: (spec.timeouts.request ?? 0) * 1000,
+    tracing: spec.tracing !== false,
   };
 }
 
