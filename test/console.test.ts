@@ -171,10 +171,16 @@ describe.skipIf(!existsSync(CHROMIUM))("the web console", () => {
     // app1's server span) and a gauge, as OTLP/JSON to the receiver.
     const token = readFileSync(join(sb.home, "token"), "utf8").trim();
     const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
-    const spans = (await (await fetch(`${base}/v1/traces/${traceId}`, { headers })).json()) as {
-      spans: { spanId: string; app: string; kind: string }[];
-    };
-    const server1 = spans.spans.find((s) => s.app === APP1 && s.kind === "server")!;
+    type Spans = { spans: { spanId: string; app: string; kind: string; name: string }[] };
+    // The whole trace: the gateway's two spans come at once, the apps' with their next export.
+    const spans = await eventually(async () => {
+      const t = (await (await fetch(`${base}/v1/traces/${traceId}`, { headers })).json()) as Spans;
+      return t.spans.length >= 5 ? t : undefined;
+    });
+    // app1's own server span (the gateway's span in front of it is a server span of app1 too).
+    const server1 = spans.spans.find(
+      (s) => s.app === APP1 && s.kind === "server" && !s.name.startsWith("gateway "),
+    )!;
     const resource = {
       attributes: [
         ["service.name", APP1],

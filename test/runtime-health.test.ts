@@ -58,7 +58,12 @@ describe("the runtime's health endpoint", () => {
       );
       expect(await get(`http://127.0.0.1:${appPort}/`)).toEqual({ status: 200, body: "serving" });
     } finally {
-      child.kill("SIGKILL");
+      // Gone before the sandbox checks that nothing of its home runs.
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGKILL");
+        await exited;
+      }
     }
   });
 });

@@ -213,6 +213,19 @@ export async function tailLines(
   n: number | undefined,
   maxBytes = 4 * 1024 * 1024,
 ): Promise<{ lines: string[]; end: number }> {
+  // A read that comes up short means the file shrank meanwhile (the cap emptied it): what was
+  // read would join two different places of the log, so read its new end instead.
+  for (let attempt = 1; ; attempt++) {
+    const got = await tailOnce(file, n, maxBytes);
+    if (got || attempt === 3) return got ?? { lines: [], end: 0 };
+  }
+}
+
+async function tailOnce(
+  file: string,
+  n: number | undefined,
+  maxBytes: number,
+): Promise<{ lines: string[]; end: number } | undefined> {
   const fh = await open(file, "r");
   try {
     const end = (await fh.stat()).size;
@@ -226,7 +239,8 @@ export async function tailLines(
       const from = Math.max(floor, start - 64 * 1024);
       const buf = Buffer.alloc(start - from);
       const { bytesRead } = await fh.read(buf, 0, buf.length, from);
-      const chunk = buf.subarray(0, bytesRead);
+      if (bytesRead < buf.length) return undefined;
+      const chunk = buf;
       for (const byte of chunk) if (byte === 10) newlines++;
       chunks.unshift(chunk);
       start = from;
