@@ -186,6 +186,43 @@ describe("Gateway: balancing", () => {
     expect(gw.load("app").inFlight).toBe(0);
   });
 
+  it("a connection paused for a slow client is resumed before it serves the next request", async () => {
+    // An app answering chunked, its last data chunk and the final 0-chunk in one write: the
+    // gateway pauses the app's connection for a client write that filled up (over 16 KiB),
+    // and the response ends in the same read. The connection goes back to the pool: the next
+    // request on it must be read.
+    const body = "x".repeat(60_000);
+    const answer = Buffer.from(
+      `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`,
+    );
+    let connections = 0;
+    const app = createNetServer((socket) => {
+      connections++;
+      let seen = "";
+      socket.on("data", (d: Buffer) => {
+        seen += d.toString("latin1");
+        for (let end = seen.indexOf("\r\n\r\n"); end >= 0; end = seen.indexOf("\r\n\r\n")) {
+          seen = seen.slice(end + 4);
+          socket.write(answer);
+        }
+      });
+    });
+    netServers.push(app);
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    const { gw, internal } = await gateway();
+    gw.addReplica("app", { id: "a", port: (app.address() as { port: number }).port });
+    for (let i = 0; i < 3; i++) {
+      const reply = await Promise.race([
+        call(internal),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`request ${i + 1} was never answered`)), 10_000),
+        ),
+      ]);
+      expect(reply.body.length).toBe(body.length);
+    }
+    expect(connections).toBe(1);
+  });
+
   it("reuses upstream connections (keep-alive)", async () => {
     const { gw, internal } = await gateway();
     const { server, port } = await upstream(hello("a"));

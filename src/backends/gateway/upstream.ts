@@ -138,7 +138,12 @@ export class Conn implements ConnectionEvents {
 
   complete(reusable: boolean): void {
     this.reused = true;
-    if (reusable && !this.sending) this.pool.release(this);
+    if (reusable && !this.sending) {
+      // Paused for a slow client, it may have read its response's end in the same chunk: the
+      // next request on it must be read (and a close by the app seen while it idles).
+      this.socket.resume();
+      this.pool.release(this);
+    }
     else {
       this.pool.forget(this);
       this.socket.destroy();
