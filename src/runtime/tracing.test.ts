@@ -51,6 +51,11 @@ describe("caravan's tracer", () => {
     expect(startTracing({})).toBeUndefined();
   });
 
+  it("is off, without throwing, when the collector's address is not an http(s) URL", () => {
+    for (const endpoint of ["collector", "localhost:4318", "ftp://collector"])
+      expect(startTracing({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint })).toBeUndefined();
+  });
+
   it("traces a request across fetch and http.get, parent to child, traceparent sent along", async () => {
     tracer = startTracing({
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sinkPort}/otlp/`,

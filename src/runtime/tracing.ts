@@ -59,8 +59,17 @@ export function startTracing(env: NodeJS.ProcessEnv = process.env): Tracer | und
   if (!url || env.OTEL_SDK_DISABLED?.toLowerCase() === "true") return undefined;
   if ((env.OTEL_TRACES_EXPORTER ?? "otlp").split(",").includes("none")) return undefined;
   const delay = Number(env.OTEL_BSP_SCHEDULE_DELAY) || 1000;
+  let target: URL;
+  try {
+    target = new URL(url);
+    if (target.protocol !== "http:" && target.protocol !== "https:") throw new Error("not http");
+  } catch {
+    // A collector address the app set wrongly must not stop the app: it runs untraced.
+    console.error(`[caravan runtime] not tracing: ${url} is not an http(s) URL`);
+    return undefined;
+  }
   const exporter = new Exporter(
-    new URL(url),
+    target,
     {
       ...headersOf(env.OTEL_EXPORTER_OTLP_HEADERS),
       ...headersOf(env.OTEL_EXPORTER_OTLP_TRACES_HEADERS),
@@ -291,7 +300,7 @@ class Exporter {
   }
 
   private send(body: string): Promise<void> {
-    return new Promise((resolve) => {
+    return new Promise<void>((resolve) => {
       const req = this.request(this.url, {
         method: "POST",
         headers: { ...this.headers, "content-type": "application/json" },
@@ -305,7 +314,9 @@ class Exporter {
       req.once("timeout", () => req.destroy());
       req.once("error", () => resolve());
       req.end(body);
-    });
+      // A header the app set that node refuses throws above: that export is lost, like a
+      // failed one, and never becomes an unhandled rejection in the app.
+    }).catch(() => undefined);
   }
 }
 

@@ -1436,8 +1436,15 @@ export class ControlPlane implements Backend {
     const argv = commandArgv(req, env, port);
     if (this.apiAccess) {
       env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
-      // OTLP exporters authenticate with the same scoped token (the receiver takes it).
-      if (env.OTEL_EXPORTER_OTLP_ENDPOINT && !("OTEL_EXPORTER_OTLP_HEADERS" in spec.envVars))
+      // OTLP exporters authenticate with the same scoped token (the receiver takes it) — only
+      // when they send to this receiver: an app that names its own collector never sends it
+      // caravan's token.
+      const receiver = `${this.apiAccess.url}${OTLP_BASE}`;
+      if (
+        env.OTEL_EXPORTER_OTLP_ENDPOINT === receiver &&
+        !("OTEL_EXPORTER_OTLP_HEADERS" in spec.envVars) &&
+        !("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in spec.envVars)
+      )
         env.OTEL_EXPORTER_OTLP_HEADERS = `authorization=Bearer%20${env[API_TOKEN_ENV]}`;
     }
     // Secret values are read from the store at launch: never from the request or the store DB.
