@@ -296,6 +296,15 @@ describe("OTLP receiver", () => {
     expect(receiver.stats()).toMatchObject({ spans: { stored: 1200 }, queued: 0 });
   });
 
+  it("a query writes one chunk of a long queue first, not the whole queue at once", () => {
+    const store = storeIn();
+    const receiver = new TelemetryReceiver(store, { flushEveryMs: 60_000 });
+    receiver.accept("traces", spansRequest("app1", 1200));
+    receiver.listTraces();
+    expect(store.counts().spans).toBe(500);
+    receiver.close();
+  });
+
   it("drops and counts what does not fit the queue instead of waiting", () => {
     const store = storeIn();
     const receiver = new TelemetryReceiver(store, { maxQueued: 10, flushEveryMs: 60_000 });

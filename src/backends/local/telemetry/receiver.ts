@@ -126,7 +126,7 @@ export class TelemetryReceiver {
    * home's), applied at once to what is kept.
    */
   setRetention(scope: Scope, settings: Partial<TelemetryRetention> | undefined): void {
-    this.flush();
+    this.flush(FLUSH_CHUNK);
     this.store.setRetention(scope, settings);
     for (const table of ["spans", "log_records", "metric_points"] as const)
       this.store.retain(table, scope);
@@ -137,13 +137,13 @@ export class TelemetryReceiver {
   }
 
   listTraces(filter?: TraceFilter): TraceSummary[] {
-    this.flush();
+    this.flush(FLUSH_CHUNK);
     return this.store.listTraces(filter);
   }
 
   /** A trace's spans; `NOT_FOUND` when none is kept. */
   trace(traceId: string): SpanView[] {
-    this.flush();
+    this.flush(FLUSH_CHUNK);
     const spans = this.store.trace(traceId);
     if (!spans)
       throw new CaravanError(
@@ -155,24 +155,25 @@ export class TelemetryReceiver {
 
   /** An app's newest OTLP log records (flushed first, as `trace`). */
   logRecords(filter: LogRecordFilter): LogRecordView[] {
-    this.flush();
+    this.flush(FLUSH_CHUNK);
     return this.store.logRecords(filter);
   }
 
   /** An app's metrics with their newest points (flushed first, as `trace`). */
   metrics(filter: MetricFilter): MetricSeries[] {
-    this.flush();
+    this.flush(FLUSH_CHUNK);
     return this.store.metrics(filter);
   }
 
   /** The log records written within a trace (flushed first, as `trace`). */
   logsOfTrace(traceId: string): TraceLogView[] {
-    this.flush();
+    this.flush(FLUSH_CHUNK);
     return this.store.logsOfTrace(traceId);
   }
 
   /**
-   * Writes what is queued now (also before a query, so it sees everything received). `chunk`:
+   * Writes what is queued now (a chunk of it before a query: a query sees what was received,
+   * unless a flood is waiting, which it must not write on the event loop all at once). `chunk`:
    * at most this many items now, the rest after the event loop had its turn, so a big queue
    * never holds up the requests the control plane (and its gateway) serves.
    */
