@@ -3,7 +3,15 @@
  * (src/cli/unchanged.ts) — and never when something its revisions depend on changed: a
  * covered file, a variable the file reads, the config, a secret's value, or what runs.
  */
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -24,7 +32,8 @@ describe("an unchanged deploy", () => {
     Object.fromEntries(ds.map((d) => [d.name, d.revision]));
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), "caravan-unchanged-"));
+    // A space in the path: file URLs the definitions read are percent-encoded.
+    dir = mkdtempSync(join(tmpdir(), "caravan unchanged-"));
     cpSync(fixture("unchanged"), dir, { recursive: true });
     main = join(dir, "main.ts");
     writeFileSync(join(dir, "key.txt"), "k1");
@@ -108,6 +117,21 @@ describe("an unchanged deploy", () => {
     const again = await deploy(sb, [main], env());
     expect(again.deployments.map((d) => d.status)).toEqual(["unchanged", "unchanged"]);
     expect(loads()).toBe(3);
+  });
+
+  it("picks up a new variable among those the definition enumerates, and a directory's new entry", async () => {
+    const first = await deploy(sb, [main], env());
+    expect(first.code, first.stderr).toBe(0);
+    const extra = await deploy(sb, [main], env({ EXTRA_ONE: "1" }));
+    expect(extra.by.front!.status).toBe("ready");
+    mkdirSync(join(dir, "extras"));
+    const made = await deploy(sb, [main], env({ EXTRA_ONE: "1" }));
+    expect(made.by.front!.status).toBe("unchanged"); // an empty directory lists as nothing
+    writeFileSync(join(dir, "extras", "a.json"), "{}");
+    const listed = await deploy(sb, [main], env({ EXTRA_ONE: "1" }));
+    expect(listed.by.front!.status).toBe("ready");
+    const again = await deploy(sb, [main], env({ EXTRA_ONE: "1" }));
+    expect(again.deployments.map((d) => d.status)).toEqual(["unchanged", "unchanged"]);
   });
 
   it("does not miss a variable the file reads, a secret's new value or a new config file", async () => {

@@ -17,7 +17,16 @@
  * inputs: their files are not among the snapshot's sources), `RunOutput` inputs (they follow
  * task runs) and AppEndpoint inputs naming apps outside the plan.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { fileURLToPath } from "node:url";
 import { dirname, extname, join, resolve } from "node:path";
 import type { Deployment } from "../api.ts";
 import type { Scope } from "../backends/contract.ts";
@@ -60,6 +69,8 @@ export function watchEnvReads(): { stop(): void; values(): Record<string, string
     if (typeof key === "string") reads.set(key, real[key] ?? null);
   };
   process.env = new Proxy(real, {
+    // Enumerating the variables depends on which exist: all their names are recorded.
+    ownKeys: (target) => (reads.set(ALL_NAMES, envNames(real)), Reflect.ownKeys(target)),
     get: (target, key) => (note(key), Reflect.get(target, key)),
     has: (target, key) => (note(key), Reflect.has(target, key)),
     getOwnPropertyDescriptor: (target, key) => (
@@ -73,15 +84,30 @@ export function watchEnvReads(): { stop(): void; values(): Record<string, string
   };
 }
 
+/** The key under which `watchEnvReads` records the names of all variables, once enumerated. */
+const ALL_NAMES = "*";
+const envNames = (env: NodeJS.ProcessEnv) => Object.keys(env).sort().join("\0");
+
 /** caravan's own code, wherever it runs from (dist/ or, through tsx, src/). */
 const OWN = ["dist", "src"].map((d) => `${resolve(import.meta.dirname, "../..", d)}/`);
 /** The `fs` functions whose first argument is a file the user's code depends on. */
-const FS_READS = ["readFileSync", "readFile", "existsSync", "statSync"] as const;
+const FS_READS = [
+  "readFileSync",
+  "readFile",
+  "existsSync",
+  "statSync",
+  "lstatSync",
+  "accessSync",
+  "readdirSync",
+  "readdir",
+] as const;
+const FS_PROMISES_READS = ["readFile", "readdir", "stat", "access"] as const;
 
 /**
- * Records which files are read through `fs` (readFileSync, readFile, existsSync, statSync,
- * fs.promises.readFile) from now on, outside node_modules: a definition that reads a JSON file
- * or checks that a file exists depends on it as much as on its imports. `stop` puts `fs` back.
+ * Records which files and directories are read or looked at through `fs` (FS_READS, and
+ * FS_PROMISES_READS of fs.promises) from now on, outside node_modules: a definition that reads
+ * a JSON file, checks that a file exists or lists a directory depends on it as much as on its
+ * imports. `stop` puts `fs` back.
  */
 export async function watchFileReads(): Promise<{ stop(): void; paths(): string[] }> {
   const [fs, { syncBuiltinESMExports }] = await Promise.all([
@@ -93,45 +119,52 @@ export async function watchFileReads(): Promise<{ stop(): void; paths(): string[
   const paths = new Set<string>();
   const note = (path: unknown) => {
     if (typeof path !== "string" && !(path instanceof URL)) return; // a descriptor: not a file
-    const abs = path instanceof URL ? path.pathname : resolve(path);
+    let abs: string;
+    try {
+      abs = path instanceof URL ? fileURLToPath(path) : resolve(path);
+    } catch {
+      return; // not a file: URL (the call itself fails the same way)
+    }
     // Packages, and caravan's own code (its build is recorded), are not the user's inputs.
     if (!abs.includes("/node_modules/") && !OWN.some((dir) => abs.startsWith(dir))) paths.add(abs);
   };
-  const saved = new Map<string, (...args: unknown[]) => unknown>();
-  for (const name of FS_READS) {
-    const fn = real[name]!;
-    saved.set(name, fn);
-    real[name] = function (this: unknown, ...args: unknown[]) {
+  const saved: [
+    Record<string, (...args: unknown[]) => unknown>,
+    string,
+    (...a: unknown[]) => unknown,
+  ][] = [];
+  const watch = (on: Record<string, (...args: unknown[]) => unknown>, name: string) => {
+    const fn = on[name]!;
+    saved.push([on, name, fn]);
+    on[name] = function (this: unknown, ...args: unknown[]) {
       note(args[0]);
       return fn.apply(this, args);
     };
-  }
-  const readFile = promises.readFile!;
-  promises.readFile = function (this: unknown, ...args: unknown[]) {
-    note(args[0]);
-    return readFile.apply(this, args);
   };
+  for (const name of FS_READS) watch(real, name);
+  for (const name of FS_PROMISES_READS) watch(promises, name);
   // `import { readFileSync } from "node:fs"` sees the patched functions too.
   syncBuiltinESMExports();
   return {
     stop: () => {
-      for (const [name, fn] of saved) real[name] = fn;
-      promises.readFile = readFile;
+      for (const [on, name, fn] of saved) on[name] = fn;
       syncBuiltinESMExports();
     },
     paths: () => [...paths],
   };
 }
 
-/** A file's content hash as `files` records it; null when there is no such file. */
+/**
+ * A file's content hash as `files` records it (a directory's: of its entries' names); null
+ * when there is no such file.
+ */
 function contentHash(sha256: (s: string) => string, file: string): string | null {
   try {
     return sha256(readFileSync(file, "latin1"));
   } catch (e) {
-    // A directory (read by statSync/existsSync) or a file gone: recorded as what it is.
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return null;
-    if (code === "EISDIR") return "directory";
+    if (code === "EISDIR") return `directory:${sha256(readdirSync(file).sort().join("\0"))}`;
     throw e;
   }
 }
@@ -149,7 +182,8 @@ export async function reuseLastDeploy(
   }
   if (record.key !== key || record.caravan !== caravanBuild()) return undefined;
   for (const [name, value] of Object.entries(record.env))
-    if ((process.env[name] ?? null) !== value) return undefined;
+    if ((name === ALL_NAMES ? envNames(process.env) : (process.env[name] ?? null)) !== value)
+      return undefined;
   const [{ sha256 }, { findConfigFile }] = await Promise.all([
     import("../sdk/stable.ts"),
     import("../sdk/config.ts"),
