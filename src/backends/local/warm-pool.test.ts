@@ -1,3 +1,6 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { DeployRequest } from "../contract.ts";
 import { WarmPool, bareImports } from "./warm-pool.ts";
@@ -56,5 +59,30 @@ describe("WarmPool.allows (which processes may start warm)", () => {
   it("refuses an environment larger than the room a warm process keeps for /proc/<pid>/environ", () => {
     expect(WarmPool.allows(req(), { ...env, BIG: "x".repeat(64 * 1024) })).toBe(false);
     expect(WarmPool.allows(req(), { ...env, BIG: "x".repeat(60 * 1024) })).toBe(true);
+  });
+});
+
+describe("WarmPool.note (what it learns to preload)", () => {
+  it("learns the web frameworks a bundle imports, never a package that reads its environment on import", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "caravan-warm-"));
+    mkdirSync(join(dir, "node_modules"));
+    const entry = join(dir, "bundle.js");
+    writeFileSync(
+      entry,
+      [
+        'import "dotenv/config";',
+        'import Fastify from "fastify";',
+        'import cfg from "config";',
+      ].join("\n"),
+    );
+    // Never quiet: nothing is spawned, only what it would preload is decided.
+    const pool = new WarmPool({ dir, logFile: join(dir, "log"), quiet: () => false });
+    try {
+      pool.note({ code: { entry, runtime: join(dir, "main.js") } } as DeployRequest);
+      expect(pool.stats().preload).toEqual(["fastify"]);
+    } finally {
+      await pool.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

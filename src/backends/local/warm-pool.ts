@@ -42,6 +42,18 @@ import { baseEnv, runtimeArgv } from "./supervisor.ts";
 export const DEFAULT_WARM_POOL_SIZE = 4;
 /** The most warm processes a config may ask for. */
 export const MAX_WARM_POOL_SIZE = 64;
+/** The packages a pool learns to preload from deploys (see importsOfBundle). */
+const LEARNED_FRAMEWORKS = new Set([
+  "fastify",
+  "hono",
+  "@hono/node-server",
+  "express",
+  "koa",
+  "@koa/router",
+  "h3",
+  "ws",
+]);
+
 /** Packages preloaded at most (the most recently imported first). */
 export const MAX_PRELOAD = 16;
 /** The share of the machine's memory the pool may hold at most. */
@@ -328,11 +340,16 @@ export class WarmPool {
     ];
   }
 
-  /** The packages a bundle imports (esbuild leaves them as top-level `import … from "pkg"`). */
+  /**
+   * The frameworks a bundle imports (esbuild leaves packages as top-level `import … from
+   * "pkg"`). Only known frameworks are learned: a package that reads its environment or the
+   * working directory when imported (`dotenv/config`, `config`, an APM agent) would do it in
+   * the pool's before the app's are set; `preload` in the config names any package.
+   */
   private importsOfBundle(entry: string): string[] {
     let found = this.importsOf.get(entry);
     if (!found) {
-      found = bareImports(readText(entry));
+      found = bareImports(readText(entry)).filter((p) => LEARNED_FRAMEWORKS.has(p));
       this.importsOf.set(entry, found);
       if (this.importsOf.size > 64) this.importsOf.delete(this.importsOf.keys().next().value!);
     }
