@@ -111,6 +111,15 @@ describe("caravan's tracer", () => {
     expect(JSON.stringify(exported.at(-1)!.resource)).toContain('"stringValue":"app2"');
   });
 
+  it("adds no 'error' listener to an app's request: an error it does not handle still throws", () => {
+    expect(tracer).toBeDefined(); // started by the test above
+    const req = http.request(`http://127.0.0.1:${sinkPort}/`);
+    expect(req.getHeader("traceparent")).toBeDefined(); // traced
+    expect(req.listenerCount("error")).toBe(0);
+    req.on("error", () => {});
+    req.destroy();
+  });
+
   it("runs a task's work under the run's span (withParent)", async () => {
     const target = await listen((_req, res) => res.end("ok"));
     await tracer!.withParent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", () =>

@@ -177,7 +177,13 @@ function instrumentHttpClients(exporter: Exporter): void {
         res.once("end", done);
         res.once("close", done);
       });
-      req.once("error", (e: Error) => endSpan(exporter, span, undefined, e));
+      // Seen as it is emitted, not by a listener: a request error the app does not handle
+      // must still be thrown as without tracing (an 'error' with no listener throws).
+      const emit = req.emit;
+      req.emit = function (this: http.ClientRequest, event: string | symbol, ...rest: unknown[]) {
+        if (event === "error") endSpan(exporter, span, undefined, rest[0] as Error);
+        return emit.call(this, event, ...rest);
+      } as typeof req.emit;
       req.once("close", () => endSpan(exporter, span));
       return req;
     };
