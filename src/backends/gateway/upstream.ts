@@ -143,8 +143,7 @@ export class Conn implements ConnectionEvents {
       // next request on it must be read (and a close by the app seen while it idles).
       this.socket.resume();
       this.pool.release(this);
-    }
-    else {
+    } else {
       this.pool.forget(this);
       this.socket.destroy();
     }
