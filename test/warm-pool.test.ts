@@ -158,10 +158,13 @@ describe("warm pool", () => {
     expect(logs.stdout).toContain("probe says marmalade");
     expect(logs.stdout).toContain("probe warns marmalade");
     expect(readFileSync(join(sb.home, "logs/warm-pool.log"), "utf8")).not.toContain("marmalade");
-    // It is traced as a cold one is (its tracer starts with the app's environment).
+    // It is traced as a cold one is (its tracer starts with the app's environment): the
+    // request's trace has the app's own span beside the gateway's.
     await eventually(async () => {
-      const t = json<{ traces: { root: string }[] }>(await sb.run(["traces", "--json"]));
-      return t.traces.some((x) => x.root === "GET /say/marmalade");
+      const t = json<{ traces: { root: string; spans: number }[] }>(
+        await sb.run(["traces", "--json"]),
+      );
+      return t.traces.some((x) => x.root.endsWith("GET /say/marmalade") && x.spans >= 2);
     }, 15_000);
 
     // A crash is restarted as a cold one would be (here, in another warm process).
