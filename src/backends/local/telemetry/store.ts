@@ -264,15 +264,7 @@ export class TelemetryStore {
    */
   listTraces(filter: TraceFilter = {}): TraceSummary[] {
     const limit = Math.max(1, Math.min(1000, filter.limit ?? 50));
-    const conditions = (
-      [
-        ["service", filter.app],
-        ["project", filter.project],
-        ["domain", filter.domain],
-      ] as const
-    ).filter(([, v]) => v);
-    const where = conditions.map(([column]) => `${column} = ?`);
-    const params: unknown[] = conditions.map(([, v]) => v);
+    const [where, params] = scopeConditions(filter);
     // A trace is an error when a span of it is, so without an app its error spans find it;
     // otherwise a status or a duration is known only over all of a trace's spans.
     const byErrorSpans = filter.status === "error" && !filter.app;
@@ -398,8 +390,12 @@ export class TelemetryStore {
   }
 }
 
-/** The WHERE clause (and its parameters) of one app's rows, in a scope when given one. */
-function appScope(filter: { app: string; project?: string; domain?: string }): [string, unknown[]] {
+/** The conditions (and their parameters) on an app's and a scope's rows, those given. */
+function scopeConditions(filter: {
+  app?: string;
+  project?: string;
+  domain?: string;
+}): [string[], unknown[]] {
   const conditions = (
     [
       ["service", filter.app],
@@ -407,7 +403,13 @@ function appScope(filter: { app: string; project?: string; domain?: string }): [
       ["domain", filter.domain],
     ] as const
   ).filter(([, v]) => v);
-  return [conditions.map(([c]) => `${c} = ?`).join(" AND "), conditions.map(([, v]) => v)];
+  return [conditions.map(([c]) => `${c} = ?`), conditions.map(([, v]) => v)];
+}
+
+/** The WHERE clause (and its parameters) of one app's rows, in a scope when given one. */
+function appScope(filter: { app: string; project?: string; domain?: string }): [string, unknown[]] {
+  const [conditions, params] = scopeConditions(filter);
+  return [conditions.join(" AND "), params];
 }
 
 function logViewOf(r: Raw): TraceLogView {
