@@ -9,6 +9,10 @@
  *   `caravan status --json`); sent when it differs from the last one the stream got.
  * - `event`: one event (`GET /v1/events`' shape), each once, in order.
  * - `runs`: `{ runs }`, the scope's newest 100 task runs (without outputs), when they changed.
+ *
+ * A client that reads slowly is skipped while more than `BACKLOG_BYTES` wait for it (it
+ * catches up from its last event later: status and runs are the latest anyway) and cut when
+ * it has not drained for `STALLED_MS`; it never makes the daemon buffer without bound.
  */
 import type { ServerResponse } from "node:http";
 import type { FastifyInstance } from "fastify";
@@ -23,9 +27,15 @@ const MIN_GAP_MS = 25;
 const TICK_MS = 1_000;
 /** A comment line now and then keeps proxies and idle timers from closing the stream. */
 const HEARTBEAT_MS = 15_000;
+/** Events read per push: a stream further behind gets the rest on the next pushes, none skipped. */
+const EVENTS_PER_PUSH = 1_000;
+/** Past this much unsent data a stream is not written to until it drains. */
+const BACKLOG_BYTES = 1 << 20;
+/** A stream that has not drained below `BACKLOG_BYTES` for this long is closed. */
+const STALLED_MS = 30_000;
 
 /** The scope's environments as status shows them, with their dependency health. */
-export async function statusWithHealth(plane: ControlPlane, scope: Scope) {
+export async function statusWithHealth(plane: Pick<ControlPlane, "status">, scope: Scope) {
   const environments = await plane.status(scope);
   const health = dependencyHealth(
     environments.map((e) => ({ ...e, dependsOn: e.dependsOn ?? [] })),
@@ -36,17 +46,27 @@ export async function statusWithHealth(plane: ControlPlane, scope: Scope) {
   });
 }
 
+/** What a stream writes to (a `ServerResponse`; a test's stand-in). */
+export type StreamTarget = Pick<ServerResponse, "write" | "writableLength" | "destroy">;
+
 /** One client's stream: what it was last sent. */
-interface Stream {
-  res: ServerResponse;
+export interface Stream {
+  res: StreamTarget;
   status: string;
   runs: string;
   /** The id of the last event it was sent. */
   lastEvent: number;
+  /** Since when it has had more than `BACKLOG_BYTES` unsent (0: it has not). */
+  stalledSince?: number;
 }
 
+/** What a feed asks the control plane. */
+export type FeedSource = Pick<ControlPlane, "status" | "listRuns" | "events"> & {
+  store: Pick<ControlPlane["store"], "onChange">;
+};
+
 /** The streams of one scope, fed by one computation per change or tick. */
-class ScopeFeed {
+export class ScopeFeed {
   readonly streams = new Set<Stream>();
   private timer: NodeJS.Timeout | undefined;
   private lastPush = 0;
@@ -57,14 +77,29 @@ class ScopeFeed {
   private readonly unsubscribe: () => void;
 
   constructor(
-    private readonly plane: ControlPlane,
+    private readonly plane: FeedSource,
     private readonly scope: Scope,
   ) {
     this.unsubscribe = plane.store.onChange(() => this.soon());
     this.tick = setInterval(() => void this.push(), TICK_MS);
     this.heartbeat = setInterval(() => {
-      for (const s of this.streams) s.res.write(": keep-alive\n\n");
+      for (const s of this.streams) if (this.writable(s)) s.res.write(": keep-alive\n\n");
     }, HEARTBEAT_MS);
+  }
+
+  /** False while the stream has too much unsent; a stream stalled for too long is closed. */
+  private writable(s: Stream): boolean {
+    if (s.res.writableLength <= BACKLOG_BYTES) {
+      s.stalledSince = 0;
+      return true;
+    }
+    const now = Date.now();
+    s.stalledSince ||= now;
+    if (now - s.stalledSince >= STALLED_MS) {
+      this.streams.delete(s);
+      s.res.destroy();
+    }
+    return false;
   }
 
   /** At once after a quiet spell; else when `MIN_GAP_MS` has passed since the last push. */
@@ -86,11 +121,14 @@ class ScopeFeed {
         environments: await statusWithHealth(this.plane, this.scope),
       });
       const runs = JSON.stringify({ runs: await this.plane.listRuns(this.scope, { limit: 100 }) });
-      const from = Math.min(...[...this.streams].map((s) => s.lastEvent));
-      const events: EventRecord[] = this.streams.size
-        ? this.plane.events(this.scope, from, 1000)
+      const ready = [...this.streams].filter((s) => this.writable(s));
+      const from = Math.min(...ready.map((s) => s.lastEvent));
+      const events: EventRecord[] = ready.length
+        ? this.plane.events(this.scope, from, EVENTS_PER_PUSH)
         : [];
-      for (const s of this.streams) {
+      // A full page: there may be more after it, for the streams furthest behind.
+      if (events.length === EVENTS_PER_PUSH) this.again = true;
+      for (const s of ready) {
         if (s.status !== status) s.res.write(`event: status\ndata: ${(s.status = status)}\n\n`);
         for (const e of events)
           if (e.id > s.lastEvent) {
@@ -101,7 +139,8 @@ class ScopeFeed {
       }
     } catch (e) {
       const message = JSON.stringify({ message: (e as Error).message });
-      for (const s of this.streams) s.res.write(`event: error\ndata: ${message}\n\n`);
+      for (const s of this.streams)
+        if (this.writable(s)) s.res.write(`event: error\ndata: ${message}\n\n`);
     } finally {
       this.pushing = false;
       if (this.again) {
