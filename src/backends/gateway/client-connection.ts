@@ -6,7 +6,8 @@
  * (bench/RESULTS.md, "Gateway, closed loop against nginx"). The first request that is not plain, and
  * everything after it on that connection, goes to node's http server with the bytes read so
  * far: bodies, upgrades, login links, refusals and 401s, requests that wait for an app to
- * wake, malformed requests (which node answers 400) are all served there, as before.
+ * wake, malformed requests and requests without Host (which node answers 400) are all served
+ * there, as before.
  */
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
@@ -120,6 +121,8 @@ export class ClientConnection implements ClientSide {
     );
     if (
       head.body !== BODY_NONE ||
+      // HTTP/1.1 requires a Host: node's server answers 400 to a request without one.
+      head.host === undefined ||
       refusal(route.app, pub, pub ? route.ports.public : route.ports.internal, head) ||
       !authorized(hooks, route, pub, head)
     ) {

@@ -1265,4 +1265,11 @@ describe("Gateway: requests it reads itself", () => {
     expect(closing).toMatch(/\r\nConnection: close\r\n/i);
     expect(closing.endsWith("0\r\n\r\n")).toBe(true);
   });
+  it("refuses an HTTP/1.1 request without Host (400), as node's server does, and never forwards it", async () => {
+    const { gw, internal } = await gateway();
+    gw.addReplica("app", { id: "a", port: (await upstream(echo)).port });
+    const text = await raw(internal, ["GET /no-host HTTP/1.1\r\n\r\n"], () => false);
+    expect(text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(gw.stats("app").requests).toBe(0);
+  });
 });
