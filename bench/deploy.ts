@@ -11,6 +11,12 @@
  *   --quiet F       before each measurement, wait until less than F of the CPUs are busy
  *                   (default 0.2) ...
  *   --quiet-wait S  ... for at most S seconds (default 60), then measure anyway
+ *   --layout L      how the fastify graphs are declared: "file" (default: every app in the one
+ *                   file deployed) or "modules" (a module per app, which imports its
+ *                   dependencies' modules; the deployed file imports them all): a process then
+ *                   evaluates only its own app's module, when caravan bundles per environment
+ *   --variants V,W  only these variants (e.g. "baseline,caravan-warm,caravan-unchanged")
+ *   --no-breakdown  skip the fixed-cost breakdown after the rounds
  *   --max-foreign F repeat a measurement (up to --retries times, default 4) when processes
  *                   that are not the benchmark's used more than F of one CPU during it
  *                   (default 0.1): other work on a shared machine distorts start-up times
@@ -112,6 +118,11 @@ const QUIET = Number(option("quiet") ?? 0.2);
 const QUIET_WAIT_S = Number(option("quiet-wait") ?? 60);
 const MAX_FOREIGN = Number(option("max-foreign") ?? 0.1);
 const RETRIES = Number(option("retries") ?? 4);
+const LAYOUT = (option("layout") ?? "file") as "file" | "modules";
+if (LAYOUT !== "file" && LAYOUT !== "modules")
+  throw new Error(`--layout file|modules, not ${LAYOUT}`);
+const VARIANTS = option("variants")?.split(",");
+const BREAKDOWN = !process.argv.includes("--no-breakdown");
 
 /** Wall clock in ms with sub-ms precision, comparable across processes on this machine. */
 const now = () => performance.timeOrigin + performance.now();
@@ -239,9 +250,39 @@ process.stdout.write(\`listening \${name}\\n\`);
   for (const s of scenarios) writeFileSync(s.caravanFile, caravanSource(s));
 }
 
-/** The caravan file declaring a scenario's graph. */
+/** The caravan file declaring a scenario's graph (and, in the "modules" layout, its modules). */
 function caravanSource(s: Scenario): string {
   const ident = (name: string) => name.replace(/-/g, "_");
+  if (s.flavour === "fastify" && LAYOUT === "modules") {
+    // One module per app, as a project with an app per file is laid out: it imports its
+    // dependencies' modules (dependsOn needs them) and nothing else of the graph.
+    const dir = s.caravanFile.replace(/\.ts$/, "");
+    mkdirSync(dir, { recursive: true });
+    for (const a of s.apps) {
+      const deps = a.deps.map((d) => `import { ${ident(d)} } from "./${d}.ts";\n`).join("");
+      writeFileSync(
+        join(dir, `${a.name}.ts`),
+        `import { appendFileSync } from "node:fs";
+import Fastify from "fastify";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
+${deps}
+const BODY = performance.now();
+const EVENTS = ${JSON.stringify(s.caravanEvents)};
+const name = ${JSON.stringify(a.name)};
+const f = Fastify();
+f.get("/", async () => name);
+f.addHook("onReady", () => new Promise<void>((r) => setTimeout(r, ${a.delayMs})));
+f.addHook("onListen", async () => appendFileSync(EVENTS, ${EVENT_LINE}));
+export const ${ident(a.name)} = new FastifyAppEnvironment({ name, app: f, requiresAuth: false, dependsOn: [${a.deps.map(ident).join(", ")}] });
+const DECLARED = performance.now();
+`,
+      );
+    }
+    const base = dir.slice(dir.lastIndexOf("/") + 1);
+    return s.apps
+      .map((a) => `export { ${ident(a.name)} } from "./${base}/${a.name}.ts";\n`)
+      .join("");
+  }
   const decls = s.apps.map(
     (a) =>
       `export const ${ident(a.name)} = app(${JSON.stringify(a.name)}, ${a.delayMs}, [${a.deps.map(ident).join(", ")}]);`,
@@ -1408,8 +1449,10 @@ async function main(): Promise<void> {
     for (const s of scenarios) {
       log(`round ${round}${keep ? "" : " (warm-up)"}: ${s.id}`);
       const rs: RunRecord[] = [];
-      const m = (v: string, run: () => Promise<RunRecord>, reset?: () => Promise<void>) =>
-        measured(`${v} ${s.id}`, run, reset).then((r) => rs.push(r));
+      const runs = (v: string) => !VARIANTS || VARIANTS.includes(v);
+      const m = async (v: string, run: () => Promise<RunRecord>, reset?: () => Promise<void>) => {
+        if (runs(v)) rs.push(await measured(`${v} ${s.id}`, run, reset));
+      };
       await m("baseline", () => runBaseline(s));
       await m("concurrently", () => runConcurrently(s));
       await m("concurrently-i20", () => runConcurrently(s, 20));
@@ -1428,13 +1471,14 @@ async function main(): Promise<void> {
         () => runCaravan(s, "caravan-nowarm", NOWARM_HOME),
         () => deleteAll(s, NOWARM_HOME),
       );
-      await deleteAll(s, NOWARM_HOME);
+      if (runs("caravan-nowarm")) await deleteAll(s, NOWARM_HOME);
       await m("caravan-unchanged", () => runCaravan(s, "caravan-unchanged", WARM_HOME));
       await m("caravan-force", async () => {
         if (round > 0) await poolFull(WARM_HOME);
         return runCaravan(s, "caravan-force", WARM_HOME);
       });
-      await deleteAll(s, WARM_HOME);
+      if (["caravan-warm", "caravan-unchanged", "caravan-force"].some(runs))
+        await deleteAll(s, WARM_HOME);
       let cold = 0;
       if (round === 0 || round <= COLD_RUNS)
         await m("caravan-cold", () => runColdCaravan(s, `${round}-${cold++}`));
@@ -1442,7 +1486,7 @@ async function main(): Promise<void> {
     }
   }
   const pool = await idlePoolCost(WARM_HOME);
-  const b = await breakdown(scenarios, Math.max(3, Math.min(RUNS, 7)));
+  const b = BREAKDOWN ? await breakdown(scenarios, Math.max(3, Math.min(RUNS, 7))) : undefined;
   await stopServer(WARM_HOME);
   await stopServer(NOWARM_HOME);
   const load1 = loadavg();
