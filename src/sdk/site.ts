@@ -14,7 +14,17 @@ const SDK_DIRS = [SDK_DIR, SDK_DIR.replace(/([/\\])dist([/\\])sdk$/, "$1src$2sdk
 export interface Site {
   file: string;
   line: number;
+  /**
+   * Whether every frame of the user's code between here and the evaluation of a module (node's
+   * module loader) is in `file`: evaluating that module (and what it imports) is then what
+   * declares the environment. Not so when a function of another module declared it (a factory
+   * the entry file calls), nor when no module evaluation is on the stack (after an `await`).
+   */
+  byItsModule: boolean;
 }
+
+/** Frames captured per declaration: enough to reach the module loader's but in rare stacks. */
+const STACK_FRAMES = 32;
 
 /**
  * The caller's site, found when first asked. Capturing a stack is cheap; formatting it (through
@@ -22,13 +32,24 @@ export interface Site {
  * 20,000-environment `caravan plan` spent a third of its time here when it was eager.
  */
 export function lazyCallerSite(): () => Site | undefined {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = STACK_FRAMES;
   const capture = new Error();
+  Error.stackTraceLimit = limit;
   let site: Site | undefined | null = null;
   return () => (site === null ? (site = siteOf(capture.stack ?? "")) : site);
 }
 
 function siteOf(stack: string): Site | undefined {
+  const user: { file: string; line: number }[] = [];
+  // Frames past the first of node's module loader are whoever imported the module: they do
+  // not decide what evaluating it declares.
+  let moduleTopLevel = false;
   for (const raw of stack.split("\n").slice(1)) {
+    if (raw.includes("node:internal/modules/")) {
+      moduleTopLevel = true;
+      break;
+    }
     const m = /\(?((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(raw.trim());
     if (!m) continue;
     const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
@@ -36,9 +57,11 @@ function siteOf(stack: string): Site | undefined {
     if (SDK_DIRS.some((d) => file.startsWith(d)) && !/\.test(-d)?\.[cm]?[jt]s$/.test(file))
       continue;
     if (file.includes("/node_modules/") && !file.includes("/node_modules/.caravan")) continue;
-    return { file, line: Number(m[2]) };
+    user.push({ file, line: Number(m[2]) });
   }
-  return undefined;
+  const first = user[0];
+  if (!first) return undefined;
+  return { ...first, byItsModule: moduleTopLevel && user.every((f) => f.file === first.file) };
 }
 
 export function formatSite(site: Site | undefined): string {
