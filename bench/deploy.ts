@@ -330,6 +330,10 @@ interface AppEvent {
   body: number;
   declared: number;
   listen: number;
+  /** caravan's variants: when the control plane spawned it or handed it a warm process (the
+   * "loading" line of its log), and when it told it to start (the "starting" line). */
+  loading?: number;
+  starting?: number;
 }
 
 function readEvents(file: string): Map<string, AppEvent> {
@@ -794,7 +798,31 @@ async function runCaravan(
   const got = readEvents(s.caravanEvents);
   if (variant !== "caravan-unchanged" && got.size !== s.apps.length)
     throw new Error(`${variant} ${s.id}: ${got.size} of ${s.apps.length} apps wrote events`);
+  for (const e of got.values()) Object.assign(e, launchLines(home, e.name, r.t0));
   return { scenario: s.id, variant, t0: r.t0, end: r.t1, events: [...got.values()] };
+}
+
+/**
+ * The last "loading" and "starting" lines the control plane wrote to an app's log since `t0`
+ * (ISO times, ms): when its process was spawned or assigned, and when it was told to start.
+ */
+function launchLines(
+  home: string,
+  app: string,
+  t0: number,
+): { loading?: number; starting?: number } {
+  const out: { loading?: number; starting?: number } = {};
+  let text: string;
+  try {
+    text = readFileSync(join(home, "logs/default/development", `${app}.log`), "utf8");
+  } catch {
+    return out;
+  }
+  for (const m of text.matchAll(/^\[caravan\] (\S+) (loading|starting) (\S+)/gm)) {
+    const at = Date.parse(m[1]!);
+    if (m[3] === app && at >= t0 - 1) out[m[2] as "loading" | "starting"] = at;
+  }
+  return out;
 }
 
 interface PoolStats {
@@ -921,6 +949,16 @@ interface Timeline {
   serve: number;
   /** ... and in all. */
   ownStartup: number;
+  /** caravan: the first app's "loading" (spawned or assigned), from t0: the CLI's and the
+   * control plane's cost before any app runs (plan, snapshot, requests) ... */
+  firstAssigned: number;
+  /** ... the last app's "loading", from t0 ... */
+  lastAssigned: number;
+  /** ... mean over the apps without dependencies: "loading" → "starting" (loading its code,
+   * waiting for a start slot) ... */
+  loadToStart: number;
+  /** ... and "starting" → its listen (start hooks: the app's sleep; serveOn). */
+  startToListen: number;
 }
 
 function timeline(r: RunRecord, s: Scenario): Timeline {
@@ -938,6 +976,10 @@ function timeline(r: RunRecord, s: Scenario): Timeline {
     declare: NaN,
     serve: NaN,
     ownStartup: NaN,
+    firstAssigned: NaN,
+    lastAssigned: NaN,
+    loadToStart: NaN,
+    startToListen: NaN,
   };
   if (!r.events.length) return t;
   const by = new Map(r.events.map((e) => [e.name, e]));
@@ -964,6 +1006,10 @@ function timeline(r: RunRecord, s: Scenario): Timeline {
     declare: mean(roots.map((e) => e.declared - e.body)),
     serve: mean(roots.map((e) => e.listen - e.declared)),
     ownStartup: mean(roots.map((e) => e.listen - e.start)),
+    firstAssigned: Math.min(...r.events.map((e) => e.loading ?? NaN)) - r.t0,
+    lastAssigned: Math.max(...r.events.map((e) => e.loading ?? NaN)) - r.t0,
+    loadToStart: mean(roots.map((e) => (e.starting ?? NaN) - (e.loading ?? NaN))),
+    startToListen: mean(roots.map((e) => e.listen - (e.starting ?? NaN))),
   };
 }
 
@@ -1281,6 +1327,19 @@ function report(scenarios: Scenario[], records: RunRecord[], b: Breakdown | unde
       p(
         `| ${s.id} | ${v} | ${f0(med(s, v, "firstStart"))} | ${f0(med(s, v, "firstWave"))} | ${f1(med(s, v, "step"))} | ${f1(med(s, v, "gap"))} | ${s.graph === "fanout20" ? f0(med(s, v, "skew")) : "–"} | ${f0(med(s, v, "lastListen"))} | ${f1(med(s, v, "tail"))} | ${f0(med(s, v, "total"))} |`,
       );
+  p();
+  p("#### Where a caravan deploy's time goes (median ms; from the control plane's log lines)");
+  p();
+  p(
+    "| scenario | variant | CLI start → first app assigned/spawned | → last app assigned/spawned | apps without deps: assigned → told to start | told to start → listens | last listen → CLI exits | total |",
+  );
+  p("|---|---|---:|---:|---:|---:|---:|---:|");
+  for (const s of scenarios)
+    for (const v of variants.filter((x) => x.startsWith("caravan-") && x !== "caravan-unchanged"))
+      if (tl(s, v).length)
+        p(
+          `| ${s.id} | ${v} | ${f0(med(s, v, "firstAssigned"))} | ${f0(med(s, v, "lastAssigned"))} | ${f1(med(s, v, "loadToStart"))} | ${f1(med(s, v, "startToListen"))} | ${f1(med(s, v, "tail"))} | ${f0(med(s, v, "total"))} |`,
+        );
   p();
   p("#### Caravan's overhead (steady state: caravan-warm − baseline, medians, ms)");
   p();
