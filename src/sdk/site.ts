@@ -41,14 +41,16 @@ export function lazyCallerSite(): () => Site | undefined {
 }
 
 function siteOf(stack: string): Site | undefined {
-  const user: { file: string; line: number }[] = [];
+  let first: { file: string; line: number } | undefined;
   // Frames past the first of node's module loader are whoever imported the module: they do
   // not decide what evaluating it declares.
-  let moduleTopLevel = false;
+  let pastLoader = false;
+  let byItsModule = false;
   for (const raw of stack.split("\n").slice(1)) {
-    if (raw.includes("node:internal/modules/")) {
-      moduleTopLevel = true;
-      break;
+    if (!pastLoader && raw.includes("node:internal/modules/")) {
+      pastLoader = true;
+      byItsModule = first !== undefined;
+      if (first) break;
     }
     const m = /\(?((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(raw.trim());
     if (!m) continue;
@@ -57,11 +59,13 @@ function siteOf(stack: string): Site | undefined {
     if (SDK_DIRS.some((d) => file.startsWith(d)) && !/\.test(-d)?\.[cm]?[jt]s$/.test(file))
       continue;
     if (file.includes("/node_modules/") && !file.includes("/node_modules/.caravan")) continue;
-    user.push({ file, line: Number(m[2]) });
+    if (!first) first = { file, line: Number(m[2]) };
+    else if (file !== first.file && !pastLoader) return { ...first, byItsModule: false };
+    // Past the loader, the first user frame is still where it was declared (a package's
+    // module that declares one is imported from there), but no module of the user's did.
+    if (pastLoader) break;
   }
-  const first = user[0];
-  if (!first) return undefined;
-  return { ...first, byItsModule: moduleTopLevel && user.every((f) => f.file === first.file) };
+  return first && { ...first, byItsModule };
 }
 
 export function formatSite(site: Site | undefined): string {
