@@ -1167,13 +1167,16 @@ const [dir, files] = [process.argv[2], JSON.parse(process.argv[3])];
 let t0 = t();
 const { buildRuntime } = await import(${JSON.stringify(join(ROOT, "src/backends/runtime-build.ts"))});
 const { snapshotCode } = await import(${JSON.stringify(join(ROOT, "src/backends/snapshot.ts"))});
+const { loadEnvironments } = await import(${JSON.stringify(join(ROOT, "src/sdk/loader.ts"))});
 const importMs = t() - t0;
 t0 = t(); await buildRuntime(dir + "/runtime"); const runtimeCold = t() - t0;
 t0 = t(); await buildRuntime(dir + "/runtime2"); const runtimeWarm = t() - t0;
 const snapshot = [];
 for (const f of files) {
-  await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" });
-  t0 = t(); await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" }); snapshot.push(t() - t0);
+  // As a deploy does: given the environments (an app of its own module is also bundled alone).
+  const { environments } = await loadEnvironments(f);
+  await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" }, environments);
+  t0 = t(); await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" }, environments); snapshot.push(t() - t0);
 }
 process.stdout.write(JSON.stringify({ importMs, runtimeCold, runtimeWarm, snapshot }));
 process.exit(0);
