@@ -115,7 +115,8 @@ async function main(): Promise<void> {
   );
   const env = environments.find((e) => e.name === APP);
   if (!env) throw new Error(`no app ${APP}`);
-  const code = snapshot.codeOf(env);
+  // (`--root`-less runs of an older checkout: no own bundles, no preloaded dependencies.)
+  const code = snapshot.codeOf?.(env) ?? snapshot.code;
   const profDir = join(WORK, "prof");
   const port = await freePort();
   const config: RuntimeConfig = {
@@ -132,7 +133,19 @@ async function main(): Promise<void> {
     inputs: {},
   };
   const baseEnv = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "" };
-  const fastifyMain = join(WORK, "node_modules/fastify/fastify.js");
+  // The module the pool would write for fastify (warm-pool.ts), beside a node_modules link.
+  const pool = (await import("../src/backends/local/warm-pool.ts")) as {
+    preloadSource?: (pkg: string, deps: string[]) => string;
+  };
+  const fastifyDeps = Object.keys(
+    (
+      JSON.parse(readFileSync(join(WORK, "node_modules/fastify/package.json"), "utf8")) as {
+        dependencies: Record<string, string>;
+      }
+    ).dependencies,
+  );
+  const fastifyMain = join(WORK, "preload-fastify.mjs");
+  writeFileSync(fastifyMain, pool.preloadSource?.("fastify", fastifyDeps) ?? 'import "fastify";\n');
   const child = spawn(
     process.execPath,
     [
