@@ -1547,7 +1547,9 @@ async function main(): Promise<void> {
       if (keep) records.push(...rs);
     }
   }
-  const pool = await idlePoolCost(WARM_HOME);
+  // The pool fills once a deploy told the daemon what to warm.
+  const warmed = !VARIANTS || ["caravan-warm", "caravan-force"].some((v) => VARIANTS.includes(v));
+  const pool = warmed ? await idlePoolCost(WARM_HOME) : undefined;
   const b = BREAKDOWN ? await breakdown(scenarios, Math.max(3, Math.min(RUNS, 7))) : undefined;
   await stopServer(WARM_HOME);
   await stopServer(NOWARM_HOME);
@@ -1560,7 +1562,9 @@ async function main(): Promise<void> {
     `Command: \`npx tsx bench/deploy.ts ${process.argv.slice(2).join(" ")}\` (${RUNS} measured rounds after a warm-up round, ${COLD_RUNS} cold deploys per scenario).`,
     "",
   ].join("\n");
-  const poolLine = `Idle warm pool of caravan-warm: ${pool.idle} processes, ${f1(pool.rssBytes / 2 ** 20)} MiB RSS in all (${f1(pool.rssPerProcess / 2 ** 20)} MiB each, preloading ${pool.preload.join(", ") || "nothing but caravan's runtime"}), ${f2(pool.cpuShare * 100)}% of one CPU over ${pool.idleMs / 1000} s idle.`;
+  const poolLine = !pool
+    ? ""
+    : `Idle warm pool of caravan-warm: ${pool.idle} processes, ${f1(pool.rssBytes / 2 ** 20)} MiB RSS in all (${f1(pool.rssPerProcess / 2 ** 20)} MiB each, preloading ${pool.preload.join(", ") || "nothing but caravan's runtime"}), ${f2(pool.cpuShare * 100)}% of one CPU over ${pool.idleMs / 1000} s idle.`;
   process.stdout.write(`${head}\n${report(scenarios, records, b)}\n\n${poolLine}\n`);
   if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ records, breakdown: b }, null, 1));
 }
