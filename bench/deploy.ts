@@ -11,6 +11,12 @@
  *   --quiet F       before each measurement, wait until less than F of the CPUs are busy
  *                   (default 0.2) ...
  *   --quiet-wait S  ... for at most S seconds (default 60), then measure anyway
+ *   --layout L      how the fastify graphs are declared: "file" (default: every app in the one
+ *                   file deployed) or "modules" (a module per app, which imports its
+ *                   dependencies' modules; the deployed file imports them all): a process then
+ *                   evaluates only its own app's module, when caravan bundles per environment
+ *   --variants V,W  only these variants (e.g. "baseline,caravan-warm,caravan-unchanged")
+ *   --no-breakdown  skip the fixed-cost breakdown after the rounds
  *   --max-foreign F repeat a measurement (up to --retries times, default 4) when processes
  *                   that are not the benchmark's used more than F of one CPU during it
  *                   (default 0.1): other work on a shared machine distorts start-up times
@@ -112,6 +118,11 @@ const QUIET = Number(option("quiet") ?? 0.2);
 const QUIET_WAIT_S = Number(option("quiet-wait") ?? 60);
 const MAX_FOREIGN = Number(option("max-foreign") ?? 0.1);
 const RETRIES = Number(option("retries") ?? 4);
+const LAYOUT = (option("layout") ?? "file") as "file" | "modules";
+if (LAYOUT !== "file" && LAYOUT !== "modules")
+  throw new Error(`--layout file|modules, not ${LAYOUT}`);
+const VARIANTS = option("variants")?.split(",");
+const BREAKDOWN = !process.argv.includes("--no-breakdown");
 
 /** Wall clock in ms with sub-ms precision, comparable across processes on this machine. */
 const now = () => performance.timeOrigin + performance.now();
@@ -239,9 +250,39 @@ process.stdout.write(\`listening \${name}\\n\`);
   for (const s of scenarios) writeFileSync(s.caravanFile, caravanSource(s));
 }
 
-/** The caravan file declaring a scenario's graph. */
+/** The caravan file declaring a scenario's graph (and, in the "modules" layout, its modules). */
 function caravanSource(s: Scenario): string {
   const ident = (name: string) => name.replace(/-/g, "_");
+  if (s.flavour === "fastify" && LAYOUT === "modules") {
+    // One module per app, as a project with an app per file is laid out: it imports its
+    // dependencies' modules (dependsOn needs them) and nothing else of the graph.
+    const dir = s.caravanFile.replace(/\.ts$/, "");
+    mkdirSync(dir, { recursive: true });
+    for (const a of s.apps) {
+      const deps = a.deps.map((d) => `import { ${ident(d)} } from "./${d}.ts";\n`).join("");
+      writeFileSync(
+        join(dir, `${a.name}.ts`),
+        `import { appendFileSync } from "node:fs";
+import Fastify from "fastify";
+import { FastifyAppEnvironment } from "caravan-deploy/fastify";
+${deps}
+const BODY = performance.now();
+const EVENTS = ${JSON.stringify(s.caravanEvents)};
+const name = ${JSON.stringify(a.name)};
+const f = Fastify();
+f.get("/", async () => name);
+f.addHook("onReady", () => new Promise<void>((r) => setTimeout(r, ${a.delayMs})));
+f.addHook("onListen", async () => appendFileSync(EVENTS, ${EVENT_LINE}));
+export const ${ident(a.name)} = new FastifyAppEnvironment({ name, app: f, requiresAuth: false, dependsOn: [${a.deps.map(ident).join(", ")}] });
+const DECLARED = performance.now();
+`,
+      );
+    }
+    const base = dir.slice(dir.lastIndexOf("/") + 1);
+    return s.apps
+      .map((a) => `export { ${ident(a.name)} } from "./${base}/${a.name}.ts";\n`)
+      .join("");
+  }
   const decls = s.apps.map(
     (a) =>
       `export const ${ident(a.name)} = app(${JSON.stringify(a.name)}, ${a.delayMs}, [${a.deps.map(ident).join(", ")}]);`,
@@ -289,6 +330,10 @@ interface AppEvent {
   body: number;
   declared: number;
   listen: number;
+  /** caravan's variants: when the control plane spawned it or handed it a warm process (the
+   * "loading" line of its log), and when it told it to start (the "starting" line). */
+  loading?: number;
+  starting?: number;
 }
 
 function readEvents(file: string): Map<string, AppEvent> {
@@ -753,7 +798,31 @@ async function runCaravan(
   const got = readEvents(s.caravanEvents);
   if (variant !== "caravan-unchanged" && got.size !== s.apps.length)
     throw new Error(`${variant} ${s.id}: ${got.size} of ${s.apps.length} apps wrote events`);
+  for (const e of got.values()) Object.assign(e, launchLines(home, e.name, r.t0));
   return { scenario: s.id, variant, t0: r.t0, end: r.t1, events: [...got.values()] };
+}
+
+/**
+ * The last "loading" and "starting" lines the control plane wrote to an app's log since `t0`
+ * (ISO times, ms): when its process was spawned or assigned, and when it was told to start.
+ */
+function launchLines(
+  home: string,
+  app: string,
+  t0: number,
+): { loading?: number; starting?: number } {
+  const out: { loading?: number; starting?: number } = {};
+  let text: string;
+  try {
+    text = readFileSync(join(home, "logs/default/development", `${app}.log`), "utf8");
+  } catch {
+    return out;
+  }
+  for (const m of text.matchAll(/^\[caravan\] (\S+) (loading|starting) (\S+)/gm)) {
+    const at = Date.parse(m[1]!);
+    if (m[3] === app && at >= t0 - 1) out[m[2] as "loading" | "starting"] = at;
+  }
+  return out;
 }
 
 interface PoolStats {
@@ -880,6 +949,16 @@ interface Timeline {
   serve: number;
   /** ... and in all. */
   ownStartup: number;
+  /** caravan: the first app's "loading" (spawned or assigned), from t0: the CLI's and the
+   * control plane's cost before any app runs (plan, snapshot, requests) ... */
+  firstAssigned: number;
+  /** ... the last app's "loading", from t0 ... */
+  lastAssigned: number;
+  /** ... mean over the apps without dependencies: "loading" → "starting" (loading its code,
+   * waiting for a start slot) ... */
+  loadToStart: number;
+  /** ... and "starting" → its listen (start hooks: the app's sleep; serveOn). */
+  startToListen: number;
 }
 
 function timeline(r: RunRecord, s: Scenario): Timeline {
@@ -897,6 +976,10 @@ function timeline(r: RunRecord, s: Scenario): Timeline {
     declare: NaN,
     serve: NaN,
     ownStartup: NaN,
+    firstAssigned: NaN,
+    lastAssigned: NaN,
+    loadToStart: NaN,
+    startToListen: NaN,
   };
   if (!r.events.length) return t;
   const by = new Map(r.events.map((e) => [e.name, e]));
@@ -923,6 +1006,10 @@ function timeline(r: RunRecord, s: Scenario): Timeline {
     declare: mean(roots.map((e) => e.declared - e.body)),
     serve: mean(roots.map((e) => e.listen - e.declared)),
     ownStartup: mean(roots.map((e) => e.listen - e.start)),
+    firstAssigned: Math.min(...r.events.map((e) => e.loading ?? NaN)) - r.t0,
+    lastAssigned: Math.max(...r.events.map((e) => e.loading ?? NaN)) - r.t0,
+    loadToStart: mean(roots.map((e) => (e.starting ?? NaN) - (e.loading ?? NaN))),
+    startToListen: mean(roots.map((e) => e.listen - (e.starting ?? NaN))),
   };
 }
 
@@ -1080,13 +1167,16 @@ const [dir, files] = [process.argv[2], JSON.parse(process.argv[3])];
 let t0 = t();
 const { buildRuntime } = await import(${JSON.stringify(join(ROOT, "src/backends/runtime-build.ts"))});
 const { snapshotCode } = await import(${JSON.stringify(join(ROOT, "src/backends/snapshot.ts"))});
+const { loadEnvironments } = await import(${JSON.stringify(join(ROOT, "src/sdk/loader.ts"))});
 const importMs = t() - t0;
 t0 = t(); await buildRuntime(dir + "/runtime"); const runtimeCold = t() - t0;
 t0 = t(); await buildRuntime(dir + "/runtime2"); const runtimeWarm = t() - t0;
 const snapshot = [];
 for (const f of files) {
-  await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" });
-  t0 = t(); await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" }); snapshot.push(t() - t0);
+  // As a deploy does: given the environments (an app of its own module is also bundled alone).
+  const { environments } = await loadEnvironments(f);
+  await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" }, environments);
+  t0 = t(); await snapshotCode(f, { bundles: dir + "/bundles", runtime: dir + "/runtime" }, environments); snapshot.push(t() - t0);
 }
 process.stdout.write(JSON.stringify({ importMs, runtimeCold, runtimeWarm, snapshot }));
 process.exit(0);
@@ -1240,6 +1330,19 @@ function report(scenarios: Scenario[], records: RunRecord[], b: Breakdown | unde
       p(
         `| ${s.id} | ${v} | ${f0(med(s, v, "firstStart"))} | ${f0(med(s, v, "firstWave"))} | ${f1(med(s, v, "step"))} | ${f1(med(s, v, "gap"))} | ${s.graph === "fanout20" ? f0(med(s, v, "skew")) : "–"} | ${f0(med(s, v, "lastListen"))} | ${f1(med(s, v, "tail"))} | ${f0(med(s, v, "total"))} |`,
       );
+  p();
+  p("#### Where a caravan deploy's time goes (median ms; from the control plane's log lines)");
+  p();
+  p(
+    "| scenario | variant | CLI start → first app assigned/spawned | → last app assigned/spawned | apps without deps: assigned → told to start | told to start → listens | last listen → CLI exits | total |",
+  );
+  p("|---|---|---:|---:|---:|---:|---:|---:|");
+  for (const s of scenarios)
+    for (const v of variants.filter((x) => x.startsWith("caravan-") && x !== "caravan-unchanged"))
+      if (tl(s, v).length)
+        p(
+          `| ${s.id} | ${v} | ${f0(med(s, v, "firstAssigned"))} | ${f0(med(s, v, "lastAssigned"))} | ${f1(med(s, v, "loadToStart"))} | ${f1(med(s, v, "startToListen"))} | ${f1(med(s, v, "tail"))} | ${f0(med(s, v, "total"))} |`,
+        );
   p();
   p("#### Caravan's overhead (steady state: caravan-warm − baseline, medians, ms)");
   p();
@@ -1408,8 +1511,10 @@ async function main(): Promise<void> {
     for (const s of scenarios) {
       log(`round ${round}${keep ? "" : " (warm-up)"}: ${s.id}`);
       const rs: RunRecord[] = [];
-      const m = (v: string, run: () => Promise<RunRecord>, reset?: () => Promise<void>) =>
-        measured(`${v} ${s.id}`, run, reset).then((r) => rs.push(r));
+      const runs = (v: string) => !VARIANTS || VARIANTS.includes(v);
+      const m = async (v: string, run: () => Promise<RunRecord>, reset?: () => Promise<void>) => {
+        if (runs(v)) rs.push(await measured(`${v} ${s.id}`, run, reset));
+      };
       await m("baseline", () => runBaseline(s));
       await m("concurrently", () => runConcurrently(s));
       await m("concurrently-i20", () => runConcurrently(s, 20));
@@ -1428,21 +1533,24 @@ async function main(): Promise<void> {
         () => runCaravan(s, "caravan-nowarm", NOWARM_HOME),
         () => deleteAll(s, NOWARM_HOME),
       );
-      await deleteAll(s, NOWARM_HOME);
+      if (runs("caravan-nowarm")) await deleteAll(s, NOWARM_HOME);
       await m("caravan-unchanged", () => runCaravan(s, "caravan-unchanged", WARM_HOME));
       await m("caravan-force", async () => {
         if (round > 0) await poolFull(WARM_HOME);
         return runCaravan(s, "caravan-force", WARM_HOME);
       });
-      await deleteAll(s, WARM_HOME);
+      if (["caravan-warm", "caravan-unchanged", "caravan-force"].some(runs))
+        await deleteAll(s, WARM_HOME);
       let cold = 0;
       if (round === 0 || round <= COLD_RUNS)
         await m("caravan-cold", () => runColdCaravan(s, `${round}-${cold++}`));
       if (keep) records.push(...rs);
     }
   }
-  const pool = await idlePoolCost(WARM_HOME);
-  const b = await breakdown(scenarios, Math.max(3, Math.min(RUNS, 7)));
+  // The pool fills once a deploy told the daemon what to warm.
+  const warmed = !VARIANTS || ["caravan-warm", "caravan-force"].some((v) => VARIANTS.includes(v));
+  const pool = warmed ? await idlePoolCost(WARM_HOME) : undefined;
+  const b = BREAKDOWN ? await breakdown(scenarios, Math.max(3, Math.min(RUNS, 7))) : undefined;
   await stopServer(WARM_HOME);
   await stopServer(NOWARM_HOME);
   const load1 = loadavg();
@@ -1454,7 +1562,9 @@ async function main(): Promise<void> {
     `Command: \`npx tsx bench/deploy.ts ${process.argv.slice(2).join(" ")}\` (${RUNS} measured rounds after a warm-up round, ${COLD_RUNS} cold deploys per scenario).`,
     "",
   ].join("\n");
-  const poolLine = `Idle warm pool of caravan-warm: ${pool.idle} processes, ${f1(pool.rssBytes / 2 ** 20)} MiB RSS in all (${f1(pool.rssPerProcess / 2 ** 20)} MiB each, preloading ${pool.preload.join(", ") || "nothing but caravan's runtime"}), ${f2(pool.cpuShare * 100)}% of one CPU over ${pool.idleMs / 1000} s idle.`;
+  const poolLine = !pool
+    ? ""
+    : `Idle warm pool of caravan-warm: ${pool.idle} processes, ${f1(pool.rssBytes / 2 ** 20)} MiB RSS in all (${f1(pool.rssPerProcess / 2 ** 20)} MiB each, preloading ${pool.preload.join(", ") || "nothing but caravan's runtime"}), ${f2(pool.cpuShare * 100)}% of one CPU over ${pool.idleMs / 1000} s idle.`;
   process.stdout.write(`${head}\n${report(scenarios, records, b)}\n\n${poolLine}\n`);
   if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ records, breakdown: b }, null, 1));
 }

@@ -336,7 +336,11 @@ async function readyToDeploy(
         "cannot tell which file declares these environments; pass { entry }",
       );
     const { snapshotCode } = await import("./backends/snapshot.ts");
-    const snapshot = await snapshotCode(entry, opts.paths ?? home);
+    const snapshot = await snapshotCode(
+      entry,
+      opts.paths ?? home,
+      plan.environments.map((e) => e.env),
+    );
     const known = new Map<string, Endpoints>();
     for (const d of deployed)
       if (d.endpoint && d.internalEndpoint)
@@ -362,7 +366,7 @@ async function readyToDeploy(
       const built = buildRequest(
         env,
         scope,
-        snapshot.code,
+        snapshot.codeOf(env.env),
         snapshot.codeHashOf(env.env),
         known,
         opts.force ?? false,

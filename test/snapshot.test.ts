@@ -81,4 +81,22 @@ describe("code snapshots", () => {
     expect(appProcesses(sb, "snap-a")).toEqual(after["snap-a"]);
     expect(appProcesses(sb, "snap-b")).toEqual(after["snap-b"]);
   });
+
+  it("runs an app declared by a module of its own from that module's bundle: no other app's module is evaluated in its process", async () => {
+    const result = await deploy(sb, [fixture("own-bundles/main.ts")]);
+    expect(result.code, result.stderr).toBe(0);
+    const modules = async (app: string) => {
+      const res = await get(`${result.by[app]!.endpoint}/`);
+      expect(res.status, res.body).toBe(200);
+      return JSON.parse(res.body) as string[];
+    };
+    expect(await modules("own-a")).toEqual(["a"]);
+    expect(await modules("own-b")).toEqual(["b"]);
+    // A dependency's module is imported by its dependent's, so it is in the dependent's bundle.
+    expect(await modules("own-root")).toEqual(["a", "root"]);
+    // Declared by the entry file, or by a factory another module calls: the whole bundle.
+    const whole = ["factory", "a", "b", "root", "main"];
+    expect(await modules("own-here")).toEqual(whole);
+    expect(await modules("own-made")).toEqual(whole);
+  });
 });

@@ -23,6 +23,12 @@ export interface CodeRef {
   hash: string;
   /** Absolute path of the bundle's entry module (under `$CARAVAN_HOME/bundles/<hash>/`). */
   entry: string;
+  /**
+   * An app's own bundle: only the module that declares it and what that imports (the code its
+   * revision covers), when that module alone declares it. The local backend runs it instead of
+   * `entry`, so an app's process evaluates no other app's module; `entry` still has it all.
+   */
+  ownEntry?: string;
   /** Directory the user's code came from (the working directory of its processes). */
   sourceRoot: string;
   /** The compiled caravan runtime the snapshot's `caravan` imports point at (its main module). */

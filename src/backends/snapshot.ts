@@ -16,7 +16,7 @@ import {
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { build, stop as stopEsbuild, type Metafile, type Plugin } from "esbuild";
 import { CaravanError } from "../errors.ts";
-import type { Environment } from "../sdk/environment.ts";
+import { isAppEnvironment, type Environment } from "../sdk/environment.ts";
 import { sha256 } from "../sdk/stable.ts";
 import type { CodeRef } from "./contract.ts";
 import { PACKAGE_NAMES, PUBLIC_ENTRIES, buildRuntime, runtimeMainOf } from "./runtime-build.ts";
@@ -25,6 +25,8 @@ export interface Snapshot {
   code: CodeRef;
   /** Hash of the code an environment can reach: its declaring file and what that imports. */
   codeHashOf(env: Environment): string;
+  /** The code an environment runs: `code`, with its own module's bundle when it has one. */
+  codeOf(env: Environment): CodeRef;
   /** Every file bundled (absolute paths): what the code hashes cover. */
   sources: string[];
 }
@@ -56,19 +58,47 @@ function nearestNodeModules(dir: string): string | undefined {
   }
 }
 
+/**
+ * The module an app is bundled from on its own (see `CodeRef.ownEntry`): the file that
+ * declares it, when evaluating that file is what declares it and it is not the entry (whose
+ * bundle is `entry.js` already). JS apps only: a command app runs no bundle, and a task
+ * environment's tasks may be registered by other modules (`env.task` in a file importing it).
+ */
+function ownModuleOf(env: Environment, entry: string): string | undefined {
+  const site = env.declaredAt;
+  if (!isAppEnvironment(env) || env.command || !site?.byItsModule) return undefined;
+  const file = resolve(site.file);
+  return file === entry ? undefined : file;
+}
+
+/** The output name of a module's own bundle: stable, and unique per source path. */
+const ownBundleName = (workDir: string, file: string) =>
+  `env-${sha256(relative(workDir, file)).slice(0, 12)}`;
+
+/**
+ * Bundles `entryFile` (and, given the environments deployed, each app's own module on its own:
+ * see `CodeRef.ownEntry`) into content-addressed directories under `paths.bundles`.
+ */
 export async function snapshotCode(
   entryFile: string,
   paths: { bundles: string; runtime: string },
+  environments: Environment[] = [],
 ): Promise<Snapshot> {
   const entry = resolve(entryFile);
   const workDir = dirname(entry);
   const runtimeDir = await buildRuntime(paths.runtime);
+  const ownModules = [
+    ...new Set(environments.map((e) => ownModuleOf(e, entry)).filter((f) => f !== undefined)),
+  ];
   let result;
   // Snapshots are rare: stop esbuild's service process afterwards rather than keep it alive
   // beside a long-running caller (a serve session must leave nothing behind).
   try {
     result = await build({
-      entryPoints: [entry],
+      entryPoints: [
+        { in: entry, out: "entry" },
+        ...ownModules.map((file) => ({ in: file, out: ownBundleName(workDir, file) })),
+      ],
       absWorkingDir: workDir,
       bundle: true,
       platform: "node",
@@ -84,7 +114,6 @@ export async function snapshotCode(
       metafile: true,
       write: false,
       outdir: "out",
-      entryNames: "entry",
       logLevel: "silent",
     });
   } catch (e) {
@@ -103,7 +132,18 @@ export async function snapshotCode(
   }
 
   const files = result.outputFiles.map((f) => ({ name: basename(f.path), contents: f.contents }));
-  const { hash, dir } = writeContentAddressed(paths.bundles, files, nearestNodeModules(workDir));
+  const isEntry = (f: { name: string }) => /^entry\.js(\.map)?$/.test(f.name);
+  const nodeModules = nearestNodeModules(workDir);
+  // The entry's bundle alone in its directory, as before there were own bundles (a cluster's
+  // code ConfigMap holds that directory); the modules' own bundles share one beside it.
+  const { hash, dir } = writeContentAddressed(paths.bundles, files.filter(isEntry), nodeModules);
+  const own = files.some((f) => !isEntry(f))
+    ? writeContentAddressed(
+        paths.bundles,
+        files.filter((f) => !isEntry(f)),
+        nodeModules,
+      ).dir
+    : undefined;
   const code: CodeRef = {
     hash,
     entry: join(dir, "entry.js"),
@@ -114,6 +154,10 @@ export async function snapshotCode(
   return {
     code,
     codeHashOf: (env) => (env.declaredAt && closureHash(env.declaredAt.file)) || hash,
+    codeOf: (env) => {
+      const file = own && ownModuleOf(env, entry);
+      return file ? { ...code, ownEntry: join(own, `${ownBundleName(workDir, file)}.js`) } : code;
+    },
     sources: Object.keys(result.metafile.inputs).map((input) => resolve(workDir, input)),
   };
 }

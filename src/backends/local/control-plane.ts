@@ -1486,7 +1486,8 @@ export class ControlPlane implements Backend {
           name: row.name,
           project: row.project,
           domain: row.domain,
-          entry: req.code.entry,
+          // An app's own bundle, when it has one: its process evaluates no other app's module.
+          entry: req.code.ownEntry ?? req.code.entry,
           sourceRoot: req.code.sourceRoot,
           port,
           host: "127.0.0.1",

@@ -1,9 +1,10 @@
+import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { DeployRequest } from "../contract.ts";
-import { WarmPool, bareImports } from "./warm-pool.ts";
+import { WarmPool, bareImports, preloadSource } from "./warm-pool.ts";
 
 describe("bareImports (what a warm process preloads, learned from a bundle)", () => {
   it("lists the packages an esbuild bundle imports, not builtins, paths or URLs", () => {
@@ -84,5 +85,66 @@ describe("WarmPool.note (what it learns to preload)", () => {
       await pool.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("preloadSource (the module a warm process imports for a package)", () => {
+  it("loads the package's own dependencies too, which it would load only on first use; one that cannot load is left to the app", () => {
+    const dir = mkdtempSync(join(tmpdir(), "caravan-warm-"));
+    const pkg = (name: string, files: Record<string, string>) => {
+      mkdirSync(join(dir, "node_modules", name), { recursive: true });
+      for (const [file, text] of Object.entries(files))
+        writeFileSync(join(dir, "node_modules", name, file), text);
+    };
+    try {
+      // A framework that requires a dependency only when an instance is made (as fastify does).
+      pkg("fw", {
+        "package.json": JSON.stringify({
+          name: "fw",
+          main: "index.js",
+          dependencies: { "lazy-dep": "1", broken: "1", "esm-only": "1" },
+        }),
+        "index.js": 'module.exports = () => require("lazy-dep");\n',
+      });
+      pkg("lazy-dep", {
+        "package.json": JSON.stringify({ name: "lazy-dep", main: "index.js" }),
+        "index.js": "globalThis.lazyDepLoads = (globalThis.lazyDepLoads ?? 0) + 1;\n",
+      });
+      pkg("broken", {
+        "package.json": JSON.stringify({ name: "broken", main: "index.js" }),
+        "index.js": 'throw new Error("not here");\n',
+      });
+      pkg("esm-only", {
+        "package.json": JSON.stringify({
+          name: "esm-only",
+          type: "module",
+          exports: { import: "./index.js" },
+        }),
+        "index.js": "export default 1;\n",
+      });
+      writeFileSync(
+        join(dir, "preload.mjs"),
+        preloadSource("fw", ["lazy-dep", "broken", "esm-only"]),
+      );
+      writeFileSync(
+        join(dir, "check.mjs"),
+        [
+          'await import("./preload.mjs");',
+          "const preloaded = globalThis.lazyDepLoads ?? 0;",
+          'const { default: fw } = await import("fw");',
+          "fw();",
+          "console.log(JSON.stringify({ preloaded, after: globalThis.lazyDepLoads }));",
+        ].join("\n"),
+      );
+      const out = execFileSync(process.execPath, [join(dir, "check.mjs")], { encoding: "utf8" });
+      // Loaded by the preload, and the framework's own require found it loaded (not twice).
+      expect(JSON.parse(out)).toEqual({ preloaded: 1, after: 1 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("is the bare import alone for a package without dependencies", () => {
+    expect(preloadSource("tiny", [])).toBe('import "tiny";\n');
   });
 });

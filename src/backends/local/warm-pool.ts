@@ -333,8 +333,10 @@ export class WarmPool {
     return [
       ...own,
       ...this.packages.map((pkg) => {
-        const path = join(dir, `${hash(pkg).slice(0, 16)}.mjs`);
-        if (!existsSync(path)) writeFileSync(path, `import ${JSON.stringify(pkg)};\n`);
+        const source = preloadSource(pkg, dependenciesOf(this.modulesDir!, pkg));
+        // Named by its content: a package upgraded since (other dependencies) gets a new one.
+        const path = join(dir, `${hash(source).slice(0, 16)}.mjs`);
+        if (!existsSync(path)) writeFileSync(path, source);
         return { path, pkg };
       }),
     ];
@@ -354,6 +356,44 @@ export class WarmPool {
       if (this.importsOf.size > 64) this.importsOf.delete(this.importsOf.keys().next().value!);
     }
     return found;
+  }
+}
+
+/**
+ * The module a warm process imports for a package: the package, then its own dependencies
+ * (its package.json's), resolved from the package as it resolves them. A framework may load
+ * those only when first used (fastify requires ajv and its schema compilers, some 110
+ * modules, when the first instance is made), which the app's start would pay otherwise. A
+ * dependency that cannot be required here (ESM-only on Node 20, or it throws) is left to the
+ * app: a module that failed to load is not cached, so the app loads it as a cold one would.
+ */
+export function preloadSource(pkg: string, dependencies: string[]): string {
+  const spec = JSON.stringify(pkg);
+  if (!dependencies.length) return `import ${spec};\n`;
+  return [
+    `import ${spec};`,
+    'import { createRequire } from "node:module";',
+    `const require = createRequire(import.meta.resolve(${spec}));`,
+    `for (const dependency of ${JSON.stringify(dependencies)}) {`,
+    "  try {",
+    "    require(dependency);",
+    "  } catch {}",
+    "}",
+    "",
+  ].join("\n");
+}
+
+/** The `dependencies` a package's package.json names (none when it cannot be read). */
+function dependenciesOf(modulesDir: string, spec: string): string[] {
+  const parts = spec.split("/");
+  const name = spec.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]!;
+  try {
+    const manifest = JSON.parse(readText(join(modulesDir, name, "package.json"))) as {
+      dependencies?: Record<string, string>;
+    };
+    return Object.keys(manifest.dependencies ?? {});
+  } catch {
+    return [];
   }
 }
 

@@ -101,6 +101,7 @@ export function checkDeployRequest(body: unknown): void {
   const code = object(b.code, "code");
   string(code.hash, "code.hash", HASH);
   string(code.entry, "code.entry", ABSOLUTE);
+  optional(code.ownEntry, (v) => string(v, "code.ownEntry", ABSOLUTE));
   string(code.sourceRoot, "code.sourceRoot", ABSOLUTE);
   string(code.runtime, "code.runtime", ABSOLUTE);
   optional(b.files, (v) => {
