@@ -17,7 +17,8 @@ function source(count: number): FeedSource {
   return {
     status: async () => [],
     listRuns: async () => [],
-    events: (_scope, after = 0, limit = 200) => all.filter((e) => e.id > after).slice(0, limit),
+    events: (_scope: unknown, after = 0, limit = 200) =>
+      all.filter((e) => e.id > after).slice(0, limit),
     store: { onChange: () => () => {} },
   } as unknown as FeedSource;
 }
