@@ -229,9 +229,11 @@ async function readRecord<R extends LoadRecord>(
   args: CommandArgs,
 ): Promise<R | undefined> {
   const { path, key } = await recordPath(kind, args);
-  let record: R;
+  let text: string;
+  let record: LoadRecord;
   try {
-    record = JSON.parse(readFileSync(path, "utf8")) as R;
+    text = readFileSync(path, "utf8");
+    record = JSON.parse(text.slice(0, text.indexOf("\n"))) as LoadRecord;
   } catch {
     return undefined;
   }
@@ -252,7 +254,11 @@ async function readRecord<R extends LoadRecord>(
       return undefined; // unreadable
     }
   }
-  return record;
+  try {
+    return { ...record, ...JSON.parse(text.slice(text.indexOf("\n") + 1)) } as R;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -274,18 +280,13 @@ async function writeRecord<R extends LoadRecord>(
   const files: Record<string, string | null> = {};
   for (const file of [...sources, ...(config.file ? [config.file] : []), ...loaded.read])
     files[file] = contentHash(sha256, file);
-  const record = {
-    key,
-    caravan: caravanBuild(),
-    config,
-    files,
-    env: loaded.env,
-    ...result,
-  };
-  // Written whole or not at all: a concurrent run reads the old record or the new one.
+  const record: LoadRecord = { key, caravan: caravanBuild(), config, files, env: loaded.env };
+  // Written whole or not at all: a concurrent run reads the old record or the new one. Two
+  // lines: what the result was computed from, checked before the result (a 20,000-environment
+  // plan, say) is parsed.
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 });
+  writeFileSync(tmp, `${JSON.stringify(record)}\n${JSON.stringify(result)}`, { mode: 0o600 });
   renameSync(tmp, path);
 }
 
@@ -397,18 +398,15 @@ export async function reuseLastPlan(args: CommandArgs): Promise<PlanJSON | undef
 export async function recordPlan(
   args: CommandArgs,
   loaded: LoadReads,
-  plan: Plan,
+  plan: { planned: Plan; printed: PlanJSON },
   sources: string[] | undefined,
 ): Promise<void> {
-  const [{ backendProvider }, { planToJSON }] = await Promise.all([
-    import("../backends/registry.ts"),
-    import("../plan/plan.ts"),
-  ]);
-  const envs = plan.environments.map((e) => e.env);
+  const { backendProvider } = await import("../backends/registry.ts");
+  const envs = plan.planned.environments.map((e) => e.env);
   if (!sources || (await backendProvider(loaded.config)).previews || (await namesOthers(envs)))
     return forget("plans", args);
-  await writeRecord<PlanRecord>("plans", args, loaded, sources, { plan: planToJSON(plan) }).catch(
-    () => forget("plans", args),
+  await writeRecord<PlanRecord>("plans", args, loaded, sources, { plan: plan.printed }).catch(() =>
+    forget("plans", args),
   );
 }
 

@@ -43,8 +43,9 @@ export function registerPlan(program: Command, ctx: CommandContext): void {
     const { plan, changes } = await previewEnvironments(project.selected, project.config);
     const refused = [...(changes?.values() ?? [])].filter((c) => c.error);
     if (refused.length) ctx.exitCode = 1;
-    printPlan(planToJSON(plan), changes, opts.json);
-    await recordPlan(args, reads(), plan, await sources.listing);
+    const printed = planToJSON(plan);
+    printPlan(printed, changes, opts.json);
+    await recordPlan(args, reads(), { planned: plan, printed }, await sources.listing);
   });
 }
 
