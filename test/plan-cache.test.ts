@@ -101,15 +101,22 @@ describe("an unchanged plan", () => {
     expect(loads()).toBe(5);
   });
 
-  it("does not record a plan that failed", async () => {
-    for (const _ of [1, 2]) {
+  it("does not record a plan that failed, nor print a recorded plan when it would fail", async () => {
+    const fails = async () => {
       const failed = await sb.run(["plan", main, "--json"], { env: env({ CYCLE: "1" }) });
       expect(failed.code).toBe(1);
       expect(failed.stdout).toContain("CYCLE");
-    }
+    };
+    await fails();
+    await fails();
     expect(loads()).toBe(2);
     expect(existsSync(join(sb.home, "plans")) ? readdirSync(join(sb.home, "plans")) : []).toEqual(
       [],
     );
+    expect((await plan()).order).toEqual(["back", "front"]);
+    expect((await plan()).order).toEqual(["back", "front"]);
+    expect(loads()).toBe(3); // the plan that succeeded is recorded
+    await fails(); // ...and not printed when $CYCLE, which the file reads, is set
+    expect(loads()).toBe(4);
   });
 });
