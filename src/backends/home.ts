@@ -5,11 +5,15 @@
  * logs, secrets, daemon files) is its business: see `local/home.ts`.
  */
 import { chmodSync, mkdirSync, statSync } from "node:fs";
-import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
 export function caravanHome(): string {
-  return resolve(process.env.CARAVAN_HOME || join(homedir(), ".caravan"));
+  return resolve(process.env.CARAVAN_HOME || join(homeDirectory(), ".caravan"));
+}
+
+/** `os.homedir()`, which answers $HOME when set: node:os loads only when it is not. */
+function homeDirectory(): string {
+  return process.env.HOME || process.getBuiltinModule("node:os").homedir();
 }
 
 /**
