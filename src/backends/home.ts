@@ -4,13 +4,16 @@
  * every backend shares these. A backend's own state (the local control plane's database,
  * logs, secrets, daemon files) is its business: see `local/home.ts`.
  */
-import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, statSync } from "node:fs";
-import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 
 export function caravanHome(): string {
-  return resolve(process.env.CARAVAN_HOME || join(homedir(), ".caravan"));
+  return resolve(process.env.CARAVAN_HOME || join(homeDirectory(), ".caravan"));
+}
+
+/** `os.homedir()`, which answers $HOME when set: node:os loads only when it is not. */
+function homeDirectory(): string {
+  return process.env.HOME || process.getBuiltinModule("node:os").homedir();
 }
 
 /**
@@ -18,6 +21,8 @@ export function caravanHome(): string {
  * path: enough to tell which home a process belongs to, no pointer to the token.
  */
 export function homeId(home = caravanHome()): string {
+  // node:crypto loaded on first use: a CLI command that never needs it (status) starts faster.
+  const { createHash } = process.getBuiltinModule("node:crypto");
   return createHash("sha256").update(home).digest("hex").slice(0, 16);
 }
 

@@ -76,8 +76,15 @@ export async function requestJSON(
 
 export class HttpBackend implements Backend {
   constructor(
-    private readonly url: string,
-    private readonly token: string,
+    private url: string,
+    private token: string,
+    /**
+     * For a server not checked before the first call (a round trip less for a short command):
+     * finds it again (starting it, or throwing why it cannot be used) when that call could not
+     * connect or its token was refused, and the call is made once more. Neither reached the
+     * server's handlers, so any call may be repeated.
+     */
+    private recheck?: () => Promise<{ url: string; token: string }>,
   ) {}
 
   /** One call to the API: JSON in, JSON out; an error answer is thrown as its CaravanError. */
@@ -86,17 +93,29 @@ export class HttpBackend implements Backend {
     try {
       res = await requestJSON(`${this.url}${path}`, { method, token: this.token, body });
     } catch (e) {
+      if (this.recheck && (e as NodeJS.ErrnoException).code === "ECONNREFUSED")
+        return this.callAgain(method, path, body);
       throw new CaravanError(
         "SERVER_UNREACHABLE",
         `cannot reach the control plane at ${this.url}: ${(e as Error).message}; check caravan server status`,
       );
     }
+    if (res.status === 401 && this.recheck) return this.callAgain(method, path, body);
+    this.recheck = undefined; // it answered: it is the server
     const json = res.json as { error?: { code?: string; message?: string } } & T;
     if (res.status < 200 || res.status > 299)
       throw CaravanError.fromJSON(
         json.error ?? { code: "INTERNAL", message: `control plane answered ${res.status}` },
       );
     return json;
+  }
+
+  /** `call`, once the server is found again (see `recheck`). */
+  private async callAgain<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const recheck = this.recheck!;
+    this.recheck = undefined;
+    ({ url: this.url, token: this.token } = await recheck());
+    return this.call(method, path, body);
   }
 
   deploy(request: DeployRequest): Promise<DeployResult> {
@@ -222,6 +241,8 @@ export class HttpBackend implements Backend {
       follow: String(!!opts.follow),
     });
     if (opts.tail !== undefined) query.set("tail", String(opts.tail));
+    // A stream is not repeated: the server is checked first when it has not answered yet.
+    if (this.recheck) await this.call("GET", ROUTES.health);
     const res = await fetch(`${this.url}${pathOf(ROUTES.logs, {}, query)}`, {
       headers: { authorization: `Bearer ${this.token}` },
       ...(opts.signal ? { signal: opts.signal } : {}),

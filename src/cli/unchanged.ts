@@ -1,21 +1,30 @@
 /**
- * An unchanged `caravan deploy` without importing the user's code. Importing it (TypeScript
- * through tsx, the frameworks it loads) and snapshotting it with esbuild cost ten times what
- * node takes to start, only to find that every revision is the one already deployed.
+ * Commands that answer without importing the user's code when nothing it read changed: an
+ * unchanged `caravan deploy` and an unchanged `caravan plan`. Importing the file (TypeScript
+ * through tsx, the frameworks it loads) costs several times what node takes to start, only
+ * to compute what the last run of the same command already computed.
  *
- * So after a deploy in which every environment came out ready or unchanged, the CLI records
- * what that result was computed from: the contents of every file the code snapshot covered, of
- * the config file and of the files the user's code read with `fs` while it loaded (or that they
- * did not exist), the environment variables read while the file and the config loaded,
- * the fingerprint of the secrets the environments declare, caravan's own build, and each
- * environment's revision and endpoints. The next `caravan deploy` with the same arguments
- * reuses the result when all of that is as recorded *and* the backend confirms that every
- * environment is still ready at its recorded revision and endpoints. Anything else (or
- * `--force`, `--replace`) takes the full path, which records again.
+ * So after a run, the CLI records what its result was computed from (a `LoadRecord`): the
+ * contents of every file the user's code imports (the files a code snapshot covers), of the
+ * config file and of the files the user's code read with `fs` while it loaded (or that they
+ * did not exist), the environment variables read while the file and the config loaded, and
+ * caravan's own build. The next run with the same arguments reuses the result when all of
+ * that is as recorded. Anything else takes the full path, which records again.
  *
+ * A deploy's record also holds the fingerprint of the secrets the environments declare and
+ * each environment's revision and endpoints; it is written only when every environment came
+ * out ready or unchanged, and reused only when the backend confirms that every environment is
+ * still ready at its recorded revision and endpoints (`--force`, `--replace` never reuse).
  * Not recorded (always the full path): environments with file snapshots (`include`, File/Dir
  * inputs: their files are not among the snapshot's sources), `RunOutput` inputs (they follow
  * task runs) and AppEndpoint inputs naming apps outside the plan.
+ *
+ * A plan's record holds the plan as `plan --json` prints it. Not recorded: a plan that failed,
+ * one whose backend says what a deploy would change (kubernetes: the cluster's state is not a
+ * file), and one that asked the control plane which apps are deployed (an AppEndpoint naming
+ * an app outside the plan). Planning never starts or asks a control plane, so the records live
+ * in `$CARAVAN_HOME/plans/` (caravan's own state directory, beside the deploy records, and
+ * per home as tests isolate it), never in the user's project.
  */
 import {
   mkdirSync,
@@ -30,20 +39,26 @@ import { fileURLToPath } from "node:url";
 import { dirname, extname, join, resolve } from "node:path";
 import type { Deployment } from "../api.ts";
 import type { Scope } from "../backends/contract.ts";
+import type { Plan, planToJSON } from "../plan/plan.ts";
 import type { ResolvedConfig } from "../sdk/config.ts";
-import type { ScopeFlags } from "./project.ts";
+import type { Environment } from "../sdk/environment.ts";
+import { loadProject, type LoadedProject, type ScopeFlags } from "./project.ts";
+
+/** A plan as `plan --json` prints it (with a backend that cannot preview changes). */
+export type PlanJSON = ReturnType<typeof planToJSON>;
 
 /** One environment as `deploy --json` prints it. */
 export type DeploymentJSON = ReturnType<Deployment["toJSON"]>;
 
-/** What a deploy was asked: a record answers only the same question again. */
-export interface DeployArgs {
+/** What a command was asked: a record answers only the same question again. */
+export interface CommandArgs {
   file: string;
   names: string[];
   flags: ScopeFlags;
 }
 
-interface DeployRecord {
+/** What a result was computed from: it holds while all of this is as recorded. */
+interface LoadRecord {
   key: string;
   caravan: string;
   config: ResolvedConfig;
@@ -51,9 +66,45 @@ interface DeployRecord {
   files: Record<string, string | null>;
   /** Variables read while loading -> their value (null: unset). */
   env: Record<string, string | null>;
+}
+
+interface DeployRecord extends LoadRecord {
   secrets?: { keys: string[]; fingerprint: string };
   /** In the order the deploy printed them. */
   deployments: DeploymentJSON[];
+}
+
+interface PlanRecord extends LoadRecord {
+  plan: PlanJSON;
+}
+
+/** Where each command's records go, under `$CARAVAN_HOME`. */
+type RecordKind = "deploys" | "plans";
+
+/** What loading the file read, besides the modules it imported (see `loadWatched`). */
+export interface LoadReads {
+  config: ResolvedConfig;
+  env: Record<string, string | null>;
+  read: string[];
+}
+
+/**
+ * `loadProject`, watching which variables and files the user's code reads. `reads()` may be
+ * called later (after a deploy): reads through a reference the code kept are recorded too.
+ */
+export async function loadWatched(
+  args: CommandArgs,
+): Promise<{ project: LoadedProject; reads: () => LoadReads }> {
+  const env = watchEnvReads();
+  const files = await watchFileReads();
+  const project = await loadProject(args.file, args.names, args.flags).finally(() => {
+    env.stop();
+    files.stop();
+  });
+  return {
+    project,
+    reads: () => ({ config: project.config, env: env.values(), read: files.paths() }),
+  };
 }
 
 /**
@@ -62,7 +113,7 @@ interface DeployRecord {
  * process.env` in the user's module, read later by a spec) keep being recorded, so `values()`
  * taken after the deploy sees them too.
  */
-export function watchEnvReads(): { stop(): void; values(): Record<string, string | null> } {
+function watchEnvReads(): { stop(): void; values(): Record<string, string | null> } {
   const real = process.env;
   const reads = new Map<string, string | null>();
   const note = (key: string | symbol) => {
@@ -109,7 +160,7 @@ const FS_PROMISES_READS = ["readFile", "readdir", "stat", "access"] as const;
  * a JSON file, checks that a file exists or lists a directory depends on it as much as on its
  * imports. `stop` puts `fs` back.
  */
-export async function watchFileReads(): Promise<{ stop(): void; paths(): string[] }> {
+async function watchFileReads(): Promise<{ stop(): void; paths(): string[] }> {
   const [fs, { syncBuiltinESMExports }] = await Promise.all([
     import("node:fs"),
     import("node:module"),
@@ -169,14 +220,20 @@ function contentHash(sha256: (s: string) => string, file: string): string | null
   }
 }
 
-/** Reuses the last deploy of these arguments when nothing it depended on changed. */
-export async function reuseLastDeploy(
-  args: DeployArgs,
-): Promise<{ config: ResolvedConfig; deployments: DeploymentJSON[] } | undefined> {
-  const { path, key } = await recordPath(args);
-  let record: DeployRecord;
+/**
+ * The record of the last run of `kind` with these arguments, when nothing it was computed from
+ * changed (see `LoadRecord`); undefined otherwise.
+ */
+async function readRecord<R extends LoadRecord>(
+  kind: RecordKind,
+  args: CommandArgs,
+): Promise<R | undefined> {
+  const { path, key } = await recordPath(kind, args);
+  let text: string;
+  let record: LoadRecord;
   try {
-    record = JSON.parse(readFileSync(path, "utf8")) as DeployRecord;
+    text = readFileSync(path, "utf8");
+    record = JSON.parse(text.slice(0, text.indexOf("\n"))) as LoadRecord;
   } catch {
     return undefined;
   }
@@ -197,6 +254,53 @@ export async function reuseLastDeploy(
       return undefined; // unreadable
     }
   }
+  try {
+    return { ...record, ...JSON.parse(text.slice(text.indexOf("\n") + 1)) } as R;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes a record of `kind` for these arguments: `result` with what it was computed from —
+ * `sources` (the files the user's code imports) and what the load read.
+ */
+async function writeRecord<R extends LoadRecord>(
+  kind: RecordKind,
+  args: CommandArgs,
+  loaded: LoadReads,
+  sources: string[],
+  result: Omit<R, keyof LoadRecord>,
+): Promise<void> {
+  const [{ path, key }, { sha256 }] = await Promise.all([
+    recordPath(kind, args),
+    import("../sdk/stable.ts"),
+  ]);
+  const { config } = loaded;
+  const files: Record<string, string | null> = {};
+  for (const file of [...sources, ...(config.file ? [config.file] : []), ...loaded.read])
+    files[file] = contentHash(sha256, file);
+  const record: LoadRecord = { key, caravan: caravanBuild(), config, files, env: loaded.env };
+  // Written whole or not at all: a concurrent run reads the old record or the new one. Two
+  // lines: what the result was computed from, checked before the result (a 20,000-environment
+  // plan, say) is parsed.
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, `${JSON.stringify(record)}\n${JSON.stringify(result)}`, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+/** A record that no longer holds is removed (a failed or uncheckable run). */
+async function forget(kind: RecordKind, args: CommandArgs): Promise<void> {
+  rmSync((await recordPath(kind, args)).path, { force: true });
+}
+
+/** Reuses the last deploy of these arguments when nothing it depended on changed. */
+export async function reuseLastDeploy(
+  args: CommandArgs,
+): Promise<{ config: ResolvedConfig; deployments: DeploymentJSON[] } | undefined> {
+  const record = await readRecord<DeployRecord>("deploys", args);
+  if (!record) return undefined;
   const { config } = record;
   const scope: Scope = { project: config.project, domain: config.domain };
   const { backendProvider, connectBackend } = await import("../backends/registry.ts");
@@ -236,79 +340,136 @@ export async function reuseLastDeploy(
  * Never fails the deploy: without a record, the next one takes the full path.
  */
 export async function recordDeploy(
-  args: DeployArgs,
-  loaded: { config: ResolvedConfig; env: Record<string, string | null>; read: string[] },
+  args: CommandArgs,
+  loaded: LoadReads,
   result: { deployments: Deployment[]; sources: string[] },
 ): Promise<void> {
-  const { path, key } = await recordPath(args);
-  await writeRecord(path, key, loaded, result).catch(() => forget(path));
+  await writeDeployRecord(args, loaded, result).catch(() => forget("deploys", args));
 }
 
-async function writeRecord(
-  path: string,
-  key: string,
-  loaded: { config: ResolvedConfig; env: Record<string, string | null>; read: string[] },
+async function writeDeployRecord(
+  args: CommandArgs,
+  loaded: LoadReads,
   result: { deployments: Deployment[]; sources: string[] },
 ): Promise<void> {
-  const [{ sha256 }, { hasInputs }, { inputValueKind }] = await Promise.all([
-    import("../sdk/stable.ts"),
+  const [{ hasInputs }, { inputValueKind }] = await Promise.all([
     import("../sdk/environment.ts"),
     import("../sdk/inputs.ts"),
   ]);
-  const planned = new Set(result.deployments.map((d) => d.name));
-  const checkable = result.deployments.every(
-    (d) =>
-      (d.status === "ready" || d.status === "unchanged") &&
-      (!hasInputs(d.env) ||
-        (d.env.include.length === 0 &&
-          d.env.inputs.every((input) => {
-            const kind = inputValueKind(input.value);
-            return (
-              kind === "string" ||
-              (kind === "app-endpoint" && planned.has((input.value as { appName: string }).appName))
-            );
-          }))),
-  );
-  if (!checkable) return forget(path);
+  // Every input a string or an AppEndpoint, and those name apps of this deploy.
+  const checkable =
+    result.deployments.every(
+      (d) =>
+        (d.status === "ready" || d.status === "unchanged") &&
+        (!hasInputs(d.env) ||
+          (d.env.include.length === 0 &&
+            d.env.inputs.every((input) =>
+              ["string", "app-endpoint"].includes(inputValueKind(input.value)!),
+            ))),
+    ) && !(await namesOthers(result.deployments.map((d) => d.env)));
+  if (!checkable) return forget("deploys", args);
   const { config } = loaded;
-  const files: Record<string, string | null> = {};
-  for (const file of [...result.sources, ...(config.file ? [config.file] : []), ...loaded.read])
-    files[file] = contentHash(sha256, file);
   const keys = [...new Set(result.deployments.flatMap((d) => d.env.secrets.map((s) => s.key)))];
   let secrets: DeployRecord["secrets"];
   if (keys.length) {
     const { backendProvider } = await import("../backends/registry.ts");
     const store = (await backendProvider(config)).secrets?.(config);
-    if (!store) return forget(path);
+    if (!store) return forget("deploys", args);
     keys.sort();
     secrets = { keys, fingerprint: await store.fingerprint(config, keys) };
   }
-  const record: DeployRecord = {
-    key,
-    caravan: caravanBuild(),
-    config,
-    files,
-    env: loaded.env,
+  await writeRecord<DeployRecord>("deploys", args, loaded, result.sources, {
     ...(secrets ? { secrets } : {}),
     deployments: result.deployments.map((d) => d.toJSON()),
-  };
-  // Written whole or not at all: a concurrent deploy reads the old record or the new one.
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 });
-  renameSync(tmp, path);
+  });
 }
 
-/** A record that no longer holds is removed (a failed or uncheckable deploy). */
-function forget(path: string): void {
-  rmSync(path, { force: true });
+/** The last plan of these arguments, as `plan --json` printed it, when nothing it read changed. */
+export async function reuseLastPlan(args: CommandArgs): Promise<PlanJSON | undefined> {
+  return (await readRecord<PlanRecord>("plans", args))?.plan;
 }
 
 /**
- * `$CARAVAN_HOME/deploys/<hash of the arguments>.json` (not created here: a deploy refused
+ * Records a plan for `reuseLastPlan`, unless its output depends on more than the files: a
+ * backend that previews changes, or an AppEndpoint naming an app outside the plan (the control
+ * plane was asked whether it is deployed). `sources` are the files the user's code imports
+ * (`importedFiles`), undefined when they could not be listed. Never fails the plan.
+ */
+export async function recordPlan(
+  args: CommandArgs,
+  loaded: LoadReads,
+  plan: { planned: Plan; printed: PlanJSON },
+  sources: string[] | undefined,
+): Promise<void> {
+  const { backendProvider } = await import("../backends/registry.ts");
+  const envs = plan.planned.environments.map((e) => e.env);
+  if (!sources || (await backendProvider(loaded.config)).previews || (await namesOthers(envs)))
+    return forget("plans", args);
+  await writeRecord<PlanRecord>("plans", args, loaded, sources, { plan: plan.printed }).catch(() =>
+    forget("plans", args),
+  );
+}
+
+/** Whether an AppEndpoint input of these environments names an app that is not among them. */
+async function namesOthers(envs: Environment[]): Promise<boolean> {
+  const [{ hasInputs }, { inputValueKind }] = await Promise.all([
+    import("../sdk/environment.ts"),
+    import("../sdk/inputs.ts"),
+  ]);
+  const names = new Set(envs.map((e) => e.name));
+  return envs.some(
+    (e) =>
+      hasInputs(e) &&
+      e.inputs.some(
+        (input) =>
+          inputValueKind(input.value) === "app-endpoint" &&
+          !names.has((input.value as { appName: string }).appName),
+      ),
+  );
+}
+
+/**
+ * Starts listing the files `entry` imports, itself included, outside packages: those a code
+ * snapshot of it covers (`backends/snapshot.ts` bundles the same way), listed by esbuild
+ * without writing a bundle. For a command that snapshots nothing (`plan`), to run beside the
+ * import of the file: it resolves once esbuild has started (having read what it reads of
+ * `process.env`, which the file's own reads must not include), to the listing, which resolves
+ * to undefined when it fails.
+ */
+export async function importedFiles(
+  entry: string,
+): Promise<{ listing: Promise<string[] | undefined> }> {
+  const { build, stop } = await import("esbuild");
+  const workDir = dirname(resolve(entry));
+  const built = build({
+    entryPoints: [resolve(entry)],
+    absWorkingDir: workDir,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    metafile: true,
+    write: false,
+    outdir: "out",
+    logLevel: "silent",
+  });
+  const listing = built
+    .then((result) => Object.keys(result.metafile.inputs).map((input) => resolve(workDir, input)))
+    .catch(() => undefined)
+    // esbuild's service process would otherwise outlive the command's work.
+    .finally(() => stop());
+  return { listing };
+}
+
+/**
+ * `$CARAVAN_HOME/<kind>/<hash of the arguments>.json` (not created here: a deploy refused
  * before anything started leaves nothing behind).
  */
-async function recordPath(args: DeployArgs): Promise<{ path: string; key: string }> {
+async function recordPath(
+  kind: RecordKind,
+  args: CommandArgs,
+): Promise<{ path: string; key: string }> {
   const [{ caravanHome }, { sha256, stableStringify }] = await Promise.all([
     import("../backends/home.ts"),
     import("../sdk/stable.ts"),
@@ -322,7 +483,7 @@ async function recordPath(args: DeployArgs): Promise<{ path: string; key: string
     backend: args.flags.backend,
     context: args.flags.context,
   });
-  return { path: join(caravanHome(), "deploys", `${sha256(key).slice(0, 24)}.json`), key };
+  return { path: join(caravanHome(), kind, `${sha256(key).slice(0, 24)}.json`), key };
 }
 
 /**

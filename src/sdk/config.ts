@@ -3,7 +3,6 @@ import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { CaravanError, describeValue } from "../errors.ts";
 import { shared } from "./global.ts";
-import { prepareUserImport } from "./user-imports.ts";
 import { NAME_PATTERN, isPlainObject } from "./validation.ts";
 
 /** What `caravan.config.{ts,json,yaml}` may say. */
@@ -113,6 +112,8 @@ export function findConfigFile(startDir: string): string | undefined {
 async function readConfigFile(file: string): Promise<unknown> {
   try {
     if (file.endsWith(".ts")) {
+      // Loaded only for a TypeScript config: `caravan status` in most projects reads none.
+      const { prepareUserImport } = await import("./user-imports.ts");
       await prepareUserImport(file);
       const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
       return mod.default;

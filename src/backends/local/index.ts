@@ -9,7 +9,14 @@ import type { Backend } from "../contract.ts";
 import { HttpBackend } from "../http-client.ts";
 import type { BackendProvider, DaemonControl, SecretAccess } from "../registry.ts";
 import { CaravanError } from "../../errors.ts";
-import { daemonStatus, ensureDaemon, ensureToken, stopDaemon, tokenFor } from "./daemon.ts";
+import {
+  daemonStatus,
+  ensureDaemon,
+  ensureToken,
+  readInfo,
+  stopDaemon,
+  tokenFor,
+} from "./daemon.ts";
 import { homePaths } from "./home.ts";
 
 /** The credential for a `controlPlane` this home did not start: given explicitly, never guessed. */
@@ -32,14 +39,27 @@ async function open(
     }
     return new HttpBackend(config.controlPlane, token);
   }
+  // The daemon this home recorded, alive: its first answer stands for a health check (one
+  // round trip less for `caravan status`); when it cannot be reached or refuses the token, the
+  // checked way below finds (or starts) it and says what is wrong.
+  const paths = homePaths();
+  const recorded = readInfo(paths);
+  const checked = async () => {
+    if (opts.start) return ensureDaemon(paths);
+    const status = await daemonStatus(paths);
+    if (!status.running || !status.url)
+      throw new CaravanError(
+        "SERVER_UNREACHABLE",
+        `the control plane of ${paths.home} stopped answering; check caravan server status`,
+      );
+    return { url: status.url, token: ensureToken(paths) };
+  };
+  if (recorded) return new HttpBackend(recorded.url, ensureToken(paths), checked);
   if (opts.start) {
-    const daemon = await ensureDaemon();
+    const daemon = await ensureDaemon(paths);
     return new HttpBackend(daemon.url, daemon.token);
   }
-  const status = await daemonStatus();
-  return status.running && status.url
-    ? new HttpBackend(status.url, ensureToken(homePaths()))
-    : undefined;
+  return undefined;
 }
 
 function secrets(): SecretAccess {

@@ -2,13 +2,12 @@ import { type Command, Option } from "commander";
 import type { CommandContext } from "../main.ts";
 import { color, info, printJSON, wholeNumber } from "../output.ts";
 import { progressReporter } from "../progress.ts";
-import { loadProject, scopeOptions, type ScopeFlags } from "../project.ts";
+import { scopeOptions, type ScopeFlags } from "../project.ts";
 import {
+  loadWatched,
   recordDeploy,
   reuseLastDeploy,
-  watchEnvReads,
-  watchFileReads,
-  type DeployArgs,
+  type CommandArgs,
   type DeploymentJSON,
 } from "../unchanged.ts";
 
@@ -49,7 +48,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
         warm?: boolean;
       },
     ) => {
-      const args: DeployArgs = { file, names, flags: opts };
+      const args: CommandArgs = { file, names, flags: opts };
       // Nothing changed since the last deploy of these arguments: its result, confirmed by
       // the backend, without importing the file (see unchanged.ts). Whatever cannot be
       // confirmed (the backend errs, say) takes the full path, which reports it; so do the
@@ -65,12 +64,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
         progress?.done();
         result = reused;
       } else {
-        const reads = watchEnvReads();
-        const fileReads = await watchFileReads();
-        const project = await loadProject(file, names, opts).finally(() => {
-          reads.stop();
-          fileReads.stop();
-        });
+        const { project, reads } = await loadWatched(args);
         const { deployEnvironments } = await import("../../api.ts");
         const deployed = await deployEnvironments(project.selected, project.config, {
           entry: project.file,
@@ -80,11 +74,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
           ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
           ...(progress ? { onEvent: progress.onEvent } : {}),
         }).finally(() => progress?.done());
-        await recordDeploy(
-          args,
-          { config: project.config, env: reads.values(), read: fileReads.paths() },
-          deployed,
-        );
+        await recordDeploy(args, reads(), deployed);
         result = {
           config: project.config,
           deployments: deployed.deployments.map((d) => d.toJSON()),

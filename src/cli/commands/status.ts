@@ -15,11 +15,13 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       .option("--all", "every project and domain, not just the current one")
       .option("--json", "print JSON on stdout"),
   ).action(async (opts: ScopeFlags & { all?: boolean; json?: boolean }) => {
+    // Loaded while the config is read and the backend answers.
+    const healthModule = import("../../backends/health.ts");
     const config = await loadScope(opts);
     const backend = await openBackend(config);
-    const { dependencyHealth, healthKey } = await import("../../backends/health.ts");
     // A cluster client keeps a keep-alive agent: closed once the answer is in.
     const envs = await backend.status(opts.all ? undefined : config).finally(() => backend.close());
+    const { dependencyHealth, healthKey } = await healthModule;
     // Degraded: a dependency is not serving (derived the same way for every backend).
     const health = dependencyHealth(envs);
     if (opts.json) {
