@@ -27,7 +27,8 @@ import type {
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
-import { endpointsFor, freePort, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
+import { endpointsFor, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
+import { PortAllocator } from "./ports.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
@@ -128,8 +129,6 @@ export class ControlPlane implements Backend {
   /** How many replicas each app should have (the autoscaler moves it within [min, max]). */
   private readonly targets = new Map<string, number>();
   private readonly lastScaleAt = new Map<string, number>();
-  /** Replica ports handed out and not yet seen in the store (closes an allocation race). */
-  private readonly reservedPorts = new Set<number>();
   /** Old replicas still draining after their deploy returned (shutdown waits for them). */
   private readonly retiring = new Map<Promise<void>, string>();
   /** After a failed scale-out, no new one before this time (ms epoch), and the next delay. */
@@ -145,8 +144,6 @@ export class ControlPlane implements Backend {
   private readonly startQueue = new StartQueue();
   /** Warm runtime processes JS apps and task workers start in (see warm-pool.ts). */
   private readonly warmPool: WarmPool;
-  /** Port allocation is serialised: two allocations must never pick the same free port. */
-  private portLock: Promise<unknown> = Promise.resolve();
   private readonly housekeeping: NodeJS.Timeout;
   private readonly scaler: NodeJS.Timeout;
   /** Records when an environment becomes degraded or healthy again (its dependencies). */
@@ -158,11 +155,14 @@ export class ControlPlane implements Backend {
   private stopping = false;
   private readonly tasks: TaskRunner;
   private readonly jobs: JobRunner;
+  /** App and replica ports (see ports.ts). */
+  private readonly ports: PortAllocator;
   /** Where code in apps and task workers reaches the run API (set once the API listens). */
   private apiAccess?: { url: string; secret: string };
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
+    this.ports = new PortAllocator(this.store);
     const telemetry = (this.telemetry = new TelemetryReceiver(
       new TelemetryStore(paths.telemetry, telemetryRetentionFrom(process.env)),
     ));
@@ -407,7 +407,7 @@ export class ControlPlane implements Backend {
           ...(row.ports ? endpointsFor(row.ports) : {}),
         };
       }
-      const ports = req.kind === "app" ? await this.portsFor(scope, req.name) : null;
+      const ports = req.kind === "app" ? await this.ports.appPorts(scope, req.name) : null;
       // Checked after the last wait, with nothing awaited until this one is recorded as
       // running: a stop or delete of a dependency either came first (refused here) or sees
       // this dependent running (and refuses, see takeDown). Never a dependent left running
@@ -516,7 +516,7 @@ export class ControlPlane implements Backend {
 
   async reserve(scope: Scope, names: string[]): Promise<Record<string, Endpoints>> {
     const out: Record<string, Endpoints> = {};
-    for (const name of names) out[name] = endpointsFor(await this.portsFor(scope, name));
+    for (const name of names) out[name] = endpointsFor(await this.ports.appPorts(scope, name));
     return out;
   }
 
@@ -533,7 +533,7 @@ export class ControlPlane implements Backend {
         row?.revision === req.revision && row.state === "ready" && this.serving.has(key);
       if ((unchanged && !req.force) || this.prepared.get(key)?.revision === req.revision) return;
       await this.discardPrepared(key);
-      const ports = await this.portsFor(req.scope, req.name);
+      const ports = await this.ports.appPorts(req.scope, req.name);
       let go!: () => void;
       const gate = new Promise<void>((resolve) => (go = resolve));
       const starting = await this.spawnReplica(rowOf(req, ports, 0), gate);
@@ -1047,7 +1047,7 @@ export class ControlPlane implements Backend {
    * failed, and its start timeout counts from the slot, never from the wait.
    */
   private async spawnReplica(row: EnvironmentRow, gate?: Promise<void>): Promise<Starting> {
-    const port = await this.replicaPort();
+    const port = await this.ports.replicaPort();
     let release: (() => void) | undefined;
     const slot = gate
       ? gate.then(async () => void (release = await this.startQueue.acquire()))
@@ -1056,7 +1056,7 @@ export class ControlPlane implements Backend {
       release = await this.startQueue.acquire();
       if (this.stopping || this.closed) {
         release();
-        this.reservedPorts.delete(port);
+        this.ports.release(port);
         throw new CaravanError(
           "SERVER_UNREACHABLE",
           `${row.name} was not started: the control plane is shutting down`,
@@ -1068,7 +1068,7 @@ export class ControlPlane implements Backend {
       launch = this.spawnLogged(row, this.launchSpec(row, port), slot);
     } catch (e) {
       release?.();
-      this.reservedPorts.delete(port);
+      this.ports.release(port);
       throw e;
     }
     // A prepared replica that never got its slot (discarded before its gate opened) has none.
@@ -1076,7 +1076,7 @@ export class ControlPlane implements Backend {
       .then(() => slot)
       .then(() => release?.());
     this.record(row, launch, port);
-    void launch.ready.catch(() => this.reservedPorts.delete(port));
+    void launch.ready.catch(() => this.ports.release(port));
     return { id: `pid-${launch.proc?.pid ?? port}`, port, launch };
   }
 
@@ -1241,7 +1241,7 @@ export class ControlPlane implements Backend {
     const stopChecking = this.checkLiveness(row, replica);
     void proc.exited.then((info) => {
       stopChecking();
-      this.reservedPorts.delete(replica.port);
+      this.ports.release(replica.port);
       if (this.closed) return;
       // The app ran in its own process group: children it left (a shell wrapper's server)
       // would keep its port and make every restart fail. The group only: the pid is dead.
@@ -1368,41 +1368,6 @@ export class ControlPlane implements Backend {
     if (!proc) return;
     await proc.stop(2000);
     if (!this.closed) this.store.removeProcess(proc.pid, proc.startTime);
-  }
-
-  /** The app's gateway ports: allocated once, kept across redeploys and restarts until delete. */
-  private portsFor(scope: Scope, name: string): Promise<AppPorts> {
-    return this.allocate(async () => {
-      const existing = this.store.portsOf(scope, name);
-      if (existing) return existing;
-      const used = this.usedPorts();
-      const pub = await freePort(used);
-      used.add(pub);
-      const ports = { public: pub, internal: await freePort(used) };
-      this.store.assignPorts(scope, name, ports);
-      return ports;
-    });
-  }
-
-  /** A port for a new replica (recorded with its process once spawned). */
-  private replicaPort(): Promise<number> {
-    return this.allocate(async () => {
-      const port = await freePort(this.usedPorts());
-      this.reservedPorts.add(port);
-      return port;
-    });
-  }
-
-  private usedPorts(): Set<number> {
-    const used = this.store.usedPorts();
-    for (const p of this.reservedPorts) used.add(p);
-    return used;
-  }
-
-  private allocate<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.portLock.then(fn);
-    this.portLock = run.catch(() => {});
-    return run;
   }
 
   private cancelRestart(key: string): void {
