@@ -5,7 +5,6 @@
  * in the store; `recover()` adopts what still runs and restarts what died.
  */
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { CaravanError, headline } from "../../errors.ts";
 import type { EnvironmentDescription } from "../wire.ts";
@@ -35,7 +34,7 @@ import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore, isSessionValue } from "./tokens.ts";
 import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
-import { LogKeeper, readSlice, tailLines } from "./logs.ts";
+import { LogKeeper, readLog } from "./logs.ts";
 import { JobRunner } from "./jobs.ts";
 import { dependencyHealth, type Health } from "../health.ts";
 import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
@@ -796,58 +795,7 @@ export class ControlPlane implements Backend {
 
   async *logs(scope: Scope, name: string, opts: LogsOptions = {}): AsyncIterable<string> {
     if (!this.store.get(scope, name)) throw this.notDeployed(scope, name);
-    const file = logFile(this.paths, scope.project, scope.domain, name);
-    let offset = 0;
-    // Read backwards from the end, never the whole file, and never synchronously.
-    const first = await tailLines(file, opts.tail).catch(() => undefined);
-    let lines = first?.lines ?? [];
-    // Just rotated (or a short log): the lines before are at the end of `.1`.
-    if (opts.tail === undefined || lines.length < opts.tail) {
-      const rest = opts.tail === undefined ? undefined : opts.tail - lines.length;
-      const older = await tailLines(`${file}.1`, rest).catch(() => undefined);
-      if (older) lines = [...older.lines, ...lines];
-    }
-    for (const line of lines) yield line;
-    if (first) offset = first.end;
-    let partial = "";
-    let rotations = this.logKeeper.rotation(file).count;
-    // A follower reads at most this much per poll: behind a chatty app, it skips ahead.
-    const perPoll = 4 * 1024 * 1024;
-    while (opts.follow && !opts.signal?.aborted) {
-      await new Promise((r) => setTimeout(r, 200));
-      let rotated = "";
-      const rotation = this.logKeeper.rotation(file);
-      if (rotation.count !== rotations) {
-        // Rotated since the last poll: the rest of what we had not read is in `.1`, which
-        // begins at `base` of the old file.
-        rotations = rotation.count;
-        try {
-          const kept = (await stat(`${file}.1`)).size;
-          const from = Math.max(0, offset - rotation.base, kept - perPoll);
-          rotated = await readSlice(`${file}.1`, from, kept);
-        } catch {
-          /* rotated again meanwhile: that part is gone */
-        }
-        offset = 0;
-      }
-      let size: number;
-      try {
-        size = (await stat(file)).size;
-      } catch {
-        continue; // no log (yet)
-      }
-      if (size < offset) offset = 0;
-      if (size === offset && !rotated) continue;
-      if (size - offset > perPoll) {
-        offset = size - perPoll;
-        partial = "";
-      }
-      const chunk = partial + rotated + (await readSlice(file, offset, size));
-      offset = size;
-      const lines = chunk.split("\n");
-      partial = lines.pop() ?? "";
-      for (const line of lines) yield line;
-    }
+    yield* readLog(logFile(this.paths, scope.project, scope.domain, name), this.logKeeper, opts);
   }
 
   /** Stops every app (dependents first) when `stopApps`; always releases the store. */
