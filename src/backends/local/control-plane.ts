@@ -4,7 +4,6 @@
  * the daemon exposes the same object over HTTP. All state that must survive a restart is
  * in the store; `recover()` adopts what still runs and restarts what died.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CaravanError, headline } from "../../errors.ts";
 import type { EnvironmentDescription } from "../wire.ts";
@@ -23,22 +22,19 @@ import type {
   TokenAccess,
   TraceAccess,
 } from "../contract.ts";
-import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
 import { PortAllocator } from "./ports.ts";
+import { Launcher, type ApiAccess } from "./launcher.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore, isSessionValue } from "./tokens.ts";
-import { SecretStore } from "./secrets.ts";
 import { TaskRunner } from "./tasks.ts";
 import { LogKeeper, readLog } from "./logs.ts";
 import { JobRunner } from "./jobs.ts";
 import { dependencyHealth, type Health } from "../health.ts";
-import { API_TOKEN_ENV } from "../../runtime/protocol.ts";
-import { commandArgv, inputsDocument, launchEnvironment } from "../launch.ts";
 import {
   Store,
   keyOf,
@@ -48,21 +44,15 @@ import {
   type ProcessRow,
 } from "./store.ts";
 import { probeOnce, tcpOpen } from "../../sdk/probe.ts";
-import {
-  adopt,
-  processEnv,
-  spawnApp,
-  type AppProcess,
-  type Launch,
-  type LaunchSpec,
-} from "./supervisor.ts";
+import { adopt, type AppProcess, type Launch } from "./supervisor.ts";
 import { findOrphans } from "./orphans.ts";
 import { homeId } from "../home.ts";
 import { StartQueue, type StartStats } from "./start-queue.ts";
 import { TelemetryReceiver } from "./telemetry/receiver.ts";
 import { TelemetryStore, telemetryRetentionFrom } from "./telemetry/store.ts";
-import { OTLP_BASE } from "../http-routes.ts";
 import { WarmPool, type WarmPoolStats } from "./warm-pool.ts";
+
+export { runTokenScope, scopedRunToken } from "./launcher.ts";
 
 /** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
 const BACKOFF_FIRST_MS = 250;
@@ -157,7 +147,9 @@ export class ControlPlane implements Backend {
   /** App and replica ports (see ports.ts). */
   private readonly ports: PortAllocator;
   /** Where code in apps and task workers reaches the run API (set once the API listens). */
-  private apiAccess?: { url: string; secret: string };
+  private apiAccess?: ApiAccess;
+  /** Spawns and records processes of environments (see launcher.ts). */
+  private readonly launcher: Launcher;
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
@@ -184,6 +176,14 @@ export class ControlPlane implements Backend {
         const starts = this.startQueue.stats();
         return starts.active === 0 && starts.waiting === 0 && !this.stopping;
       },
+    });
+    this.launcher = new Launcher({
+      paths,
+      store: this.store,
+      warmPool: this.warmPool,
+      logKeeper: this.logKeeper,
+      apiAccess: () => this.apiAccess,
+      closed: () => this.closed,
     });
     const tokens = (this.tokenStore = new TokenStore(this.store.database));
     this.tokens = {
@@ -217,16 +217,14 @@ export class ControlPlane implements Backend {
     });
     this.tasks = new TaskRunner(this.store, {
       spawnWorker: (row) => {
-        const launch = this.spawnLogged(row, this.launchSpec(row, 0));
-        this.record(row, launch, 0);
-        return launch;
+        return this.launcher.start(row, 0);
       },
       forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
       recordSpan: (span) => this.telemetry.recordSpan(span),
     });
     this.jobs = new JobRunner({
       store: this.store,
-      launchSpec: (row) => this.launchSpec(row, 0),
+      launchSpec: (row) => this.launcher.spec(row, 0),
       accepting: () => !this.stopping && !this.closed,
     });
     this.housekeeping = setInterval(() => {
@@ -955,14 +953,14 @@ export class ControlPlane implements Backend {
     try {
       while (launches.length < n) launches.push(await this.spawnReplica(row));
     } catch (e) {
-      await Promise.all(launches.map((l) => this.stopLaunch(l.launch)));
+      await Promise.all(launches.map((l) => this.launcher.stop(l.launch)));
       throw e;
     }
     const results = await Promise.allSettled(launches.map((l) => l.launch.ready));
     const failed = results.find((r) => r.status === "rejected");
     const died = results.find((r) => r.status === "fulfilled" && r.value.hasExited);
     if (failed || died || this.closed) {
-      await Promise.all(launches.map((l) => this.stopLaunch(l.launch)));
+      await Promise.all(launches.map((l) => this.launcher.stop(l.launch)));
       throw failed
         ? failed.reason
         : new CaravanError(
@@ -1013,7 +1011,7 @@ export class ControlPlane implements Backend {
     }
     let launch: Launch;
     try {
-      launch = this.spawnLogged(row, this.launchSpec(row, port), slot);
+      launch = this.launcher.start(row, port, slot);
     } catch (e) {
       release?.();
       this.ports.release(port);
@@ -1023,7 +1021,6 @@ export class ControlPlane implements Backend {
     void Promise.allSettled([launch.ready])
       .then(() => slot)
       .then(() => release?.());
-    this.record(row, launch, port);
     void launch.ready.catch(() => this.ports.release(port));
     return { id: `pid-${launch.proc?.pid ?? port}`, port, launch };
   }
@@ -1300,146 +1297,13 @@ export class ControlPlane implements Backend {
   private discardPrepared(key: string): Promise<void> {
     const prepared = this.prepared.get(key);
     this.prepared.delete(key);
-    return prepared ? this.stopLaunch(prepared.launch) : Promise.resolve();
-  }
-
-  /** Records a spawned process at once; forgets it when it exits before it was ready. */
-  private record(row: EnvironmentRow, launch: Launch, port: number): void {
-    const proc = launch.proc;
-    if (!proc) return;
-    this.store.addProcessOf(row, proc, port);
-    launch.ready.catch(() => this.closed || this.store.removeProcess(proc.pid, proc.startTime));
-  }
-
-  private async stopLaunch(launch: Launch): Promise<void> {
-    const proc = launch.proc;
-    if (!proc) return;
-    await proc.stop(2000);
-    if (!this.closed) this.store.removeProcess(proc.pid, proc.startTime);
+    return prepared ? this.launcher.stop(prepared.launch) : Promise.resolve();
   }
 
   private cancelRestart(key: string): void {
     const t = this.restartTimers.get(key);
     if (t) clearTimeout(t);
     this.restartTimers.delete(key);
-  }
-
-  /** How to start a process of `row` listening on `port` (0 for a task worker). */
-  private launchSpec(row: EnvironmentRow, port: number): LaunchSpec {
-    const req = row.request;
-    const spec = req.spec;
-    const env = launchEnvironment(req, {
-      inputsFile: this.writeInputsFile(row),
-      apiUrl: this.apiAccess?.url ?? "",
-      // The receiver is on the API's port, under its own path (see http-routes.ts).
-      ...(this.apiAccess
-        ? {
-            otlp: {
-              endpoint: `${this.apiAccess.url}${OTLP_BASE}`,
-              ...(port ? { replica: String(port) } : {}),
-            },
-          }
-        : {}),
-    });
-    // Where a process listens: loopback only, behind the gateway (JS apps are told so in
-    // their runtime config; a command app reads $HOST).
-    env.HOST = "127.0.0.1";
-    // Expansion in arguments sees everything but secrets and the run token (credentials: an
-    // argv is visible to every user): both are added after.
-    const argv = commandArgv(req, env, port);
-    if (this.apiAccess) {
-      env[API_TOKEN_ENV] = scopedRunToken(this.apiAccess.secret, row);
-      // OTLP exporters authenticate with the same scoped token (the receiver takes it) — only
-      // when they send to this receiver: an app that names its own collector never sends it
-      // caravan's token.
-      const receiver = `${this.apiAccess.url}${OTLP_BASE}`;
-      if (
-        env.OTEL_EXPORTER_OTLP_ENDPOINT === receiver &&
-        !("OTEL_EXPORTER_OTLP_HEADERS" in spec.envVars) &&
-        !("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in spec.envVars)
-      )
-        env.OTEL_EXPORTER_OTLP_HEADERS = `authorization=Bearer%20${env[API_TOKEN_ENV]}`;
-    }
-    // Secret values are read from the store at launch: never from the request or the store DB.
-    if (spec.secrets.length) {
-      const values = new SecretStore(this.paths.secrets).resolve(
-        row,
-        spec.secrets.map((s) => s.key),
-        row.name,
-      );
-      for (const s of spec.secrets) env[s.envVar] = values[s.key]!;
-    }
-    const base = {
-      name: row.name,
-      port,
-      logFile: logFile(this.paths, row.project, row.domain, row.name),
-      startTimeoutMs: (spec.kind === "app" ? spec.timeouts.start : 60) * 1000,
-      env,
-    };
-    // A command app or job runs its command; a JS app, task worker or function job the runtime.
-    if (spec.kind !== "task" && argv.length) {
-      return {
-        ...base,
-        mode: {
-          kind: "command",
-          argv,
-          // With `include`, the command runs in its file snapshot.
-          cwd: req.files && spec.include.length ? req.files.dir : req.code.sourceRoot,
-          ...(spec.kind === "app" ? { readiness: spec.readiness } : {}),
-        },
-      };
-    }
-    return {
-      ...base,
-      mode: {
-        kind: "runtime",
-        runtimeMain: req.code.runtime,
-        config: {
-          kind: row.kind,
-          name: row.name,
-          project: row.project,
-          domain: row.domain,
-          entry: req.code.entry,
-          sourceRoot: req.code.sourceRoot,
-          port,
-          host: "127.0.0.1",
-          endpoints: Object.fromEntries(
-            Object.entries(req.dependencies).map(([n, e]) => [n, e.internalEndpoint]),
-          ),
-          publicEndpoints: Object.fromEntries(
-            Object.entries(req.dependencies).map(([n, e]) => [n, e.endpoint]),
-          ),
-          inputs: req.inputs,
-        },
-      },
-    };
-  }
-
-  /**
-   * `$CARAVAN_INPUTS_FILE` (see `inputsDocument`): one file per revision, which every replica
-   * and restart shares.
-   */
-  private writeInputsFile(row: EnvironmentRow): string {
-    const dir = join(this.paths.inputFiles, row.project, row.domain);
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `${row.name}-${row.revision}.json`);
-    if (existsSync(file)) return file;
-    writeFileSync(file, JSON.stringify(inputsDocument(row.request), null, 2) + "\n");
-    return file;
-  }
-
-  /**
-   * Starts a process of `row` (in a warm one when the pool has one for it) and keeps its log
-   * under the cap as it writes (see logs.ts).
-   */
-  private spawnLogged(row: EnvironmentRow, spec: LaunchSpec, gate?: Promise<void>): Launch {
-    const warm =
-      spec.mode.kind === "runtime" && WarmPool.allows(row.request, processEnv(spec))
-        ? this.warmPool.take(spec.mode.runtimeMain)
-        : undefined;
-    const launch = spawnApp(spec, gate, warm);
-    this.logKeeper.watch(spec.logFile);
-    return launch;
   }
 
   /** Every app's log is watched (an adopted app's too) and checked now and then anyway. */
@@ -1476,26 +1340,6 @@ function rowOf(req: DeployRequest, ports: AppPorts | null, restarts: number): En
     error: null,
     updatedAt: new Date().toISOString(),
   };
-}
-
-/**
- * The token apps and task workers use for the run API: their scope, and an HMAC of it under
- * the control plane's own token. It allows runs in that scope only; no table to keep.
- */
-export function scopedRunToken(secret: string, scope: Scope): string {
-  const body = Buffer.from(JSON.stringify([scope.project, scope.domain])).toString("base64url");
-  return `run_${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
-}
-
-/** The scope a run token is good for, or undefined when it is not one of ours. */
-export function runTokenScope(secret: string, token: string): Scope | undefined {
-  const m = /^run_([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(token);
-  if (!m) return undefined;
-  const expected = createHmac("sha256", secret).update(m[1]!).digest();
-  const given = Buffer.from(m[2]!, "base64url");
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-  const [project, domain] = JSON.parse(Buffer.from(m[1]!, "base64url").toString()) as string[];
-  return { project: project!, domain: domain! };
 }
 
 /**
