@@ -26,6 +26,7 @@ import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
 import { PortAllocator } from "./ports.ts";
+import { ServingApp, type Replica } from "./serving-app.ts";
 import { Launcher, type ApiAccess } from "./launcher.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
 import { desiredReplicas } from "./scaler.ts";
@@ -54,12 +55,6 @@ import { WarmPool, type WarmPoolStats } from "./warm-pool.ts";
 
 export { runTokenScope, scopedRunToken } from "./launcher.ts";
 
-/** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
-const BACKOFF_FIRST_MS = 250;
-const BACKOFF_MAX_MS = 30_000;
-/** A process that stayed up this long resets the backoff. */
-const STABLE_AFTER_MS = 30_000;
-
 /** A prepared process nobody starts (its client went away) is dropped after this long. */
 const PREPARED_TTL_MS = 10 * 60_000;
 /** A replaced or scaled-in replica finishes its requests for at most this long. */
@@ -77,20 +72,6 @@ const DEFAULT_CONCURRENCY = 50;
 const CONSOLE_SESSION_APP = "@console";
 /** Where the console's login link points, on the API's own address. */
 export const CONSOLE_LOGIN_PATH = "/console/login";
-
-/** One process serving an app, behind the gateway. */
-interface ReplicaProc {
-  id: string;
-  proc: AppProcess;
-  /** The port it listens on (the gateway forwards there). */
-  port: number;
-  since: number;
-  /**
-   * Where it also listens beyond loopback (see `status`), once looked up: its listener is
-   * bound before it is ready and stays as it is, so once per replica is enough.
-   */
-  exposed?: string[];
-}
 
 /** A replica spawned and on its way to ready. */
 interface Starting {
@@ -111,20 +92,14 @@ export class ControlPlane implements Backend {
   readonly telemetry: TelemetryReceiver;
   /** The traces capability of the contract, over `telemetry`. */
   readonly traces: TraceAccess;
-  /** Ready replicas of each app, by environment key. */
-  private readonly replicas = new Map<string, ReplicaProc[]>();
-  /** The revision each app serves (its row), while its endpoints are open. */
-  private readonly serving = new Map<string, EnvironmentRow>();
-  /** How many replicas each app should have (the autoscaler moves it within [min, max]). */
-  private readonly targets = new Map<string, number>();
-  private readonly lastScaleAt = new Map<string, number>();
+  /**
+   * Each app whose endpoints are open, by environment key: its revision, replicas and
+   * restart and scaling history, in one record a deploy replaces (see serving-app.ts).
+   */
+  private readonly serving = new Map<string, ServingApp>();
   /** Old replicas still draining after their deploy returned (shutdown waits for them). */
   private readonly retiring = new Map<Promise<void>, string>();
-  /** After a failed scale-out, no new one before this time (ms epoch), and the next delay. */
-  private readonly scaleBackoff = new Map<string, { until: number; delayMs: number }>();
   private readonly locks = new Map<string, Promise<unknown>>();
-  private readonly restartTimers = new Map<string, NodeJS.Timeout>();
-  private readonly crashCounts = new Map<string, number>();
   /** Keeps every app's log under its cap as it is written (see logs.ts). */
   private readonly logKeeper = new LogKeeper();
   /** Loaded but not started revisions (two-phase start), by environment key. */
@@ -205,7 +180,7 @@ export class ControlPlane implements Backend {
       wake: (key) => this.wake(key),
       // The gateway's span of a request: under the app's name, in its project/domain.
       recordSpan: (key, span) => {
-        const row = this.serving.get(key);
+        const row = this.serving.get(key)?.row;
         if (row)
           this.telemetry.recordSpan({
             ...span,
@@ -317,23 +292,24 @@ export class ControlPlane implements Backend {
         }
         continue;
       }
-      this.serving.set(key, row);
+      const app = new ServingApp(key, row);
+      this.serving.set(key, app);
       const found = adopted.get(key) ?? [];
       for (const p of found) {
-        const replica: ReplicaProc = {
+        const replica: Replica = {
           id: `pid-${p.pid}`,
           proc: adopt(p.pid, p.startTime),
           port: p.port,
           since: Date.now(),
         };
-        this.addReplica(row, replica);
+        this.addReplica(app, replica);
         this.store.event(row, row.name, "adopted", `pid ${p.pid}`);
       }
-      this.targets.set(key, found.length);
+      app.target = found.length;
       if (found.length === 0 && (minReplicas(row) > 0 || row.state !== "ready")) {
-        this.targets.set(key, Math.max(1, minReplicas(row)));
+        app.target = Math.max(1, minReplicas(row));
         this.store.event(row, row.name, "lost", "not running after a control plane restart");
-        this.scheduleRestart(row, 0);
+        this.scheduleRestart(app, 0);
       } else {
         this.store.setState(row, row.name, "ready");
       }
@@ -411,9 +387,7 @@ export class ControlPlane implements Backend {
       // against a dependency that is gone.
       this.refuseGoneDependencies(req);
       const next = rowOf(req, ports, row && row.revision === req.revision ? row.restarts : 0);
-      this.cancelRestart(key);
-      // A new revision starts afresh: it inherits no crash backoff from the one it replaces.
-      if (row?.revision !== req.revision) this.forgetHistory(key);
+      this.serving.get(key)?.cancelRestart();
       this.store.addRevision(scope, req.name, req.revision, req.spec, req.code.hash);
       this.store.event(scope, req.name, "deploy", req.revision);
       if (req.kind === "job") return this.jobs.run(next);
@@ -442,10 +416,11 @@ export class ControlPlane implements Backend {
       }
       // A running app is replaced without dropping a request: the new revision starts beside
       // the old one and must be ready before traffic moves; then the old one drains and stops.
-      const old = this.replicas.get(key) ?? [];
-      const replacing = row?.desired === "running" && this.serving.has(key);
+      const before = this.serving.get(key);
+      const old = [...(before?.replicas ?? [])];
+      const replacing = row?.desired === "running" && before !== undefined;
       if (!replacing) this.store.upsert(next);
-      let fresh: ReplicaProc[];
+      let fresh: Replica[];
       try {
         await this.openEndpoints(next);
         // As many as serve now (the load they carry moves over), at least min and one.
@@ -467,22 +442,25 @@ export class ControlPlane implements Backend {
           );
           this.gateway.setOptions(key, routeOf(row!));
           // Its restart was cancelled for this deploy: it still needs one if nothing serves.
-          if (!this.replicas.get(key)?.length && row!.state === "restarting")
-            this.scheduleRestart(row!);
+          if (!before!.replicas.length && row!.state === "restarting")
+            this.scheduleRestart(before!);
         } else {
           this.store.setState(scope, req.name, "failed", message);
           await this.gateway.close(key);
         }
         throw e;
       }
-      // The new replicas take requests now; the old ones get no new ones and drain.
+      // The new replicas take requests now, in a record of their own: the crash count, scaling
+      // history and pending restart of what they replace end here. The old ones drain.
+      before?.cancelRestart();
+      const app = ServingApp.deployed(key, next, before);
+      this.serving.set(key, app);
+      for (const replica of fresh) this.addReplica(app, replica);
       this.store.upsert({ ...next, state: "ready" });
-      this.serving.set(key, next);
       this.gateway.setOptions(key, routeOf(next));
-      this.targets.set(key, fresh.length);
-      this.lastScaleAt.set(key, Date.now());
-      this.scaleBackoff.delete(key);
-      const retiring = Promise.all(old.map((r) => this.retireReplica(key, r)));
+      app.target = fresh.length;
+      app.lastScaleAt = Date.now();
+      const retiring = Promise.all(old.map((r) => this.retireReplica(before!, r)));
       // Short requests finish within the wait; long ones (a stream, a WebSocket) keep draining
       // after the deploy returned, without holding up the app's next operation.
       await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]);
@@ -583,31 +561,34 @@ export class ControlPlane implements Backend {
     // Replicas whose port also answers beyond loopback (bound to 0.0.0.0, not $HOST). The
     // kernel's socket tables take tens of ms to read with hundreds of apps: read once per
     // status, and only when a replica is new since the last one.
-    const unchecked = [...this.replicas.values()].flat().filter((r) => !r.exposed);
+    const unchecked = [...this.serving.values()]
+      .flatMap((app) => app.replicas)
+      .filter((r) => !r.exposed);
     if (unchecked.length) {
       const found = listenersBeyondLoopback(unchecked.map((r) => r.port));
       for (const r of unchecked) r.exposed = found.has(r.port) ? [found.get(r.port)!] : [];
     }
     return this.store.list(scope).map((row) => {
       const key = keyOf(row, row.name);
+      const replicas = this.serving.get(key)?.replicas ?? [];
       // Ready replicas of an app, loaded workers of a task environment: one process each.
       const pids =
         row.kind === "task"
           ? this.tasks.pids(key)
           : row.kind === "job"
             ? this.jobs.pids(key)
-            : (this.replicas.get(key) ?? []).map((r) => r.proc.pid);
+            : replicas.map((r) => r.proc.pid);
       const status = this.store.toStatus(
         row,
         pids.map((pid) => ({ id: `pid-${pid}`, ready: true, pid })),
       );
       if (row.kind === "task") return status;
       if (row.kind === "job") return { ...status, jobRuns: this.store.jobRuns(row, row.name) };
-      const beyond = (this.replicas.get(key) ?? []).flatMap((r) => r.exposed ?? []);
+      const beyond = replicas.flatMap((r) => r.exposed ?? []);
       if (beyond.length) status.listensBeyondLoopback = beyond;
       if (this.serving.has(key)) {
         const stats = this.gateway.stats(key);
-        status.replicas = this.replicas.get(key)?.length ?? 0;
+        status.replicas = replicas.length;
         status.traffic = {
           requests: stats.requests,
           errors: stats.errors,
@@ -710,9 +691,10 @@ export class ControlPlane implements Backend {
   async scale(scope: Scope, name: string, replicas: number): Promise<{ replicas: number }> {
     const key = keyOf(scope, name);
     return this.serialized(key, async () => {
-      const row = this.serving.get(key);
+      const app = this.serving.get(key);
+      const row = app?.row;
       const spec = row?.request.spec;
-      if (!row || spec?.kind !== "app")
+      if (!app || !row || spec?.kind !== "app")
         throw new CaravanError(
           "APP_NOT_READY",
           `${name} is not a serving app: deploy or start it, then scale it`,
@@ -724,15 +706,15 @@ export class ControlPlane implements Backend {
           `${name} scales from ${min} to ${max} replicas (scaling.replicas), not ${replicas}`,
           { field: "replicas" },
         );
-      const list = this.replicas.get(key) ?? [];
+      const list = [...app.replicas];
       this.store.event(row, name, "scale", `${list.length} -> ${replicas} replicas (by request)`);
-      if (replicas > list.length) await this.startReplicas(row, replicas - list.length);
+      if (replicas > list.length) await this.addReplicas(app, replicas - list.length);
       else {
-        const retiring = Promise.all(list.slice(replicas).map((r) => this.retireReplica(key, r)));
+        const retiring = Promise.all(list.slice(replicas).map((r) => this.retireReplica(app, r)));
         await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]); // long requests drain on
       }
-      this.targets.set(key, replicas);
-      this.lastScaleAt.set(key, Date.now());
+      app.target = replicas;
+      app.lastScaleAt = Date.now();
       return { replicas };
     });
   }
@@ -828,7 +810,7 @@ export class ControlPlane implements Backend {
     this.logKeeper.close();
     await this.gateway.closeAll();
     await Promise.allSettled([...this.retiring.keys()]);
-    for (const t of this.restartTimers.values()) clearTimeout(t);
+    for (const app of this.serving.values()) app.cancelRestart();
     await this.tasks.close();
     // A job's attempt holds its key: stopped, or the wait below would last its timeout.
     await this.jobs.cancelAll();
@@ -866,8 +848,7 @@ export class ControlPlane implements Backend {
         // A dependent deployed since the order was decided (a deploy running alongside):
         // taking this one down would leave it running against nothing.
         this.refuseNewDependents(scope, name, forget ? "delete" : "stop");
-        this.cancelRestart(key);
-        this.forgetHistory(key);
+        this.serving.get(key)?.cancelRestart();
         this.store.setDesired(scope, name, "stopped");
         await this.stopReplicas(key);
         await this.tasks.unregister(scope, name);
@@ -937,11 +918,11 @@ export class ControlPlane implements Backend {
   }
 
   /**
-   * Starts `n` replicas of the row's revision (the prepared one first); once all are ready
-   * they join the app's set and the gateway, and are watched from that moment. When one
-   * fails (or dies before they all are ready), the others are stopped and the error thrown.
+   * Starts `n` replicas of the row's revision (the prepared one first) and returns them once
+   * all are ready, for `addReplica`. When one fails (or dies before they all are ready), the
+   * others are stopped and the error thrown.
    */
-  private async startReplicas(row: EnvironmentRow, n: number): Promise<ReplicaProc[]> {
+  private async startReplicas(row: EnvironmentRow, n: number): Promise<Replica[]> {
     const key = keyOf(row, row.name);
     const launches: Starting[] = [];
     const prepared = this.prepared.get(key);
@@ -968,22 +949,25 @@ export class ControlPlane implements Backend {
             `${row.name} exited right after it was ready (see caravan logs ${row.name})`,
           );
     }
-    const fresh = launches.map((l, i): ReplicaProc => ({
+    const fresh = launches.map((l, i): Replica => ({
       id: l.id,
       proc: (results[i] as PromiseFulfilledResult<AppProcess>).value,
       port: l.port,
       since: Date.now(),
     }));
-    for (const replica of fresh) this.addReplica(row, replica);
     return fresh;
   }
 
+  /** Starts `n` more replicas of a serving app (see `startReplicas`) and adds them. */
+  private async addReplicas(app: ServingApp, n: number): Promise<void> {
+    for (const replica of await this.startReplicas(app.row, n)) this.addReplica(app, replica);
+  }
+
   /** Adds a ready replica to the app's set and to the gateway, and watches it. */
-  private addReplica(row: EnvironmentRow, replica: ReplicaProc): void {
-    const key = keyOf(row, row.name);
-    this.replicas.set(key, [...(this.replicas.get(key) ?? []), replica]);
-    this.watch(row, replica);
-    this.gateway.addReplica(key, { id: replica.id, port: replica.port });
+  private addReplica(app: ServingApp, replica: Replica): void {
+    app.replicas.push(replica);
+    this.watch(app, replica);
+    this.gateway.addReplica(app.key, { id: replica.id, port: replica.port });
   }
 
   /**
@@ -1026,13 +1010,9 @@ export class ControlPlane implements Backend {
   }
 
   /** Takes a replica out of the gateway (its requests finish), then stops it. */
-  private retireReplica(key: string, replica: ReplicaProc, graceMs = DRAIN_GRACE_MS) {
-    const list = this.replicas.get(key);
-    if (list?.includes(replica))
-      this.replicas.set(
-        key,
-        list.filter((r) => r !== replica),
-      );
+  private retireReplica(app: ServingApp, replica: Replica, graceMs = DRAIN_GRACE_MS) {
+    const key = app.key;
+    app.remove(replica);
     // Tracked until the process is gone: stop, delete and shutdown wait for it.
     const done = (async () => {
       await this.gateway.drain(key, replica.id, graceMs);
@@ -1045,12 +1025,11 @@ export class ControlPlane implements Backend {
 
   /** Stops every replica of an app and closes its endpoints. */
   private async stopReplicas(key: string): Promise<void> {
-    const list = this.replicas.get(key) ?? [];
+    // Its record goes with it: a later start begins with no crash count or scaling history.
+    const app = this.serving.get(key);
     this.serving.delete(key);
-    this.targets.delete(key);
-    this.scaleBackoff.delete(key);
-    await Promise.all(list.map((r) => this.retireReplica(key, r, 5_000)));
-    this.replicas.delete(key);
+    app?.cancelRestart();
+    await Promise.all([...(app?.replicas ?? [])].map((r) => this.retireReplica(app!, r, 5_000)));
     // Closing cuts what still drains from an earlier redeploy or scale-in; then wait for it.
     await this.gateway.close(key);
     await Promise.allSettled([...this.retiring].filter(([, k]) => k === key).map(([p]) => p));
@@ -1060,20 +1039,21 @@ export class ControlPlane implements Backend {
   private wake(key: string): Promise<void> {
     return this.serialized(key, async () => {
       if (this.stopping || this.closed) throw new Error("the control plane is shutting down");
-      if (this.replicas.get(key)?.length) return;
-      const row = this.serving.get(key);
-      if (!row) throw new Error("it is not deployed");
+      const app = this.serving.get(key);
+      if (app?.replicas.length) return;
+      if (!app) throw new Error("it is not deployed");
+      const row = app.row;
       this.store.event(row, row.name, "wake", "a request arrived with no replica running");
       try {
-        await this.startReplicas(row, 1);
+        await this.addReplicas(app, 1);
       } catch (e) {
         const why = headline((e as Error).message);
         // A crash restart may be pending (or was): it goes on, on its own schedule.
-        if (!this.restartTimers.has(key) && minReplicas(row) > 0) this.scheduleRestart(row);
+        if (!app.restartTimer && minReplicas(row) > 0) this.scheduleRestart(app);
         throw new Error(`${why} (see caravan logs ${row.name})`, { cause: e });
       }
-      this.targets.set(key, Math.max(1, this.targets.get(key) ?? 0));
-      this.lastScaleAt.set(key, Date.now());
+      app.target = Math.max(1, app.target);
+      app.lastScaleAt = Date.now();
       if (this.store.get(row, row.name)?.state !== "ready")
         this.store.setState(row, row.name, "ready");
     });
@@ -1116,12 +1096,13 @@ export class ControlPlane implements Backend {
   private autoscale(): void {
     if (this.closed || this.stopping) return;
     const now = Date.now();
-    for (const [key, row] of this.serving) {
+    for (const [key, app] of this.serving) {
+      const row = app.row;
       const spec = row.request.spec;
-      if (spec.kind !== "app" || this.locks.has(key) || this.restartTimers.has(key)) continue;
+      if (spec.kind !== "app" || this.locks.has(key) || app.restartTimer) continue;
       const { scaling } = spec;
       const [min, max] = scaling.replicas;
-      const list = this.replicas.get(key) ?? [];
+      const list = [...app.replicas];
       // With nothing running, a waiting request has already woken the app.
       if (list.length === 0) continue;
       const load = this.gateway.load(key);
@@ -1135,30 +1116,26 @@ export class ControlPlane implements Backend {
         inFlight: load.inFlight,
         waiting: load.waiting,
         lastActiveAt: load.lastActiveAt,
-        lastScaleAt: this.lastScaleAt.get(key) ?? 0,
+        lastScaleAt: app.lastScaleAt,
         now,
       });
       if (desired === current) continue;
       // After a failed scale-out, the next waits out its backoff (scaling in does not).
-      if (desired > current && (this.scaleBackoff.get(key)?.until ?? 0) > now) continue;
-      this.lastScaleAt.set(key, now);
-      this.targets.set(key, desired);
+      if (desired > current && (app.scaleBackoff?.until ?? 0) > now) continue;
+      app.lastScaleAt = now;
+      app.target = desired;
       if (desired > current) {
         this.store.event(row, row.name, "scale-out", `${current} -> ${desired} replicas`);
         void this.serialized(key, async () => {
-          const have = this.replicas.get(key)?.length ?? 0;
-          if (this.serving.get(key) !== row || have >= desired) return;
+          const have = app.replicas.length;
+          if (this.serving.get(key) !== app || have >= desired) return;
           try {
-            await this.startReplicas(row, desired - have);
-            this.scaleBackoff.delete(key);
+            await this.addReplicas(app, desired - have);
+            app.scaleBackoff = undefined;
           } catch (e) {
             // Back off (1 s doubling to 30 s) and aim at what actually runs.
-            const delayMs = Math.min(
-              BACKOFF_MAX_MS,
-              (this.scaleBackoff.get(key)?.delayMs ?? 500) * 2,
-            );
-            this.scaleBackoff.set(key, { until: Date.now() + delayMs, delayMs });
-            this.targets.set(key, this.replicas.get(key)?.length ?? 0);
+            const delayMs = app.scaleOutFailed();
+            app.target = app.replicas.length;
             this.store.event(
               row,
               row.name,
@@ -1175,13 +1152,13 @@ export class ControlPlane implements Backend {
             (load.replicas.find((r) => r.id === a.id)?.inFlight ?? 0) -
             (load.replicas.find((r) => r.id === b.id)?.inFlight ?? 0),
         )[0]!;
-        void this.retireReplica(key, victim);
+        void this.retireReplica(app, victim);
       }
     }
   }
 
-  private watch(row: EnvironmentRow, replica: ReplicaProc): void {
-    const key = keyOf(row, row.name);
+  private watch(app: ServingApp, replica: Replica): void {
+    const { key, row } = app;
     const proc = replica.proc;
     const stopChecking = this.checkLiveness(row, replica);
     void proc.exited.then((info) => {
@@ -1192,12 +1169,7 @@ export class ControlPlane implements Backend {
       // would keep its port and make every restart fail. The group only: the pid is dead.
       if (!proc.isStopping) signalGroup(proc.pid, proc.startTime, "SIGKILL");
       this.store.removeProcess(proc.pid, proc.startTime);
-      const list = this.replicas.get(key) ?? [];
-      if (!list.includes(replica)) return; // retired, replaced or scaled in
-      this.replicas.set(
-        key,
-        list.filter((r) => r !== replica),
-      );
+      if (!app.remove(replica)) return; // retired, replaced or scaled in
       void this.gateway.drain(key, replica.id, 0);
       if (proc.isStopping) return;
       const latest = this.store.get(row, row.name);
@@ -1207,10 +1179,10 @@ export class ControlPlane implements Backend {
         : info.code === null
           ? "exited"
           : `exited with code ${info.code}`;
-      if (Date.now() - replica.since > STABLE_AFTER_MS) this.crashCounts.delete(key);
+      app.crashed(replica);
       this.store.bumpRestarts(row, row.name);
       this.store.event(row, row.name, "crashed", how);
-      this.scheduleRestart(latest, undefined, `${row.name} ${how}`);
+      this.scheduleRestart(app, undefined, `${row.name} ${how}`);
     });
   }
 
@@ -1218,7 +1190,7 @@ export class ControlPlane implements Backend {
    * The app's liveness check on one serving replica: after `failures` failed checks in a row
    * its process is killed, and the crash path restarts it. Returns what stops the checks.
    */
-  private checkLiveness(row: EnvironmentRow, replica: ReplicaProc): () => void {
+  private checkLiveness(row: EnvironmentRow, replica: Replica): () => void {
     const spec = row.request.spec;
     const liveness = spec.kind === "app" ? spec.liveness : undefined;
     if (!liveness) return () => {};
@@ -1247,63 +1219,50 @@ export class ControlPlane implements Backend {
     return () => clearInterval(timer);
   }
 
-  /** Crash counts and scaling times of an environment: none survive a stop, delete or revision. */
-  private forgetHistory(key: string): void {
-    this.crashCounts.delete(key);
-    this.lastScaleAt.delete(key);
-    this.scaleBackoff.delete(key);
-  }
-
-  private scheduleRestart(row: EnvironmentRow, delayMs?: number, why?: string): void {
+  /** Starts the replicas an app is missing after `delayMs` (by default its crash backoff). */
+  private scheduleRestart(app: ServingApp, delayMs?: number, why?: string): void {
     if (this.closed || this.stopping) return;
-    const key = keyOf(row, row.name);
-    const attempt = this.crashCounts.get(key) ?? 0;
-    this.crashCounts.set(key, attempt + 1);
-    const delay = delayMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+    const { key, row } = app;
+    const backoff = app.nextRestartDelay();
+    const delay = delayMs ?? backoff;
     this.store.event(row, row.name, "restart-scheduled", `in ${delay} ms`);
     // Other replicas still serve: the app is ready, one replica is being replaced.
-    if (!this.replicas.get(key)?.length)
+    if (!app.replicas.length)
       this.store.setState(
         row,
         row.name,
         "restarting",
         why ? `${why}; restarting in ${delay} ms` : null,
       );
-    this.cancelRestart(key);
+    app.cancelRestart();
     const timer = setTimeout(() => {
-      this.restartTimers.delete(key);
+      app.restartTimer = undefined;
       void this.serialized(key, async () => {
         if (this.closed || this.stopping) return;
         const latest = this.store.get(row, row.name);
+        // Replaced by a deploy or dropped by a stop meanwhile: the current one decides.
         const serving = this.serving.get(key);
         if (!latest || latest.desired !== "running" || !serving) return;
-        const missing =
-          Math.max(1, this.targets.get(key) ?? 1) - (this.replicas.get(key)?.length ?? 0);
+        const missing = Math.max(1, serving.target) - serving.replicas.length;
         if (missing <= 0) return;
         try {
-          await this.startReplicas(serving, missing);
+          await this.addReplicas(serving, missing);
           this.store.setState(row, row.name, "ready");
           this.store.event(row, row.name, "restarted");
         } catch (e) {
           this.store.event(row, row.name, "restart-failed", (e as Error).message);
-          this.scheduleRestart(latest, undefined, headline((e as Error).message));
+          this.scheduleRestart(serving, undefined, headline((e as Error).message));
         }
       });
     }, delay);
     timer.unref();
-    this.restartTimers.set(key, timer);
+    app.restartTimer = timer;
   }
 
   private discardPrepared(key: string): Promise<void> {
     const prepared = this.prepared.get(key);
     this.prepared.delete(key);
     return prepared ? this.launcher.stop(prepared.launch) : Promise.resolve();
-  }
-
-  private cancelRestart(key: string): void {
-    const t = this.restartTimers.get(key);
-    if (t) clearTimeout(t);
-    this.restartTimers.delete(key);
   }
 
   /** Every app's log is watched (an adopted app's too) and checked now and then anyway. */
