@@ -29,7 +29,7 @@ import { PortAllocator } from "./ports.ts";
 import { ServingApp, type Replica } from "./serving-app.ts";
 import { Launcher, type ApiAccess } from "./launcher.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
-import { desiredReplicas } from "./scaler.ts";
+import { Autoscaler } from "./autoscaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore, isSessionValue } from "./tokens.ts";
 import { TaskRunner } from "./tasks.ts";
@@ -61,12 +61,8 @@ const PREPARED_TTL_MS = 10 * 60_000;
 const DRAIN_GRACE_MS = 30_000;
 /** How long a deploy waits for the old replicas to drain and stop before it returns. */
 const RETIRE_WAIT_MS = 5_000;
-/** How often the autoscaler looks at the gateway's load. */
-const SCALE_EVERY_MS = 200;
 /** How often dependency health is checked for events (status derives it on every call). */
 const HEALTH_EVERY_MS = 1_000;
-/** In-flight requests per replica before another is added, when `scaling.concurrency` is unset. */
-const DEFAULT_CONCURRENCY = 50;
 
 /** Whom console sessions are for: not a DNS-1123 name, so no app's session can be one. */
 const CONSOLE_SESSION_APP = "@console";
@@ -109,7 +105,8 @@ export class ControlPlane implements Backend {
   /** Warm runtime processes JS apps and task workers start in (see warm-pool.ts). */
   private readonly warmPool: WarmPool;
   private readonly housekeeping: NodeJS.Timeout;
-  private readonly scaler: NodeJS.Timeout;
+  /** Adds and retires replicas as the load on each app needs (see autoscaler.ts). */
+  private readonly autoscaler: Autoscaler;
   /** Records when an environment becomes degraded or healthy again (its dependencies). */
   private readonly healthWatch: NodeJS.Timeout;
   /** Each environment's health as last recorded (seeded from the events of an earlier daemon). */
@@ -207,8 +204,16 @@ export class ControlPlane implements Backend {
       this.tasks.reap();
     }, 30_000);
     this.housekeeping.unref();
-    this.scaler = setInterval(() => this.autoscale(), SCALE_EVERY_MS);
-    this.scaler.unref();
+    this.autoscaler = new Autoscaler({
+      serving: this.serving,
+      accepting: () => !this.closed && !this.stopping,
+      busy: (key) => this.locks.has(key),
+      load: (key) => this.gateway.load(key),
+      serialized: (key, fn) => this.serialized(key, fn),
+      addReplicas: (app, n) => this.addReplicas(app, n),
+      retire: (app, replica) => void this.retireReplica(app, replica),
+      event: (app, type, message) => this.store.event(app.row, app.row.name, type, message),
+    });
     this.health = this.store.lastHealth();
     this.healthWatch = setInterval(() => this.recordHealth(), HEALTH_EVERY_MS);
     this.healthWatch.unref();
@@ -805,7 +810,7 @@ export class ControlPlane implements Backend {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.housekeeping);
-    clearInterval(this.scaler);
+    this.autoscaler.close();
     clearInterval(this.healthWatch);
     this.logKeeper.close();
     await this.gateway.closeAll();
@@ -1087,74 +1092,6 @@ export class ControlPlane implements Backend {
       }
     }
     this.health = next;
-  }
-
-  /**
-   * Every few hundred ms: compares each app's replicas with what its load needs (see
-   * scaler.ts) and adds or removes one. Apps with an operation in flight are left alone.
-   */
-  private autoscale(): void {
-    if (this.closed || this.stopping) return;
-    const now = Date.now();
-    for (const [key, app] of this.serving) {
-      const row = app.row;
-      const spec = row.request.spec;
-      if (spec.kind !== "app" || this.locks.has(key) || app.restartTimer) continue;
-      const { scaling } = spec;
-      const [min, max] = scaling.replicas;
-      const list = [...app.replicas];
-      // With nothing running, a waiting request has already woken the app.
-      if (list.length === 0) continue;
-      const load = this.gateway.load(key);
-      const current = list.length;
-      const desired = desiredReplicas({
-        min,
-        max,
-        concurrency: scaling.concurrency ?? DEFAULT_CONCURRENCY,
-        scaledownAfterMs: scaling.scaledownAfter * 1000,
-        current,
-        inFlight: load.inFlight,
-        waiting: load.waiting,
-        lastActiveAt: load.lastActiveAt,
-        lastScaleAt: app.lastScaleAt,
-        now,
-      });
-      if (desired === current) continue;
-      // After a failed scale-out, the next waits out its backoff (scaling in does not).
-      if (desired > current && (app.scaleBackoff?.until ?? 0) > now) continue;
-      app.lastScaleAt = now;
-      app.target = desired;
-      if (desired > current) {
-        this.store.event(row, row.name, "scale-out", `${current} -> ${desired} replicas`);
-        void this.serialized(key, async () => {
-          const have = app.replicas.length;
-          if (this.serving.get(key) !== app || have >= desired) return;
-          try {
-            await this.addReplicas(app, desired - have);
-            app.scaleBackoff = undefined;
-          } catch (e) {
-            // Back off (1 s doubling to 30 s) and aim at what actually runs.
-            const delayMs = app.scaleOutFailed();
-            app.target = app.replicas.length;
-            this.store.event(
-              row,
-              row.name,
-              "scale-out-failed",
-              `${headline((e as Error).message)}; next try in ${delayMs} ms`,
-            );
-          }
-        });
-      } else {
-        this.store.event(row, row.name, "scale-in", `${current} -> ${desired} replicas`);
-        // The least busy replica goes; it finishes what it has first.
-        const victim = [...list].sort(
-          (a, b) =>
-            (load.replicas.find((r) => r.id === a.id)?.inFlight ?? 0) -
-            (load.replicas.find((r) => r.id === b.id)?.inFlight ?? 0),
-        )[0]!;
-        void this.retireReplica(app, victim);
-      }
-    }
   }
 
   private watch(app: ServingApp, replica: Replica): void {
