@@ -24,30 +24,22 @@ import type {
 } from "../contract.ts";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
-import { endpointsFor, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
+import { endpointsFor, listenersBeyondLoopback, signalGroup } from "./os.ts";
 import { PortAllocator } from "./ports.ts";
 import { ServingApp, type Replica } from "./serving-app.ts";
 import { Launcher, type ApiAccess } from "./launcher.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
 import { Autoscaler } from "./autoscaler.ts";
+import { stopOrphans, stopRecorded, survivingReplicas } from "./recovery.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore, isSessionValue } from "./tokens.ts";
 import { TaskRunner } from "./tasks.ts";
 import { LogKeeper, readLog } from "./logs.ts";
 import { JobRunner } from "./jobs.ts";
 import { dependencyHealth, type Health } from "../health.ts";
-import {
-  Store,
-  keyOf,
-  type AppPorts,
-  type EnvironmentRow,
-  type EventRecord,
-  type ProcessRow,
-} from "./store.ts";
-import { probeOnce, tcpOpen } from "../../sdk/probe.ts";
+import { Store, keyOf, type AppPorts, type EnvironmentRow, type EventRecord } from "./store.ts";
+import { probeOnce } from "../../sdk/probe.ts";
 import { adopt, type AppProcess, type Launch } from "./supervisor.ts";
-import { findOrphans } from "./orphans.ts";
-import { homeId } from "../home.ts";
 import { StartQueue, type StartStats } from "./start-queue.ts";
 import { TelemetryReceiver } from "./telemetry/receiver.ts";
 import { TelemetryStore, telemetryRetentionFrom } from "./telemetry/store.ts";
@@ -233,36 +225,8 @@ export class ControlPlane implements Backend {
     for (const row of this.store.list()) this.warmPool.note(row.request);
     this.tasks.recover();
     this.jobs.recover();
-    await this.stopOrphans();
-    // Every process is recorded from the moment it is spawned, so none can be orphaned by a
-    // control plane that died mid-start. Adopt the replicas of the current revision that
-    // serve (their port answers); stop the rest.
-    const adopted = new Map<string, ProcessRow[]>();
-    for (const p of this.store.allProcesses()) {
-      if (!isAlive(p.pid, p.startTime)) {
-        this.store.removeProcess(p.pid, p.startTime);
-        continue;
-      }
-      const key = keyOf(p, p.name);
-      const row = this.store.get(p, p.name);
-      const current =
-        row?.kind === "app" &&
-        row.desired === "running" &&
-        row.state !== "failed" &&
-        row.revision === p.revision &&
-        p.port > 0 &&
-        (await tcpOpen(p.port, "127.0.0.1", 500));
-      if (current) {
-        adopted.set(key, [...(adopted.get(key) ?? []), p]);
-      } else {
-        // Half-started, superseded, a prepared revision, or a task worker: never keep it.
-        const stray = adopt(p.pid, p.startTime);
-        void stray
-          .stop(2000)
-          .then(() => this.closed || this.store.removeProcess(p.pid, p.startTime));
-        this.store.event(p, p.name, "stray-stopped", `pid ${p.pid}`);
-      }
-    }
+    await stopOrphans(this.store);
+    const adopted = await survivingReplicas(this.store, () => this.closed);
     for (const row of this.store.list()) {
       if (row.kind === "task" && row.desired === "running" && row.state === "ready") {
         // Workers died with the previous control plane: one starts now, so runs are warm.
@@ -290,11 +254,7 @@ export class ControlPlane implements Backend {
       } catch (e) {
         this.store.setState(row, row.name, "failed", (e as Error).message);
         // Unreachable and untracked otherwise: its processes go.
-        for (const p of adopted.get(key) ?? []) {
-          void adopt(p.pid, p.startTime)
-            .stop(2000)
-            .then(() => this.closed || this.store.removeProcess(p.pid, p.startTime));
-        }
+        for (const p of adopted.get(key) ?? []) stopRecorded(this.store, p, () => this.closed);
         continue;
       }
       const app = new ServingApp(key, row);
@@ -319,32 +279,6 @@ export class ControlPlane implements Backend {
         this.store.setState(row, row.name, "ready");
       }
     }
-  }
-
-  /**
-   * Stops the processes of this home that no record names (the store was lost while they
-   * ran, e.g. after `server stop --keep-apps`): they cannot be adopted (nothing says what
-   * they serve), and a deploy would start a duplicate beside each. Each is logged (the
-   * daemon's log) and recorded as an `orphan-stopped` event of the app it says it is.
-   */
-  private async stopOrphans(): Promise<void> {
-    const known = new Set(this.store.allProcesses().map((p) => p.pid));
-    const orphans = findOrphans(homeId(), known);
-    const leaders = new Set(orphans.filter((o) => o.pid === o.pgrp).map((o) => o.pid));
-    await Promise.all(
-      orphans
-        // A member of an orphaned group goes with its leader.
-        .filter((o) => o.pid === o.pgrp || !leaders.has(o.pgrp))
-        .map(async (o) => {
-          const what = o.name ? `${o.project}/${o.domain}/${o.name}` : "unknown app";
-          process.stderr.write(
-            `stopping pid ${o.pid} (${what}): a process of this home that no record names (state.db was lost or replaced while it ran)\n`,
-          );
-          if (o.name && o.project && o.domain)
-            this.store.event(o as Scope, o.name, "orphan-stopped", `pid ${o.pid}: no record of it`);
-          await adopt(o.pid, o.startTime).stop(2000);
-        }),
-    );
   }
 
   async deploy(req: DeployRequest): Promise<DeployResult> {
