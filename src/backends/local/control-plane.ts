@@ -24,12 +24,13 @@ import type {
 } from "../contract.ts";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
-import { endpointsFor, listenersBeyondLoopback, signalGroup } from "./os.ts";
+import { endpointsFor, listenersBeyondLoopback } from "./os.ts";
 import { PortAllocator } from "./ports.ts";
 import { ServingApp, type Replica } from "./serving-app.ts";
 import { Launcher, type ApiAccess } from "./launcher.ts";
 import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
 import { Autoscaler } from "./autoscaler.ts";
+import { Replicas } from "./replicas.ts";
 import { stopOrphans, stopRecorded, survivingReplicas } from "./recovery.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore, isSessionValue } from "./tokens.ts";
@@ -38,8 +39,7 @@ import { LogKeeper, readLog } from "./logs.ts";
 import { JobRunner } from "./jobs.ts";
 import { dependencyHealth, type Health } from "../health.ts";
 import { Store, keyOf, type AppPorts, type EnvironmentRow, type EventRecord } from "./store.ts";
-import { probeOnce } from "../../sdk/probe.ts";
-import { adopt, type AppProcess, type Launch } from "./supervisor.ts";
+import { adopt, type ExitInfo } from "./supervisor.ts";
 import { StartQueue, type StartStats } from "./start-queue.ts";
 import { TelemetryReceiver } from "./telemetry/receiver.ts";
 import { TelemetryStore, telemetryRetentionFrom } from "./telemetry/store.ts";
@@ -47,10 +47,6 @@ import { WarmPool, type WarmPoolStats } from "./warm-pool.ts";
 
 export { runTokenScope, scopedRunToken } from "./launcher.ts";
 
-/** A prepared process nobody starts (its client went away) is dropped after this long. */
-const PREPARED_TTL_MS = 10 * 60_000;
-/** A replaced or scaled-in replica finishes its requests for at most this long. */
-const DRAIN_GRACE_MS = 30_000;
 /** How long a deploy waits for the old replicas to drain and stop before it returns. */
 const RETIRE_WAIT_MS = 5_000;
 /** How often dependency health is checked for events (status derives it on every call). */
@@ -60,13 +56,6 @@ const HEALTH_EVERY_MS = 1_000;
 const CONSOLE_SESSION_APP = "@console";
 /** Where the console's login link points, on the API's own address. */
 export const CONSOLE_LOGIN_PATH = "/console/login";
-
-/** A replica spawned and on its way to ready. */
-interface Starting {
-  id: string;
-  port: number;
-  launch: Launch;
-}
 
 export class ControlPlane implements Backend {
   readonly store: Store;
@@ -85,13 +74,9 @@ export class ControlPlane implements Backend {
    * restart and scaling history, in one record a deploy replaces (see serving-app.ts).
    */
   private readonly serving = new Map<string, ServingApp>();
-  /** Old replicas still draining after their deploy returned (shutdown waits for them). */
-  private readonly retiring = new Map<Promise<void>, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
   /** Keeps every app's log under its cap as it is written (see logs.ts). */
   private readonly logKeeper = new LogKeeper();
-  /** Loaded but not started revisions (two-phase start), by environment key. */
-  private readonly prepared = new Map<string, Starting & { revision: string; go: () => void }>();
   /** Bounds the replicas starting at once (see start-queue.ts). */
   private readonly startQueue = new StartQueue();
   /** Warm runtime processes JS apps and task workers start in (see warm-pool.ts). */
@@ -114,6 +99,8 @@ export class ControlPlane implements Backend {
   private apiAccess?: ApiAccess;
   /** Spawns and records processes of environments (see launcher.ts). */
   private readonly launcher: Launcher;
+  /** Starts, watches, retires and stops apps' replicas (see replicas.ts). */
+  private readonly replicas: Replicas;
 
   constructor(private readonly paths: HomePaths) {
     this.store = new Store(paths.db);
@@ -179,6 +166,16 @@ export class ControlPlane implements Backend {
           });
       },
     });
+    this.replicas = new Replicas({
+      store: this.store,
+      gateway: this.gateway,
+      launcher: this.launcher,
+      ports: this.ports,
+      startQueue: this.startQueue,
+      accepting: () => !this.stopping && !this.closed,
+      closed: () => this.closed,
+      crashed: (app, replica, info) => this.restartCrashed(app, replica, info),
+    });
     this.tasks = new TaskRunner(this.store, {
       spawnWorker: (row) => {
         return this.launcher.start(row, 0);
@@ -202,8 +199,8 @@ export class ControlPlane implements Backend {
       busy: (key) => this.locks.has(key),
       load: (key) => this.gateway.load(key),
       serialized: (key, fn) => this.serialized(key, fn),
-      addReplicas: (app, n) => this.addReplicas(app, n),
-      retire: (app, replica) => void this.retireReplica(app, replica),
+      addReplicas: (app, n) => this.replicas.grow(app, n),
+      retire: (app, replica) => void this.replicas.retire(app, replica),
       event: (app, type, message) => this.store.event(app.row, app.row.name, type, message),
     });
     this.health = this.store.lastHealth();
@@ -267,7 +264,7 @@ export class ControlPlane implements Backend {
           port: p.port,
           since: Date.now(),
         };
-        this.addReplica(app, replica);
+        this.replicas.add(app, replica);
         this.store.event(row, row.name, "adopted", `pid ${p.pid}`);
       }
       app.target = found.length;
@@ -364,7 +361,7 @@ export class ControlPlane implements Backend {
         await this.openEndpoints(next);
         // As many as serve now (the load they carry moves over), at least min and one.
         const [min, max] = replicaBounds(next);
-        fresh = await this.startReplicas(
+        fresh = await this.replicas.start(
           next,
           Math.min(Math.max(1, max), Math.max(1, min, old.length)),
         );
@@ -394,12 +391,12 @@ export class ControlPlane implements Backend {
       before?.cancelRestart();
       const app = ServingApp.deployed(key, next, before);
       this.serving.set(key, app);
-      for (const replica of fresh) this.addReplica(app, replica);
+      for (const replica of fresh) this.replicas.add(app, replica);
       this.store.upsert({ ...next, state: "ready" });
       this.gateway.setOptions(key, routeOf(next));
       app.target = fresh.length;
       app.lastScaleAt = Date.now();
-      const retiring = Promise.all(old.map((r) => this.retireReplica(before!, r)));
+      const retiring = Promise.all(old.map((r) => this.replicas.retire(before!, r)));
       // Short requests finish within the wait; long ones (a stream, a WebSocket) keep draining
       // after the deploy returned, without holding up the app's next operation.
       await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]);
@@ -445,23 +442,16 @@ export class ControlPlane implements Backend {
       if (row && takenFrom(req, row)) return; // its deploy is refused
       const unchanged =
         row?.revision === req.revision && row.state === "ready" && this.serving.has(key);
-      if ((unchanged && !req.force) || this.prepared.get(key)?.revision === req.revision) return;
-      await this.discardPrepared(key);
+      if ((unchanged && !req.force) || this.replicas.preparedRevision(key) === req.revision) return;
       const ports = await this.ports.appPorts(req.scope, req.name);
-      let go!: () => void;
-      const gate = new Promise<void>((resolve) => (go = resolve));
-      const starting = await this.spawnReplica(rowOf(req, ports, 0), gate);
-      this.prepared.set(key, { ...starting, revision: req.revision, go });
-      setTimeout(() => {
-        if (this.prepared.get(key)?.launch === starting.launch) void this.discardPrepared(key);
-      }, PREPARED_TTL_MS).unref();
+      await this.replicas.prepare(key, rowOf(req, ports, 0));
     });
   }
 
   async discard(scope: Scope, name: string): Promise<void> {
     const key = keyOf(scope, name);
     await this.serialized(key, async () => {
-      await this.discardPrepared(key);
+      await this.replicas.discardPrepared(key);
       // Never deployed (skipped on its first deploy): its reserved ports go back too.
       if (!this.closed && !this.store.get(scope, name)) this.store.releasePort(scope, name);
     });
@@ -647,9 +637,9 @@ export class ControlPlane implements Backend {
         );
       const list = [...app.replicas];
       this.store.event(row, name, "scale", `${list.length} -> ${replicas} replicas (by request)`);
-      if (replicas > list.length) await this.addReplicas(app, replicas - list.length);
+      if (replicas > list.length) await this.replicas.grow(app, replicas - list.length);
       else {
-        const retiring = Promise.all(list.slice(replicas).map((r) => this.retireReplica(app, r)));
+        const retiring = Promise.all(list.slice(replicas).map((r) => this.replicas.retire(app, r)));
         await Promise.race([retiring, sleep(RETIRE_WAIT_MS)]); // long requests drain on
       }
       app.target = replicas;
@@ -748,13 +738,13 @@ export class ControlPlane implements Backend {
     clearInterval(this.healthWatch);
     this.logKeeper.close();
     await this.gateway.closeAll();
-    await Promise.allSettled([...this.retiring.keys()]);
+    await this.replicas.drained();
     for (const app of this.serving.values()) app.cancelRestart();
     await this.tasks.close();
     // A job's attempt holds its key: stopped, or the wait below would last its timeout.
     await this.jobs.cancelAll();
     // Wait for prepared processes to be gone: whoever closes us may exit right after.
-    const discarding = [...this.prepared.keys()].map((key) => this.discardPrepared(key));
+    const discarding = this.replicas.discardAllPrepared();
     await Promise.allSettled([...this.locks.values(), ...discarding, this.warmPool.close()]);
     this.telemetry.close();
     this.store.close();
@@ -789,10 +779,14 @@ export class ControlPlane implements Backend {
         this.refuseNewDependents(scope, name, forget ? "delete" : "stop");
         this.serving.get(key)?.cancelRestart();
         this.store.setDesired(scope, name, "stopped");
-        await this.stopReplicas(key);
+        // Its record goes with it: a later start begins with no crash count or scaling history.
+        const app = this.serving.get(key);
+        this.serving.delete(key);
+        app?.cancelRestart();
+        await this.replicas.stopAll(key, app);
         await this.tasks.unregister(scope, name);
         if (forget) {
-          await this.discardPrepared(key);
+          await this.replicas.discardPrepared(key);
           this.store.remove(scope, name);
           this.store.releasePort(scope, name);
           this.tokenStore.forgetApp(key);
@@ -856,124 +850,6 @@ export class ControlPlane implements Backend {
     }
   }
 
-  /**
-   * Starts `n` replicas of the row's revision (the prepared one first) and returns them once
-   * all are ready, for `addReplica`. When one fails (or dies before they all are ready), the
-   * others are stopped and the error thrown.
-   */
-  private async startReplicas(row: EnvironmentRow, n: number): Promise<Replica[]> {
-    const key = keyOf(row, row.name);
-    const launches: Starting[] = [];
-    const prepared = this.prepared.get(key);
-    if (prepared?.revision === row.revision) {
-      this.prepared.delete(key);
-      prepared.go();
-      launches.push(prepared);
-    }
-    try {
-      while (launches.length < n) launches.push(await this.spawnReplica(row));
-    } catch (e) {
-      await Promise.all(launches.map((l) => this.launcher.stop(l.launch)));
-      throw e;
-    }
-    const results = await Promise.allSettled(launches.map((l) => l.launch.ready));
-    const failed = results.find((r) => r.status === "rejected");
-    const died = results.find((r) => r.status === "fulfilled" && r.value.hasExited);
-    if (failed || died || this.closed) {
-      await Promise.all(launches.map((l) => this.launcher.stop(l.launch)));
-      throw failed
-        ? failed.reason
-        : new CaravanError(
-            "APP_EXITED",
-            `${row.name} exited right after it was ready (see caravan logs ${row.name})`,
-          );
-    }
-    const fresh = launches.map((l, i): Replica => ({
-      id: l.id,
-      proc: (results[i] as PromiseFulfilledResult<AppProcess>).value,
-      port: l.port,
-      since: Date.now(),
-    }));
-    return fresh;
-  }
-
-  /** Starts `n` more replicas of a serving app (see `startReplicas`) and adds them. */
-  private async addReplicas(app: ServingApp, n: number): Promise<void> {
-    for (const replica of await this.startReplicas(app.row, n)) this.addReplica(app, replica);
-  }
-
-  /** Adds a ready replica to the app's set and to the gateway, and watches it. */
-  private addReplica(app: ServingApp, replica: Replica): void {
-    app.replicas.push(replica);
-    this.watch(app, replica);
-    this.gateway.addReplica(app.key, { id: replica.id, port: replica.port });
-  }
-
-  /**
-   * Spawns a replica on a port of its own; `gate` holds its start (two-phase start). Starts
-   * are bounded (`startQueue`): a replica waits for a slot before it is spawned, a prepared
-   * one (which loads at once) when its gate opens; the slot is held until it is ready or has
-   * failed, and its start timeout counts from the slot, never from the wait.
-   */
-  private async spawnReplica(row: EnvironmentRow, gate?: Promise<void>): Promise<Starting> {
-    const port = await this.ports.replicaPort();
-    let release: (() => void) | undefined;
-    const slot = gate
-      ? gate.then(async () => void (release = await this.startQueue.acquire()))
-      : undefined;
-    if (!slot) {
-      release = await this.startQueue.acquire();
-      if (this.stopping || this.closed) {
-        release();
-        this.ports.release(port);
-        throw new CaravanError(
-          "SERVER_UNREACHABLE",
-          `${row.name} was not started: the control plane is shutting down`,
-        );
-      }
-    }
-    let launch: Launch;
-    try {
-      launch = this.launcher.start(row, port, slot);
-    } catch (e) {
-      release?.();
-      this.ports.release(port);
-      throw e;
-    }
-    // A prepared replica that never got its slot (discarded before its gate opened) has none.
-    void Promise.allSettled([launch.ready])
-      .then(() => slot)
-      .then(() => release?.());
-    void launch.ready.catch(() => this.ports.release(port));
-    return { id: `pid-${launch.proc?.pid ?? port}`, port, launch };
-  }
-
-  /** Takes a replica out of the gateway (its requests finish), then stops it. */
-  private retireReplica(app: ServingApp, replica: Replica, graceMs = DRAIN_GRACE_MS) {
-    const key = app.key;
-    app.remove(replica);
-    // Tracked until the process is gone: stop, delete and shutdown wait for it.
-    const done = (async () => {
-      await this.gateway.drain(key, replica.id, graceMs);
-      await replica.proc.stop();
-    })();
-    this.retiring.set(done, key);
-    void done.finally(() => this.retiring.delete(done));
-    return done;
-  }
-
-  /** Stops every replica of an app and closes its endpoints. */
-  private async stopReplicas(key: string): Promise<void> {
-    // Its record goes with it: a later start begins with no crash count or scaling history.
-    const app = this.serving.get(key);
-    this.serving.delete(key);
-    app?.cancelRestart();
-    await Promise.all([...(app?.replicas ?? [])].map((r) => this.retireReplica(app!, r, 5_000)));
-    // Closing cuts what still drains from an earlier redeploy or scale-in; then wait for it.
-    await this.gateway.close(key);
-    await Promise.allSettled([...this.retiring].filter(([, k]) => k === key).map(([p]) => p));
-  }
-
   /** The gateway found no replica for a request: start one and let the request wait for it. */
   private wake(key: string): Promise<void> {
     return this.serialized(key, async () => {
@@ -984,7 +860,7 @@ export class ControlPlane implements Backend {
       const row = app.row;
       this.store.event(row, row.name, "wake", "a request arrived with no replica running");
       try {
-        await this.addReplicas(app, 1);
+        await this.replicas.grow(app, 1);
       } catch (e) {
         const why = headline((e as Error).message);
         // A crash restart may be pending (or was): it goes on, on its own schedule.
@@ -1028,66 +904,20 @@ export class ControlPlane implements Backend {
     this.health = next;
   }
 
-  private watch(app: ServingApp, replica: Replica): void {
-    const { key, row } = app;
-    const proc = replica.proc;
-    const stopChecking = this.checkLiveness(row, replica);
-    void proc.exited.then((info) => {
-      stopChecking();
-      this.ports.release(replica.port);
-      if (this.closed) return;
-      // The app ran in its own process group: children it left (a shell wrapper's server)
-      // would keep its port and make every restart fail. The group only: the pid is dead.
-      if (!proc.isStopping) signalGroup(proc.pid, proc.startTime, "SIGKILL");
-      this.store.removeProcess(proc.pid, proc.startTime);
-      if (!app.remove(replica)) return; // retired, replaced or scaled in
-      void this.gateway.drain(key, replica.id, 0);
-      if (proc.isStopping) return;
-      const latest = this.store.get(row, row.name);
-      if (!latest || latest.desired !== "running") return;
-      const how = info.signal
-        ? `was killed by ${info.signal}`
-        : info.code === null
-          ? "exited"
-          : `exited with code ${info.code}`;
-      app.crashed(replica);
-      this.store.bumpRestarts(row, row.name);
-      this.store.event(row, row.name, "crashed", how);
-      this.scheduleRestart(app, undefined, `${row.name} ${how}`);
-    });
-  }
-
-  /**
-   * The app's liveness check on one serving replica: after `failures` failed checks in a row
-   * its process is killed, and the crash path restarts it. Returns what stops the checks.
-   */
-  private checkLiveness(row: EnvironmentRow, replica: Replica): () => void {
-    const spec = row.request.spec;
-    const liveness = spec.kind === "app" ? spec.liveness : undefined;
-    if (!liveness) return () => {};
-    let failed = 0;
-    let checking = false;
-    const timer = setInterval(() => {
-      if (checking || this.closed || replica.proc.isStopping) return;
-      checking = true;
-      void probeOnce(replica.port, liveness)
-        .then((ok) => {
-          failed = ok ? 0 : failed + 1;
-          if (failed < liveness.failures || replica.proc.hasExited) return;
-          clearInterval(timer);
-          const what = liveness.tcp ? "a TCP connect" : `GET ${liveness.path ?? "/"}`;
-          this.store.event(
-            row,
-            row.name,
-            "liveness-failed",
-            `${replica.id}: ${what} failed ${failed} times in a row; restarting it`,
-          );
-          signalGroup(replica.proc.pid, replica.proc.startTime, "SIGKILL");
-        })
-        .finally(() => (checking = false));
-    }, liveness.intervalS * 1000);
-    timer.unref();
-    return () => clearInterval(timer);
+  /** A replica exited on its own: it is restarted after the app's crash backoff. */
+  private restartCrashed(app: ServingApp, replica: Replica, info: ExitInfo): void {
+    const { row } = app;
+    const latest = this.store.get(row, row.name);
+    if (!latest || latest.desired !== "running") return;
+    const how = info.signal
+      ? `was killed by ${info.signal}`
+      : info.code === null
+        ? "exited"
+        : `exited with code ${info.code}`;
+    app.crashed(replica);
+    this.store.bumpRestarts(row, row.name);
+    this.store.event(row, row.name, "crashed", how);
+    this.scheduleRestart(app, undefined, `${row.name} ${how}`);
   }
 
   /** Starts the replicas an app is missing after `delayMs` (by default its crash backoff). */
@@ -1117,7 +947,7 @@ export class ControlPlane implements Backend {
         const missing = Math.max(1, serving.target) - serving.replicas.length;
         if (missing <= 0) return;
         try {
-          await this.addReplicas(serving, missing);
+          await this.replicas.grow(serving, missing);
           this.store.setState(row, row.name, "ready");
           this.store.event(row, row.name, "restarted");
         } catch (e) {
@@ -1128,12 +958,6 @@ export class ControlPlane implements Backend {
     }, delay);
     timer.unref();
     app.restartTimer = timer;
-  }
-
-  private discardPrepared(key: string): Promise<void> {
-    const prepared = this.prepared.get(key);
-    this.prepared.delete(key);
-    return prepared ? this.launcher.stop(prepared.launch) : Promise.resolve();
   }
 
   /** Every app's log is watched (an adopted app's too) and checked now and then anyway. */
