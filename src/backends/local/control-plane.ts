@@ -177,9 +177,7 @@ export class ControlPlane implements Backend {
       crashed: (app, replica, info) => this.restartCrashed(app, replica, info),
     });
     this.tasks = new TaskRunner(this.store, {
-      spawnWorker: (row) => {
-        return this.launcher.start(row, 0);
-      },
+      spawnWorker: (row) => this.launcher.start(row, 0),
       forgetWorker: (proc) => this.closed || this.store.removeProcess(proc.pid, proc.startTime),
       recordSpan: (span) => this.telemetry.recordSpan(span),
     });
