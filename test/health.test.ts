@@ -153,4 +153,43 @@ describe("dependency health", { timeout: 120_000 }, () => {
     }
     rmSync(down);
   });
+
+  it("a stopped app starts again without the crash backoff it had", async () => {
+    const down = join(sb.home, "phoenix-down");
+    const file = fixture("health/graph.ts");
+    const env = { PHOENIX_DOWN: down };
+    expect((await deploy(sb, [file, "phoenix"], env)).code).toBe(0);
+    const phoenix = async () =>
+      json<{ environments: (Env & { error?: string })[] }>(
+        await sb.run(["status", "--json"]),
+      ).environments.find((e) => e.name === "phoenix")!;
+    writeFileSync(down, "");
+    process.kill((await phoenix()).pids[0]!, "SIGKILL");
+    await eventually(
+      async () => /restarting in (4000|8000|16000|30000) ms/.test((await phoenix()).error ?? ""),
+      60_000,
+    );
+    expect((await sb.run(["stop", "phoenix"])).code).toBe(0);
+    rmSync(down);
+    // The same revision again: only its record of the crash loop was dropped by the stop.
+    const again = await deploy(sb, [file, "phoenix"], env);
+    expect(again.code, again.stderr).toBe(0);
+    writeFileSync(down, "");
+    process.kill((await phoenix()).pids[0]!, "SIGKILL");
+    const db = new Database(join(sb.home, "state.db"), { readonly: true });
+    try {
+      const delays = () => {
+        const events = db
+          .prepare("SELECT type, message FROM events WHERE name = 'phoenix' ORDER BY id")
+          .all() as { type: string; message: string }[];
+        const deployed = events.findLastIndex((e) => e.type === "deploy");
+        return events.slice(deployed).filter((e) => e.type === "restart-scheduled");
+      };
+      const [first] = await eventually(() => (delays().length ? delays() : undefined), 20_000);
+      expect(first!.message).toBe("in 250 ms");
+    } finally {
+      db.close();
+    }
+    rmSync(down);
+  });
 });

@@ -13,6 +13,7 @@
  */
 import { watch, type FSWatcher } from "node:fs";
 import { open, rename, rm, stat, truncate } from "node:fs/promises";
+import type { LogsOptions } from "../contract.ts";
 
 /** An app's log file is rotated once it passes this size. */
 export const MAX_LOG_BYTES = 10 * 1024 * 1024;
@@ -251,5 +252,68 @@ async function tailOnce(
     return { lines: n === undefined ? lines : lines.slice(-n), end };
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * An app's log as lines: the last `tail` (all without it), read backwards from the end and
+ * from `.1` when just rotated; with `follow`, then what is written, across rotations, until
+ * `signal` aborts.
+ */
+export async function* readLog(
+  file: string,
+  keeper: LogKeeper,
+  opts: LogsOptions = {},
+): AsyncIterable<string> {
+  let offset = 0;
+  // Read backwards from the end, never the whole file, and never synchronously.
+  const first = await tailLines(file, opts.tail).catch(() => undefined);
+  let lines = first?.lines ?? [];
+  // Just rotated (or a short log): the lines before are at the end of `.1`.
+  if (opts.tail === undefined || lines.length < opts.tail) {
+    const rest = opts.tail === undefined ? undefined : opts.tail - lines.length;
+    const older = await tailLines(`${file}.1`, rest).catch(() => undefined);
+    if (older) lines = [...older.lines, ...lines];
+  }
+  for (const line of lines) yield line;
+  if (first) offset = first.end;
+  let partial = "";
+  let rotations = keeper.rotation(file).count;
+  // A follower reads at most this much per poll: behind a chatty app, it skips ahead.
+  const perPoll = 4 * 1024 * 1024;
+  while (opts.follow && !opts.signal?.aborted) {
+    await new Promise((r) => setTimeout(r, 200));
+    let rotated = "";
+    const rotation = keeper.rotation(file);
+    if (rotation.count !== rotations) {
+      // Rotated since the last poll: the rest of what we had not read is in `.1`, which
+      // begins at `base` of the old file.
+      rotations = rotation.count;
+      try {
+        const kept = (await stat(`${file}.1`)).size;
+        const from = Math.max(0, offset - rotation.base, kept - perPoll);
+        rotated = await readSlice(`${file}.1`, from, kept);
+      } catch {
+        /* rotated again meanwhile: that part is gone */
+      }
+      offset = 0;
+    }
+    let size: number;
+    try {
+      size = (await stat(file)).size;
+    } catch {
+      continue; // no log (yet)
+    }
+    if (size < offset) offset = 0;
+    if (size === offset && !rotated) continue;
+    if (size - offset > perPoll) {
+      offset = size - perPoll;
+      partial = "";
+    }
+    const chunk = partial + rotated + (await readSlice(file, offset, size));
+    offset = size;
+    const lines = chunk.split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) yield line;
   }
 }
