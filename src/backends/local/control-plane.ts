@@ -28,7 +28,8 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { HomePaths } from "./home.ts";
 import { logFile } from "./home.ts";
 import { endpointsFor, freePort, isAlive, listenersBeyondLoopback, signalGroup } from "./os.ts";
-import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
+import { LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
+import { GatewayProcess } from "./gateway-process/client.ts";
 import { desiredReplicas } from "./scaler.ts";
 import { notDeployed, teardownOrder } from "../teardown.ts";
 import { TokenStore, isSessionValue } from "./tokens.ts";
@@ -115,8 +116,11 @@ export class ControlPlane implements Backend {
   private readonly tokenStore: TokenStore;
   /** The tokens capability of the contract, over `tokenStore`. */
   readonly tokens: TokenAccess;
-  /** Listens on every app's endpoints and forwards to its replicas. */
-  readonly gateway: Gateway;
+  /**
+   * Listens on every app's endpoints and forwards to its replicas: a process of its own,
+   * which serves on while no control plane runs (see gateway-process/).
+   */
+  readonly gateway: GatewayProcess;
   /** What apps report over OTLP (and the spans caravan records itself, e.g. task runs). */
   readonly telemetry: TelemetryReceiver;
   /** The traces capability of the contract, over `telemetry`. */
@@ -200,10 +204,10 @@ export class ControlPlane implements Backend {
       link: async (scope, app) => this.loginLink(scope, app),
       consoleLink: async () => this.consoleSessions.link(),
     };
-    this.gateway = new Gateway({
-      authorize: (token, key) => tokens.verify(token, key),
-      redeem: (code, key) => tokens.redeem(code, key),
+    // Tokens, sessions and login links: the gateway checks them in the database itself.
+    this.gateway = new GatewayProcess(paths, this.store, {
       wake: (key) => this.wake(key),
+      log: (line) => process.stderr.write(`${line}\n`),
       // The gateway's span of a request: under the app's name, in its project/domain.
       recordSpan: (key, span) => {
         const row = this.serving.get(key);
@@ -256,6 +260,10 @@ export class ControlPlane implements Backend {
     for (const row of this.store.list()) this.warmPool.note(row.request);
     this.tasks.recover();
     this.jobs.recover();
+    // The gateway a previous control plane left keeps serving; it is told everything again.
+    await this.gateway.adopt().catch((e: Error) => {
+      process.stderr.write(`adopting the gateway: ${e.message}\n`);
+    });
     await this.stopOrphans();
     // Every process is recorded from the moment it is spawned, so none can be orphaned by a
     // control plane that died mid-start. Adopt the replicas of the current revision that
@@ -341,6 +349,8 @@ export class ControlPlane implements Backend {
         this.store.setState(row, row.name, "ready");
       }
     }
+    // What was re-opened above is all there is: the gateway closes anything else.
+    await this.gateway.reconcile();
   }
 
   /**
@@ -869,6 +879,8 @@ export class ControlPlane implements Backend {
           false,
         );
       }
+      // Nothing left to serve: the gateway goes too (with --keep-apps it serves on).
+      await this.gateway.stop();
     }
     await this.close();
   }
@@ -880,7 +892,8 @@ export class ControlPlane implements Backend {
     clearInterval(this.scaler);
     clearInterval(this.healthWatch);
     this.logKeeper.close();
-    await this.gateway.closeAll();
+    // The gateway process serves on; a new control plane adopts it.
+    this.gateway.detach();
     await Promise.allSettled([...this.retiring.keys()]);
     for (const t of this.restartTimers.values()) clearTimeout(t);
     await this.tasks.close();
