@@ -200,6 +200,8 @@ export class ControlPlane implements Backend {
             "NOT_FOUND",
             `no live token "${idOrName}" (caravan token list shows them)`,
           );
+        // Refused from now on, not only once the gateway's 1 s cache has run out.
+        await this.gateway.tokensChanged();
       },
       link: async (scope, app) => this.loginLink(scope, app),
       consoleLink: async () => this.consoleSessions.link(),
@@ -591,6 +593,7 @@ export class ControlPlane implements Backend {
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
+    await this.gateway.refresh(); // the traffic figures as they are now
     // What status shows as degraded is recorded then too, not only at the next tick.
     this.recordHealth();
     // Replicas whose port also answers beyond loopback (bound to 0.0.0.0, not $HOST). The
@@ -643,7 +646,8 @@ export class ControlPlane implements Backend {
   }
 
   /** Prometheus text for the gateway's traffic (requests, latency, in flight, replicas). */
-  metrics(): string {
+  async metrics(): Promise<string> {
+    await this.gateway.refresh();
     return this.gateway.metrics();
   }
 

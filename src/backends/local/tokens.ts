@@ -178,6 +178,11 @@ export class TokenStore {
     return true;
   }
 
+  /** Verified values are checked in the database again (another process changed tokens). */
+  forgetCached(): void {
+    this.cache.clear();
+  }
+
   /** Ends every session and login code of an app (it was deleted: a namesake is another app). */
   forgetApp(app: string): void {
     this.db

@@ -140,6 +140,16 @@ export class GatewayProcess {
     await this.request({ t: "close", app }).catch(() => {});
   }
 
+  /** Tokens were created or revoked: the gateway stops trusting what it verified before. */
+  tokensChanged(): Promise<void> {
+    return this.request({ t: "tokens" }).catch(() => {});
+  }
+
+  /** Asks for a report now, so that `stats` and `metrics` are up to date. */
+  refresh(): Promise<void> {
+    return this.request({ t: "report" }).catch(() => {});
+  }
+
   load(app: string): AppLoad {
     const reported = this.report?.apps[app]?.load;
     if (reported) return reported;

@@ -36,6 +36,10 @@ const TOKEN_CACHE_MS = 1_000;
 /** How often it checks that its home still exists (a removed one ends it). */
 const HOME_CHECK_MS = 5_000;
 
+/** Why a request for an app with no replica gets 503 while no control plane is connected. */
+const NO_CONTROL_PLANE =
+  "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
+
 const paths = homePaths(process.env.CARAVAN_HOME);
 const log = (line: string) =>
   process.stderr.write(`[gateway ${process.pid}] ${new Date().toISOString()} ${line}\n`);
@@ -60,12 +64,7 @@ const gateway = new Gateway({
   redeem: (code, app) => tokens.redeem(code, app),
   wake: (app) =>
     new Promise<void>((resolve, reject) => {
-      if (!controlPlane)
-        return reject(
-          new Error(
-            "the control plane is not running, and only it can start a scaled-to-zero app: any caravan command (e.g. caravan server start) starts it",
-          ),
-        );
+      if (!controlPlane) return reject(new Error(NO_CONTROL_PLANE));
       const id = nextWake++;
       wakes.set(id, { resolve, reject });
       send(controlPlane, { t: "wake", id, app });
@@ -110,6 +109,10 @@ async function handle(socket: Socket, m: ToGateway): Promise<void> {
       else wake?.reject(new Error(m.error));
       return;
     }
+    case "tokens":
+      return done(m.id, () => tokens.forgetCached());
+    case "report":
+      return done(m.id, () => report());
     case "exit":
       await gateway.closeAll();
       send(socket, { t: "done", id: m.id });
@@ -187,7 +190,7 @@ function connected(socket: Socket): void {
     controlPlane = undefined;
     log("control plane disconnected; serving on from what it last sent");
     for (const wake of wakes.values())
-      wake.reject(new Error("the control plane went away while starting it"));
+      wake.reject(new Error(`${NO_CONTROL_PLANE} (it stopped while starting the app)`));
     wakes.clear();
   });
 }

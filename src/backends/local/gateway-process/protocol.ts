@@ -35,6 +35,10 @@ export type ToGateway =
   /** The whole state: routes not listed are closed, replicas not listed drain. */
   | { t: "sync"; id: number; routes: RouteState[] }
   | { t: "woken"; id: number; error?: string }
+  /** Tokens were created or revoked: verified values are checked in the database again. */
+  | { t: "tokens"; id: number }
+  /** A report now (before its `done`): `status` and `/metrics` show up-to-date figures. */
+  | { t: "report"; id: number }
   /** Close every listener and exit (answered first): `server stop`, or a replacement. */
   | { t: "exit"; id: number };
 
