@@ -81,7 +81,11 @@ function processesRunning(sb: Sandbox, what: string): number[] {
     }
   });
 }
-const gatewayPids = (sb: Sandbox) => processesRunning(sb, "gateway-process/main.js");
+/** The gateway's primary (what the control plane records and adopts), or its workers. */
+const gatewayPids = (sb: Sandbox, workers = false) =>
+  processesRunning(sb, "gateway-process/main.js").filter(
+    (pid) => readFileSync(`/proc/${pid}/environ`, "latin1").includes("NODE_UNIQUE_ID=") === workers,
+  );
 const daemonPid = (sb: Sandbox) =>
   (JSON.parse(readFileSync(join(sb.home, "daemon.json"), "utf8")) as { pid: number }).pid;
 
@@ -188,7 +192,7 @@ describe("the data plane outlives the control plane", () => {
     }
   });
 
-  it("restarts a SIGKILLed gateway on the same ports (the loss: what was in flight, and the gap until it listens)", async () => {
+  it("restarts a SIGKILLed gateway (its primary and so its workers) on the same ports (the loss: what was in flight, and the gap until it listens)", async () => {
     const { targets, before, gateway } = await deployed(sb);
     const load = traffic(targets);
     await load.more();
@@ -209,6 +213,31 @@ describe("the data plane outlives the control plane", () => {
     expect(after.guarded!.internalEndpoint).toBe(before.guarded!.internalEndpoint);
     expect(after.guarded!.pids).toEqual(before.guarded!.pids);
     expect(gatewayPids(sb)).toHaveLength(1);
+  });
+
+  it("loses only what was in flight on a gateway worker that is SIGKILLed: the others keep accepting on the same sockets", async () => {
+    const { targets, before, gateway } = await deployed(sb);
+    const workers = gatewayPids(sb, true);
+    expect(workers.length).toBeGreaterThanOrEqual(2);
+    const clients = 4;
+    const load = traffic(targets, clients);
+    await load.more();
+    process.kill(workers[0]!, "SIGKILL");
+    // A new worker takes its place; the primary (and so the adopted gateway) is the same.
+    await eventually(() => {
+      const now = gatewayPids(sb, true);
+      return now.length === workers.length && !now.includes(workers[0]!);
+    });
+    await load.more();
+    const result = await load.stop();
+    console.log(
+      `gateway worker SIGKILL: ${result.failed} failed requests of ${result.ok + result.failed} (${[...new Set(result.failures.map((f) => f.why))].join(", ")})`,
+    );
+    // At most one per client: the request each had on a connection to that worker.
+    expect(result.failed).toBeLessThanOrEqual(clients);
+    expect(gatewayPids(sb)).toEqual([gateway]);
+    const after = await status(sb);
+    expect(after.guarded!.pids).toEqual(before.guarded!.pids);
   });
 
   it("stops honouring a revoked token while the control plane is down", async () => {

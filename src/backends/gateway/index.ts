@@ -31,14 +31,15 @@ import {
 } from "./auth.ts";
 import { ClientConnection, type Listener } from "./client-connection.ts";
 import { Exchange, NodeClient } from "./exchange.ts";
-import { exposition, type AppStats } from "./metrics.ts";
+import { exposition, type AppStats, type Gauges } from "./metrics.ts";
 import { requestHead } from "./request-head.ts";
 import { ReplicaState, Route, type RouteOptions } from "./route.ts";
 import type { RecordSpan } from "./trace.ts";
 import { Tunnel, rawReply } from "./tunnel.ts";
 
 export { LOGIN_PATH, SESSION_COOKIE, sessionCookie } from "./auth.ts";
-export type { AppStats } from "./metrics.ts";
+export type { AppStats, Gauges } from "./metrics.ts";
+export { Traffic, exposition } from "./metrics.ts";
 export type { RouteOptions } from "./route.ts";
 export type { GatewaySpan } from "./trace.ts";
 
@@ -229,15 +230,18 @@ export class Gateway {
 
   /** Prometheus text exposition of every app's traffic (see `metrics.ts`). */
   metrics(): string {
-    return exposition(
-      [...this.routes.values()].map((r) => ({
-        app: r.app,
-        traffic: r.traffic,
-        inFlight: r.inFlight,
-        waiting: r.queue.length,
-        replicas: r.ready.length,
-      })),
-    );
+    return exposition(this.gauges());
+  }
+
+  /** Each app's traffic and gauges (what `metrics` shows; several gateway processes' are merged). */
+  gauges(): Gauges[] {
+    return [...this.routes.values()].map((r) => ({
+      app: r.app,
+      traffic: r.traffic,
+      inFlight: r.inFlight,
+      waiting: r.queue.length,
+      replicas: r.ready.length,
+    }));
   }
 
   /** Stops listening for this app (drains nothing): its connections and waiting requests are cut. */

@@ -224,7 +224,7 @@ export class GatewayProcess {
     const log = openSync(gatewayLog(this.paths.home), "a");
     // Not the apps' environment (no CARAVAN_HOME_ID): it is no app, and no orphan to reap.
     const env: NodeJS.ProcessEnv = { CARAVAN_HOME: this.paths.home };
-    for (const k of ["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR"])
+    for (const k of ["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "CARAVAN_GATEWAY_WORKERS"])
       if (process.env[k] !== undefined) env[k] = process.env[k];
     const child = spawn(process.execPath, ["--enable-source-maps", main], {
       detached: true,

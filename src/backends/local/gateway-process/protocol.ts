@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import type { Socket } from "node:net";
 import type { AppLoad, AppStats, GatewaySpan, Replica, RouteOptions } from "../../gateway/index.ts";
+import type { WorkerApp } from "./aggregate.ts";
 
 /** Bumped when a message changes meaning; both sides refuse to talk across versions. */
 export const PROTOCOL = 1;
@@ -62,6 +63,23 @@ export type FromGateway =
       /** Spans of forwarded requests since the last report, as [app, span]. */
       spans: [string, GatewaySpan][];
       /** Spans left out since the last report (more than `MAX_SPANS_PER_REPORT`). */
+      spansDropped: number;
+    };
+
+/**
+ * Inside the gateway: its primary (which holds the channel) and its workers (which serve,
+ * sharing the listeners), over node:cluster's IPC. The primary passes the control plane's
+ * operations on with ids of its own.
+ */
+export type ToWorker = Exclude<ToGateway, { t: "hello" }>;
+export type FromWorker =
+  | { t: "ready" }
+  | { t: "done"; id: number; error?: string }
+  | { t: "wake"; id: number; app: string }
+  | {
+      t: "report";
+      apps: Record<string, WorkerApp>;
+      spans: [string, GatewaySpan][];
       spansDropped: number;
     };
 
