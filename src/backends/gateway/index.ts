@@ -107,16 +107,23 @@ export class Gateway {
     options: RouteOptions,
   ): Promise<void> {
     let route = this.routes.get(app);
+    let moved: Promise<void> = Promise.resolve();
     if (route) {
       route.options = { ...options };
       const same =
         route.requested.public === ports.public && route.requested.internal === ports.internal;
       if (same) return route.opening;
-      // New ports: the replicas, the queue and the stats stay; the listeners move.
-      await route.opening?.catch(noop);
-      route.requested = { ...ports };
-      await closeServers(route.servers, route.clients);
-      route.servers = [];
+      // New ports: the replicas, the queue and the stats stay; the listeners move. Requested
+      // before anything is awaited, so an open for the same ports meanwhile waits for this one
+      // instead of listening a second time.
+      const old = route;
+      const previous = old.opening;
+      old.requested = { ...ports };
+      moved = (async () => {
+        await previous?.catch(noop);
+        await closeServers(old.servers, old.clients);
+        old.servers = [];
+      })();
     } else {
       route = new Route(app, ports, options, this.hooks.wake, this.hooks.recordSpan);
       this.routes.set(app, route);
@@ -125,6 +132,7 @@ export class Gateway {
     }
     const r = route;
     r.opening = (async () => {
+      await moved;
       const pub = this.server(r, true);
       const internal = this.server(r, false);
       r.servers = [pub, internal];

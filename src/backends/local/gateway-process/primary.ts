@@ -340,7 +340,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   }
   setInterval(report, REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
-  setInterval(() => existsSync(paths.db) || void exit("its home was removed"), HOME_CHECK_MS);
+  setInterval(() => existsSync(paths.home) || void exit("its home was removed"), HOME_CHECK_MS);
   process.on("SIGTERM", () => void exit("SIGTERM"));
   process.on("SIGINT", () => void exit("SIGINT"));
   log(`listening on ${path}, ${workerCount} workers`);

@@ -5,6 +5,7 @@
  * share of the traffic. Tokens and login links are checked in the store's database directly.
  */
 import Database from "better-sqlite3";
+import { statSync } from "node:fs";
 import { Gateway, type GatewaySpan } from "../../gateway/index.ts";
 import type { HomePaths } from "../home.ts";
 import { TokenStore } from "../tokens.ts";
@@ -19,14 +20,32 @@ import {
 
 /** How long a verified token or session is trusted before the database is asked again. */
 const TOKEN_CACHE_MS = 1_000;
+/** How often it checks that the database file is still the one it opened. */
+const DB_CHECK_MS = 1_000;
+
+/** The store's database, for tokens only (the control plane owns everything else in it). */
+function openTokens(file: string): { db: Database.Database; tokens: TokenStore; ino: number } {
+  const db = new Database(file);
+  db.pragma("journal_mode = WAL");
+  db.pragma("busy_timeout = 1000");
+  return { db, tokens: new TokenStore(db, { cacheMs: TOKEN_CACHE_MS }), ino: statSync(file).ino };
+}
 
 export function runWorker(paths: HomePaths): void {
   const tell = (m: FromWorker) => process.connected && process.send!(m);
-  // The store's database, for tokens only; the control plane owns everything else in it.
-  const db = new Database(paths.db);
-  db.pragma("journal_mode = WAL");
-  db.pragma("busy_timeout = 1000");
-  const tokens = new TokenStore(db, { cacheMs: TOKEN_CACHE_MS });
+  let store = openTokens(paths.db);
+  // A database removed and made again (a lost state.db, a new control plane) is reopened:
+  // the old file's tokens are no one's any more.
+  setInterval(() => {
+    try {
+      if (statSync(paths.db).ino === store.ino) return;
+      const previous = store;
+      store = openTokens(paths.db);
+      previous.db.close();
+    } catch {
+      /* none right now: checked again */
+    }
+  }, DB_CHECK_MS).unref();
 
   const wakes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   let nextWake = 1;
@@ -36,8 +55,8 @@ export function runWorker(paths: HomePaths): void {
   let spansDropped = 0;
 
   const gateway = new Gateway({
-    authorize: (token, app) => tokens.verify(token, app),
-    redeem: (code, app) => tokens.redeem(code, app),
+    authorize: (token, app) => store.tokens.verify(token, app),
+    redeem: (code, app) => store.tokens.redeem(code, app),
     wake: (app) =>
       new Promise<void>((resolve, reject) => {
         const id = nextWake++;
@@ -118,7 +137,7 @@ export function runWorker(paths: HomePaths): void {
       case "sync":
         return done(m.id, () => sync(m.routes));
       case "tokens":
-        return done(m.id, () => tokens.forgetCached());
+        return done(m.id, () => store.tokens.forgetCached());
       case "report":
         return done(m.id, report);
       case "woken": {
@@ -131,7 +150,7 @@ export function runWorker(paths: HomePaths): void {
       case "exit":
         await gateway.closeAll();
         tell({ t: "done", id: m.id });
-        db.close();
+        store.db.close();
         process.exit(0);
     }
   };
