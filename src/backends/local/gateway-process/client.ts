@@ -10,9 +10,10 @@
  * reports (every 200 ms); wake requests come from the gateway and are answered.
  */
 import { spawn } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
+import { closeSync, existsSync, openSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { AppLoad, AppStats, Replica, RouteOptions } from "../../gateway/index.ts";
 import type { RecordSpan } from "../../gateway/trace.ts";
 import { buildRuntime } from "../../runtime-build.ts";
@@ -220,7 +221,7 @@ export class GatewayProcess {
   }
 
   private async spawnGateway(): Promise<void> {
-    const main = join(await buildRuntime(this.paths.runtime), `${GATEWAY_PROCESS_ENTRY}.js`);
+    const main = await gatewayMain(this.paths.runtime);
     const log = openSync(gatewayLog(this.paths.home), "a");
     // Not the apps' environment (no CARAVAN_HOME_ID): it is no app, and no orphan to reap.
     const env: NodeJS.ProcessEnv = { CARAVAN_HOME: this.paths.home };
@@ -359,6 +360,17 @@ export class GatewayProcess {
   private log(line: string): void {
     this.hooks.log?.(line);
   }
+}
+
+/**
+ * The gateway's entry: beside this module when caravan runs compiled (dist/, the package);
+ * from a checkout run through a TypeScript loader, compiled into the runtime bundle (which
+ * needs esbuild, whose service would otherwise live on in the daemon).
+ */
+async function gatewayMain(runtimeDir: string): Promise<string> {
+  const compiled = fileURLToPath(new URL("./main.js", import.meta.url));
+  if (import.meta.url.endsWith(".js") && existsSync(compiled)) return compiled;
+  return join(await buildRuntime(runtimeDir), `${GATEWAY_PROCESS_ENTRY}.js`);
 }
 
 function connectTo(path: string, timeoutMs: number): Promise<Socket> {
