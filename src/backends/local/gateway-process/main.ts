@@ -11,9 +11,9 @@
  * both work without a control plane. Waking a scaled-to-zero app needs one: without it the
  * request gets 503.
  *
- * Started as `node main.js` with `CARAVAN_HOME` set (and `CARAVAN_GATEWAY_WORKERS`, default
- * the cores, at least 2 so that one worker's crash leaves another accepting, at most 4);
- * compiled into caravan's runtime bundle.
+ * Started as `node main.js` (from dist/, or from the runtime bundle when caravan runs from its
+ * sources) with `CARAVAN_HOME` set, and `CARAVAN_GATEWAY_WORKERS` (default: the cores, at
+ * least 2 so that one worker's crash leaves another accepting, at most 4).
  */
 import cluster from "node:cluster";
 import { availableParallelism } from "node:os";
