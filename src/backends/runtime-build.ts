@@ -52,11 +52,12 @@ function dependenciesDir(): string {
 
 async function compile(runtimeDir: string): Promise<string> {
   // The cluster gateway's process runs from the same bundle (a pod mounts it with the
-  // runtime), and so does the local gateway process (no TypeScript loader at its start).
+  // runtime); so does the local gateway process when caravan runs from its sources (compiled,
+  // it starts from dist/).
   const entries = [
     "runtime/main",
     GATEWAY_ENTRY,
-    GATEWAY_PROCESS_ENTRY,
+    ...(SOURCE_EXT === ".ts" ? [GATEWAY_PROCESS_ENTRY] : []),
     ...Object.values(PUBLIC_ENTRIES),
   ];
   const result = await build({
