@@ -87,7 +87,8 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   };
 
   const fork = (): Promise<void> => {
-    const worker = cluster.fork();
+    // Told how many they are: each sends its share of the spans a report may carry.
+    const worker = cluster.fork({ CARAVAN_GATEWAY_WORKERS: String(workerCount) });
     const slot: WorkerSlot = {
       worker,
       ready: false,

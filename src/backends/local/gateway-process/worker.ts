@@ -53,6 +53,10 @@ export function runWorker(paths: HomePaths): void {
   const apps = new Set<string>();
   let spans: [string, GatewaySpan][] = [];
   let spansDropped = 0;
+  // Its share of what one report may carry: what the primary would drop is never serialised.
+  const maxSpans = Math.ceil(
+    MAX_SPANS_PER_REPORT / Math.max(1, Number(process.env.CARAVAN_GATEWAY_WORKERS) || 1),
+  );
 
   const gateway = new Gateway({
     authorize: (token, app) => store.tokens.verify(token, app),
@@ -64,7 +68,7 @@ export function runWorker(paths: HomePaths): void {
         tell({ t: "wake", id, app });
       }),
     recordSpan: (app, span) => {
-      if (spans.length >= MAX_SPANS_PER_REPORT) spansDropped++;
+      if (spans.length >= maxSpans) spansDropped++;
       else spans.push([app, span]);
     },
   });
