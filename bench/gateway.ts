@@ -25,7 +25,7 @@
  *              prefix, `worker_processes auto`, upstream keepalive, access_log off)
  * Reported: median requests/s and p99 (wrk's --latency) over the rounds, and the ratios of
  * public and internal to nginx (goal: ≥ 0.9× nginx's requests/s, p99 ≤ 1.2× nginx's); also
- * the CPU time the proxy (the control plane process, or nginx's master and workers) used per
+ * the CPU time the proxy (the control plane process and its gateway process with its workers, or nginx's master and workers) used per
  * request, read from /proc: on 2 cores everything competes for the same CPUs.
  *
  * Every process started for the run is stopped at the end (the control plane by
@@ -151,6 +151,22 @@ function childrenOf(pid: number): number[] {
     }
   }
   return out;
+}
+
+/**
+ * The processes that proxy for a control plane: the daemon itself (whose gateway ran inside
+ * it before issue 12) and its gateway process with that one's workers (since).
+ */
+function proxyPids(daemon: number): number[] {
+  const cmdline = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "latin1");
+    } catch {
+      return "";
+    }
+  };
+  const gateway = childrenOf(daemon).filter((p) => cmdline(p).includes("gateway-process"));
+  return [daemon, ...gateway, ...gateway.flatMap(childrenOf)];
 }
 
 function alive(pid: number): boolean {
@@ -301,8 +317,13 @@ async function main(): Promise<void> {
         auth: false,
         pids: () => [] as number[],
       },
-      { name: "public", url: `${endpoint}/`, auth: true, pids: () => [daemon] },
-      { name: "internal", url: `${internalEndpoint}/`, auth: false, pids: () => [daemon] },
+      { name: "public", url: `${endpoint}/`, auth: true, pids: () => proxyPids(daemon) },
+      {
+        name: "internal",
+        url: `${internalEndpoint}/`,
+        auth: false,
+        pids: () => proxyPids(daemon),
+      },
       { name: "nginx", url: `http://127.0.0.1:${started.port}/`, auth: false, pids: nginxPids },
       ...(base
         ? [
@@ -310,13 +331,13 @@ async function main(): Promise<void> {
               name: "public@base",
               url: `${base.endpoint}/`,
               auth: true,
-              pids: () => [base.daemon],
+              pids: () => proxyPids(base.daemon),
             },
             {
               name: "internal@base",
               url: `${base.internalEndpoint}/`,
               auth: false,
-              pids: () => [base.daemon],
+              pids: () => proxyPids(base.daemon),
             },
           ]
         : []),

@@ -12,6 +12,7 @@ import {
   deploy,
   fixture,
   get,
+  isGatewayProcess,
   isRunning,
   json,
   status,
@@ -61,7 +62,8 @@ describe("a delete during a deploy of the same graph", () => {
     expect(by.base!.error).toMatch(/taken down by another command/);
     // Neither is deployed, and nothing of theirs runs.
     expect(await status(sb)).toEqual({});
-    await eventually(() => sb.processes().length === 1); // the daemon alone
+    // The daemon alone (and the gateway, which stays for the next app).
+    await eventually(() => sb.processes().filter((p) => !isGatewayProcess(p)).length === 1);
     expect(existsSync(go)).toBe(true);
   });
 });

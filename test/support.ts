@@ -114,6 +114,15 @@ export function appProcesses(sb: Sandbox, app: string): number[] {
   return pids;
 }
 
+/** Whether `pid` is the gateway process (or one of its workers): it serves on beside the daemon. */
+export function isGatewayProcess(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("gateway-process/main.js");
+  } catch {
+    return false;
+  }
+}
+
 export function isRunning(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

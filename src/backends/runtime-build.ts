@@ -9,6 +9,7 @@ import { basename, dirname, extname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { GATEWAY_ENTRY } from "./kubernetes/cluster-gateway.ts";
+import { GATEWAY_PROCESS_ENTRY } from "./local/gateway-process/entry.ts";
 import { writeContentAddressed } from "./snapshot.ts";
 
 const SRC = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -50,8 +51,15 @@ function dependenciesDir(): string {
 }
 
 async function compile(runtimeDir: string): Promise<string> {
-  // The cluster gateway's process runs from the same bundle (a pod mounts it with the runtime).
-  const entries = ["runtime/main", GATEWAY_ENTRY, ...Object.values(PUBLIC_ENTRIES)];
+  // The cluster gateway's process runs from the same bundle (a pod mounts it with the
+  // runtime); so does the local gateway process when caravan runs from its sources (compiled,
+  // it starts from dist/).
+  const entries = [
+    "runtime/main",
+    GATEWAY_ENTRY,
+    ...(SOURCE_EXT === ".ts" ? [GATEWAY_PROCESS_ENTRY] : []),
+    ...Object.values(PUBLIC_ENTRIES),
+  ];
   const result = await build({
     // From the sources (.ts) in a checkout run through tsx, from dist/ (.js) in the package.
     entryPoints: Object.fromEntries(entries.map((e) => [e, join(SRC, `${e}${SOURCE_EXT}`)])),

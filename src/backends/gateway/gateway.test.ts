@@ -133,6 +133,26 @@ describe("Gateway: balancing", () => {
     expect(seen.filter((s) => s === "c")).toHaveLength(3);
   });
 
+  it("moves an app's listeners once when asked for the same new ports twice at once", async () => {
+    const { gw, pub: oldPub } = await gateway();
+    const { port } = await upstream(hello("moved"));
+    gw.addReplica("app", { id: "r", port });
+    // Two free ports, found by binding them.
+    const free = async () => {
+      const probe = createNetServer();
+      await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+      const p = (probe.address() as { port: number }).port;
+      await new Promise<void>((r) => probe.close(() => r()));
+      return p;
+    };
+    const ports = { public: await free(), internal: await free() };
+    // The gateway process's sync and the control plane's open of one app can cross.
+    await Promise.all([gw.open("app", ports, OPEN), gw.open("app", ports, OPEN)]);
+    expect(gw.addresses("app")).toEqual(ports);
+    expect((await call(ports.public)).body).toBe("moved");
+    await expect(call(oldPub)).rejects.toThrow(/ECONNREFUSED/);
+  });
+
   it("forwards to a replica on another address and serves its public side where told", async () => {
     // A replica on 127.0.0.2 (a pod's address, in a cluster) and one on 127.0.0.1.
     const far = createServer(hello("far"));

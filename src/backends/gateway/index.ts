@@ -31,14 +31,15 @@ import {
 } from "./auth.ts";
 import { ClientConnection, type Listener } from "./client-connection.ts";
 import { Exchange, NodeClient } from "./exchange.ts";
-import { exposition, type AppStats } from "./metrics.ts";
+import { exposition, type AppStats, type Gauges } from "./metrics.ts";
 import { requestHead } from "./request-head.ts";
 import { ReplicaState, Route, type RouteOptions } from "./route.ts";
 import type { RecordSpan } from "./trace.ts";
 import { Tunnel, rawReply } from "./tunnel.ts";
 
 export { LOGIN_PATH, SESSION_COOKIE, sessionCookie } from "./auth.ts";
-export type { AppStats } from "./metrics.ts";
+export type { AppStats, Gauges } from "./metrics.ts";
+export { Traffic, exposition } from "./metrics.ts";
 export type { RouteOptions } from "./route.ts";
 export type { GatewaySpan } from "./trace.ts";
 
@@ -106,16 +107,23 @@ export class Gateway {
     options: RouteOptions,
   ): Promise<void> {
     let route = this.routes.get(app);
+    let moved: Promise<void> = Promise.resolve();
     if (route) {
       route.options = { ...options };
       const same =
         route.requested.public === ports.public && route.requested.internal === ports.internal;
       if (same) return route.opening;
-      // New ports: the replicas, the queue and the stats stay; the listeners move.
-      await route.opening?.catch(noop);
-      route.requested = { ...ports };
-      await closeServers(route.servers, route.clients);
-      route.servers = [];
+      // New ports: the replicas, the queue and the stats stay; the listeners move. Requested
+      // before anything is awaited, so an open for the same ports meanwhile waits for this one
+      // instead of listening a second time.
+      const old = route;
+      const previous = old.opening;
+      old.requested = { ...ports };
+      moved = (async () => {
+        await previous?.catch(noop);
+        await closeServers(old.servers, old.clients);
+        old.servers = [];
+      })();
     } else {
       route = new Route(app, ports, options, this.hooks.wake, this.hooks.recordSpan);
       this.routes.set(app, route);
@@ -124,6 +132,7 @@ export class Gateway {
     }
     const r = route;
     r.opening = (async () => {
+      await moved;
       const pub = this.server(r, true);
       const internal = this.server(r, false);
       r.servers = [pub, internal];
@@ -229,15 +238,18 @@ export class Gateway {
 
   /** Prometheus text exposition of every app's traffic (see `metrics.ts`). */
   metrics(): string {
-    return exposition(
-      [...this.routes.values()].map((r) => ({
-        app: r.app,
-        traffic: r.traffic,
-        inFlight: r.inFlight,
-        waiting: r.queue.length,
-        replicas: r.ready.length,
-      })),
-    );
+    return exposition(this.gauges());
+  }
+
+  /** Each app's traffic and gauges (what `metrics` shows; several gateway processes' are merged). */
+  gauges(): Gauges[] {
+    return [...this.routes.values()].map((r) => ({
+      app: r.app,
+      traffic: r.traffic,
+      inFlight: r.inFlight,
+      waiting: r.queue.length,
+      replicas: r.ready.length,
+    }));
   }
 
   /** Stops listening for this app (drains nothing): its connections and waiting requests are cut. */

@@ -28,7 +28,8 @@ import { endpointsFor, listenersBeyondLoopback } from "./os.ts";
 import { PortAllocator } from "./ports.ts";
 import { ServingApp, type Replica } from "./serving-app.ts";
 import { Launcher, type ApiAccess } from "./launcher.ts";
-import { Gateway, LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
+import { LOGIN_PATH, type RouteOptions } from "../gateway/index.ts";
+import { GatewayProcess } from "./gateway-process/client.ts";
 import {
   refuseFixedPort,
   refuseGoneDependencies,
@@ -70,8 +71,11 @@ export class ControlPlane implements Backend {
   private readonly tokenStore: TokenStore;
   /** The tokens capability of the contract, over `tokenStore`. */
   readonly tokens: TokenAccess;
-  /** Listens on every app's endpoints and forwards to its replicas. */
-  readonly gateway: Gateway;
+  /**
+   * Listens on every app's endpoints and forwards to its replicas: a process of its own,
+   * which serves on while no control plane runs (see gateway-process/).
+   */
+  readonly gateway: GatewayProcess;
   /** What apps report over OTLP (and the spans caravan records itself, e.g. task runs). */
   readonly telemetry: TelemetryReceiver;
   /** The traces capability of the contract, over `telemetry`. */
@@ -153,14 +157,16 @@ export class ControlPlane implements Backend {
             "NOT_FOUND",
             `no live token "${idOrName}" (caravan token list shows them)`,
           );
+        // Refused from now on, not only once the gateway's 1 s cache has run out.
+        await this.gateway.tokensChanged();
       },
       link: async (scope, app) => this.loginLink(scope, app),
       consoleLink: async () => this.consoleSessions.link(),
     };
-    this.gateway = new Gateway({
-      authorize: (token, key) => tokens.verify(token, key),
-      redeem: (code, key) => tokens.redeem(code, key),
+    // Tokens, sessions and login links: the gateway checks them in the database itself.
+    this.gateway = new GatewayProcess(paths, this.store, {
       wake: (key) => this.wake(key),
+      log: (line) => process.stderr.write(`${line}\n`),
       // The gateway's span of a request: under the app's name, in its project/domain.
       recordSpan: (key, span) => {
         const row = this.serving.get(key)?.row;
@@ -227,6 +233,10 @@ export class ControlPlane implements Backend {
     for (const row of this.store.list()) this.warmPool.note(row.request);
     this.tasks.recover();
     this.jobs.recover();
+    // The gateway a previous control plane left keeps serving; it is told everything again.
+    await this.gateway.adopt().catch((e: Error) => {
+      process.stderr.write(`adopting the gateway: ${e.message}\n`);
+    });
     await stopOrphans(this.store);
     const adopted = await survivingReplicas(this.store, () => this.closed);
     for (const row of this.store.list()) {
@@ -281,6 +291,8 @@ export class ControlPlane implements Backend {
         this.store.setState(row, row.name, "ready");
       }
     }
+    // What was re-opened above is all there is: the gateway closes anything else.
+    await this.gateway.reconcile();
   }
 
   async deploy(req: DeployRequest): Promise<DeployResult> {
@@ -490,6 +502,7 @@ export class ControlPlane implements Backend {
   }
 
   async status(scope?: Scope): Promise<EnvironmentStatus[]> {
+    await this.gateway.refresh(); // the traffic figures as they are now
     // What status shows as degraded is recorded then too, not only at the next tick.
     this.recordHealth();
     // Replicas whose port also answers beyond loopback (bound to 0.0.0.0, not $HOST). The
@@ -545,7 +558,8 @@ export class ControlPlane implements Backend {
   }
 
   /** Prometheus text for the gateway's traffic (requests, latency, in flight, replicas). */
-  metrics(): string {
+  async metrics(): Promise<string> {
+    await this.gateway.refresh();
     return this.gateway.metrics();
   }
 
@@ -731,6 +745,8 @@ export class ControlPlane implements Backend {
           false,
         );
       }
+      // Nothing left to serve: the gateway goes too (with --keep-apps it serves on).
+      await this.gateway.stop();
     }
     await this.close();
   }
@@ -742,7 +758,8 @@ export class ControlPlane implements Backend {
     this.autoscaler.close();
     clearInterval(this.healthWatch);
     this.logKeeper.close();
-    await this.gateway.closeAll();
+    // The gateway process serves on; a new control plane adopts it.
+    this.gateway.detach();
     await this.replicas.drained();
     for (const app of this.serving.values()) app.cancelRestart();
     await this.tasks.close();

@@ -5,7 +5,7 @@
  * to do about it is the control plane's decision.
  */
 import { CaravanError } from "../../errors.ts";
-import type { Gateway } from "../gateway/index.ts";
+import type { GatewayProcess } from "./gateway-process/client.ts";
 import { probeOnce } from "../../sdk/probe.ts";
 import type { Launcher } from "./launcher.ts";
 import { signalGroup } from "./os.ts";
@@ -29,7 +29,7 @@ interface Starting {
 
 export interface ReplicaHooks {
   store: Store;
-  gateway: Gateway;
+  gateway: Pick<GatewayProcess, "addReplica" | "drain" | "close">;
   launcher: Launcher;
   ports: PortAllocator;
   startQueue: StartQueue;
@@ -43,7 +43,7 @@ export interface ReplicaHooks {
 
 export class Replicas {
   private readonly store: Store;
-  private readonly gateway: Gateway;
+  private readonly gateway: ReplicaHooks["gateway"];
   private readonly launcher: Launcher;
   private readonly ports: PortAllocator;
   /** Loaded but not started revisions (two-phase start), by environment key. */

@@ -1,4 +1,7 @@
 import Database from "better-sqlite3";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { isCaravanError } from "../../errors.ts";
 import { TokenStore } from "./tokens.ts";
@@ -16,6 +19,35 @@ afterEach(() => {
 });
 
 describe("TokenStore", () => {
+  it("sees a revocation made through another connection once its cache time has passed (the gateway process: 1 s)", () => {
+    // Two connections to one database file, as the control plane and the gateway process have.
+    const dir = mkdtempSync(join(tmpdir(), "caravan-tokens-"));
+    const a = new Database(join(dir, "state.db"));
+    const b = new Database(join(dir, "state.db"));
+    try {
+      vi.useFakeTimers({ toFake: ["Date"] });
+      const control = new TokenStore(a);
+      const gateway = new TokenStore(b, { cacheMs: 1000 });
+      const { token } = control.create("ci");
+      expect(gateway.verify(token)).toBe(true);
+      expect(control.revoke("ci")).toBe(true);
+      vi.advanceTimersByTime(1000);
+      expect(gateway.verify(token)).toBe(true); // still the cached answer: within the 1 s
+      vi.advanceTimersByTime(1);
+      expect(gateway.verify(token)).toBe(false);
+      // Told at once (the control plane's `tokens` message): no wait at all.
+      const second = control.create("second");
+      expect(gateway.verify(second.token)).toBe(true);
+      control.revoke("second");
+      gateway.forgetCached();
+      expect(gateway.verify(second.token)).toBe(false);
+    } finally {
+      a.close();
+      b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("creates tokens that verify, and stores only their hash", () => {
     const { id, name, token } = store.create("ci");
     expect(name).toBe("ci");

@@ -53,6 +53,8 @@ interface Cached {
   /** ms epoch; Infinity for API tokens. */
   expiresAt: number;
   usedWrittenAt: number;
+  /** When the database was read for it (ms epoch). */
+  readAt: number;
 }
 
 type Row = Record<string, any>;
@@ -62,7 +64,15 @@ export class TokenStore {
   private readonly stmts;
   private readonly redeemTx;
 
-  constructor(private readonly db: Database.Database) {
+  /**
+   * `cacheMs`: how long a verified value is trusted without asking the database again. Within
+   * the process that revokes, a revocation clears the cache at once; the gateway process sees
+   * another process's revocations only through the database, so it passes 1 s.
+   */
+  constructor(
+    private readonly db: Database.Database,
+    private readonly opts: { cacheMs?: number } = {},
+  ) {
     db.exec(SCHEMA);
     this.stmts = {
       insert: db.prepare(
@@ -146,14 +156,15 @@ export class TokenStore {
     // Keyed by the value itself (kept in this process's memory only): a hit costs a map
     // lookup, not a SHA-256 per request. The database is asked by hash on a miss.
     let entry = this.cache.get(token);
-    if (entry === undefined) {
+    if (entry === undefined || now - entry.readAt > (this.opts.cacheMs ?? Infinity)) {
       const row = this.stmts.byHash.get(sha256(token)) as Row | undefined;
       entry = {
         id: row?.id ?? "",
         app: row?.kind === "session" ? (row.name as string) : undefined,
         valid: row !== undefined && row.revoked_at == null,
         expiresAt: row?.expires_at ?? Infinity,
-        usedWrittenAt: 0,
+        usedWrittenAt: entry?.usedWrittenAt ?? 0,
+        readAt: now,
       };
       if (this.cache.size >= CACHE_MAX) this.cache.clear();
       this.cache.set(token, entry);
@@ -165,6 +176,11 @@ export class TokenStore {
       this.stmts.used.run(now, entry.id);
     }
     return true;
+  }
+
+  /** Verified values are checked in the database again (another process changed tokens). */
+  forgetCached(): void {
+    this.cache.clear();
   }
 
   /** Ends every session and login code of an app (it was deleted: a namesake is another app). */

@@ -312,7 +312,7 @@ export function buildApi(
 
   // Prometheus exposition of the gateway's traffic.
   app.get(ROUTES.metrics, async (_req, reply) =>
-    reply.type("text/plain; version=0.0.4").send(plane.metrics()),
+    reply.type("text/plain; version=0.0.4").send(await plane.metrics()),
   );
 
   // Tokens for apps' public endpoints (stored hashed; a new token's value is shown once).

@@ -1,0 +1,103 @@
+/**
+ * The gateway process's life cycle as the control plane drives it, with the real process
+ * (compiled into a runtime bundle as the daemon does): a gateway speaking another protocol
+ * version is replaced, a second control plane adopts the running one (never two).
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { homePaths, type HomePaths } from "../home.ts";
+import { freePort, isAlive, processStartTime } from "../os.ts";
+import { Store } from "../store.ts";
+import { GatewayProcess } from "./client.ts";
+import { GATEWAY_META, socketPath } from "./protocol.ts";
+
+const hooks = { wake: async () => {}, recordSpan: () => {} };
+const options = { requiresAuth: false, requestTimeoutMs: 0 };
+
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+  expect(check()).toBe(true);
+}
+
+describe("GatewayProcess", () => {
+  let home: string;
+  let paths: HomePaths;
+  let store: Store;
+  let upstream: Server;
+  const planes: GatewayProcess[] = [];
+
+  beforeEach(async () => {
+    home = mkdtempSync(join(tmpdir(), "caravan-gwproc-"));
+    paths = homePaths(home);
+    store = new Store(paths.db);
+    upstream = createServer((_req, res) => res.end("from the app"));
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+  });
+  afterEach(async () => {
+    await planes.pop()?.stop();
+    for (const p of planes.splice(0)) p.detach();
+    upstream.close();
+    store.close();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  const ports = async () => {
+    const taken = new Set<number>();
+    const pub = await freePort(taken);
+    taken.add(pub);
+    return { public: pub, internal: await freePort(taken) };
+  };
+  const replica = () => ({ id: "r1", port: (upstream.address() as { port: number }).port });
+
+  it("replaces a gateway that speaks another protocol version, and serves from the new one", async () => {
+    // A stand-in for an older caravan's gateway: it answers on the socket with protocol 0.
+    const old = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const s = require("node:net").createServer((c) => c.write(JSON.stringify({ t: "hello", protocol: 0, pid: process.pid, startTime: "", build: "" }) + "\\n"));
+         s.listen(${JSON.stringify(socketPath(home))});
+         process.on("SIGTERM", () => { s.close(); process.exit(0); });`,
+      ],
+      { stdio: "ignore" },
+    );
+    await until(() => existsSync(socketPath(home)));
+    const oldProc = { pid: old.pid!, startTime: processStartTime(old.pid!)! };
+    store.setMeta(GATEWAY_META, JSON.stringify(oldProc));
+
+    const gateway = new GatewayProcess(paths, store, hooks);
+    planes.push(gateway);
+    const p = await ports();
+    await gateway.open("p/d/app", p, options);
+    gateway.addReplica("p/d/app", replica());
+    expect(isAlive(oldProc.pid, oldProc.startTime)).toBe(false);
+    expect(gateway.running?.pid).not.toBe(oldProc.pid);
+    const res = await fetch(`http://127.0.0.1:${p.public}/`);
+    expect(await res.text()).toBe("from the app");
+  });
+
+  it("a second control plane adopts the running gateway instead of starting another", async () => {
+    const first = new GatewayProcess(paths, store, hooks);
+    planes.push(first);
+    const p = await ports();
+    await first.open("p/d/app", p, options);
+    first.addReplica("p/d/app", replica());
+    const pid = first.running!.pid;
+    first.detach(); // the first control plane goes; the gateway stays
+
+    const second = new GatewayProcess(paths, store, hooks);
+    planes.push(second);
+    await second.adopt();
+    expect(second.running?.pid).toBe(pid);
+    // Still serving what the first one set up, before the second says anything.
+    expect(await (await fetch(`http://127.0.0.1:${p.internal}/`)).text()).toBe("from the app");
+    // Recovery found nothing to serve: the gateway closes the app's listeners.
+    await second.reconcile();
+    await expect(fetch(`http://127.0.0.1:${p.internal}/`)).rejects.toThrow();
+    expect(second.running?.pid).toBe(pid);
+  });
+});

@@ -1,0 +1,445 @@
+/**
+ * The control plane's side of the gateway process (main.ts): the methods the control plane
+ * calls on a `Gateway`, carried over the channel (protocol.ts), plus the process's life cycle
+ * — adopted when one runs for this home (never two), spawned when none does, restarted with
+ * the crash backoff when it dies, its listeners back on the same ports.
+ *
+ * It keeps the state it was told (routes, options, replicas): after the gateway restarts, or
+ * once a new control plane has adopted everything (`reconcile`), it sends all of it and the
+ * gateway serves exactly that. Load, traffic figures and spans come back in the gateway's
+ * reports (every 200 ms); wake requests come from the gateway and are answered.
+ */
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, openSync } from "node:fs";
+import { createConnection, type Socket } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { AppLoad, AppStats, Replica, RouteOptions } from "../../gateway/index.ts";
+import type { RecordSpan } from "../../gateway/trace.ts";
+import { buildRuntime } from "../../runtime-build.ts";
+import type { HomePaths } from "../home.ts";
+import { isAlive, processStartTime } from "../os.ts";
+import type { Store } from "../store.ts";
+import { GATEWAY_PROCESS_ENTRY } from "./entry.ts";
+import {
+  GATEWAY_META,
+  PROTOCOL,
+  gatewayLog,
+  readMessages,
+  send,
+  socketPath,
+  type FromGateway,
+  type Ports,
+  type RouteState,
+  type ToGateway,
+} from "./protocol.ts";
+
+/** Crash-restart backoff, as for apps: 250 ms doubling to 30 s; 30 s up resets it. */
+const BACKOFF_FIRST_MS = 250;
+const BACKOFF_MAX_MS = 30_000;
+const STABLE_AFTER_MS = 30_000;
+/** How long a spawned gateway may take to listen on its socket. */
+const START_TIMEOUT_MS = 15_000;
+/** How long a gateway told to exit may take before it is killed. */
+const EXIT_WAIT_MS = 5_000;
+
+export interface GatewayProcessHooks {
+  /** A request arrived for an app with no replica (see `GatewayHooks.wake`). */
+  wake(app: string): Promise<void>;
+  recordSpan: RecordSpan;
+  /** Says what happened to the process (logged by the daemon). */
+  log?(line: string): void;
+}
+
+interface Recorded {
+  pid: number;
+  startTime: string;
+}
+
+type WithoutId<T> = T extends { id: number } ? Omit<T, "id"> : never;
+
+export class GatewayProcess {
+  private readonly routes = new Map<string, RouteState>();
+  private socket?: Socket;
+  private connectedAt = 0;
+  private starting?: Promise<void>;
+  private restartTimer?: NodeJS.Timeout;
+  private backoffMs = BACKOFF_FIRST_MS;
+  /**
+   * Whether `routes` is the whole truth, to be pushed on every (re)connect. Not yet while a
+   * new control plane adopts a running gateway: it must not close what recovery re-opens next.
+   */
+  private synced = false;
+  private detached = false;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private report?: Extract<FromGateway, { t: "report" }>;
+
+  constructor(
+    private readonly paths: HomePaths,
+    private readonly store: Store,
+    private readonly hooks: GatewayProcessHooks,
+  ) {}
+
+  /** The gateway process now, if one is recorded and alive. */
+  get running(): Recorded | undefined {
+    const recorded = this.recorded();
+    return recorded && isAlive(recorded.pid, recorded.startTime) ? recorded : undefined;
+  }
+
+  /** Connects to the gateway a previous control plane left running, if there is one. */
+  async adopt(): Promise<void> {
+    if (this.running) await this.ensure();
+  }
+
+  /** Recovery is done: the state given since is complete; the gateway drops anything else. */
+  async reconcile(): Promise<void> {
+    this.synced = true;
+    if (this.socket) await this.request({ t: "sync", routes: [...this.routes.values()] });
+    else if (this.routes.size > 0) await this.ensure().catch((e: Error) => this.failed(e));
+  }
+
+  async open(app: string, ports: Ports, options: RouteOptions): Promise<void> {
+    const existing = this.routes.get(app);
+    this.routes.set(app, { app, ports: { ...ports }, options, replicas: existing?.replicas ?? [] });
+    try {
+      await this.ensure();
+    } catch (e) {
+      this.routes.delete(app);
+      throw e;
+    }
+    try {
+      await this.request({ t: "open", app, ports, options });
+    } catch (e) {
+      if (this.routes.get(app)?.ports.public === ports.public) this.routes.delete(app);
+      throw e;
+    }
+  }
+
+  setOptions(app: string, options: RouteOptions): void {
+    const route = this.routes.get(app);
+    if (!route) return;
+    route.options = options;
+    this.tell({ t: "options", app, options });
+  }
+
+  addReplica(app: string, replica: Replica): void {
+    const route = this.routes.get(app);
+    if (!route) return;
+    route.replicas = [...route.replicas.filter((r) => r.id !== replica.id), { ...replica }];
+    this.tell({ t: "replica", app, replica });
+  }
+
+  drain(app: string, replicaId: string, graceMs: number): Promise<void> {
+    const route = this.routes.get(app);
+    if (route) route.replicas = route.replicas.filter((r) => r.id !== replicaId);
+    return this.request({ t: "drain", app, replica: replicaId, graceMs }).catch(() => {});
+  }
+
+  async close(app: string): Promise<void> {
+    this.routes.delete(app);
+    await this.request({ t: "close", app }).catch(() => {});
+  }
+
+  /** Tokens were created or revoked: the gateway stops trusting what it verified before. */
+  tokensChanged(): Promise<void> {
+    return this.request({ t: "tokens" }).catch(() => {});
+  }
+
+  /** Asks for a report now, so that `stats` and `metrics` are up to date. */
+  refresh(): Promise<void> {
+    return this.request({ t: "report" }).catch(() => {});
+  }
+
+  load(app: string): AppLoad {
+    const reported = this.report?.apps[app]?.load;
+    if (reported) return reported;
+    // Not reported yet (just opened, or the gateway is restarting): counted as active, so
+    // nothing scales in or to zero on a lack of figures.
+    const replicas = (this.routes.get(app)?.replicas ?? []).map((r) => ({ ...r, inFlight: 0 }));
+    return { replicas, inFlight: 0, waiting: 0, draining: 0, lastActiveAt: Date.now() };
+  }
+
+  stats(app: string): AppStats {
+    return (
+      this.report?.apps[app]?.stats ?? {
+        requests: 0,
+        errors: 0,
+        latency: { p50: 0, p99: 0, count: 0 },
+      }
+    );
+  }
+
+  metrics(): string {
+    return this.report?.metrics ?? "";
+  }
+
+  /** Lets go of the gateway, which serves on (the control plane stops; `--keep-apps`, a crash). */
+  detach(): void {
+    this.detached = true;
+    clearTimeout(this.restartTimer);
+    this.socket?.end();
+    this.socket = undefined;
+    this.settleAll();
+  }
+
+  /** Stops the gateway process (`server stop` with the apps): its listeners close. */
+  async stop(): Promise<void> {
+    this.detached = true;
+    clearTimeout(this.restartTimer);
+    const proc = this.running;
+    if (this.socket) await this.request({ t: "exit" }).catch(() => {});
+    if (proc) await stopProcess(proc);
+    this.socket?.destroy();
+    this.socket = undefined;
+    this.settleAll();
+  }
+
+  // --- the process and the channel ---
+
+  private ensure(): Promise<void> {
+    if (this.socket) return Promise.resolve();
+    if (this.detached) return Promise.reject(new Error("the control plane is stopping"));
+    return (this.starting ??= this.connectOrSpawn().finally(() => (this.starting = undefined)));
+  }
+
+  private async connectOrSpawn(): Promise<void> {
+    const running = this.running;
+    if (running) {
+      const socket = await connectTo(socketPath(this.paths.home), 2_000).catch(() => undefined);
+      if (socket) {
+        const hello = await greeting(socket);
+        if (hello?.protocol === PROTOCOL) return this.attach(socket, false);
+        socket.destroy();
+        // Another protocol (an older caravan's gateway): replaced. SIGTERM closes its
+        // listeners and ends it in every version, so the new one can take the ports.
+        this.log(`gateway pid ${running.pid} speaks protocol ${hello?.protocol}: replacing it`);
+      } else this.log(`gateway pid ${running.pid} does not answer on its socket: replacing it`);
+      await stopProcess(running);
+    }
+    await this.spawnGateway();
+  }
+
+  private async spawnGateway(): Promise<void> {
+    const main = await gatewayMain(this.paths.runtime);
+    const log = openSync(gatewayLog(this.paths.home), "a");
+    // Not the apps' environment (no CARAVAN_HOME_ID): it is no app, and no orphan to reap.
+    const env: NodeJS.ProcessEnv = { CARAVAN_HOME: this.paths.home };
+    for (const k of ["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "CARAVAN_GATEWAY_WORKERS"])
+      if (process.env[k] !== undefined) env[k] = process.env[k];
+    const child = spawn(process.execPath, ["--enable-source-maps", main], {
+      detached: true,
+      stdio: ["ignore", log, log],
+      env,
+      cwd: this.paths.home,
+    });
+    closeSync(log);
+    child.unref();
+    let exited = false;
+    child.once("exit", () => (exited = true));
+    child.once("error", () => (exited = true));
+    if (child.pid === undefined) throw new Error(`the gateway could not be started`);
+    const recorded = { pid: child.pid, startTime: processStartTime(child.pid) ?? "" };
+    this.store.setMeta(GATEWAY_META, JSON.stringify(recorded));
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (Date.now() < deadline && !exited) {
+      const socket = await connectTo(socketPath(this.paths.home), 1_000).catch(() => undefined);
+      if (socket) {
+        const hello = await greeting(socket);
+        // Another gateway of this home won a race to the socket: that one is adopted.
+        if (hello && hello.pid !== recorded.pid)
+          this.store.setMeta(
+            GATEWAY_META,
+            JSON.stringify({ pid: hello.pid, startTime: hello.startTime }),
+          );
+        if (hello?.protocol === PROTOCOL) {
+          this.log(`gateway started, pid ${hello.pid}`);
+          return this.attach(socket, true);
+        }
+        socket.destroy();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    if (!exited) await stopProcess(recorded);
+    throw new Error(`the gateway process did not start (see ${gatewayLog(this.paths.home)})`);
+  }
+
+  private attach(socket: Socket, fresh: boolean): void {
+    send(socket, { t: "hello", protocol: PROTOCOL });
+    this.socket = socket;
+    this.connectedAt = Date.now();
+    // A gateway this control plane started has nothing of its own to keep.
+    if (fresh) this.synced = true;
+    readMessages<FromGateway>(socket, (m) => this.onMessage(socket, m));
+    socket.on("close", () => this.lost(socket));
+    if (this.synced)
+      void this.request({ t: "sync", routes: [...this.routes.values()] }).catch((e: Error) =>
+        this.log(`gateway sync: ${e.message}`),
+      );
+  }
+
+  private onMessage(socket: Socket, m: FromGateway): void {
+    switch (m.t) {
+      case "done": {
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (m.error === undefined) p?.resolve();
+        else p?.reject(new Error(m.error));
+        return;
+      }
+      case "wake":
+        void this.hooks.wake(m.app).then(
+          () => send(socket, { t: "woken", id: m.id }),
+          (e: Error) => send(socket, { t: "woken", id: m.id, error: e.message }),
+        );
+        return;
+      case "report":
+        this.report = m;
+        for (const [app, span] of m.spans) this.hooks.recordSpan(app, span);
+        return;
+      case "hello":
+        return;
+    }
+  }
+
+  /** The channel closed: unless we are letting go, the gateway comes back (or is reconnected). */
+  private lost(socket: Socket): void {
+    if (this.socket !== socket) return;
+    this.socket = undefined;
+    this.report = undefined;
+    this.settleAll();
+    if (this.detached) return;
+    if (Date.now() - this.connectedAt >= STABLE_AFTER_MS) this.backoffMs = BACKOFF_FIRST_MS;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
+    this.log(`lost the gateway; reconnecting or restarting it in ${delay} ms`);
+    this.restartTimer = setTimeout(() => {
+      this.ensure().catch((e: Error) => this.failed(e));
+    }, delay);
+  }
+
+  private failed(e: Error): void {
+    this.log(`gateway: ${e.message}`);
+    if (this.detached || this.socket) return;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
+    this.restartTimer = setTimeout(() => {
+      this.ensure().catch((err: Error) => this.failed(err));
+    }, delay);
+  }
+
+  /** Sends a message with an id and waits for its `done`; resolves at once with no gateway (the state is sent when it is back). */
+  private request(message: WithoutId<ToGateway>): Promise<void> {
+    const socket = this.socket;
+    if (!socket) return Promise.resolve();
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      send(socket, { ...message, id } as ToGateway);
+    });
+  }
+
+  private tell(message: ToGateway): void {
+    if (this.socket) send(this.socket, message);
+  }
+
+  /** Whatever waits on a gateway that is gone is done: its listeners and requests went with it. */
+  private settleAll(): void {
+    for (const p of this.pending.values()) p.resolve();
+    this.pending.clear();
+  }
+
+  private recorded(): Recorded | undefined {
+    try {
+      return JSON.parse(this.store.getMeta(GATEWAY_META) ?? "") as Recorded;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private log(line: string): void {
+    this.hooks.log?.(line);
+  }
+}
+
+/**
+ * The gateway's entry: beside this module when caravan runs compiled (dist/, the package);
+ * from a checkout run through a TypeScript loader, compiled into the runtime bundle (which
+ * needs esbuild, whose service would otherwise live on in the daemon).
+ */
+async function gatewayMain(runtimeDir: string): Promise<string> {
+  const compiled = fileURLToPath(new URL("./main.js", import.meta.url));
+  if (import.meta.url.endsWith(".js") && existsSync(compiled)) return compiled;
+  return join(await buildRuntime(runtimeDir), `${GATEWAY_PROCESS_ENTRY}.js`);
+}
+
+function connectTo(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(path);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("timed out"));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      socket.on("error", () => {});
+      resolve(socket);
+    });
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/** The gateway's hello (its first line), or undefined when it sends none within 2 s. */
+function greeting(socket: Socket): Promise<Extract<FromGateway, { t: "hello" }> | undefined> {
+  return new Promise((resolve) => {
+    let buffered = "";
+    const timer = setTimeout(() => done(undefined), 2_000);
+    const onData = (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      const end = buffered.indexOf("\n");
+      if (end < 0) return;
+      const rest = buffered.slice(end + 1);
+      let hello: FromGateway | undefined;
+      try {
+        hello = JSON.parse(buffered.slice(0, end)) as FromGateway;
+      } catch {
+        hello = undefined;
+      }
+      // Anything after the hello is for the message reader.
+      if (rest) socket.unshift(Buffer.from(rest, "utf8"));
+      done(hello?.t === "hello" ? hello : undefined);
+    };
+    const done = (hello: Extract<FromGateway, { t: "hello" }> | undefined) => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      socket.pause();
+      resolve(hello);
+    };
+    const onClose = () => done(undefined);
+    socket.on("data", onData);
+    socket.once("close", onClose);
+  });
+}
+
+/** SIGTERM (the gateway closes its listeners and exits), then SIGKILL after a wait. */
+async function stopProcess(proc: Recorded): Promise<void> {
+  const signal = (s: NodeJS.Signals) => {
+    if (!isAlive(proc.pid, proc.startTime)) return;
+    try {
+      process.kill(proc.pid, s);
+    } catch {
+      /* gone */
+    }
+  };
+  signal("SIGTERM");
+  const deadline = Date.now() + EXIT_WAIT_MS;
+  while (isAlive(proc.pid, proc.startTime) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20));
+  signal("SIGKILL");
+  while (isAlive(proc.pid, proc.startTime)) await new Promise((r) => setTimeout(r, 20));
+}

@@ -1,0 +1,360 @@
+/**
+ * The gateway process's primary: it holds the channel to the control plane (protocol.ts),
+ * the state the control plane gave it (routes, options, replicas), and forks the workers that
+ * serve (worker.ts). node:cluster with `SCHED_NONE`: the primary binds each listening socket
+ * once and hands it to every worker, which accept for themselves (no connection passes
+ * through the primary). A worker that dies costs only its own connections: the others keep
+ * accepting on the same sockets, and a new worker is forked and given the whole state.
+ *
+ * The primary passes each operation on to every worker and answers once all have; it adds up
+ * their reports (aggregate.ts) and batches their spans for the control plane, and turns their
+ * wake requests into one per app for the control plane.
+ */
+import cluster, { type Worker } from "node:cluster";
+import { existsSync, rmSync } from "node:fs";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { dirname } from "node:path";
+import type { GatewaySpan } from "../../gateway/index.ts";
+import type { HomePaths } from "../home.ts";
+import { processStartTime } from "../os.ts";
+import { merge, type WorkerApp } from "./aggregate.ts";
+import {
+  MAX_SPANS_PER_REPORT,
+  PROTOCOL,
+  REPORT_EVERY_MS,
+  readMessages,
+  send,
+  socketPath,
+  type FromWorker,
+  type RouteState,
+  type ToGateway,
+  type ToWorker,
+} from "./protocol.ts";
+
+/** Why a request for an app with no replica gets 503 while no control plane is connected. */
+export const NO_CONTROL_PLANE =
+  "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
+/** How often it checks that its home still exists (a removed one ends it). */
+const HOME_CHECK_MS = 5_000;
+/** A worker that dies is replaced at once; one that died young waits 250 ms doubling to 30 s. */
+const RESPAWN_MAX_MS = 30_000;
+const STABLE_AFTER_MS = 30_000;
+
+type WithoutId<T> = T extends { id: number } ? Omit<T, "id"> : never;
+
+interface WorkerSlot {
+  worker: Worker;
+  /** Given the state and taking operations. */
+  ready: boolean;
+  startedAt: number;
+  latest: Record<string, WorkerApp>;
+  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+}
+
+export async function runPrimary(paths: HomePaths, workerCount: number): Promise<void> {
+  const log = (line: string) =>
+    process.stderr.write(`[gateway ${process.pid}] ${new Date().toISOString()} ${line}\n`);
+  const routes = new Map<string, RouteState>();
+  const slots = new Map<number, WorkerSlot>();
+  let nextId = 1;
+  let controlPlane: Socket | undefined;
+  let spans: [string, GatewaySpan][] = [];
+  let spansDropped = 0;
+  /** One control-plane wake per app, with the workers' requests waiting on it. */
+  const waking = new Map<string, { slot: WorkerSlot; id: number }[]>();
+  const cpWakes = new Map<number, string>();
+  let respawnDelay = 250;
+  let exiting = false;
+
+  // --- workers ---
+
+  const ask = (slot: WorkerSlot, m: WithoutId<ToWorker>) =>
+    new Promise<void>((resolve, reject) => {
+      const id = nextId++;
+      slot.pending.set(id, { resolve, reject });
+      slot.worker.send({ ...m, id } as ToWorker);
+    });
+  /** An operation every ready worker does; the first error (if any) is the answer's. */
+  const everyWorker = async (m: WithoutId<ToWorker>): Promise<void> => {
+    const results = await Promise.allSettled(
+      [...slots.values()].filter((s) => s.ready).map((s) => ask(s, m)),
+    );
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+  };
+  const broadcast = (m: ToWorker) => {
+    for (const s of slots.values()) if (s.ready) s.worker.send(m);
+  };
+
+  const fork = (): Promise<void> => {
+    // Told how many they are: each sends its share of the spans a report may carry.
+    const worker = cluster.fork({ CARAVAN_GATEWAY_WORKERS: String(workerCount) });
+    const slot: WorkerSlot = {
+      worker,
+      ready: false,
+      startedAt: Date.now(),
+      latest: {},
+      pending: new Map(),
+    };
+    slots.set(worker.id, slot);
+    worker.on("message", (m: FromWorker) => fromWorker(slot, m));
+    worker.on("exit", (code, signal) => {
+      slots.delete(worker.id);
+      for (const p of slot.pending.values()) p.resolve(); // its share went with it
+      for (const [app, waiters] of waking)
+        waking.set(
+          app,
+          waiters.filter((w) => w.slot !== slot),
+        );
+      if (exiting) return;
+      const young = Date.now() - slot.startedAt < STABLE_AFTER_MS;
+      const delay = young ? respawnDelay : 0;
+      respawnDelay = young ? Math.min(RESPAWN_MAX_MS, respawnDelay * 2) : 250;
+      log(`worker ${worker.process.pid} exited (${signal ?? code}); a new one in ${delay} ms`);
+      setTimeout(() => exiting || void fork(), delay);
+    });
+    return new Promise((resolve) => {
+      const check = (m: FromWorker) => {
+        if (m.t !== "ready") return;
+        worker.off("message", check);
+        resolve();
+      };
+      worker.on("message", check);
+      worker.once("exit", () => resolve());
+    });
+  };
+
+  const fromWorker = (slot: WorkerSlot, m: FromWorker) => {
+    switch (m.t) {
+      case "ready":
+        // The whole state first; operations after it reach it in order.
+        slot.worker.send({ t: "sync", id: 0, routes: [...routes.values()] } satisfies ToWorker);
+        slot.ready = true;
+        return;
+      case "done": {
+        const p = slot.pending.get(m.id);
+        slot.pending.delete(m.id);
+        if (m.error === undefined) p?.resolve();
+        else p?.reject(new Error(m.error));
+        return;
+      }
+      case "report":
+        slot.latest = m.apps;
+        for (const s of m.spans)
+          if (spans.length < MAX_SPANS_PER_REPORT) spans.push(s);
+          else spansDropped++;
+        spansDropped += m.spansDropped;
+        return;
+      case "wake":
+        return wake(slot, m.id, m.app);
+    }
+  };
+
+  const wake = (slot: WorkerSlot, id: number, app: string) => {
+    if (!controlPlane) {
+      slot.worker.send({ t: "woken", id, error: NO_CONTROL_PLANE } satisfies ToWorker);
+      return;
+    }
+    const waiters = waking.get(app);
+    if (waiters) return void waiters.push({ slot, id });
+    waking.set(app, [{ slot, id }]);
+    const cpId = nextId++;
+    cpWakes.set(cpId, app);
+    send(controlPlane, { t: "wake", id: cpId, app });
+  };
+  const woken = (app: string, error?: string) => {
+    const waiters = waking.get(app) ?? [];
+    waking.delete(app);
+    for (const w of waiters)
+      if (!w.slot.worker.isDead()) w.slot.worker.send({ t: "woken", id: w.id, error });
+  };
+
+  // --- the control plane ---
+
+  const report = () => {
+    if (!controlPlane) {
+      spans = [];
+      spansDropped = 0;
+      return;
+    }
+    const merged = merge(
+      [...slots.values()].map((s) => s.latest),
+      routes.keys(),
+    );
+    send(controlPlane, { t: "report", ...merged, spans, spansDropped });
+    spans = [];
+    spansDropped = 0;
+  };
+
+  const handle = async (socket: Socket, m: ToGateway): Promise<void> => {
+    const done = async (id: number, work: () => Promise<void> | void) => {
+      try {
+        await work();
+        send(socket, { t: "done", id });
+      } catch (e) {
+        send(socket, { t: "done", id, error: (e as Error).message });
+      }
+    };
+    switch (m.t) {
+      case "open": {
+        const before = routes.get(m.app);
+        routes.set(m.app, {
+          app: m.app,
+          ports: m.ports,
+          options: m.options,
+          replicas: before?.replicas ?? [],
+        });
+        return done(m.id, async () => {
+          try {
+            await everyWorker({ t: "open", app: m.app, ports: m.ports, options: m.options });
+          } catch (e) {
+            routes.delete(m.app);
+            await everyWorker({ t: "close", app: m.app }).catch(() => {});
+            throw e;
+          }
+        });
+      }
+      case "close":
+        routes.delete(m.app);
+        return done(m.id, () => everyWorker({ t: "close", app: m.app }));
+      case "options": {
+        const route = routes.get(m.app);
+        if (route) route.options = m.options;
+        return broadcast(m);
+      }
+      case "replica": {
+        const route = routes.get(m.app);
+        if (route)
+          route.replicas = [...route.replicas.filter((r) => r.id !== m.replica.id), m.replica];
+        return broadcast(m);
+      }
+      case "drain": {
+        const route = routes.get(m.app);
+        if (route) route.replicas = route.replicas.filter((r) => r.id !== m.replica);
+        return done(m.id, () =>
+          everyWorker({ t: "drain", app: m.app, replica: m.replica, graceMs: m.graceMs }),
+        );
+      }
+      case "sync":
+        routes.clear();
+        for (const r of m.routes) routes.set(r.app, r);
+        return done(m.id, () => everyWorker({ t: "sync", routes: m.routes }));
+      case "tokens":
+        return done(m.id, () => everyWorker({ t: "tokens" }));
+      case "report":
+        return done(m.id, async () => {
+          await everyWorker({ t: "report" });
+          report();
+        });
+      case "woken": {
+        const app = cpWakes.get(m.id);
+        cpWakes.delete(m.id);
+        if (app !== undefined) woken(app, m.error);
+        return;
+      }
+      case "exit":
+        await stopWorkers();
+        send(socket, { t: "done", id: m.id });
+        return exit("told to by the control plane");
+      case "hello":
+        return;
+    }
+  };
+
+  const connected = (socket: Socket) => {
+    send(socket, {
+      t: "hello",
+      protocol: PROTOCOL,
+      pid: process.pid,
+      startTime: processStartTime(process.pid) ?? "",
+      build: dirname(process.argv[1] ?? ""),
+    });
+    let greeted = false;
+    readMessages<ToGateway>(socket, (m) => {
+      if (!greeted) {
+        if (m.t !== "hello" || m.protocol !== PROTOCOL) return socket.destroy();
+        greeted = true;
+        // One control plane at a time: the newest (a restarted one) replaces a wedged one.
+        if (controlPlane && controlPlane !== socket) controlPlane.destroy();
+        controlPlane = socket;
+        log("control plane connected");
+        return;
+      }
+      void handle(socket, m).catch((e: Error) => log(`handling ${m.t}: ${e.stack ?? e.message}`));
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      if (controlPlane !== socket) return;
+      controlPlane = undefined;
+      log("control plane disconnected; serving on from what it last sent");
+      cpWakes.clear();
+      for (const app of [...waking.keys()])
+        woken(app, `${NO_CONTROL_PLANE} (it stopped while starting the app)`);
+    });
+  };
+
+  // --- life cycle ---
+
+  const channel: Server = createServer(connected);
+  const stopWorkers = async () => {
+    exiting = true;
+    await Promise.allSettled(
+      [...slots.values()].map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            if (s.worker.isDead()) return resolve();
+            s.worker.once("exit", () => resolve());
+            s.worker.send({ t: "exit", id: nextId++ } satisfies ToWorker);
+            setTimeout(() => s.worker.process.kill("SIGKILL"), 5_000).unref();
+          }),
+      ),
+    );
+  };
+  const exit = async (why: string): Promise<never> => {
+    log(`exiting: ${why}`);
+    await stopWorkers();
+    channel.close();
+    rmSync(socketPath(paths.home), { force: true });
+    process.exit(0);
+  };
+
+  const path = socketPath(paths.home);
+  // Never two gateways for one home: the second leaves.
+  if (await answering(path)) {
+    log("another gateway already serves this home");
+    process.exit(0);
+  }
+  // Each worker accepts on the shared sockets itself (round-robin through the primary would
+  // put every connection through this one process). The control plane can connect once
+  // they all take operations.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  await Promise.all(Array.from({ length: workerCount }, () => fork()));
+  rmSync(path, { force: true });
+  const umask = process.umask(0o177); // the socket is created 0600: only the home's owner
+  try {
+    await new Promise<void>((resolve, reject) => {
+      channel.once("error", reject);
+      channel.listen(path, resolve);
+    });
+  } finally {
+    process.umask(umask);
+  }
+  setInterval(report, REPORT_EVERY_MS);
+  // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
+  setInterval(() => existsSync(paths.home) || void exit("its home was removed"), HOME_CHECK_MS);
+  process.on("SIGTERM", () => void exit("SIGTERM"));
+  process.on("SIGINT", () => void exit("SIGINT"));
+  log(`listening on ${path}, ${workerCount} workers`);
+}
+
+/** True when another gateway of this home answers on the socket. */
+function answering(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection(path);
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once("error", () => resolve(false));
+  });
+}

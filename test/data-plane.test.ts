@@ -1,0 +1,301 @@
+/**
+ * Issue 12, DESIGN §9: the data plane outlives the control plane. The gateway is a process of
+ * its own; apps' endpoints keep answering while the control plane is killed, stopped with
+ * --keep-apps, restarted or replaced by another copy of caravan, and a new control plane
+ * adopts the gateway and the apps (same pids, same ports). Each test keeps a few keep-alive
+ * clients sending requests to an app's public (with a token) and internal endpoints the whole
+ * time and counts the failures.
+ */
+import { execFile } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { Agent, request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { describe, expect, it } from "vitest";
+import { TokenStore } from "../src/backends/local/tokens.ts";
+import { ROOT, eventually, type CliResult, type Sandbox, useSandbox } from "./helpers.ts";
+import { deploy, fixture, get, status } from "./support.ts";
+
+const AUTH = fixture("gateway/auth.ts");
+const SCALING = fixture("gateway/scaling.ts");
+
+const lastLine = (out: string) => out.trimEnd().split("\n").at(-1)!.trim();
+
+/** A request loop: `clients` keep-alive connections each sending one request after another. */
+function traffic(targets: { url: string; headers?: Record<string, string> }[], clients = 4) {
+  let running = true;
+  let ok = 0;
+  const failures: { at: number; why: string }[] = [];
+  const one = (agent: Agent, t: (typeof targets)[number]) =>
+    new Promise<void>((resolve) => {
+      const req = request(t.url, { agent, headers: t.headers }, (res) => {
+        res.resume();
+        res.on("end", () => {
+          if (res.statusCode === 200) ok++;
+          else failures.push({ at: Date.now(), why: `status ${res.statusCode}` });
+          resolve();
+        });
+        res.on("error", (e) => {
+          failures.push({ at: Date.now(), why: e.message });
+          resolve();
+        });
+      });
+      req.on("error", (e) => {
+        failures.push({ at: Date.now(), why: e.message });
+        resolve();
+      });
+      req.setTimeout(10_000, () => req.destroy(new Error("timed out")));
+      req.end();
+    });
+  const loops = Array.from({ length: clients }, async (_, c) => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    for (let i = c; running; i++) await one(agent, targets[i % targets.length]!);
+    agent.destroy();
+  });
+  return {
+    get ok() {
+      return ok;
+    },
+    failures,
+    /** Waits until `n` more requests have succeeded (the loop is bounded by count, not time). */
+    async more(n = 200) {
+      const target = ok + n;
+      await eventually(() => ok >= target || failures.length > 1000, 60_000, 10);
+    },
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return { ok, failed: failures.length, failures };
+    },
+  };
+}
+
+/** The live processes of this home running `what` (the gateway's or the daemon's entry). */
+function processesRunning(sb: Sandbox, what: string): number[] {
+  return sb.processes().filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "latin1").includes(what);
+    } catch {
+      return false;
+    }
+  });
+}
+/** The gateway's primary (what the control plane records and adopts), or its workers. */
+const gatewayPids = (sb: Sandbox, workers = false) =>
+  processesRunning(sb, "gateway-process/main.js").filter(
+    (pid) => readFileSync(`/proc/${pid}/environ`, "latin1").includes("NODE_UNIQUE_ID=") === workers,
+  );
+const daemonPid = (sb: Sandbox) =>
+  (JSON.parse(readFileSync(join(sb.home, "daemon.json"), "utf8")) as { pid: number }).pid;
+
+/** Deploys guarded + open, makes a token, and returns the endpoints to load. */
+async function deployed(sb: Sandbox) {
+  const r = await deploy(sb, [AUTH]);
+  expect(r.code, r.stderr).toBe(0);
+  const created = await sb.run(["token", "create", "--name", "load"]);
+  expect(created.code, created.stderr).toBe(0);
+  const token = lastLine(created.stdout);
+  const guarded = r.by.guarded!;
+  const targets = [
+    { url: `${guarded.endpoint}/`, headers: { authorization: `Bearer ${token}` } },
+    { url: `${guarded.internalEndpoint}/` },
+    { url: `${r.by.open!.endpoint}/` },
+  ];
+  const before = await status(sb);
+  expect(gatewayPids(sb)).toHaveLength(1);
+  return { token, guarded, targets, before, gateway: gatewayPids(sb)[0]! };
+}
+
+/** What a new control plane must show: the same apps, processes, endpoints and gateway. */
+async function expectAdopted(
+  sb: Sandbox,
+  before: Awaited<ReturnType<typeof status>>,
+  gateway: number,
+) {
+  const after = await status(sb);
+  for (const name of ["guarded", "open"]) {
+    expect(after[name]!.state).toBe("ready");
+    expect(after[name]!.pids).toEqual(before[name]!.pids);
+    expect(after[name]!.endpoint).toBe(before[name]!.endpoint);
+    expect(after[name]!.internalEndpoint).toBe(before[name]!.internalEndpoint);
+  }
+  expect(gatewayPids(sb)).toEqual([gateway]);
+}
+
+describe("the data plane outlives the control plane", () => {
+  const sb = useSandbox();
+
+  it("keeps answering through a SIGKILL of the control plane; the next command adopts the gateway and the apps", async () => {
+    const { targets, before, gateway } = await deployed(sb);
+    const load = traffic(targets);
+    await load.more();
+    const old = daemonPid(sb);
+    process.kill(old, "SIGKILL");
+    await eventually(() => !sb.processes().includes(old));
+    await load.more();
+    // The next command starts a new control plane, which adopts what runs.
+    await expectAdopted(sb, before, gateway);
+    expect(daemonPid(sb)).not.toBe(old);
+    await load.more();
+    // The traffic figures come from the gateway, which kept counting.
+    const traffic2 = (await status(sb)).guarded as unknown as { traffic?: { requests: number } };
+    expect(traffic2.traffic?.requests ?? 0).toBeGreaterThan(0);
+    const result = await load.stop();
+    expect(result.failures).toEqual([]);
+    expect(result.ok).toBeGreaterThan(600);
+  });
+
+  it("keeps answering through server stop --keep-apps and server start", async () => {
+    const { targets, before, gateway } = await deployed(sb);
+    const load = traffic(targets);
+    await load.more();
+    const stopped = await sb.run(["server", "stop", "--keep-apps"]);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    await load.more();
+    const started = await sb.run(["server", "start"]);
+    expect(started.code, started.stderr).toBe(0);
+    await expectAdopted(sb, before, gateway);
+    await load.more();
+    const result = await load.stop();
+    expect(result.failures).toEqual([]);
+  });
+
+  it("keeps answering while another copy of caravan (a newer version) takes over", async () => {
+    const { targets, before, gateway } = await deployed(sb);
+    // A second install of the package beside this one, with a bumped version, sharing the
+    // dependencies.
+    const copy = mkdtempSync(join(tmpdir(), "caravan-upgrade-"));
+    try {
+      cpSync(join(ROOT, "dist"), join(copy, "dist"), { recursive: true });
+      cpSync(join(ROOT, "bin"), join(copy, "bin"), { recursive: true });
+      const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+        version: string;
+      };
+      writeFileSync(join(copy, "package.json"), JSON.stringify({ ...pkg, version: "99.0.0" }));
+      symlinkSync(join(ROOT, "node_modules"), join(copy, "node_modules"));
+      const load = traffic(targets);
+      await load.more();
+      const stopped = await sb.run(["server", "stop", "--keep-apps"]);
+      expect(stopped.code, stopped.stderr).toBe(0);
+      await load.more();
+      const newer = await runCopy(sb, join(copy, "bin/caravan.js"), ["server", "start"]);
+      expect(newer.code, newer.stderr).toBe(0);
+      expect(readFileSync(`/proc/${daemonPid(sb)}/cmdline`, "latin1")).toContain(copy);
+      await expectAdopted(sb, before, gateway);
+      await load.more();
+      const result = await load.stop();
+      expect(result.failures).toEqual([]);
+      await sb.run(["server", "stop"]);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
+  it("restarts a SIGKILLed gateway (its primary and so its workers) on the same ports (the loss: what was in flight, and the gap until it listens)", async () => {
+    const { targets, before, gateway } = await deployed(sb);
+    const load = traffic(targets);
+    await load.more();
+    const killedAt = Date.now();
+    const failedBefore = load.failures.length;
+    process.kill(gateway, "SIGKILL");
+    await eventually(() => gatewayPids(sb).some((p) => p !== gateway));
+    // Answering again on the same ports, with the token, on both endpoints.
+    await load.more();
+    const back = load.failures.at(-1)?.at ?? killedAt;
+    const result = await load.stop();
+    const lost = result.failed - failedBefore;
+    console.log(
+      `gateway SIGKILL: ${lost} failed requests (${[...new Set(result.failures.map((f) => f.why))].join(", ")}); last failure ${back - killedAt} ms after the kill`,
+    );
+    const after = await status(sb);
+    expect(after.guarded!.endpoint).toBe(before.guarded!.endpoint);
+    expect(after.guarded!.internalEndpoint).toBe(before.guarded!.internalEndpoint);
+    expect(after.guarded!.pids).toEqual(before.guarded!.pids);
+    expect(gatewayPids(sb)).toHaveLength(1);
+  });
+
+  it("loses only what was in flight on a gateway worker that is SIGKILLed: the others keep accepting on the same sockets", async () => {
+    const { targets, before, gateway } = await deployed(sb);
+    const workers = gatewayPids(sb, true);
+    expect(workers.length).toBeGreaterThanOrEqual(2);
+    const clients = 4;
+    const load = traffic(targets, clients);
+    await load.more();
+    process.kill(workers[0]!, "SIGKILL");
+    // A new worker takes its place; the primary (and so the adopted gateway) is the same.
+    await eventually(() => {
+      const now = gatewayPids(sb, true);
+      return now.length === workers.length && !now.includes(workers[0]!);
+    });
+    await load.more();
+    const result = await load.stop();
+    console.log(
+      `gateway worker SIGKILL: ${result.failed} failed requests of ${result.ok + result.failed} (${[...new Set(result.failures.map((f) => f.why))].join(", ")})`,
+    );
+    // At most one per connection that worker had: each client keeps one to each endpoint, and
+    // loses at most the request it had on it. No request was refused or answered with an error.
+    expect(result.failed).toBeLessThanOrEqual(clients * targets.length);
+    expect(result.failures.filter((f) => /status|ECONNREFUSED/.test(f.why))).toEqual([]);
+    expect(gatewayPids(sb)).toEqual([gateway]);
+    const after = await status(sb);
+    expect(after.guarded!.pids).toEqual(before.guarded!.pids);
+  });
+
+  it("stops honouring a revoked token while the control plane is down", async () => {
+    const { token, guarded } = await deployed(sb);
+    const withToken = () =>
+      fetch(`${guarded.endpoint}/`, { headers: { authorization: `Bearer ${token}` } }).then(
+        (r) => r.status,
+      );
+    expect(await withToken()).toBe(200);
+    process.kill(daemonPid(sb), "SIGKILL");
+    // Revoked in the store's database, as any caravan process holding it would.
+    const db = new Database(join(sb.home, "state.db"));
+    db.pragma("busy_timeout = 5000");
+    try {
+      expect(new TokenStore(db).revoke("load")).toBe(true);
+    } finally {
+      db.close();
+    }
+    const revokedAt = Date.now();
+    await eventually(async () => (await withToken()) === 401, 10_000, 20);
+    console.log(`revoked token refused ${Date.now() - revokedAt} ms after the revocation`);
+    // The internal endpoint needs none.
+    expect((await get(`${guarded.internalEndpoint}/`)).status).toBe(200);
+    // A control plane again, which stops everything when the test ends.
+    expect((await status(sb)).guarded!.state).toBe("ready");
+  });
+
+  it("answers 503 saying so when a scaled-to-zero app is woken while the control plane is down", async () => {
+    const r = await deploy(sb, [SCALING, "sleepy"]);
+    expect(r.code, r.stderr).toBe(0);
+    const url = `${r.by.sleepy!.endpoint}/`;
+    expect((await get(url)).status).toBe(200);
+    await eventually(async () => (await status(sb)).sleepy!.pids.length === 0);
+    const old = daemonPid(sb);
+    process.kill(old, "SIGKILL");
+    await eventually(() => !sb.processes().includes(old));
+    const refused = await get(url);
+    expect(refused.status).toBe(503);
+    expect(refused.body).toContain("the control plane is not running");
+    // A control plane again (any command starts one): the next request wakes the app.
+    expect((await status(sb)).sleepy!.state).toBe("ready");
+    const woken = await get(url);
+    expect(woken).toMatchObject({ status: 200 });
+    expect(woken.body).toMatch(/^awake /);
+  });
+});
+
+/** `caravan <args>` of another install, in the sandbox's home. */
+function runCopy(sb: Sandbox, bin: string, args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [bin, ...args],
+      { env: sb.env, timeout: 90_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
