@@ -136,21 +136,7 @@ describe("dependency health", { timeout: 120_000 }, () => {
     expect(second.code, second.stderr).toBe(0);
     writeFileSync(down, "");
     process.kill((await phoenix()).pids[0]!, "SIGKILL");
-    const db = new Database(join(sb.home, "state.db"), { readonly: true });
-    try {
-      // The control plane's own record of the delays it chose, after revision 2's deploy.
-      const delays = () => {
-        const events = db
-          .prepare("SELECT type, message FROM events WHERE name = 'phoenix' ORDER BY id")
-          .all() as { type: string; message: string }[];
-        const deployed = events.findLastIndex((e) => e.type === "deploy");
-        return events.slice(deployed).filter((e) => e.type === "restart-scheduled");
-      };
-      const [first] = await eventually(() => (delays().length ? delays() : undefined), 20_000);
-      expect(first!.message).toBe("in 250 ms");
-    } finally {
-      db.close();
-    }
+    expect(await firstRestartAfterDeploy(sb.home)).toBe("in 250 ms");
     rmSync(down);
   });
 
@@ -176,20 +162,25 @@ describe("dependency health", { timeout: 120_000 }, () => {
     expect(again.code, again.stderr).toBe(0);
     writeFileSync(down, "");
     process.kill((await phoenix()).pids[0]!, "SIGKILL");
-    const db = new Database(join(sb.home, "state.db"), { readonly: true });
-    try {
-      const delays = () => {
-        const events = db
-          .prepare("SELECT type, message FROM events WHERE name = 'phoenix' ORDER BY id")
-          .all() as { type: string; message: string }[];
-        const deployed = events.findLastIndex((e) => e.type === "deploy");
-        return events.slice(deployed).filter((e) => e.type === "restart-scheduled");
-      };
-      const [first] = await eventually(() => (delays().length ? delays() : undefined), 20_000);
-      expect(first!.message).toBe("in 250 ms");
-    } finally {
-      db.close();
-    }
+    expect(await firstRestartAfterDeploy(sb.home)).toBe("in 250 ms");
     rmSync(down);
   });
 });
+
+/** The delay the control plane chose for phoenix's first restart after its last deploy (its events). */
+async function firstRestartAfterDeploy(home: string): Promise<string> {
+  const db = new Database(join(home, "state.db"), { readonly: true });
+  try {
+    const delays = () => {
+      const events = db
+        .prepare("SELECT type, message FROM events WHERE name = 'phoenix' ORDER BY id")
+        .all() as { type: string; message: string }[];
+      const deployed = events.findLastIndex((e) => e.type === "deploy");
+      return events.slice(deployed).filter((e) => e.type === "restart-scheduled");
+    };
+    const [first] = await eventually(() => (delays().length ? delays() : undefined), 20_000);
+    return first!.message;
+  } finally {
+    db.close();
+  }
+}

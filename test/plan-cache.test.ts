@@ -3,20 +3,12 @@
  * file (src/cli/unchanged.ts) — and never a stale one: an edited module, a variable the file
  * reads or a new config file give the new plan; a plan that failed is not recorded.
  */
-import {
-  cpSync,
-  existsSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useSandbox } from "./helpers.ts";
-import { fixture, json } from "./support.ts";
+import { fixture, json, loadCounter } from "./support.ts";
 
 interface PlanJSON {
   project: string;
@@ -28,12 +20,7 @@ describe("an unchanged plan", () => {
   const sb = useSandbox();
   let dir: string;
   let main: string;
-  /** How many times the CLI imported main.ts. */
-  const loads = () =>
-    existsSync(join(dir, "loads"))
-      ? readFileSync(join(dir, "loads"), "utf8").split("\n").length - 1
-      : 0;
-  const env = (more: NodeJS.ProcessEnv = {}) => ({ LOADS_FILE: join(dir, "loads"), ...more });
+  const { loads, env } = loadCounter(() => dir);
   const plan = async (args: string[] = [], more: NodeJS.ProcessEnv = {}) => {
     const r = await sb.run(["plan", main, "--json", ...args], { env: env(more) });
     expect(r.code, r.stderr).toBe(0);

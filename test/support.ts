@@ -3,7 +3,7 @@
  * the JSON documents of `deploy --json` and `status --json`, the events fixture apps record,
  * and the processes of one app.
  */
-import { readFileSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
 import { readEvents, type AppEvent } from "./fixtures/shared/events.ts";
@@ -140,4 +140,16 @@ export async function get(url: string): Promise<{ status: number; body: string }
   } catch {
     return { status: 0, body: "" };
   }
+}
+
+/**
+ * Counts how many times the CLI imported a fixture that appends a line to `$LOADS_FILE` when
+ * evaluated (test/fixtures/{unchanged,plan-cache}): `env` sets that variable for a command.
+ */
+export function loadCounter(dir: () => string) {
+  const file = () => join(dir(), "loads");
+  return {
+    loads: () => (existsSync(file()) ? readFileSync(file(), "utf8").split("\n").length - 1 : 0),
+    env: (more: NodeJS.ProcessEnv = {}) => ({ LOADS_FILE: file(), ...more }),
+  };
 }

@@ -3,31 +3,18 @@
  * (src/cli/unchanged.ts) — and never when something its revisions depend on changed: a
  * covered file, a variable the file reads, the config, a secret's value, or what runs.
  */
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { useSandbox } from "./helpers.ts";
-import { deploy, fixture, get, pidsOf, status } from "./support.ts";
+import { deploy, fixture, get, loadCounter, pidsOf, status } from "./support.ts";
 
 describe("an unchanged deploy", () => {
   const sb = useSandbox();
   let dir: string;
   let main: string;
-  /** How many times the CLI imported main.ts. */
-  const loads = () =>
-    existsSync(join(dir, "loads"))
-      ? readFileSync(join(dir, "loads"), "utf8").split("\n").length - 1
-      : 0;
-  const env = (more: NodeJS.ProcessEnv = {}) => ({ LOADS_FILE: join(dir, "loads"), ...more });
+  const { loads, env } = loadCounter(() => dir);
   const revisions = (ds: { name: string; revision: string | null }[]) =>
     Object.fromEntries(ds.map((d) => [d.name, d.revision]));
 
