@@ -7,7 +7,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { eventually, useSandbox } from "./helpers.ts";
+import { eventually, useSandbox, type Sandbox } from "./helpers.ts";
 import { deploy, fixture, isRunning, json } from "./support.ts";
 
 type Health = { state: string; reason?: string };
@@ -119,17 +119,9 @@ describe("dependency health", { timeout: 120_000 }, () => {
     const down = join(sb.home, "phoenix-down");
     const file = fixture("health/graph.ts");
     expect((await deploy(sb, [file, "phoenix"], { PHOENIX_DOWN: down })).code).toBe(0);
-    const phoenix = async () =>
-      json<{ environments: (Env & { error?: string })[] }>(
-        await sb.run(["status", "--json"]),
-      ).environments.find((e) => e.name === "phoenix")!;
+    const phoenix = () => phoenixStatus(sb);
     // Revision 1 crash-loops until its backoff is long.
-    writeFileSync(down, "");
-    process.kill((await phoenix()).pids[0]!, "SIGKILL");
-    await eventually(
-      async () => /restarting in (4000|8000|16000|30000) ms/.test((await phoenix()).error ?? ""),
-      60_000,
-    );
+    await crashLoop(sb, down);
     rmSync(down);
     // Revision 2 starts; when it crashes, its first restart waits the first backoff.
     const second = await deploy(sb, [file, "phoenix"], { PHOENIX_DOWN: down, PHOENIX_REV: "2" });
@@ -145,16 +137,8 @@ describe("dependency health", { timeout: 120_000 }, () => {
     const file = fixture("health/graph.ts");
     const env = { PHOENIX_DOWN: down };
     expect((await deploy(sb, [file, "phoenix"], env)).code).toBe(0);
-    const phoenix = async () =>
-      json<{ environments: (Env & { error?: string })[] }>(
-        await sb.run(["status", "--json"]),
-      ).environments.find((e) => e.name === "phoenix")!;
-    writeFileSync(down, "");
-    process.kill((await phoenix()).pids[0]!, "SIGKILL");
-    await eventually(
-      async () => /restarting in (4000|8000|16000|30000) ms/.test((await phoenix()).error ?? ""),
-      60_000,
-    );
+    const phoenix = () => phoenixStatus(sb);
+    await crashLoop(sb, down);
     expect((await sb.run(["stop", "phoenix"])).code).toBe(0);
     rmSync(down);
     // The same revision again: only its record of the crash loop was dropped by the stop.
@@ -183,4 +167,22 @@ async function firstRestartAfterDeploy(home: string): Promise<string> {
   } finally {
     db.close();
   }
+}
+
+/** phoenix as `status --json` shows it. */
+async function phoenixStatus(sb: Sandbox) {
+  return json<{ environments: (Env & { error?: string })[] }>(
+    await sb.run(["status", "--json"]),
+  ).environments.find((e) => e.name === "phoenix")!;
+}
+
+/** Kills phoenix with `down` present (its restarts then fail) until its crash backoff is long. */
+async function crashLoop(sb: Sandbox, down: string): Promise<void> {
+  writeFileSync(down, "");
+  process.kill((await phoenixStatus(sb)).pids[0]!, "SIGKILL");
+  await eventually(
+    async () =>
+      /restarting in (4000|8000|16000|30000) ms/.test((await phoenixStatus(sb)).error ?? ""),
+    60_000,
+  );
 }
