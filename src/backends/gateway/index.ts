@@ -2,8 +2,8 @@
  * The gateway in front of every app: one public listener (authenticated when the app requires
  * it) and one internal listener (for app-to-app calls, never authenticated) per app, both on
  * loopback, forwarding to the app's replicas with least-outstanding-requests balancing.
- * The local control plane hosts it; the cluster gateway (`kubernetes/gateway-main.ts`) runs
- * the same code in a pod.
+ * The local gateway process (`local/gateway-process/`, its workers) runs it; the cluster
+ * gateway (`kubernetes/gateway-main.ts`) runs the same code in a pod.
  *
  * Built on node:http (the client side) and node:net (the app side) only. The hot path avoids
  * what it can: no header objects are built on either side (the request head is written from
@@ -295,7 +295,7 @@ export class Gateway {
       try {
         this.onRequest(route, req, res, pub);
       } catch (err) {
-        // A bug here must cost one request, not the control plane that hosts the gateway.
+        // A bug here must cost one request, not the process that hosts the gateway.
         internalError(res, route.app, err);
       }
     });
