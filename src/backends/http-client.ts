@@ -31,6 +31,9 @@ import { ROUTES, pathOf } from "./http-routes.ts";
  * when the server cannot be reached; any status resolves, with the body parsed ({} if not JSON).
  * node:https (and TLS) loads only for an https URL.
  */
+/** The code of `requestJSON`'s error when its `timeoutMs` ran out. */
+const TIMED_OUT = "CARAVAN_TIMED_OUT";
+
 export async function requestJSON(
   url: string,
   opts: { method?: string; token?: string; body?: unknown; timeoutMs?: number } = {},
@@ -68,11 +71,22 @@ export async function requestJSON(
     // Only a request given a timeout has one: a deploy waits for readiness as long as it takes
     // (the default agent's 5 s socket timeout only emits an event, which needs no listener).
     if (opts.timeoutMs)
-      req.on("timeout", () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
+      req.on("timeout", () =>
+        req.destroy(
+          Object.assign(new Error(`no answer within ${opts.timeoutMs} ms`), { code: TIMED_OUT }),
+        ),
+      );
     req.on("error", reject);
     req.end(body);
   });
 }
+
+/**
+ * How long a read (GET) may wait for its answer: the control plane answers one in milliseconds,
+ * so a longer silence is a wedged server, and a `status` must not hang on it. Changes (a deploy
+ * waits for readiness as long as it takes) and long polls (their wait added) have no such bound.
+ */
+export const READ_TIMEOUT_MS = 30_000;
 
 export class HttpBackend implements Backend {
   constructor(
@@ -85,22 +99,29 @@ export class HttpBackend implements Backend {
      * server's handlers, so any call may be repeated.
      */
     private recheck?: () => Promise<{ url: string; token: string }>,
+    private readonly readTimeoutMs = READ_TIMEOUT_MS,
   ) {}
 
   /** One call to the API: JSON in, JSON out; an error answer is thrown as its CaravanError. */
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async call<T>(method: string, path: string, body?: unknown, waitMs = 0): Promise<T> {
     let res: { status: number; json: unknown };
+    const timeoutMs = method === "GET" ? this.readTimeoutMs + waitMs : undefined;
     try {
-      res = await requestJSON(`${this.url}${path}`, { method, token: this.token, body });
+      res = await requestJSON(`${this.url}${path}`, { method, token: this.token, body, timeoutMs });
     } catch (e) {
       if (this.recheck && (e as NodeJS.ErrnoException).code === "ECONNREFUSED")
-        return this.callAgain(method, path, body);
+        return this.callAgain(method, path, body, waitMs);
+      if ((e as NodeJS.ErrnoException).code === TIMED_OUT)
+        throw new CaravanError(
+          "SERVER_UNREACHABLE",
+          `the control plane at ${this.url} did not answer within ${timeoutMs! / 1000} s (it may be stuck): check caravan server status; caravan server stop --keep-apps stops it without touching the apps, and the next command starts a new one that adopts them`,
+        );
       throw new CaravanError(
         "SERVER_UNREACHABLE",
         `cannot reach the control plane at ${this.url}: ${(e as Error).message}; check caravan server status`,
       );
     }
-    if (res.status === 401 && this.recheck) return this.callAgain(method, path, body);
+    if (res.status === 401 && this.recheck) return this.callAgain(method, path, body, waitMs);
     this.recheck = undefined; // it answered: it is the server
     const json = res.json as { error?: { code?: string; message?: string } } & T;
     if (res.status < 200 || res.status > 299)
@@ -111,11 +132,16 @@ export class HttpBackend implements Backend {
   }
 
   /** `call`, once the server is found again (see `recheck`). */
-  private async callAgain<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private async callAgain<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    waitMs: number,
+  ): Promise<T> {
     const recheck = this.recheck!;
     this.recheck = undefined;
     ({ url: this.url, token: this.token } = await recheck());
-    return this.call(method, path, body);
+    return this.call(method, path, body, waitMs);
   }
 
   deploy(request: DeployRequest): Promise<DeployResult> {
@@ -179,7 +205,7 @@ export class HttpBackend implements Backend {
 
   async getRun(id: string, opts: { waitMs?: number } = {}): Promise<RunRecord> {
     const path = pathOf(ROUTES.run, { id }, waitQuery(opts.waitMs));
-    return (await this.call<{ run: RunRecord }>("GET", path)).run;
+    return (await this.call<{ run: RunRecord }>("GET", path, undefined, opts.waitMs ?? 0)).run;
   }
 
   async listRuns(scope: Scope | undefined, filter: RunFilter = {}): Promise<RunRecord[]> {
