@@ -95,8 +95,10 @@ describe("code snapshots", () => {
     // A dependency's module is imported by its dependent's, so it is in the dependent's bundle.
     expect(await modules("own-root")).toEqual(["a", "root"]);
     // Declared by the entry file, or by a factory another module calls: the whole bundle.
-    const whole = ["factory", "a", "b", "root", "main"];
+    const whole = ["factory", "a", "b", "root", "hooked", "main"];
     expect(await modules("own-here")).toEqual(whole);
     expect(await modules("own-made")).toEqual(whole);
+    // Declared by a module of its own, but given a hook by another: that one is needed too.
+    expect(await modules("own-hooked")).toEqual([...whole, "main's hook"]);
   });
 });

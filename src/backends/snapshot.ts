@@ -60,14 +60,14 @@ function nearestNodeModules(dir: string): string | undefined {
 
 /**
  * The module an app is bundled from on its own (see `CodeRef.ownEntry`): the file that
- * declares it, when evaluating that file is what declares it and it is not the entry (whose
- * bundle is `entry.js` already). JS apps only: a command app runs no bundle, and a task
+ * declares it, when evaluating that file is what declares it and gives it its server and hooks
+ * (`AppEnvironment.ownModule`), and it is not the entry (whose bundle is `entry.js` already). JS apps only: a command app runs no bundle, and a task
  * environment's tasks may be registered by other modules (`env.task` in a file importing it).
  */
 function ownModuleOf(env: Environment, entry: string): string | undefined {
-  const site = env.declaredAt;
-  if (!isAppEnvironment(env) || env.command || !site?.byItsModule) return undefined;
-  const file = resolve(site.file);
+  const own = isAppEnvironment(env) ? env.ownModule : undefined;
+  if (own === undefined) return undefined;
+  const file = resolve(own);
   return file === entry ? undefined : file;
 }
 
@@ -151,12 +151,21 @@ export async function snapshotCode(
     runtime: runtimeMainOf(runtimeDir),
   };
   const closureHash = closureHasher(result.metafile, workDir);
+  const entryInputs = new Set(
+    Object.entries(result.metafile.outputs)
+      .filter(([out]) => /(^|\/)entry\.js$/.test(out))
+      .flatMap(([, output]) => Object.keys(output.inputs))
+      .map((input) => resolve(workDir, input)),
+  );
   return {
     code,
     codeHashOf: (env) => (env.declaredAt && closureHash(env.declaredAt.file)) || hash,
     codeOf: (env) => {
       const file = own && ownModuleOf(env, entry);
-      return file ? { ...code, ownEntry: join(own, `${ownBundleName(workDir, file)}.js`) } : code;
+      // Only a module the entry imports: a stack frame can name another file (a source map's).
+      return file && entryInputs.has(file)
+        ? { ...code, ownEntry: join(own, `${ownBundleName(workDir, file)}.js`) }
+        : code;
     },
     sources: Object.keys(result.metafile.inputs).map((input) => resolve(workDir, input)),
   };

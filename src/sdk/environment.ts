@@ -346,6 +346,12 @@ export class AppEnvironment<InputName extends string = string> extends Environme
   readonly readiness: Readiness;
   readonly liveness?: { path?: string; tcp?: boolean; intervalS: number; failures: number };
 
+  /**
+   * Where `server()`, `onStartup()` and `onShutdown()` were called from (found when asked): an
+   * app given them by another module than its own needs that module too (`ownModule`).
+   */
+  private readonly configuredAt: (() => Site | undefined)[] = [];
+
   constructor(opts: AppEnvironmentOptions<InputName>) {
     super(opts, new.target?.name ?? "AppEnvironment", APP_KEYS);
     const where = `${new.target?.name ?? "AppEnvironment"} "${this.name}"`;
@@ -426,7 +432,20 @@ export class AppEnvironment<InputName extends string = string> extends Environme
       );
     if (this.serverFunction) fail("VALIDATION", where, "server() was already given a function");
     this.serverFunction = fn;
+    this.configuredAt.push(lazyCallerSite());
     return fn;
+  }
+
+  /**
+   * The module whose evaluation (with what it imports) gives this app everything it runs, when
+   * there is one: it was declared at the top level of that module and given its server and
+   * hooks there. A process of the app may then evaluate that module alone (its own bundle).
+   * Code another module adds to it otherwise (routes on its framework instance) is not seen.
+   */
+  get ownModule(): string | undefined {
+    const site = this.declaredAt;
+    if (!site?.byItsModule || this.command) return undefined;
+    return this.configuredAt.every((at) => at()?.file === site.file) ? site.file : undefined;
   }
 
   /** Runs `fn` when the app starts, before it serves (the seed's `on_startup`). Returns `fn`. */
@@ -447,6 +466,7 @@ export class AppEnvironment<InputName extends string = string> extends Environme
         `${what}() needs a function, got ${describeValue(fn)}`,
       );
     hooks.push(fn);
+    this.configuredAt.push(lazyCallerSite());
     return fn;
   }
 
