@@ -200,8 +200,24 @@ describe("the data plane outlives the control plane", () => {
     const failedBefore = load.failures.length;
     process.kill(gateway, "SIGKILL");
     await eventually(() => gatewayPids(sb).some((p) => p !== gateway));
-    // Answering again on the same ports, with the token, on both endpoints.
-    await load.more();
+    // Answering again on the same ports, with the token, on both endpoints...
+    const answers = async () => {
+      const statuses = await Promise.all(
+        targets.map((t) =>
+          fetch(t.url, { headers: t.headers }).then(
+            (r) => r.status,
+            () => 0,
+          ),
+        ),
+      );
+      return statuses.every((s) => s === 200);
+    };
+    await eventually(answers, 60_000);
+    const answeredAt = Date.now();
+    // ...and from then on the loop sees no failure.
+    const okBefore = load.ok;
+    await eventually(() => load.ok >= okBefore + 200, 60_000);
+    expect(load.failures.filter((f) => f.at > answeredAt)).toEqual([]);
     const back = load.failures.at(-1)?.at ?? killedAt;
     const result = await load.stop();
     const lost = result.failed - failedBefore;

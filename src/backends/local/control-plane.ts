@@ -262,7 +262,7 @@ export class ControlPlane implements Backend {
       if (row.state === "failed") continue; // never served: nothing to open
       const key = keyOf(row, row.name);
       try {
-        await this.openEndpoints(row);
+        await this.openEndpoints(row, true);
       } catch (e) {
         this.store.setState(row, row.name, "failed", (e as Error).message);
         // Unreachable and untracked otherwise: its processes go.
@@ -821,10 +821,11 @@ export class ControlPlane implements Backend {
   }
 
   /** Opens (or re-opens) the app's endpoints on the gateway. */
-  private async openEndpoints(row: EnvironmentRow): Promise<void> {
+  private async openEndpoints(row: EnvironmentRow, recovering = false): Promise<void> {
     const key = keyOf(row, row.name);
     try {
-      await this.gateway.open(key, row.ports!, routeOf(row));
+      // Recovering, a gateway that cannot start now does not fail the app: it opens later.
+      await this.gateway.open(key, row.ports!, routeOf(row), { orLater: recovering });
     } catch (e) {
       throw new CaravanError(
         "APP_NOT_READY",

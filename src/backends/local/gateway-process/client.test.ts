@@ -13,7 +13,7 @@ import { homePaths, type HomePaths } from "../home.ts";
 import { freePort, isAlive, processStartTime } from "../os.ts";
 import { Store } from "../store.ts";
 import { GatewayProcess } from "./client.ts";
-import { GATEWAY_META, socketPath } from "./protocol.ts";
+import { GATEWAY_META, PROTOCOL, socketPath } from "./protocol.ts";
 
 const hooks = { wake: async () => {}, recordSpan: () => {} };
 const options = { requiresAuth: false, requestTimeoutMs: 0 };
@@ -100,4 +100,32 @@ describe("GatewayProcess", () => {
     await expect(fetch(`http://127.0.0.1:${p.internal}/`)).rejects.toThrow();
     expect(second.running?.pid).toBe(pid);
   });
+
+  it("drops the channel to a gateway that does not answer a request (stuck), instead of waiting for ever", async () => {
+    // A stand-in gateway that greets with the current protocol, then never answers.
+    const stuck = spawn(
+      process.execPath,
+      [
+        "-e",
+        `require("node:net").createServer((c) => c.write(JSON.stringify({ t: "hello", protocol: ${PROTOCOL}, pid: process.pid, startTime: "", build: "" }) + "\\n")).listen(${JSON.stringify(socketPath(home))});`,
+      ],
+      { stdio: "ignore" },
+    );
+    try {
+      await until(() => existsSync(socketPath(home)));
+      store.setMeta(
+        GATEWAY_META,
+        JSON.stringify({ pid: stuck.pid!, startTime: processStartTime(stuck.pid!)! }),
+      );
+      const lines: string[] = [];
+      const gateway = new GatewayProcess(paths, store, { ...hooks, log: (l) => lines.push(l) });
+      await gateway.adopt();
+      expect(gateway.running?.pid).toBe(stuck.pid);
+      await gateway.refresh(); // without a bound on requests: never settles
+      expect(lines).toContain("the gateway did not answer a report within 10000 ms");
+      gateway.detach();
+    } finally {
+      stuck.kill("SIGKILL");
+    }
+  }, 25_000);
 });

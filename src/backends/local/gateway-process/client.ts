@@ -40,6 +40,8 @@ const BACKOFF_MAX_MS = 30_000;
 const STABLE_AFTER_MS = 30_000;
 /** How long a spawned gateway may take to listen on its socket. */
 const START_TIMEOUT_MS = 15_000;
+/** How long the gateway may take to answer a request (a drain: its grace period more). */
+const REQUEST_TIMEOUT_MS = 10_000;
 /** How long a gateway told to exit may take before it is killed. */
 const EXIT_WAIT_MS = 5_000;
 
@@ -71,6 +73,8 @@ export class GatewayProcess {
    */
   private synced = false;
   private detached = false;
+  /** A start failed and is to be tried again (`failed`). */
+  private retryPending = false;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private report?: Extract<FromGateway, { t: "report" }>;
@@ -99,19 +103,38 @@ export class GatewayProcess {
     else if (this.routes.size > 0) await this.ensure().catch((e: Error) => this.failed(e));
   }
 
-  async open(app: string, ports: Ports, options: RouteOptions): Promise<void> {
+  /**
+   * Opens (or moves) the app's endpoints. When the gateway cannot be started, it throws — or,
+   * with `orLater` (a control plane recovering what serves), keeps the route for when the
+   * gateway is back (restarted with the backoff): the apps behind it are not given up for that.
+   */
+  async open(
+    app: string,
+    ports: Ports,
+    options: RouteOptions,
+    { orLater = false }: { orLater?: boolean } = {},
+  ): Promise<void> {
     const existing = this.routes.get(app);
     this.routes.set(app, { app, ports: { ...ports }, options, replicas: existing?.replicas ?? [] });
+    // A failed open leaves what served before (a redeploy's old revision serves on).
+    const undo = () => {
+      if (this.routes.get(app)?.ports.public !== ports.public) return;
+      if (existing) this.routes.set(app, existing);
+      else this.routes.delete(app);
+    };
+    // Already failed to start and to be retried: the route waits for that retry.
+    if (orLater && !this.socket && this.retryPending) return;
     try {
       await this.ensure();
     } catch (e) {
-      this.routes.delete(app);
+      if (orLater) return this.failed(e as Error);
+      undo();
       throw e;
     }
     try {
       await this.request({ t: "open", app, ports, options });
     } catch (e) {
-      if (this.routes.get(app)?.ports.public === ports.public) this.routes.delete(app);
+      undo();
       throw e;
     }
   }
@@ -187,6 +210,8 @@ export class GatewayProcess {
   async stop(): Promise<void> {
     this.detached = true;
     clearTimeout(this.restartTimer);
+    // A gateway being started now would otherwise come up after the stop, on the ports.
+    await this.starting?.catch(() => {});
     const proc = this.running;
     if (this.socket) await this.request({ t: "exit" }).catch(() => {});
     if (proc) await stopProcess(proc);
@@ -265,6 +290,8 @@ export class GatewayProcess {
   }
 
   private attach(socket: Socket, fresh: boolean): void {
+    // Let go of meanwhile (`detach`, `stop`): not attached; `stop` ends the process itself.
+    if (this.detached) return void socket.end();
     send(socket, { t: "hello", protocol: PROTOCOL });
     this.socket = socket;
     this.connectedAt = Date.now();
@@ -320,10 +347,12 @@ export class GatewayProcess {
 
   private failed(e: Error): void {
     this.log(`gateway: ${e.message}`);
-    if (this.detached || this.socket) return;
+    if (this.detached || this.socket || this.retryPending) return;
     const delay = this.backoffMs;
     this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
+    this.retryPending = true;
     this.restartTimer = setTimeout(() => {
+      this.retryPending = false;
       this.ensure().catch((err: Error) => this.failed(err));
     }, delay);
   }
@@ -333,8 +362,20 @@ export class GatewayProcess {
     const socket = this.socket;
     if (!socket) return Promise.resolve();
     const id = this.nextId++;
+    // A gateway that does not answer is stuck (stopped, a worker hung): the channel is dropped,
+    // which settles this and takes the lost-gateway path (reconnect, or replace it).
+    const limitMs = REQUEST_TIMEOUT_MS + (message.t === "drain" ? message.graceMs : 0);
     return new Promise<void>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => {
+        this.log(`the gateway did not answer a ${message.t} within ${limitMs} ms`);
+        socket.destroy();
+      }, limitMs);
+      timer.unref();
+      const settle = { resolve, reject };
+      this.pending.set(id, {
+        resolve: () => (clearTimeout(timer), settle.resolve()),
+        reject: (e) => (clearTimeout(timer), settle.reject(e)),
+      });
       send(socket, { ...message, id } as ToGateway);
     });
   }
