@@ -278,8 +278,13 @@ async function writeRecord<R extends LoadRecord>(
   ]);
   const { config } = loaded;
   const files: Record<string, string | null> = {};
-  for (const file of [...sources, ...(config.file ? [config.file] : []), ...loaded.read])
+  for (const file of [...sources, ...(config.file ? [config.file] : []), ...loaded.read]) {
     files[file] = contentHash(sha256, file);
+    // Saved while this command ran: what it loaded may be older than what is hashed now, and
+    // such a record would stand for the new content with the old result.
+    if (modifiedSince(file, performance.timeOrigin))
+      throw new Error(`${file} changed while it was loaded`);
+  }
   const record: LoadRecord = { key, caravan: caravanBuild(), config, files, env: loaded.env };
   // Written whole or not at all: a concurrent run reads the old record or the new one. Two
   // lines: what the result was computed from, checked before the result (a 20,000-environment
@@ -288,6 +293,14 @@ async function writeRecord<R extends LoadRecord>(
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, `${JSON.stringify(record)}\n${JSON.stringify(result)}`, { mode: 0o600 });
   renameSync(tmp, path);
+}
+
+function modifiedSince(file: string, since: number): boolean {
+  try {
+    return statSync(file).mtimeMs >= since;
+  } catch {
+    return false; // gone: its hash says so
+  }
 }
 
 /** A record that no longer holds is removed (a failed or uncheckable run). */
