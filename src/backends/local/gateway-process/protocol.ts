@@ -4,6 +4,9 @@
  * plane connects; each side first sends a `hello` with `PROTOCOL`. A control plane that finds
  * a gateway speaking another version replaces it (see client.ts).
  */
+import { createHash } from "node:crypto";
+import { lstatSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "node:net";
 import type { AppLoad, AppStats, GatewaySpan, Replica, RouteOptions } from "../../gateway/index.ts";
@@ -91,7 +94,28 @@ export const REPORT_EVERY_MS = 200;
  */
 export const MAX_SPANS_PER_REPORT = 500;
 
-export const socketPath = (home: string) => join(home, "gateway.sock");
+/** The longest path a unix socket can have on Linux (`sun_path`: 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * Where the gateway listens for its control plane: `gateway.sock` in the home; for a home too
+ * deep for that, a socket named by the home in a directory of this user's alone (0700) under
+ * the temp dir.
+ */
+export function socketPath(home: string): string {
+  const inHome = join(home, "gateway.sock");
+  if (Buffer.byteLength(inHome) <= MAX_SOCKET_PATH) return inHome;
+  const uid = process.getuid?.() ?? 0;
+  const dir = join(tmpdir(), `caravan-${uid}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const found = lstatSync(dir);
+  if (!found.isDirectory() || found.uid !== uid || (found.mode & 0o077) !== 0)
+    throw new Error(
+      `${dir} must be a directory of this user's alone (mode 0700) to hold the gateway's socket (the home ${home} is too deep for one): remove it, or use a shorter CARAVAN_HOME`,
+    );
+  const name = createHash("sha256").update(home).digest("hex").slice(0, 24);
+  return join(dir, `gateway-${name}.sock`);
+}
 export const gatewayLog = (home: string) => join(home, "gateway.log");
 /** The store's meta key holding the gateway process's pid and start time. */
 export const GATEWAY_META = "gateway-process";
