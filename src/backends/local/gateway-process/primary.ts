@@ -68,11 +68,16 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
 
   // --- workers ---
 
+  const toWorker = (slot: WorkerSlot, m: ToWorker): boolean =>
+    sendToWorker(slot.worker, m, (e) =>
+      log(`sending ${m.t} to worker ${slot.worker.process.pid}: ${e.message}`),
+    );
   const ask = (slot: WorkerSlot, m: WithoutId<ToWorker>) =>
     new Promise<void>((resolve, reject) => {
       const id = nextId++;
+      // A dying worker's share goes with it, as when it exits with the operation pending.
+      if (!slot.ready || !toWorker(slot, { ...m, id } as ToWorker)) return resolve();
       slot.pending.set(id, { resolve, reject });
-      slot.worker.send({ ...m, id } as ToWorker);
     });
   /** An operation every ready worker does; the first error (if any) is the answer's. */
   const everyWorker = async (m: WithoutId<ToWorker>): Promise<void> => {
@@ -83,7 +88,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     if (failed) throw failed.reason;
   };
   const broadcast = (m: ToWorker) => {
-    for (const s of slots.values()) if (s.ready) s.worker.send(m);
+    for (const s of slots.values()) if (s.ready) toWorker(s, m);
   };
 
   const fork = (): Promise<void> => {
@@ -98,6 +103,15 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     };
     slots.set(worker.id, slot);
     worker.on("message", (m: FromWorker) => fromWorker(slot, m));
+    // A send that races the channel's closing must not become an uncaught 'error' (which
+    // would end the primary, and every listener with it).
+    worker.on("error", (e) => log(`worker ${worker.process.pid}: ${e.message}`));
+    // Its channel closes a little before it exits: from then on it takes nothing.
+    worker.on("disconnect", () => {
+      slot.ready = false;
+      for (const p of slot.pending.values()) p.resolve(); // its share goes with it
+      slot.pending.clear();
+    });
     worker.on("exit", (code, signal) => {
       slots.delete(worker.id);
       for (const p of slot.pending.values()) p.resolve(); // its share went with it
@@ -128,8 +142,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     switch (m.t) {
       case "ready":
         // The whole state first; operations after it reach it in order.
-        slot.worker.send({ t: "sync", id: 0, routes: [...routes.values()] } satisfies ToWorker);
-        slot.ready = true;
+        slot.ready = toWorker(slot, { t: "sync", id: 0, routes: [...routes.values()] });
         return;
       case "done": {
         const p = slot.pending.get(m.id);
@@ -152,7 +165,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
 
   const wake = (slot: WorkerSlot, id: number, app: string) => {
     if (!controlPlane) {
-      slot.worker.send({ t: "woken", id, error: NO_CONTROL_PLANE } satisfies ToWorker);
+      toWorker(slot, { t: "woken", id, error: NO_CONTROL_PLANE });
       return;
     }
     const waiters = waking.get(app);
@@ -165,8 +178,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   const woken = (app: string, error?: string) => {
     const waiters = waking.get(app) ?? [];
     waking.delete(app);
-    for (const w of waiters)
-      if (!w.slot.worker.isDead()) w.slot.worker.send({ t: "woken", id: w.id, error });
+    for (const w of waiters) toWorker(w.slot, { t: "woken", id: w.id, error });
   };
 
   // --- the control plane ---
@@ -304,7 +316,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
           new Promise<void>((resolve) => {
             if (s.worker.isDead()) return resolve();
             s.worker.once("exit", () => resolve());
-            s.worker.send({ t: "exit", id: nextId++ } satisfies ToWorker);
+            toWorker(s, { t: "exit", id: nextId++ });
             setTimeout(() => s.worker.process.kill("SIGKILL"), 5_000).unref();
           }),
       ),
@@ -345,6 +357,21 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   process.on("SIGTERM", () => void exit("SIGTERM"));
   process.on("SIGINT", () => void exit("SIGINT"));
   log(`listening on ${path}, ${workerCount} workers`);
+}
+
+/**
+ * Sends to a worker unless its channel has closed (it is exiting: 'disconnect' comes a little
+ * before 'exit', and `isDead()` is still false in between). A failed send goes to `failed`,
+ * never to the worker's 'error' event. False when nothing was sent.
+ */
+export function sendToWorker(
+  worker: Pick<Worker, "isConnected" | "send">,
+  m: ToWorker,
+  failed: (e: Error) => void,
+): boolean {
+  if (!worker.isConnected()) return false;
+  worker.send(m, (e) => e && failed(e));
+  return true;
 }
 
 /** True when another gateway of this home answers on the socket. */
