@@ -17,7 +17,7 @@ import { dirname } from "node:path";
 import type { GatewaySpan } from "../../gateway/index.ts";
 import type { HomePaths } from "../home.ts";
 import { processStartTime } from "../os.ts";
-import { merge, type WorkerApp } from "./aggregate.ts";
+import { merge, retire, type Retired, type WorkerApp } from "./aggregate.ts";
 import {
   MAX_SPANS_PER_REPORT,
   PROTOCOL,
@@ -56,6 +56,12 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     process.stderr.write(`[gateway ${process.pid}] ${new Date().toISOString()} ${line}\n`);
   const routes = new Map<string, RouteState>();
   const slots = new Map<number, WorkerSlot>();
+  /** The counters of workers that exited, per app: kept in the sum (see aggregate.ts). */
+  const retired: Retired = new Map();
+  /** An app closed is counted from zero if opened again (as its workers' own counts are). */
+  const forgetClosed = () => {
+    for (const app of retired.keys()) if (!routes.has(app)) retired.delete(app);
+  };
   let nextId = 1;
   let controlPlane: Socket | undefined;
   let spans: [string, GatewaySpan][] = [];
@@ -114,6 +120,8 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     });
     worker.on("exit", (code, signal) => {
       slots.delete(worker.id);
+      retire(retired, slot.latest);
+      slot.latest = {};
       for (const p of slot.pending.values()) p.resolve(); // its share went with it
       for (const [app, waiters] of waking)
         waking.set(
@@ -192,6 +200,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     const merged = merge(
       [...slots.values()].map((s) => s.latest),
       routes.keys(),
+      retired,
     );
     send(controlPlane, { t: "report", ...merged, spans, spansDropped });
     spans = [];
@@ -221,6 +230,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
             await everyWorker({ t: "open", app: m.app, ports: m.ports, options: m.options });
           } catch (e) {
             routes.delete(m.app);
+            forgetClosed();
             await everyWorker({ t: "close", app: m.app }).catch(() => {});
             throw e;
           }
@@ -228,6 +238,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
       }
       case "close":
         routes.delete(m.app);
+        forgetClosed();
         return done(m.id, () => everyWorker({ t: "close", app: m.app }));
       case "options": {
         const route = routes.get(m.app);
@@ -250,6 +261,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
       case "sync":
         routes.clear();
         for (const r of m.routes) routes.set(r.app, r);
+        forgetClosed();
         return done(m.id, () => everyWorker({ t: "sync", routes: m.routes }));
       case "tokens":
         return done(m.id, () => everyWorker({ t: "tokens" }));
