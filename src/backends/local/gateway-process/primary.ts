@@ -68,7 +68,8 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   let spansDropped = 0;
   /** One control-plane wake per app, with the workers' requests waiting on it. */
   const waking = new Map<string, { slot: WorkerSlot; id: number }[]>();
-  const cpWakes = new Map<number, string>();
+  /** The control plane's wakes in progress, by id: the app, and the connection asked over. */
+  const cpWakes = new Map<number, { app: string; socket: Socket }>();
   let respawnDelay = 250;
   let exiting = false;
 
@@ -180,7 +181,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     if (waiters) return void waiters.push({ slot, id });
     waking.set(app, [{ slot, id }]);
     const cpId = nextId++;
-    cpWakes.set(cpId, app);
+    cpWakes.set(cpId, { app, socket: controlPlane });
     send(controlPlane, { t: "wake", id: cpId, app });
   };
   const woken = (app: string, error?: string) => {
@@ -271,10 +272,10 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
           report();
         });
       case "woken": {
-        const app = cpWakes.get(m.id);
+        const asked = cpWakes.get(m.id);
+        if (asked?.socket !== socket) return;
         cpWakes.delete(m.id);
-        if (app !== undefined) woken(app, m.error);
-        return;
+        return woken(asked.app, m.error);
       }
       case "exit":
         await stopWorkers();
@@ -282,6 +283,20 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
         return exit("told to by the control plane");
       case "hello":
         return;
+    }
+  };
+
+  /**
+   * A control-plane connection is gone (closed, or replaced by a newer one): the wakes asked
+   * over it will never be answered, so the requests waiting on them fail now, and a later
+   * request for those apps asks again (over the connection there is then, if any).
+   */
+  const disconnected = (socket: Socket, why: string) => {
+    if (controlPlane === socket) controlPlane = undefined;
+    for (const [cpId, asked] of cpWakes) {
+      if (asked.socket !== socket) continue;
+      cpWakes.delete(cpId);
+      woken(asked.app, why);
     }
   };
 
@@ -299,7 +314,11 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
         if (m.t !== "hello" || m.protocol !== PROTOCOL) return socket.destroy();
         greeted = true;
         // One control plane at a time: the newest (a restarted one) replaces a wedged one.
-        if (controlPlane && controlPlane !== socket) controlPlane.destroy();
+        if (controlPlane && controlPlane !== socket) {
+          const old = controlPlane;
+          disconnected(old, "the control plane was replaced while starting the app: try again");
+          old.destroy();
+        }
         controlPlane = socket;
         log("control plane connected");
         return;
@@ -308,12 +327,9 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     });
     socket.on("error", () => {});
     socket.on("close", () => {
-      if (controlPlane !== socket) return;
-      controlPlane = undefined;
-      log("control plane disconnected; serving on from what it last sent");
-      cpWakes.clear();
-      for (const app of [...waking.keys()])
-        woken(app, `${NO_CONTROL_PLANE} (it stopped while starting the app)`);
+      if (controlPlane === socket)
+        log("control plane disconnected; serving on from what it last sent");
+      disconnected(socket, `${NO_CONTROL_PLANE} (it stopped while starting the app)`);
     });
   };
 
