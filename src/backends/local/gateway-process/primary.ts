@@ -39,6 +39,12 @@ const HOME_CHECK_MS = 5_000;
 /** A worker that dies is replaced at once; one that died young waits 250 ms doubling to 30 s. */
 const RESPAWN_MAX_MS = 30_000;
 const STABLE_AFTER_MS = 30_000;
+/**
+ * A periodic report is skipped while this much is still unsent to the control plane (one that
+ * reads slowly, or not at all): its spans are counted as dropped, the next report has the
+ * figures as they are then.
+ */
+export const REPORT_BACKLOG_BYTES = 1 << 20;
 
 type WithoutId<T> = T extends { id: number } ? Omit<T, "id"> : never;
 
@@ -192,10 +198,16 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
 
   // --- the control plane ---
 
-  const report = () => {
+  /** `asked`: the control plane asked for it (status, /metrics), sent whatever the backlog. */
+  const report = (asked = false) => {
     if (!controlPlane) {
       spans = [];
       spansDropped = 0;
+      return;
+    }
+    if (!asked && controlPlane.writableLength > REPORT_BACKLOG_BYTES) {
+      spansDropped += spans.length;
+      spans = [];
       return;
     }
     const merged = merge(
@@ -269,7 +281,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
       case "report":
         return done(m.id, async () => {
           await everyWorker({ t: "report" });
-          report();
+          report(true);
         });
       case "woken": {
         const asked = cpWakes.get(m.id);
@@ -379,7 +391,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   } finally {
     process.umask(umask);
   }
-  setInterval(report, REPORT_EVERY_MS);
+  setInterval(() => report(), REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
   setInterval(() => existsSync(paths.home) || void exit("its home was removed"), HOME_CHECK_MS);
   process.on("SIGTERM", () => void exit("SIGTERM"));
