@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Traffic } from "../../gateway/index.ts";
-import { merge, snapshot, type WorkerApp } from "./aggregate.ts";
+import { merge, retire, snapshot, type Retired, type WorkerApp } from "./aggregate.ts";
 
 const load = (inFlight: number, lastActiveAt: number) => ({
   replicas: [
@@ -41,5 +41,35 @@ describe("merge", () => {
     expect(merged.metrics).toContain('caravan_gateway_requests_total{app="app",code="2xx"} 95');
     expect(merged.metrics).toContain('caravan_gateway_requests_total{app="app",code="5xx"} 5');
     expect(merged.metrics).toContain('caravan_gateway_in_flight{app="app"} 7');
+  });
+
+  it("keeps the counters of a worker that exited, not its gauges: no total goes backwards", () => {
+    const one = new Traffic();
+    const two = new Traffic();
+    for (let i = 0; i < 30; i++) one.record(200, 5);
+    for (let i = 0; i < 10; i++) two.record(i % 2 ? 503 : 404, 50);
+    const worker = (t: Traffic, inFlight: number): Record<string, WorkerApp> => ({
+      app: { load: load(inFlight, 100), traffic: snapshot(t), inFlight, waiting: 1, replicas: 2 },
+    });
+    const retired: Retired = new Map();
+    const before = merge([worker(one, 2), worker(two, 3)], ["app"], retired);
+    // `two` exits; its replacement has counted nothing yet.
+    retire(retired, worker(two, 3));
+    const live = [worker(one, 2), worker(new Traffic(), 0)];
+    const after = merge(live, ["app"], retired);
+    expect(after.apps.app!.stats).toEqual(before.apps.app!.stats);
+    for (const line of [
+      'caravan_gateway_requests_total{app="app",code="2xx"} 30',
+      'caravan_gateway_requests_total{app="app",code="4xx"} 5',
+      'caravan_gateway_requests_total{app="app",code="5xx"} 5',
+    ])
+      expect(after.metrics).toContain(line);
+    const count = (text: string) =>
+      /caravan_gateway_request_duration_seconds_count\{[^}]*\} (\d+)/.exec(text)?.[1];
+    expect(count(after.metrics)).toBe("40");
+    expect(count(after.metrics)).toBe(count(before.metrics));
+    // Gauges are the live workers' only.
+    expect(after.metrics).toContain('caravan_gateway_in_flight{app="app"} 2');
+    expect(after.apps.app!.load).toEqual(merge(live, ["app"]).apps.app!.load);
   });
 });

@@ -63,10 +63,31 @@ function addLoad(sum: AppLoad, l: AppLoad): void {
   sum.lastActiveAt = Math.max(sum.lastActiveAt, l.lastActiveAt);
 }
 
-/** The apps in `apps` as one gateway: each worker's latest figures added up. */
+/**
+ * What the workers that exited had counted, per app. Their counters (requests, errors, status
+ * classes, the latency histograms, sums and counts) stay in the sum, so that no total goes
+ * backwards when a worker dies (Prometheus would take that for a reset); their gauges (in
+ * flight, waiting, replicas, load) went with them.
+ */
+export type Retired = Map<string, Traffic>;
+
+/** Adds an exiting worker's last figures to `retired`. */
+export function retire(retired: Retired, latest: Record<string, WorkerApp>): void {
+  for (const [app, a] of Object.entries(latest)) {
+    let t = retired.get(app);
+    if (!t) retired.set(app, (t = new Traffic()));
+    addInto(t, a.traffic);
+  }
+}
+
+/**
+ * The apps in `apps` as one gateway: each worker's latest figures added up, plus the counters
+ * of workers that exited (`retired`). An app no live worker has reported yet is left out.
+ */
 export function merge(
   workers: Record<string, WorkerApp>[],
   apps: Iterable<string>,
+  retired: Retired = new Map(),
 ): { apps: Record<string, AppReport>; metrics: string } {
   const out: Record<string, AppReport> = {};
   const gauges: Gauges[] = [];
@@ -86,6 +107,8 @@ export function merge(
       g.replicas = Math.max(g.replicas, a.replicas);
     }
     if (!seen) continue;
+    const gone = retired.get(app);
+    if (gone) addInto(traffic, snapshot(gone));
     out[app] = { load, stats: traffic.stats() };
     gauges.push(g);
   }

@@ -17,7 +17,7 @@ import { dirname } from "node:path";
 import type { GatewaySpan } from "../../gateway/index.ts";
 import type { HomePaths } from "../home.ts";
 import { processStartTime } from "../os.ts";
-import { merge, type WorkerApp } from "./aggregate.ts";
+import { merge, retire, type Retired, type WorkerApp } from "./aggregate.ts";
 import {
   MAX_SPANS_PER_REPORT,
   PROTOCOL,
@@ -39,6 +39,12 @@ const HOME_CHECK_MS = 5_000;
 /** A worker that dies is replaced at once; one that died young waits 250 ms doubling to 30 s. */
 const RESPAWN_MAX_MS = 30_000;
 const STABLE_AFTER_MS = 30_000;
+/**
+ * A periodic report is skipped while this much is still unsent to the control plane (one that
+ * reads slowly, or not at all): its spans are counted as dropped, the next report has the
+ * figures as they are then.
+ */
+export const REPORT_BACKLOG_BYTES = 1 << 20;
 
 type WithoutId<T> = T extends { id: number } ? Omit<T, "id"> : never;
 
@@ -56,23 +62,35 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     process.stderr.write(`[gateway ${process.pid}] ${new Date().toISOString()} ${line}\n`);
   const routes = new Map<string, RouteState>();
   const slots = new Map<number, WorkerSlot>();
+  /** The counters of workers that exited, per app: kept in the sum (see aggregate.ts). */
+  const retired: Retired = new Map();
+  /** An app closed is counted from zero if opened again (as its workers' own counts are). */
+  const forgetClosed = () => {
+    for (const app of retired.keys()) if (!routes.has(app)) retired.delete(app);
+  };
   let nextId = 1;
   let controlPlane: Socket | undefined;
   let spans: [string, GatewaySpan][] = [];
   let spansDropped = 0;
   /** One control-plane wake per app, with the workers' requests waiting on it. */
   const waking = new Map<string, { slot: WorkerSlot; id: number }[]>();
-  const cpWakes = new Map<number, string>();
+  /** The control plane's wakes in progress, by id: the app, and the connection asked over. */
+  const cpWakes = new Map<number, { app: string; socket: Socket }>();
   let respawnDelay = 250;
   let exiting = false;
 
   // --- workers ---
 
+  const toWorker = (slot: WorkerSlot, m: ToWorker): boolean =>
+    sendToWorker(slot.worker, m, (e) =>
+      log(`sending ${m.t} to worker ${slot.worker.process.pid}: ${e.message}`),
+    );
   const ask = (slot: WorkerSlot, m: WithoutId<ToWorker>) =>
     new Promise<void>((resolve, reject) => {
       const id = nextId++;
+      // A dying worker's share goes with it, as when it exits with the operation pending.
+      if (!slot.ready || !toWorker(slot, { ...m, id } as ToWorker)) return resolve();
       slot.pending.set(id, { resolve, reject });
-      slot.worker.send({ ...m, id } as ToWorker);
     });
   /** An operation every ready worker does; the first error (if any) is the answer's. */
   const everyWorker = async (m: WithoutId<ToWorker>): Promise<void> => {
@@ -83,7 +101,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     if (failed) throw failed.reason;
   };
   const broadcast = (m: ToWorker) => {
-    for (const s of slots.values()) if (s.ready) s.worker.send(m);
+    for (const s of slots.values()) if (s.ready) toWorker(s, m);
   };
 
   const fork = (): Promise<void> => {
@@ -98,8 +116,19 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     };
     slots.set(worker.id, slot);
     worker.on("message", (m: FromWorker) => fromWorker(slot, m));
+    // A send that races the channel's closing must not become an uncaught 'error' (which
+    // would end the primary, and every listener with it).
+    worker.on("error", (e) => log(`worker ${worker.process.pid}: ${e.message}`));
+    // Its channel closes a little before it exits: from then on it takes nothing.
+    worker.on("disconnect", () => {
+      slot.ready = false;
+      for (const p of slot.pending.values()) p.resolve(); // its share goes with it
+      slot.pending.clear();
+    });
     worker.on("exit", (code, signal) => {
       slots.delete(worker.id);
+      retire(retired, slot.latest);
+      slot.latest = {};
       for (const p of slot.pending.values()) p.resolve(); // its share went with it
       for (const [app, waiters] of waking)
         waking.set(
@@ -128,8 +157,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     switch (m.t) {
       case "ready":
         // The whole state first; operations after it reach it in order.
-        slot.worker.send({ t: "sync", id: 0, routes: [...routes.values()] } satisfies ToWorker);
-        slot.ready = true;
+        slot.ready = toWorker(slot, { t: "sync", id: 0, routes: [...routes.values()] });
         return;
       case "done": {
         const p = slot.pending.get(m.id);
@@ -152,34 +180,40 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
 
   const wake = (slot: WorkerSlot, id: number, app: string) => {
     if (!controlPlane) {
-      slot.worker.send({ t: "woken", id, error: NO_CONTROL_PLANE } satisfies ToWorker);
+      toWorker(slot, { t: "woken", id, error: NO_CONTROL_PLANE });
       return;
     }
     const waiters = waking.get(app);
     if (waiters) return void waiters.push({ slot, id });
     waking.set(app, [{ slot, id }]);
     const cpId = nextId++;
-    cpWakes.set(cpId, app);
+    cpWakes.set(cpId, { app, socket: controlPlane });
     send(controlPlane, { t: "wake", id: cpId, app });
   };
   const woken = (app: string, error?: string) => {
     const waiters = waking.get(app) ?? [];
     waking.delete(app);
-    for (const w of waiters)
-      if (!w.slot.worker.isDead()) w.slot.worker.send({ t: "woken", id: w.id, error });
+    for (const w of waiters) toWorker(w.slot, { t: "woken", id: w.id, error });
   };
 
   // --- the control plane ---
 
-  const report = () => {
+  /** `asked`: the control plane asked for it (status, /metrics), sent whatever the backlog. */
+  const report = (asked = false) => {
     if (!controlPlane) {
       spans = [];
       spansDropped = 0;
       return;
     }
+    if (!asked && controlPlane.writableLength > REPORT_BACKLOG_BYTES) {
+      spansDropped += spans.length;
+      spans = [];
+      return;
+    }
     const merged = merge(
       [...slots.values()].map((s) => s.latest),
       routes.keys(),
+      retired,
     );
     send(controlPlane, { t: "report", ...merged, spans, spansDropped });
     spans = [];
@@ -209,6 +243,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
             await everyWorker({ t: "open", app: m.app, ports: m.ports, options: m.options });
           } catch (e) {
             routes.delete(m.app);
+            forgetClosed();
             await everyWorker({ t: "close", app: m.app }).catch(() => {});
             throw e;
           }
@@ -216,6 +251,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
       }
       case "close":
         routes.delete(m.app);
+        forgetClosed();
         return done(m.id, () => everyWorker({ t: "close", app: m.app }));
       case "options": {
         const route = routes.get(m.app);
@@ -238,19 +274,20 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
       case "sync":
         routes.clear();
         for (const r of m.routes) routes.set(r.app, r);
+        forgetClosed();
         return done(m.id, () => everyWorker({ t: "sync", routes: m.routes }));
       case "tokens":
         return done(m.id, () => everyWorker({ t: "tokens" }));
       case "report":
         return done(m.id, async () => {
           await everyWorker({ t: "report" });
-          report();
+          report(true);
         });
       case "woken": {
-        const app = cpWakes.get(m.id);
+        const asked = cpWakes.get(m.id);
+        if (asked?.socket !== socket) return;
         cpWakes.delete(m.id);
-        if (app !== undefined) woken(app, m.error);
-        return;
+        return woken(asked.app, m.error);
       }
       case "exit":
         await stopWorkers();
@@ -258,6 +295,20 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
         return exit("told to by the control plane");
       case "hello":
         return;
+    }
+  };
+
+  /**
+   * A control-plane connection is gone (closed, or replaced by a newer one): the wakes asked
+   * over it will never be answered, so the requests waiting on them fail now, and a later
+   * request for those apps asks again (over the connection there is then, if any).
+   */
+  const disconnected = (socket: Socket, why: string) => {
+    if (controlPlane === socket) controlPlane = undefined;
+    for (const [cpId, asked] of cpWakes) {
+      if (asked.socket !== socket) continue;
+      cpWakes.delete(cpId);
+      woken(asked.app, why);
     }
   };
 
@@ -275,7 +326,11 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
         if (m.t !== "hello" || m.protocol !== PROTOCOL) return socket.destroy();
         greeted = true;
         // One control plane at a time: the newest (a restarted one) replaces a wedged one.
-        if (controlPlane && controlPlane !== socket) controlPlane.destroy();
+        if (controlPlane && controlPlane !== socket) {
+          const old = controlPlane;
+          disconnected(old, "the control plane was replaced while starting the app: try again");
+          old.destroy();
+        }
         controlPlane = socket;
         log("control plane connected");
         return;
@@ -284,12 +339,9 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     });
     socket.on("error", () => {});
     socket.on("close", () => {
-      if (controlPlane !== socket) return;
-      controlPlane = undefined;
-      log("control plane disconnected; serving on from what it last sent");
-      cpWakes.clear();
-      for (const app of [...waking.keys()])
-        woken(app, `${NO_CONTROL_PLANE} (it stopped while starting the app)`);
+      if (controlPlane === socket)
+        log("control plane disconnected; serving on from what it last sent");
+      disconnected(socket, `${NO_CONTROL_PLANE} (it stopped while starting the app)`);
     });
   };
 
@@ -304,7 +356,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
           new Promise<void>((resolve) => {
             if (s.worker.isDead()) return resolve();
             s.worker.once("exit", () => resolve());
-            s.worker.send({ t: "exit", id: nextId++ } satisfies ToWorker);
+            toWorker(s, { t: "exit", id: nextId++ });
             setTimeout(() => s.worker.process.kill("SIGKILL"), 5_000).unref();
           }),
       ),
@@ -339,12 +391,27 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   } finally {
     process.umask(umask);
   }
-  setInterval(report, REPORT_EVERY_MS);
+  setInterval(() => report(), REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
   setInterval(() => existsSync(paths.home) || void exit("its home was removed"), HOME_CHECK_MS);
   process.on("SIGTERM", () => void exit("SIGTERM"));
   process.on("SIGINT", () => void exit("SIGINT"));
   log(`listening on ${path}, ${workerCount} workers`);
+}
+
+/**
+ * Sends to a worker unless its channel has closed (it is exiting: 'disconnect' comes a little
+ * before 'exit', and `isDead()` is still false in between). A failed send goes to `failed`,
+ * never to the worker's 'error' event. False when nothing was sent.
+ */
+export function sendToWorker(
+  worker: Pick<Worker, "isConnected" | "send">,
+  m: ToWorker,
+  failed: (e: Error) => void,
+): boolean {
+  if (!worker.isConnected()) return false;
+  worker.send(m, (e) => e && failed(e));
+  return true;
 }
 
 /** True when another gateway of this home answers on the socket. */
