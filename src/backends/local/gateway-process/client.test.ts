@@ -107,12 +107,14 @@ describe("GatewayProcess", () => {
       process.execPath,
       [
         "-e",
-        `require("node:net").createServer((c) => c.write(JSON.stringify({ t: "hello", protocol: ${PROTOCOL}, pid: process.pid, startTime: "", build: "" }) + "\\n")).listen(${JSON.stringify(socketPath(home))});`,
+        `require("node:net").createServer((c) => c.write(JSON.stringify({ t: "hello", protocol: ${PROTOCOL}, pid: process.pid, startTime: "", build: "" }) + "\\n")).listen(${JSON.stringify(socketPath(home))}, () => console.log("listening"));`,
       ],
-      { stdio: "ignore" },
+      { stdio: ["ignore", "pipe", "ignore"] },
     );
+    let listening = false;
+    stuck.stdout!.on("data", () => (listening = true));
     try {
-      await until(() => existsSync(socketPath(home)));
+      await until(() => listening);
       store.setMeta(
         GATEWAY_META,
         JSON.stringify({ pid: stuck.pid!, startTime: processStartTime(stuck.pid!)! }),
