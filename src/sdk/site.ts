@@ -52,7 +52,8 @@ function siteOf(stack: string): Site | undefined {
       byItsModule = first !== undefined;
       if (first) break;
     }
-    const m = /\(?((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(raw.trim());
+    // A path starts the location (after "(" or "at "): node's own `node:internal/…` never does.
+    const m = /(?:^at (?:async )?|\()((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(raw.trim());
     if (!m) continue;
     const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
     // SDK modules are skipped; files beside them that are not the SDK (its tests) are callers.
