@@ -40,7 +40,7 @@ const BACKOFF_MAX_MS = 30_000;
 const STABLE_AFTER_MS = 30_000;
 /** How long a spawned gateway may take to listen on its socket. */
 const START_TIMEOUT_MS = 15_000;
-/** How long the gateway may take to answer a request (a drain: its grace period more). */
+/** How long the gateway may take to answer a request (a drain: its grace more; a sync: per route). */
 const REQUEST_TIMEOUT_MS = 10_000;
 /** How long a gateway told to exit may take before it is killed. */
 const EXIT_WAIT_MS = 5_000;
@@ -364,7 +364,10 @@ export class GatewayProcess {
     const id = this.nextId++;
     // A gateway that does not answer is stuck (stopped, a worker hung): the channel is dropped,
     // which settles this and takes the lost-gateway path (reconnect, or replace it).
-    const limitMs = REQUEST_TIMEOUT_MS + (message.t === "drain" ? message.graceMs : 0);
+    const limitMs =
+      REQUEST_TIMEOUT_MS +
+      (message.t === "drain" ? message.graceMs : 0) +
+      (message.t === "sync" ? message.routes.length * 100 : 0); // listeners to open
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.log(`the gateway did not answer a ${message.t} within ${limitMs} ms`);
