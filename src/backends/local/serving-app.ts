@@ -7,12 +7,8 @@
  */
 import type { AppProcess } from "./supervisor.ts";
 import type { EnvironmentRow } from "./store.ts";
+import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "./crash-backoff.ts";
 
-/** Crash-restart backoff: first retry after 250 ms, doubling, at most 30 s. */
-const BACKOFF_FIRST_MS = 250;
-const BACKOFF_MAX_MS = 30_000;
-/** A process that stayed up this long resets the backoff. */
-const STABLE_AFTER_MS = 30_000;
 /** After a failed scale-out the next waits 1 s, doubling, at most 30 s. */
 const SCALE_BACKOFF_FIRST_MS = 1_000;
 

@@ -19,6 +19,7 @@ import type { RecordSpan } from "../../gateway/trace.ts";
 import { buildRuntime } from "../../runtime-build.ts";
 import type { HomePaths } from "../home.ts";
 import { isAlive, processStartTime } from "../os.ts";
+import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 import type { Store } from "../store.ts";
 import { GATEWAY_PROCESS_ENTRY } from "./entry.ts";
 import {
@@ -34,10 +35,6 @@ import {
   type ToGateway,
 } from "./protocol.ts";
 
-/** Crash-restart backoff, as for apps: 250 ms doubling to 30 s; 30 s up resets it. */
-const BACKOFF_FIRST_MS = 250;
-const BACKOFF_MAX_MS = 30_000;
-const STABLE_AFTER_MS = 30_000;
 /** How long a spawned gateway may take to listen on its socket. */
 const START_TIMEOUT_MS = 15_000;
 /** How long the gateway may take to answer a request (a drain: its grace more; a sync: per route). */

@@ -30,15 +30,13 @@ import {
   type ToGateway,
   type ToWorker,
 } from "./protocol.ts";
+import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 
 /** Why a request for an app with no replica gets 503 while no control plane is connected. */
 export const NO_CONTROL_PLANE =
   "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
 /** How often it checks that its home still exists (a removed one ends it). */
 const HOME_CHECK_MS = 5_000;
-/** A worker that dies is replaced at once; one that died young waits 250 ms doubling to 30 s. */
-const RESPAWN_MAX_MS = 30_000;
-const STABLE_AFTER_MS = 30_000;
 /**
  * A periodic report is skipped while this much is still unsent to the control plane (one that
  * reads slowly, or not at all): its spans are counted as dropped, the next report has the
@@ -76,7 +74,8 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   const waking = new Map<string, { slot: WorkerSlot; id: number }[]>();
   /** The control plane's wakes in progress, by id: the app, and the connection asked over. */
   const cpWakes = new Map<number, { app: string; socket: Socket }>();
-  let respawnDelay = 250;
+  /** A worker that dies is replaced at once; one that died young waits (the crash backoff). */
+  let respawnDelay = BACKOFF_FIRST_MS;
   let exiting = false;
 
   // --- workers ---
@@ -138,7 +137,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
       if (exiting) return;
       const young = Date.now() - slot.startedAt < STABLE_AFTER_MS;
       const delay = young ? respawnDelay : 0;
-      respawnDelay = young ? Math.min(RESPAWN_MAX_MS, respawnDelay * 2) : 250;
+      respawnDelay = young ? Math.min(BACKOFF_MAX_MS, respawnDelay * 2) : BACKOFF_FIRST_MS;
       log(`worker ${worker.process.pid} exited (${signal ?? code}); a new one in ${delay} ms`);
       setTimeout(() => exiting || void fork(), delay);
     });
