@@ -109,7 +109,10 @@ export class HttpBackend implements Backend {
     try {
       res = await requestJSON(`${this.url}${path}`, { method, token: this.token, body, timeoutMs });
     } catch (e) {
-      if (this.recheck && (e as NodeJS.ErrnoException).code === "ECONNREFUSED")
+      // Refused: nothing reached the server. Reset: a server dying under a read (a GET may be
+      // repeated; a change might have reached it). Either way it is found again first.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (this.recheck && (code === "ECONNREFUSED" || (method === "GET" && code === "ECONNRESET")))
         return this.callAgain(method, path, body, waitMs);
       if ((e as NodeJS.ErrnoException).code === TIMED_OUT)
         throw new CaravanError(

@@ -73,6 +73,21 @@ describe("the local backend, with a daemon its home recorded", () => {
     expect(seen).toEqual(["GET /v1/status", "GET /v1/health"]);
   });
 
+  it("a first read whose connection is reset (a daemon dying under it) takes the checked way, then is asked again", async () => {
+    const url = await daemon(200, { environments: [] });
+    let reset = true;
+    server!.prependListener("request", (req) => {
+      if (!reset) return;
+      reset = false;
+      req.socket.destroy(); // before the answer: the client sees ECONNRESET
+    });
+    record(url);
+    const backend = (await provider.open(config, { start: true }))!;
+    expect(await backend.status(config)).toEqual([]);
+    expect(seen).toEqual(["GET /v1/status", "GET /v1/health", "GET /v1/status"]);
+    await backend.close?.();
+  });
+
   it("a recorded daemon that does not answer is reported, not taken for nothing running", async () => {
     const url = await daemon(200, {});
     await new Promise((r) => server!.close(r)); // nobody listens there any more
