@@ -1,6 +1,7 @@
 import { Command, Help } from "commander";
 import { describe, expect, it } from "vitest";
-import { buildProgram, COMMANDS, nameOf } from "./main.ts";
+import { COMMANDS, nameOf } from "./main.ts";
+import { buildProgram } from "./program.ts";
 
 const termOf = (cmd: Command) => new Help().subcommandTerm(cmd);
 

@@ -1,4 +1,5 @@
-import { Command, CommanderError, Help } from "commander";
+import type { Command } from "commander";
+import type { CommandSpec } from "./direct.ts";
 import { reportError } from "./output.ts";
 
 /** What a command module exports: it declares its command(s) on the program. */
@@ -8,6 +9,19 @@ interface CommandModule {
   /** Each command it declares, as `caravan --help` lists it: `name [options] <args>`, summary. */
   listed: [term: string, summary: string][];
   load: () => Promise<Register>;
+  /** A command declared as data (direct.ts): a plain run of it needs no commander. */
+  direct?: () => Promise<CommandSpec<never>>;
+}
+
+/** The entry of a command declared as data: commander's declaration comes from the same data. */
+function declared(spec: () => Promise<CommandSpec<never>>): Pick<CommandModule, "load" | "direct"> {
+  return {
+    direct: spec,
+    load: async () => {
+      const [{ registerSpec }, command] = await Promise.all([import("./direct.ts"), spec()]);
+      return (program, ctx) => registerSpec(program, command, ctx);
+    },
+  };
 }
 
 /**
@@ -50,7 +64,7 @@ export const COMMANDS: CommandModule[] = [
     listed: [
       ["status [options]", "Every deployed environment: state, revision, instances, endpoints"],
     ],
-    load: async () => (await import("./commands/status.ts")).registerStatus,
+    ...declared(async () => (await import("./commands/status.ts")).status),
   },
   {
     listed: [["logs [options] <app>", "Show an app's logs"]],
@@ -122,65 +136,26 @@ export interface CommandContext {
 }
 
 /**
- * The program with the command `argv` names (the first word that is not an option, or the one
- * after `help`: the program itself takes only --help and --version), declared by its module.
- * Without one (`--help`, an unknown command) every command is only listed, from COMMANDS.
+ * Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). A command declared as data
+ * runs without commander when its arguments are plain (direct.ts); all else goes through it.
  */
-export async function buildProgram(ctx: CommandContext, argv: string[]): Promise<Command> {
-  const program = new Command("caravan")
-    .description("Deploy graphs of services: dependencies first, each ready before its dependents.")
-    .version("0.1.0")
-    .showHelpAfterError("(run with --help for usage)")
-    .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
-    .addHelpText(
-      "after",
-      `
-Examples:
-  $ npx caravan plan examples/app-calling-app.ts      what would deploy, in which order
-  $ npx caravan deploy examples/app-calling-app.ts    deploy it (starts the control plane)
-  $ npx caravan status                                what runs, with endpoints
-  $ npx caravan logs app2-calls-app1 --follow         an app's logs
-  $ npx caravan run examples/task-env-dependency.ts train --input points='[[1,2]]'
-                                                      run a task, print its output
-  $ npx caravan runs                                  recent task runs
-  $ npx caravan server stop                           stop the control plane and its apps`,
-    );
-  const words = argv.filter((a) => !a.startsWith("-"));
-  const word = words[0] === "help" ? words[1] : words[0];
-  const named = COMMANDS.find((m) => m.listed.some(([term]) => nameOf(term) === word));
-  if (named) (await named.load())(program, ctx);
-  else {
-    const terms = new Map<Command, string>();
-    for (const [term, summary] of COMMANDS.flatMap((m) => m.listed))
-      terms.set(program.command(nameOf(term)).summary(summary), term);
-    program.configureHelp({
-      subcommandTerm(this: Help, cmd) {
-        return terms.get(cmd) ?? Help.prototype.subcommandTerm.call(this, cmd);
-      },
-    });
-  }
-  for (const cmd of program.commands) cmd.exitOverride();
-  return program;
-}
-
-/** Runs the CLI; returns the exit code (0 ok, 1 failure, 2 usage). */
 export async function main(argv: string[]): Promise<number> {
   const ctx: CommandContext = { exitCode: 0 };
   try {
-    const program = await buildProgram(ctx, argv);
-    await program.parseAsync(argv, { from: "user" });
-    return ctx.exitCode;
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      if (
-        e.code === "commander.helpDisplayed" ||
-        e.code === "commander.version" ||
-        e.code === "commander.help"
-      )
-        return 0;
-      return 2;
+    const spec = await COMMANDS.find(
+      (m) => m.direct && nameOf(m.listed[0]![0]) === argv[0],
+    )?.direct?.();
+    if (spec) {
+      const { parseDirect } = await import("./direct.ts");
+      const options = parseDirect(spec, argv.slice(1));
+      if (options) {
+        await spec.run(options, ctx);
+        return ctx.exitCode;
+      }
     }
+    const { runProgram } = await import("./program.ts");
+    return await runProgram(ctx, argv);
+  } catch (e) {
     return reportError(e, argv.includes("--json"));
   }
 }

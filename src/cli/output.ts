@@ -1,8 +1,11 @@
-import pc from "picocolors";
+import { createRequire } from "node:module";
 import { CaravanError, isCaravanError } from "../errors.ts";
 
-/** Colour only on a TTY, and never with NO_COLOR (picocolors checks both for stdout). */
-export const color = pc;
+/**
+ * Colour only on a TTY, and never with NO_COLOR (picocolors checks both for stdout). Required,
+ * not imported: importing a CommonJS package makes node scan its source for exports first.
+ */
+export const color = createRequire(import.meta.url)("picocolors") as typeof import("picocolors");
 
 /** Prints one JSON document on stdout: the only thing `--json` commands write there. */
 export function printJSON(value: unknown): void {

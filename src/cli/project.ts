@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import type { Backend } from "../backends/contract.ts";
 import type { ResolvedConfig } from "../sdk/config.ts";
 import type { Environment } from "../sdk/environment.ts";
+import type { OptionSpec } from "./direct.ts";
 
 export interface ScopeFlags {
   project?: string;
@@ -11,16 +12,21 @@ export interface ScopeFlags {
   context?: string;
 }
 
-/** Adds --project/--domain and --backend/--context (they override the config file). */
+/** --project/--domain and --backend/--context (they override the config file). */
+export const SCOPE_OPTIONS: OptionSpec[] = [
+  ["--project <name>", 'project (default: from caravan.config.*, else "default")'],
+  ["--domain <name>", 'domain (default: from caravan.config.*, else "development")'],
+  [
+    "--backend <name>",
+    'where environments run: "local" or "kubernetes" (default: $CARAVAN_BACKEND, else caravan.config.*, else "local")',
+  ],
+  ["--context <name>", "kubeconfig context for --backend kubernetes"],
+];
+
+/** Adds the scope options (SCOPE_OPTIONS) to a command. */
 export function scopeOptions(cmd: Command): Command {
-  return cmd
-    .option("--project <name>", 'project (default: from caravan.config.*, else "default")')
-    .option("--domain <name>", 'domain (default: from caravan.config.*, else "development")')
-    .option(
-      "--backend <name>",
-      'where environments run: "local" or "kubernetes" (default: $CARAVAN_BACKEND, else caravan.config.*, else "local")',
-    )
-    .option("--context <name>", "kubeconfig context for --backend kubernetes");
+  for (const [flags, description] of SCOPE_OPTIONS) cmd.option(flags, description);
+  return cmd;
 }
 
 function overridesOf(flags: ScopeFlags) {

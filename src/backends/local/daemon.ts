@@ -3,7 +3,6 @@
  * `server/daemon.ts`, run as `caravan server run`). The daemon's address and token live
  * under `$CARAVAN_HOME` (mode 0600).
  */
-import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -125,6 +124,8 @@ export async function ensureDaemon(
   if (existing && (await healthy(paths, existing, token)))
     return { ...existing, token, started: false };
 
+  // Loaded only to start one: most commands find it running, and status starts faster without.
+  const { spawn } = await import("node:child_process");
   const log = openSync(paths.daemonLog, "a");
   // The local backend's daemon, whichever backend the environment or config names.
   const child = spawn(process.execPath, [BIN, "server", "run", "--backend", "local"], {

@@ -1,20 +1,21 @@
-import type { Command } from "commander";
 import type { JobRun } from "../../backends/contract.ts";
 import { headline } from "../../errors.ts";
-import type { CommandContext } from "../main.ts";
+import type { CommandSpec } from "../direct.ts";
 import { color, info, printJSON, printTable } from "../output.ts";
-import { loadScope, openBackend, scopeOptions, type ScopeFlags } from "../project.ts";
+import { loadScope, openBackend, SCOPE_OPTIONS, type ScopeFlags } from "../project.ts";
 
-export function registerStatus(program: Command, _ctx: CommandContext): void {
-  scopeOptions(
-    program
-      .command("status")
-      .description(
-        "Every deployed environment with its state, revision, restarts, instances (processes, pods) and endpoints.",
-      )
-      .option("--all", "every project and domain, not just the current one")
-      .option("--json", "print JSON on stdout"),
-  ).action(async (opts: ScopeFlags & { all?: boolean; json?: boolean }) => {
+type StatusOptions = ScopeFlags & { all?: boolean; json?: boolean };
+
+export const status: CommandSpec<StatusOptions> = {
+  name: "status",
+  description:
+    "Every deployed environment with its state, revision, restarts, instances (processes, pods) and endpoints.",
+  options: [
+    ["--all", "every project and domain, not just the current one"],
+    ["--json", "print JSON on stdout"],
+    ...SCOPE_OPTIONS,
+  ],
+  async run(opts) {
     // Loaded while the config is read and the backend answers.
     const healthModule = import("../../backends/health.ts");
     const config = await loadScope(opts);
@@ -94,8 +95,8 @@ export function registerStatus(program: Command, _ctx: CommandContext): void {
       const reason = headline(e.error);
       info(color.red(`${e.name}: ${reason} (see: caravan logs ${e.name} --tail 20)`));
     }
-  });
-}
+  },
+};
 
 /** A job's last run, for the table: "succeeded (exit 0, 1.2 s)". */
 function lastRunOf(runs: JobRun[] | undefined): string {
