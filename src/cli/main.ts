@@ -142,11 +142,10 @@ export interface CommandContext {
 export async function main(argv: string[]): Promise<number> {
   const ctx: CommandContext = { exitCode: 0 };
   try {
-    const spec = await COMMANDS.find(
-      (m) => m.direct && nameOf(m.listed[0]![0]) === argv[0],
-    )?.direct?.();
-    if (spec) {
-      const { parseDirect } = await import("./direct.ts");
+    const named = COMMANDS.find((m) => m.direct && nameOf(m.listed[0]![0]) === argv[0]);
+    if (named?.direct) {
+      // Both loaded at once: each import waits on reading files.
+      const [spec, { parseDirect }] = await Promise.all([named.direct(), import("./direct.ts")]);
       const options = parseDirect(spec, argv.slice(1));
       if (options) {
         await spec.run(options, ctx);
