@@ -71,6 +71,30 @@ describe("an unchanged plan", () => {
     expect(loads()).toBe(2);
   });
 
+  it("gives the new plan after an edit to a module no bundler can follow, or one the config file imports", async () => {
+    // A computed import() and a config's own import: esbuild's listing of the file sees neither.
+    main = join(dir, "computed.ts");
+    writeFileSync(
+      main,
+      [
+        'import { TaskEnvironment } from "caravan-deploy";',
+        'const { NAME } = await import(new URL("./part.ts", import.meta.url).href);',
+        "export const part = new TaskEnvironment({ name: NAME });",
+      ].join("\n"),
+    );
+    writeFileSync(join(dir, "part.ts"), 'export const NAME = "first";\n');
+    writeFileSync(
+      join(dir, "caravan.config.ts"),
+      'import { PROJECT } from "./project-name.ts";\nexport default { project: PROJECT };\n',
+    );
+    writeFileSync(join(dir, "project-name.ts"), 'export const PROJECT = "one";\n');
+    expect(await plan()).toMatchObject({ project: "one", order: ["first"] });
+    writeFileSync(join(dir, "part.ts"), 'export const NAME = "second";\n');
+    expect(await plan()).toMatchObject({ project: "one", order: ["second"] });
+    writeFileSync(join(dir, "project-name.ts"), 'export const PROJECT = "two";\n');
+    expect(await plan()).toMatchObject({ project: "two", order: ["second"] });
+  });
+
   it("records no plan when a file it loaded is saved while it runs (the record would pair the new content with the old plan)", async () => {
     writeFileSync(join(dir, "save-names"), 'export const BACK = "saved";\n');
     expect((await plan()).order).toEqual(["back", "front"]);

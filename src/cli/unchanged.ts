@@ -5,8 +5,9 @@
  * to compute what the last run of the same command already computed.
  *
  * So after a run, the CLI records what its result was computed from (a `LoadRecord`): the
- * contents of every file the user's code imports (the files a code snapshot covers), of the
- * config file and of the files the user's code read with `fs` while it loaded (or that they
+ * contents of every file the user's code imports (the files a code snapshot covers, and every
+ * file the module hooks saw loaded: a computed `import()`, the config file's own imports), of
+ * the config file and of the files the user's code read with `fs` while it loaded (or that they
  * did not exist), the environment variables read while the file and the config loaded, and
  * caravan's own build. The next run with the same arguments reuses the result when all of
  * that is as recorded. Anything else takes the full path, which records again.
@@ -101,9 +102,18 @@ export async function loadWatched(
     env.stop();
     files.stop();
   });
+  // Loaded by the import itself (the loader imported the hooks' side for it).
+  const { userModulesLoaded } = await import("../sdk/user-imports.ts");
+  const modules = (await userModulesLoaded()).filter(
+    (file) => !OWN.some((d) => file.startsWith(d)),
+  );
   return {
     project,
-    reads: () => ({ config: project.config, env: env.values(), read: files.paths() }),
+    reads: () => ({
+      config: project.config,
+      env: env.values(),
+      read: [...new Set([...files.paths(), ...modules])],
+    }),
   };
 }
 

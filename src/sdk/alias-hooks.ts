@@ -1,19 +1,33 @@
 /**
- * A module resolution hook (registered by the loader): `caravan-deploy` and `caravan` (with an
- * `/<entry>`) resolve to the package the CLI runs from when nothing of that name is installed
- * where the importing file is — so a file outside any project, or written as DESIGN shows it
- * (`import … from "caravan"`), loads; a project that installed its own keeps it.
+ * Module hooks (registered by the loader, user-imports.ts). Resolution: `caravan-deploy` and
+ * `caravan` (with an `/<entry>`) resolve to the package the CLI runs from when nothing of that
+ * name is installed where the importing file is — so a file outside any project, or written as
+ * DESIGN shows it (`import … from "caravan"`), loads; a project that installed its own keeps
+ * it. Loading: each file loaded outside node_modules is told to the main thread, which records
+ * what a plan was computed from (an import esbuild cannot follow, a config's own imports).
  */
+import type { MessagePort } from "node:worker_threads";
+
 interface ResolveContext {
   parentURL?: string;
   conditions: string[];
 }
 type NextResolve = (specifier: string, context?: ResolveContext) => Promise<unknown>;
+type NextLoad = (url: string, context?: unknown) => Promise<unknown>;
 
 let self = "";
+let loads: MessagePort | undefined;
 
-export function initialize(data: { self: string }): void {
+export function initialize(data: { self: string; loads: MessagePort }): void {
   self = data.self;
+  loads = data.loads;
+  // Answered in order after every load told before it: the main thread's "all told".
+  loads.on("message", (flush: number) => loads!.postMessage({ flushed: flush }));
+}
+
+export async function load(url: string, context: unknown, next: NextLoad): Promise<unknown> {
+  if (url.startsWith("file:") && !url.includes("/node_modules/")) loads?.postMessage({ url });
+  return next(url, context);
 }
 
 export async function resolve(

@@ -5,9 +5,14 @@
  * package is published as `caravan-deploy`; `caravan` is how DESIGN's examples import it).
  */
 import { extname } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { MessagePort } from "node:worker_threads";
 
 let typescript: Promise<void> | undefined;
 let aliased = false;
+/** The files loaded through the hooks so far (outside node_modules), as the hooks tell them. */
+const loaded = new Set<string>();
+let loads: MessagePort | undefined;
 
 /** Call before `import()` of a user's file (a project file, or its caravan.config.ts). */
 export async function prepareUserImport(path: string): Promise<void> {
@@ -16,9 +21,17 @@ export async function prepareUserImport(path: string): Promise<void> {
     // Run from the sources (tests, scripts through tsx), the hook module is TypeScript too:
     // the loader thread compiles it with the hooks registered before it.
     if (extname(import.meta.url) === ".ts") await compileTypeScript();
-    const { register } = await import("node:module");
+    const [{ register }, { MessageChannel }] = await Promise.all([
+      import("node:module"),
+      import("node:worker_threads"),
+    ]);
+    const channel = new MessageChannel();
+    loads = channel.port1;
+    loads.on("message", (m: { url?: string }) => m.url && loaded.add(fileURLToPath(m.url)));
+    loads.unref(); // listening keeps no process alive
     register(new URL(`./alias-hooks${extname(import.meta.url)}`, import.meta.url), {
-      data: { self: import.meta.url },
+      data: { self: import.meta.url, loads: channel.port2 },
+      transferList: [channel.port2],
     });
   }
   if (/\.[cm]?tsx?$/.test(path)) await compileTypeScript();
@@ -27,4 +40,27 @@ export async function prepareUserImport(path: string): Promise<void> {
 function compileTypeScript(): Promise<void> {
   typescript ??= import("tsx/esm/api").then(({ register }) => void register());
   return typescript;
+}
+
+/**
+ * Every file the user's imports loaded so far, outside node_modules (caravan's own included),
+ * once the hooks have told all of them: the imports esbuild's listing cannot follow (a computed
+ * `import()`, a config file's own imports) are among them.
+ */
+export async function userModulesLoaded(): Promise<string[]> {
+  const port = loads;
+  if (!port) return [];
+  const flush = Math.random();
+  await new Promise<void>((resolve) => {
+    const done = (m: { flushed?: number }) => {
+      if (m.flushed !== flush) return;
+      port.off("message", done);
+      port.unref();
+      resolve();
+    };
+    port.on("message", done);
+    port.ref(); // until the answer is in
+    port.postMessage(flush);
+  });
+  return [...loaded];
 }
