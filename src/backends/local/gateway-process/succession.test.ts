@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { processStartTime } from "../os.ts";
 import { successionPending } from "./client.ts";
 import type { Hello, Proc } from "./protocol.ts";
-import { awaitSuccessor, clearElections, elect, stale } from "./succession.ts";
+import { awaitSuccessor, candidateFile, clearElections, elect, stale } from "./succession.ts";
 
 const me: Proc = { pid: process.pid, startTime: processStartTime(process.pid)! };
 /** A process that has exited (its pid and the start time it had). */
@@ -50,12 +50,15 @@ describe("the election of the orphan that spawns the successor", () => {
     expect(stale({ pid: me.pid, startTime: String(Number(me.startTime) + 1) })).toBe(true);
   });
 
-  it("leaves no file but the election's, and the successor clears those", () => {
+  it("leaves no file but the election's; the successor clears those, never a vote being cast", () => {
     elect(home, 100, 0, me);
     elect(home, 100, 0, { pid: 1, startTime: "x" });
     expect(readdirSync(home)).toEqual(["gateway.successor-100-0"]);
+    // Another orphan's vote, written but not linked yet (a successor that clears it then
+    // made that orphan's link fail, and it crashed, with its connections).
+    writeFileSync(candidateFile(home, 5), "{}");
     clearElections(home);
-    expect(readdirSync(home)).toEqual([]);
+    expect(readdirSync(home).map((f) => join(home, f))).toEqual([candidateFile(home, 5)]);
   });
 });
 

@@ -79,7 +79,8 @@ export function inheritance(): Promise<Succession | undefined> {
   });
 }
 
-const electionPrefix = "gateway.successor-";
+/** An election's file: `gateway.successor-<predecessor pid>-<attempt>`. */
+const electionFile = /^gateway\.successor-\d+-\d+$/;
 
 /**
  * Whether `self` is the one to spawn the successor of the primary `predecessor` (`attempt`:
@@ -93,8 +94,8 @@ export function elect(
   attempt: number,
   self: Proc,
 ): { elected: true } | { elected: false; holder: Proc } {
-  const file = join(home, `${electionPrefix}${predecessor}-${attempt}`);
-  const mine = `${file}.${self.pid}`;
+  const file = join(home, `gateway.successor-${predecessor}-${attempt}`);
+  const mine = candidateFile(home, self.pid);
   writeFileSync(mine, JSON.stringify(self));
   try {
     linkSync(mine, file);
@@ -107,13 +108,19 @@ export function elect(
   }
 }
 
+/**
+ * Where an orphan writes its vote before linking it: not an election's name, so that a
+ * successor clearing those leaves it to its writer (whose link would fail otherwise).
+ */
+export const candidateFile = (home: string, pid: number) => join(home, `.gateway.candidate-${pid}`);
+
 /** The elected one is gone (pid reused or not): the next attempt is open. */
 export const stale = (holder: Proc) => !isAlive(holder.pid, holder.startTime);
 
 /** Removes the election files (the successor does, once it answers). */
 export function clearElections(home: string): void {
   for (const name of readdirSync(home))
-    if (name.startsWith(electionPrefix)) rmSync(join(home, name), { force: true });
+    if (electionFile.test(name)) rmSync(join(home, name), { force: true });
 }
 
 /**
@@ -158,19 +165,31 @@ export async function succeed(o: {
 }): Promise<Hello> {
   let attempt = 0;
   let spawned: { attempt: number; exited: boolean } | undefined;
+  /** Takes part in the election `attempt`, spawns if elected; the attempt to look at next. */
+  const vote = (attempt: number): number => {
+    const result = elect(o.home, o.predecessor, attempt, o.self);
+    if (result.elected && spawned?.attempt !== attempt) {
+      const s = o.successor();
+      o.log(`the primary died: spawning its successor (attempt ${attempt})`);
+      const mine = { attempt, exited: false };
+      spawned = mine;
+      const child = spawnSuccessor(s.command, s.env, o.home, s.listeners, s.routes);
+      child.once("exit", () => (mine.exited = true));
+      return attempt;
+    }
+    // Its successor died before answering, or the elected one died: the next attempt.
+    const failed = result.elected ? spawned?.exited : stale(result.holder);
+    return failed ? attempt + 1 : attempt;
+  };
   for (;;) {
     const hello = await o.probe(o.socket);
     if (hello && hello.pid !== o.predecessor) return hello;
-    if (attempt < MAX_ATTEMPTS) {
-      const vote = elect(o.home, o.predecessor, attempt, o.self);
-      if (vote.elected && spawned?.attempt !== attempt) {
-        const s = o.successor();
-        o.log(`the primary died: spawning its successor (attempt ${attempt})`);
-        const child = spawnSuccessor(s.command, s.env, o.home, s.listeners, s.routes);
-        const mine = { attempt, exited: false };
-        spawned = mine;
-        child.once("exit", () => (mine.exited = true));
-      } else if (vote.elected ? spawned?.exited : stale(vote.holder)) attempt++;
+    try {
+      if (attempt < MAX_ATTEMPTS) attempt = vote(attempt);
+    } catch (e) {
+      // The home removed (it then exits), or the election cleared under it by a successor
+      // that answers now: looked at again. An orphan must not die of it, with its connections.
+      o.log(`electing a successor: ${(e as Error).message}`);
     }
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
