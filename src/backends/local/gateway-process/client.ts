@@ -36,6 +36,7 @@ import {
   readMessages,
   send,
   socketPath,
+  PendingRequests,
   type FromGateway,
   type Hello,
   type Ports,
@@ -87,7 +88,7 @@ export class GatewayProcess {
   /** A start failed and is to be tried again (`failed`). */
   private retryPending = false;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private readonly pending = new PendingRequests();
   private report?: Extract<FromGateway, { t: "report" }>;
 
   constructor(
@@ -388,13 +389,8 @@ export class GatewayProcess {
 
   private onMessage(socket: Socket, m: FromGateway): void {
     switch (m.t) {
-      case "done": {
-        const p = this.pending.get(m.id);
-        this.pending.delete(m.id);
-        if (m.error === undefined) p?.resolve();
-        else p?.reject(new Error(m.error));
-        return;
-      }
+      case "done":
+        return this.pending.done(m);
       case "wake":
         void this.hooks.wake(m.app).then(
           () => send(socket, { t: "woken", id: m.id }),
@@ -454,19 +450,14 @@ export class GatewayProcess {
       REQUEST_TIMEOUT_MS +
       (message.t === "drain" ? message.graceMs : 0) +
       (message.t === "sync" ? message.routes.length * 100 : 0); // listeners to open
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.log(`the gateway did not answer a ${message.t} within ${limitMs} ms`);
-        socket.destroy();
-      }, limitMs);
-      timer.unref();
-      const settle = { resolve, reject };
-      this.pending.set(id, {
-        resolve: () => (clearTimeout(timer), settle.resolve()),
-        reject: (e) => (clearTimeout(timer), settle.reject(e)),
-      });
-      send(socket, { ...message, id } as ToGateway);
-    });
+    const timer = setTimeout(() => {
+      this.log(`the gateway did not answer a ${message.t} within ${limitMs} ms`);
+      socket.destroy();
+    }, limitMs);
+    timer.unref();
+    const answered = this.pending.wait(id).finally(() => clearTimeout(timer));
+    send(socket, { ...message, id } as ToGateway);
+    return answered;
   }
 
   private tell(message: ToGateway): void {
@@ -475,8 +466,7 @@ export class GatewayProcess {
 
   /** Whatever waits on a gateway that is gone is done: its listeners and requests went with it. */
   private settleAll(): void {
-    for (const p of this.pending.values()) p.resolve();
-    this.pending.clear();
+    this.pending.gone();
   }
 
   private recorded(): Recorded | undefined {

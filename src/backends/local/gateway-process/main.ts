@@ -21,7 +21,8 @@ import { availableParallelism } from "node:os";
 import { homePaths } from "../home.ts";
 import { runPrimary } from "./primary.ts";
 import { inheritance } from "./succession.ts";
-import { WORKER_ENV, runWorker } from "./worker.ts";
+import { WORKER_ENV } from "./protocol.ts";
+import { runWorker } from "./worker.ts";
 
 const paths = homePaths(process.env.CARAVAN_HOME);
 if (!process.env[WORKER_ENV]) {

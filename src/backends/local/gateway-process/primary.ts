@@ -24,7 +24,9 @@ import { Listeners } from "./listeners.ts";
 import {
   MAX_SPANS_PER_REPORT,
   PROTOCOL,
+  PendingRequests,
   REPORT_EVERY_MS,
+  WORKER_ENV,
   helloAt,
   readMessages,
   send,
@@ -37,7 +39,6 @@ import {
 } from "./protocol.ts";
 import { applyToRoutes, portsInUse, type Routes } from "./routes.ts";
 import { awaitSuccessor, clearElections, spawnSuccessor, type Succession } from "./succession.ts";
-import { WORKER_ENV } from "./worker.ts";
 import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 
 /** Why a request for an app with no replica gets 503 while no control plane is connected. */
@@ -62,7 +63,7 @@ interface WorkerSlot {
   ready: boolean;
   startedAt: number;
   latest: Record<string, WorkerApp>;
-  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  pending: PendingRequests;
 }
 
 /**
@@ -105,13 +106,12 @@ export async function runPrimary(
     sendToWorker(slot.worker, m, (e) =>
       log(`sending ${m.t} to worker ${slot.worker.pid}: ${e.message}`),
     );
-  const ask = (slot: WorkerSlot, m: WithoutId<ToWorker>) =>
-    new Promise<void>((resolve, reject) => {
-      const id = nextId++;
-      // A dying worker's share goes with it, as when it exits with the operation pending.
-      if (!slot.ready || !toWorker(slot, { ...m, id } as ToWorker)) return resolve();
-      slot.pending.set(id, { resolve, reject });
-    });
+  const ask = (slot: WorkerSlot, m: WithoutId<ToWorker>): Promise<void> => {
+    const id = nextId++;
+    // A dying worker's share goes with it, as when it exits with the operation pending.
+    if (!slot.ready || !toWorker(slot, { ...m, id } as ToWorker)) return Promise.resolve();
+    return slot.pending.wait(id);
+  };
   /** An operation every ready worker does; the first error (if any) is the answer's. */
   const everyWorker = async (m: WithoutId<ToWorker>): Promise<void> => {
     const results = await Promise.allSettled(
@@ -146,7 +146,7 @@ export async function runPrimary(
       ready: false,
       startedAt: Date.now(),
       latest: {},
-      pending: new Map(),
+      pending: new PendingRequests(),
     };
     slots.set(worker.pid, slot);
     let synced = () => {};
@@ -169,15 +169,14 @@ export async function runPrimary(
     // Its channel closes a little before it exits: from then on it takes nothing.
     worker.on("disconnect", () => {
       slot.ready = false;
-      for (const p of slot.pending.values()) p.resolve(); // its share goes with it
-      slot.pending.clear();
+      slot.pending.gone();
     });
     worker.on("exit", (code, signal) => {
       slots.delete(worker.pid!);
       synced();
       retire(retired, slot.latest);
       slot.latest = {};
-      for (const p of slot.pending.values()) p.resolve(); // its share went with it
+      slot.pending.gone();
       for (const [app, waiters] of waking)
         waking.set(
           app,
@@ -211,13 +210,8 @@ export async function runPrimary(
           });
         return;
       }
-      case "done": {
-        const p = slot.pending.get(m.id);
-        slot.pending.delete(m.id);
-        if (m.error === undefined) p?.resolve();
-        else p?.reject(new Error(m.error));
-        return;
-      }
+      case "done":
+        return slot.pending.done(m);
       case "report":
         slot.latest = m.apps;
         for (const s of m.spans)
@@ -423,7 +417,8 @@ export async function runPrimary(
     if (handedOver) return;
     handedOver = true;
     log(`handing over to ${m.command.join(" ")}`);
-    await new Promise<void>((resolve) => channel.close(() => resolve()));
+    // Not awaited: that waits for every connection, and a wedged control plane keeps one.
+    channel.close();
     rmSync(path, { force: true });
     const child = spawnSuccessor(m.command, m.env, paths.home, listeners.all(), [
       ...routes.values(),

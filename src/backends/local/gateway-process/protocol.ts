@@ -126,6 +126,9 @@ export type FromWorker =
       spansDropped: number;
     };
 
+/** Marks a gateway worker's environment (the same entry, main.ts, runs the primary). */
+export const WORKER_ENV = "CARAVAN_GATEWAY_WORKER";
+
 /** How often the gateway pushes load, stats and spans (the autoscaler looks every 200 ms). */
 export const REPORT_EVERY_MS = 200;
 /**
@@ -250,4 +253,31 @@ export async function helloAt(path: string): Promise<Hello | undefined> {
   const hello = await greeting(socket);
   socket.destroy();
   return hello;
+}
+
+/**
+ * Requests sent with an id, each settled by the `done` with that id (rejected with its error,
+ * if any): the control plane's to the gateway, the primary's to each worker.
+ */
+export class PendingRequests {
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+
+  /** Waits for the `done` of request `id` (sent, or about to be). */
+  wait(id: number): Promise<void> {
+    return new Promise((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+  }
+
+  /** A `done` came. */
+  done(m: { id: number; error?: string }): void {
+    const p = this.waiting.get(m.id);
+    this.waiting.delete(m.id);
+    if (m.error === undefined) p?.resolve();
+    else p?.reject(new Error(m.error));
+  }
+
+  /** The other side is gone: whatever waits on it is over (its share went with it). */
+  gone(): void {
+    for (const p of this.waiting.values()) p.resolve();
+    this.waiting.clear();
+  }
 }

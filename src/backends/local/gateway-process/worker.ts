@@ -19,6 +19,7 @@ import type { ListenHandle } from "./listeners.ts";
 import {
   MAX_SPANS_PER_REPORT,
   REPORT_EVERY_MS,
+  WORKER_ENV,
   helloAt,
   socketPath,
   type FromWorker,
@@ -27,6 +28,7 @@ import {
 } from "./protocol.ts";
 import { applyToRoutes, type Routes } from "./routes.ts";
 import { succeed } from "./succession.ts";
+import { NO_CONTROL_PLANE } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
 const TOKEN_CACHE_MS = 1_000;
@@ -37,8 +39,6 @@ const DB_CHECK_MS = 1_000;
  * 5 s; a longer exchange (a stream, a WebSocket) is cut after this.
  */
 const RETIRE_GRACE_MS = 30_000;
-/** Marks a gateway worker's environment (the same entry runs the primary). */
-export const WORKER_ENV = "CARAVAN_GATEWAY_WORKER";
 
 /** The store's database, for tokens only (the control plane owns everything else in it). */
 function openTokens(file: string): { db: Database.Database; tokens: TokenStore; ino: number } {
@@ -96,8 +96,9 @@ export function runWorker(paths: HomePaths): void {
       wake: (app) =>
         new Promise<void>((resolve, reject) => {
           const id = nextWake++;
+          // Orphaned: no primary to ask (and so no control plane) until its successor serves.
+          if (!tell({ t: "wake", id, app })) return reject(new Error(NO_CONTROL_PLANE));
           wakes.set(id, { resolve, reject });
-          tell({ t: "wake", id, app });
         }),
       recordSpan: (app, span) => {
         if (spans.length >= maxSpans) spansDropped++;
@@ -254,6 +255,8 @@ export function runWorker(paths: HomePaths): void {
     if (leaving) return;
     for (const asked of listening.values()) asked.reject(new Error("the gateway's primary died"));
     listening.clear();
+    for (const wake of wakes.values()) wake.reject(new Error(NO_CONTROL_PLANE));
+    wakes.clear();
     log("its primary died: serving on until a successor answers");
     void succeed({
       home: paths.home,
