@@ -45,7 +45,7 @@ import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-back
 export const NO_CONTROL_PLANE =
   "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
 /** How often it checks that its home still exists (a removed one ends it). */
-const HOME_CHECK_MS = 5_000;
+export const HOME_CHECK_MS = 5_000;
 /**
  * A periodic report is skipped while this much is still unsent to the control plane (one that
  * reads slowly, or not at all): its spans are counted as dropped, the next report has the

@@ -8,7 +8,7 @@
  * primary's succession (succession.ts); each retires once the successor answers.
  */
 import Database from "better-sqlite3";
-import { statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import type { Server } from "node:net";
 import { Gateway, type GatewaySpan } from "../../gateway/index.ts";
 import type { HomePaths } from "../home.ts";
@@ -28,7 +28,7 @@ import {
 } from "./protocol.ts";
 import { applyToRoutes, type Routes } from "./routes.ts";
 import { succeed } from "./succession.ts";
-import { NO_CONTROL_PLANE } from "./primary.ts";
+import { HOME_CHECK_MS, NO_CONTROL_PLANE } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
 const TOKEN_CACHE_MS = 1_000;
@@ -258,6 +258,8 @@ export function runWorker(paths: HomePaths): void {
     for (const wake of wakes.values()) wake.reject(new Error(NO_CONTROL_PLANE));
     wakes.clear();
     log("its primary died: serving on until a successor answers");
+    // As its primary did: a removed home (a finished `caravan serve`'s) has nothing to serve.
+    setInterval(() => existsSync(paths.home) || process.exit(0), HOME_CHECK_MS).unref();
     void succeed({
       home: paths.home,
       socket: socketPath(paths.home),
