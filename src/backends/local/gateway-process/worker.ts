@@ -271,11 +271,14 @@ export function runWorker(paths: HomePaths): void {
         return {
           command: [process.execPath, ...process.execArgv, process.argv[1] ?? ""],
           env,
-          listeners: [...sockets.values()].map((s) => ({
-            host: s.host,
-            port: s.port,
-            fd: (s.server as unknown as { _handle: ListenHandle })._handle.fd,
-          })),
+          // A listener closing (its app closed as the primary died) is no one's to inherit.
+          listeners: [...sockets.values()]
+            .filter((s) => s.server.listening)
+            .map((s) => ({
+              host: s.host,
+              port: s.port,
+              fd: (s.server as unknown as { _handle: ListenHandle })._handle.fd,
+            })),
           routes: [...routes.values()],
         };
       },
