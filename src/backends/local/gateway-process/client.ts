@@ -52,8 +52,13 @@ const START_TIMEOUT_MS = 15_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 /** How long a gateway told to exit may take before it is killed. */
 const EXIT_WAIT_MS = 5_000;
-/** How long the workers of a primary that died may take to have a successor answer. */
-const SUCCESSION_WAIT_MS = 5_000;
+/**
+ * How long the workers of a primary that died may take to have a successor answer: what a
+ * gateway gets to start (a successor starts as one does), at no cost to traffic — the orphans
+ * serve meanwhile. Past it they are ended for a new gateway; a successor answering before
+ * that one is up is found by it (it leaves) and adopted.
+ */
+const SUCCESSION_WAIT_MS = START_TIMEOUT_MS;
 /** The first protocol whose gateways understand `Handover`. */
 const HANDOVER_SINCE = 2;
 
@@ -103,9 +108,12 @@ export class GatewayProcess {
     return recorded && isAlive(recorded.pid, recorded.startTime) ? recorded : undefined;
   }
 
-  /** Connects to the gateway a previous control plane left running, if there is one. */
+  /**
+   * Connects to the gateway a previous control plane left running, if there is one (or to
+   * the successor the workers of a dead one are bringing up).
+   */
   async adopt(): Promise<void> {
-    if (this.running) await this.ensure();
+    if (this.running || this.orphans().length > 0) await this.ensure();
   }
 
   /** Recovery is done: the state given since is complete; the gateway drops anything else. */
