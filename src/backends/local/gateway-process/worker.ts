@@ -48,10 +48,25 @@ function openTokens(file: string): { db: Database.Database; tokens: TokenStore; 
   return { db, tokens: new TokenStore(db, { cacheMs: TOKEN_CACHE_MS }), ino: statSync(file).ino };
 }
 
+/**
+ * Sends to the primary while its channel is open; false when nothing was sent. A send that
+ * races the primary's death fails (EPIPE) into a callback, never as the process's 'error'
+ * event: uncaught, that ended the worker, and every connection it had, just as it was to
+ * serve on without its primary.
+ */
+export function tellPrimary(
+  proc: Pick<NodeJS.Process, "connected" | "send">,
+  m: FromWorker,
+): boolean {
+  if (!proc.connected || !proc.send) return false;
+  proc.send(m, undefined, undefined, () => {});
+  return true;
+}
+
 export function runWorker(paths: HomePaths): void {
   const log = (line: string) =>
     process.stderr.write(`[gateway worker ${process.pid}] ${new Date().toISOString()} ${line}\n`);
-  const tell = (m: FromWorker) => process.connected && process.send!(m);
+  const tell = (m: FromWorker) => tellPrimary(process, m);
   /** The primary that forked it (process.ppid changes once it is orphaned). */
   const primary = process.ppid;
   /** The whole state, as the primary keeps it: for a successor, should the primary die. */
