@@ -137,7 +137,7 @@ export class ClientConnection implements ClientSide {
     this.headersSent = false;
     this.finished = false;
     this.statusCode = 0;
-    this.close = read.close;
+    this.close = read.close || route.retiring;
     this.bodyless = read.method === "HEAD";
     this.exchange = new Exchange(route, read.method, this, head, pub, start);
     this.exchange.dispatch(replica);

@@ -16,8 +16,8 @@
  * (an upgrade), `upstream` (connection pools) with its `response-reader`, `metrics`.
  */
 import { createServer } from "node:http";
+import { Server as NetServer, type Socket } from "node:net";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import {
   authorized,
@@ -57,6 +57,11 @@ export interface GatewayOptions {
    * every interface; internal listeners always stay on loopback.
    */
   publicHost?: string;
+  /**
+   * Makes `server` listen on host:port and gives the port; by default it binds the port. The
+   * gateway process's workers listen on sockets their primary holds instead.
+   */
+  listen?(server: Server, port: number, host: string): Promise<number>;
 }
 
 export interface GatewayHooks extends AuthHooks {
@@ -137,9 +142,10 @@ export class Gateway {
       const internal = this.server(r, false);
       r.servers = [pub, internal];
       try {
+        const listenOn = this.options.listen ?? listen;
         const [p, i] = await Promise.all([
-          listen(pub, ports.public, this.options.publicHost ?? HOST),
-          listen(internal, ports.internal, HOST),
+          listenOn(pub, ports.public, this.options.publicHost ?? HOST),
+          listenOn(internal, ports.internal, HOST),
         ]);
         r.ports = { public: p, internal: i };
       } catch (err) {
@@ -289,6 +295,26 @@ export class Gateway {
     await Promise.all([...this.routes.keys()].map((app) => this.close(app)));
   }
 
+  /**
+   * Stops accepting, for another process that listens on the same sockets (they stay open
+   * there), and lets every connection finish: each is closed after its response in progress
+   * (or the next one), an idle one by its keep-alive timeout. Resolves once none is left.
+   */
+  async stopAccepting(): Promise<void> {
+    const closing: Promise<void>[] = [];
+    for (const route of this.routes.values()) {
+      route.retiring = true;
+      // net.Server's close: http.Server's would also cut the idle keep-alive connections,
+      // racing a request the client may be sending on one right then.
+      for (const s of route.servers)
+        if (s.listening)
+          closing.push(
+            new Promise<void>((resolve) => NetServer.prototype.close.call(s, () => resolve())),
+          );
+    }
+    await Promise.all(closing);
+  }
+
   private server(route: Route, pub: boolean): Server {
     // requestTimeout 0: uploads may stream for as long as they need (headersTimeout stays).
     const server = createServer({ requestTimeout: 0 }, (req, res) => {
@@ -329,6 +355,8 @@ export class Gateway {
 
   private onRequest(route: Route, req: IncomingMessage, res: ServerResponse, pub: boolean): void {
     const start = performance.now();
+    // Retiring: the client is told to take its next request elsewhere (Connection: close).
+    if (route.retiring) res.shouldKeepAlive = false;
     if (pub && isLogin(req.url!)) {
       login(this.hooks, route, req, res, start);
       return;

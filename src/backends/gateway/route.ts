@@ -56,6 +56,8 @@ export class Route {
   servers: Server[] = [];
   /** Client connections on the fast path (node's server holds the others). */
   readonly clients = new Set<Socket>();
+  /** Another process serves the listeners now: each connection closes after its response. */
+  retiring = false;
   ports = { public: 0, internal: 0 };
   opening?: Promise<void>;
   /** Replicas taking new requests. */

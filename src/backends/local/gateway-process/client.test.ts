@@ -13,7 +13,7 @@ import { homePaths, type HomePaths } from "../home.ts";
 import { freePort, isAlive, processStartTime } from "../os.ts";
 import { Store } from "../store.ts";
 import { GatewayProcess } from "./client.ts";
-import { GATEWAY_META, PROTOCOL, socketPath } from "./protocol.ts";
+import { GATEWAY_META, PROTOCOL, gatewayLog, socketPath } from "./protocol.ts";
 
 const hooks = { wake: async () => {}, recordSpan: () => {} };
 const options = { requiresAuth: false, requestTimeoutMs: 0 };
@@ -99,6 +99,73 @@ describe("GatewayProcess", () => {
     await second.reconcile();
     await expect(fetch(`http://127.0.0.1:${p.internal}/`)).rejects.toThrow();
     expect(second.running?.pid).toBe(pid);
+  });
+
+  /** A process that exited: its pid and the start time it had. */
+  const deadProcess = async () => {
+    const p = spawn(process.execPath, ["-e", "setTimeout(() => {}, 10_000)"], { stdio: "ignore" });
+    const proc = { pid: p.pid!, startTime: processStartTime(p.pid!)! };
+    p.kill("SIGKILL");
+    await until(() => !isAlive(proc.pid, proc.startTime));
+    return proc;
+  };
+
+  it("waits for the successor of a dead primary while its workers live, and adopts it (spawns none)", async () => {
+    const orphan = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+      stdio: "ignore",
+    });
+    // The successor the orphans bring up: it answers a little later, and every request.
+    const successor = spawn(
+      process.execPath,
+      [
+        "-e",
+        `setTimeout(() => require("node:net").createServer((c) => {
+           c.write(JSON.stringify({ t: "hello", protocol: ${PROTOCOL}, pid: process.pid, startTime: "s", build: "", workers: [] }) + "\\n");
+           let rest = "";
+           c.on("data", (d) => {
+             const lines = (rest + d).split("\\n");
+             rest = lines.pop();
+             for (const l of lines) { const m = JSON.parse(l); if (m.id !== undefined) c.write(JSON.stringify({ t: "done", id: m.id }) + "\\n"); }
+           });
+         }).listen(${JSON.stringify(socketPath(home))}), 300);`,
+      ],
+      { stdio: "ignore" },
+    );
+    try {
+      const primary = await deadProcess();
+      const worker = { pid: orphan.pid!, startTime: processStartTime(orphan.pid!)! };
+      store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+      const lines: string[] = [];
+      const gateway = new GatewayProcess(paths, store, { ...hooks, log: (l) => lines.push(l) });
+      await gateway.adopt();
+      await gateway.open("p/d/app", await ports(), options);
+      expect(lines).toContain(`gateway pid ${successor.pid} succeeded pid ${primary.pid}`);
+      expect(JSON.parse(store.getMeta(GATEWAY_META)!)).toMatchObject({
+        pid: successor.pid,
+        startTime: "s",
+      });
+      expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
+      expect(isAlive(worker.pid, worker.startTime)).toBe(true); // nor the orphan ended
+      gateway.detach();
+    } finally {
+      orphan.kill("SIGKILL");
+      successor.kill("SIGKILL");
+    }
+  });
+
+  it("starts a gateway at once when the dead primary's workers are gone too", async () => {
+    const primary = await deadProcess();
+    const worker = await deadProcess();
+    store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+    const lines: string[] = [];
+    const gateway = new GatewayProcess(paths, store, { ...hooks, log: (l) => lines.push(l) });
+    planes.push(gateway);
+    const p = await ports();
+    await gateway.open("p/d/app", p, options);
+    gateway.addReplica("p/d/app", replica());
+    expect(lines.filter((l) => l.includes("waiting for their successor"))).toEqual([]);
+    expect(gateway.running?.pid).not.toBe(primary.pid);
+    expect(await (await fetch(`http://127.0.0.1:${p.internal}/`)).text()).toBe("from the app");
   });
 
   it("drops the channel to a gateway that does not answer a request (stuck), instead of waiting for ever", async () => {

@@ -8,10 +8,15 @@
  * once a new control plane has adopted everything (`reconcile`), it sends all of it and the
  * gateway serves exactly that. Load, traffic figures and spans come back in the gateway's
  * reports (every 200 ms); wake requests come from the gateway and are answered.
+ *
+ * A gateway whose primary died is not replaced while its workers live: they serve on and
+ * spawn a successor (succession.ts), which is adopted. A gateway of another protocol version
+ * is asked to hand over to this caravan's gateway (`Handover`); only one too old for that
+ * (protocol 1) is replaced, its listeners closed for the moment in between.
  */
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync } from "node:fs";
-import { createConnection, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AppLoad, AppStats, Replica, RouteOptions } from "../../gateway/index.ts";
@@ -25,15 +30,21 @@ import { GATEWAY_PROCESS_ENTRY } from "./entry.ts";
 import {
   GATEWAY_META,
   PROTOCOL,
+  connectTo,
   gatewayLog,
+  greeting,
   readMessages,
   send,
   socketPath,
+  PendingRequests,
   type FromGateway,
+  type Hello,
   type Ports,
+  type Proc,
   type RouteState,
   type ToGateway,
 } from "./protocol.ts";
+import { awaitSuccessor } from "./succession.ts";
 
 /** How long a spawned gateway may take to listen on its socket. */
 const START_TIMEOUT_MS = 15_000;
@@ -41,6 +52,15 @@ const START_TIMEOUT_MS = 15_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 /** How long a gateway told to exit may take before it is killed. */
 const EXIT_WAIT_MS = 5_000;
+/**
+ * How long the workers of a primary that died may take to have a successor answer: what a
+ * gateway gets to start (a successor starts as one does), at no cost to traffic — the orphans
+ * serve meanwhile. Past it they are ended for a new gateway; a successor answering before
+ * that one is up is found by it (it leaves) and adopted.
+ */
+const SUCCESSION_WAIT_MS = START_TIMEOUT_MS;
+/** The first protocol whose gateways understand `Handover`. */
+const HANDOVER_SINCE = 2;
 
 export interface GatewayProcessHooks {
   /** A request arrived for an app with no replica (see `GatewayHooks.wake`). */
@@ -50,9 +70,9 @@ export interface GatewayProcessHooks {
   log?(line: string): void;
 }
 
-interface Recorded {
-  pid: number;
-  startTime: string;
+/** The gateway's primary, and its workers (which outlive it). */
+interface Recorded extends Proc {
+  workers?: Proc[];
 }
 
 type WithoutId<T> = T extends { id: number } ? Omit<T, "id"> : never;
@@ -73,7 +93,7 @@ export class GatewayProcess {
   /** A start failed and is to be tried again (`failed`). */
   private retryPending = false;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private readonly pending = new PendingRequests();
   private report?: Extract<FromGateway, { t: "report" }>;
 
   constructor(
@@ -88,9 +108,12 @@ export class GatewayProcess {
     return recorded && isAlive(recorded.pid, recorded.startTime) ? recorded : undefined;
   }
 
-  /** Connects to the gateway a previous control plane left running, if there is one. */
+  /**
+   * Connects to the gateway a previous control plane left running, if there is one (or to
+   * the successor the workers of a dead one are bringing up).
+   */
   async adopt(): Promise<void> {
-    if (this.running) await this.ensure();
+    if (this.running || this.orphans().length > 0) await this.ensure();
   }
 
   /** Recovery is done: the state given since is complete; the gateway drops anything else. */
@@ -212,6 +235,8 @@ export class GatewayProcess {
     const proc = this.running;
     if (this.socket) await this.request({ t: "exit" }).catch(() => {});
     if (proc) await stopProcess(proc);
+    // Workers of a primary that died (and whose successor has not answered yet).
+    await Promise.all(this.orphans().map((w) => stopProcess(w)));
     this.socket?.destroy();
     this.socket = undefined;
     this.settleAll();
@@ -226,30 +251,89 @@ export class GatewayProcess {
   }
 
   private async connectOrSpawn(): Promise<void> {
+    const path = socketPath(this.paths.home);
     const running = this.running;
     if (running) {
-      const socket = await connectTo(socketPath(this.paths.home), 2_000).catch(() => undefined);
+      const socket = await connectTo(path, 2_000).catch(() => undefined);
       if (socket) {
         const hello = await greeting(socket);
-        if (hello?.protocol === PROTOCOL) return this.attach(socket, false);
-        socket.destroy();
-        // Another protocol (an older caravan's gateway): replaced. SIGTERM closes its
-        // listeners and ends it in every version, so the new one can take the ports.
-        this.log(`gateway pid ${running.pid} speaks protocol ${hello?.protocol}: replacing it`);
+        if (hello?.protocol === PROTOCOL) return this.attach(socket, hello, false);
+        if (hello && hello.protocol >= HANDOVER_SINCE) {
+          if (await this.handOver(socket, hello)) return;
+        } else {
+          socket.destroy();
+          // Too old to hand over: replaced. SIGTERM closes its listeners and ends it in every
+          // version, so the new one can take the ports.
+          this.log(`gateway pid ${running.pid} speaks protocol ${hello?.protocol}: replacing it`);
+        }
       } else this.log(`gateway pid ${running.pid} does not answer on its socket: replacing it`);
       await stopProcess(running);
+    } else {
+      // Its primary died, and its workers hold the listening sockets: their successor serves.
+      const orphans = this.orphans();
+      if (orphans.length > 0) {
+        const dead = this.recorded()!.pid;
+        this.log(`gateway pid ${dead} died; its workers serve on: waiting for their successor`);
+        const deadline = Date.now() + SUCCESSION_WAIT_MS;
+        const waiting = successionPending(orphans, deadline);
+        if (await this.adoptSuccessor(dead, waiting)) return;
+        // None answered: the orphans, still holding the ports, go for a new gateway.
+        this.log(`no successor answered: ending the gateway's workers and starting a new one`);
+        await Promise.all(this.orphans().map((w) => stopProcess(w)));
+      }
     }
     await this.spawnGateway();
   }
 
-  private async spawnGateway(): Promise<void> {
+  /** The recorded gateway's workers still alive (of a dead primary: orphans). */
+  private orphans(): Proc[] {
+    return (this.recorded()?.workers ?? []).filter((w) => isAlive(w.pid, w.startTime));
+  }
+
+  /**
+   * Asks a gateway of another version (`hello`, over `socket`) to hand over to this caravan's,
+   * and adopts that; false when it did not come up (the old one is then replaced).
+   */
+  private async handOver(socket: Socket, hello: Hello): Promise<boolean> {
+    this.log(`gateway pid ${hello.pid} speaks protocol ${hello.protocol}: it hands over`);
+    const { command, env } = await this.gatewayCommand();
+    send(socket, { t: "handover", command, env });
+    socket.end();
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    return this.adoptSuccessor(hello.pid, () => Date.now() < deadline);
+  }
+
+  /** Connects to the successor of the gateway `predecessor` once it answers, while `keepWaiting()`. */
+  private async adoptSuccessor(predecessor: number, keepWaiting: () => boolean): Promise<boolean> {
+    let found: Socket | undefined;
+    const probe = async () => {
+      const socket = await connectTo(socketPath(this.paths.home), 1_000).catch(() => undefined);
+      const hello = socket && (await greeting(socket));
+      if (hello && hello.pid !== predecessor && hello.protocol === PROTOCOL) found = socket;
+      else socket?.destroy();
+      return hello;
+    };
+    const hello = await awaitSuccessor(probe, predecessor, keepWaiting);
+    if (!hello || !found) return false;
+    this.log(`gateway pid ${hello.pid} succeeded pid ${predecessor}`);
+    this.attach(found, hello, false);
+    return true;
+  }
+
+  /** How this caravan starts its gateway process. */
+  private async gatewayCommand(): Promise<{ command: string[]; env: Record<string, string> }> {
     const main = await gatewayMain(this.paths.runtime);
-    const log = openSync(gatewayLog(this.paths.home), "a");
     // Not the apps' environment (no CARAVAN_HOME_ID): it is no app, and no orphan to reap.
-    const env: NodeJS.ProcessEnv = { CARAVAN_HOME: this.paths.home };
+    const env: Record<string, string> = { CARAVAN_HOME: this.paths.home };
     for (const k of ["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "CARAVAN_GATEWAY_WORKERS"])
       if (process.env[k] !== undefined) env[k] = process.env[k];
-    const child = spawn(process.execPath, ["--enable-source-maps", main], {
+    return { command: [process.execPath, "--enable-source-maps", main], env };
+  }
+
+  private async spawnGateway(): Promise<void> {
+    const { command, env } = await this.gatewayCommand();
+    const log = openSync(gatewayLog(this.paths.home), "a");
+    const child = spawn(command[0]!, command.slice(1), {
       detached: true,
       stdio: ["ignore", log, log],
       env,
@@ -268,16 +352,12 @@ export class GatewayProcess {
       const socket = await connectTo(socketPath(this.paths.home), 1_000).catch(() => undefined);
       if (socket) {
         const hello = await greeting(socket);
-        // Another gateway of this home won a race to the socket: that one is adopted.
-        if (hello && hello.pid !== recorded.pid)
-          this.store.setMeta(
-            GATEWAY_META,
-            JSON.stringify({ pid: hello.pid, startTime: hello.startTime }),
-          );
+        // Another gateway of this home won a race to the socket: that one is adopted (attach).
         if (hello?.protocol === PROTOCOL) {
           this.log(`gateway started, pid ${hello.pid}`);
-          return this.attach(socket, true);
+          return this.attach(socket, hello, true);
         }
+        if (hello && hello.pid !== recorded.pid) this.record(hello);
         socket.destroy();
       }
       await new Promise((r) => setTimeout(r, 20));
@@ -286,9 +366,22 @@ export class GatewayProcess {
     throw new Error(`the gateway process did not start (see ${gatewayLog(this.paths.home)})`);
   }
 
-  private attach(socket: Socket, fresh: boolean): void {
+  /** What a new control plane adopts: the primary that answered, and its workers. */
+  private record(hello: Pick<Hello, "pid" | "startTime" | "workers">): void {
+    const recorded: Recorded = {
+      pid: hello.pid,
+      startTime: hello.startTime,
+      workers: hello.workers,
+    };
+    this.store.setMeta(GATEWAY_META, JSON.stringify(recorded));
+  }
+
+  private attach(socket: Socket, hello: Hello, fresh: boolean): void {
     // Let go of meanwhile (`detach`, `stop`): not attached; `stop` ends the process itself.
     if (this.detached) return void socket.end();
+    // The workers now; a successor or a gateway that won a race to the socket is recorded.
+    const recorded = this.recorded();
+    this.record(recorded?.pid === hello.pid ? { ...recorded, workers: hello.workers } : hello);
     send(socket, { t: "hello", protocol: PROTOCOL });
     this.socket = socket;
     this.connectedAt = Date.now();
@@ -304,13 +397,8 @@ export class GatewayProcess {
 
   private onMessage(socket: Socket, m: FromGateway): void {
     switch (m.t) {
-      case "done": {
-        const p = this.pending.get(m.id);
-        this.pending.delete(m.id);
-        if (m.error === undefined) p?.resolve();
-        else p?.reject(new Error(m.error));
-        return;
-      }
+      case "done":
+        return this.pending.done(m);
       case "wake":
         void this.hooks.wake(m.app).then(
           () => send(socket, { t: "woken", id: m.id }),
@@ -321,6 +409,11 @@ export class GatewayProcess {
         this.report = m;
         for (const [app, span] of m.spans) this.hooks.recordSpan(app, span);
         return;
+      case "workers": {
+        const recorded = this.recorded();
+        if (recorded) this.record({ ...recorded, workers: m.workers });
+        return;
+      }
       case "hello":
         return;
     }
@@ -365,19 +458,14 @@ export class GatewayProcess {
       REQUEST_TIMEOUT_MS +
       (message.t === "drain" ? message.graceMs : 0) +
       (message.t === "sync" ? message.routes.length * 100 : 0); // listeners to open
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.log(`the gateway did not answer a ${message.t} within ${limitMs} ms`);
-        socket.destroy();
-      }, limitMs);
-      timer.unref();
-      const settle = { resolve, reject };
-      this.pending.set(id, {
-        resolve: () => (clearTimeout(timer), settle.resolve()),
-        reject: (e) => (clearTimeout(timer), settle.reject(e)),
-      });
-      send(socket, { ...message, id } as ToGateway);
-    });
+    const timer = setTimeout(() => {
+      this.log(`the gateway did not answer a ${message.t} within ${limitMs} ms`);
+      socket.destroy();
+    }, limitMs);
+    timer.unref();
+    const answered = this.pending.wait(id).finally(() => clearTimeout(timer));
+    send(socket, { ...message, id } as ToGateway);
+    return answered;
   }
 
   private tell(message: ToGateway): void {
@@ -386,8 +474,7 @@ export class GatewayProcess {
 
   /** Whatever waits on a gateway that is gone is done: its listeners and requests went with it. */
   private settleAll(): void {
-    for (const p of this.pending.values()) p.resolve();
-    this.pending.clear();
+    this.pending.gone();
   }
 
   private recorded(): Recorded | undefined {
@@ -414,57 +501,16 @@ async function gatewayMain(runtimeDir: string): Promise<string> {
   return join(await buildRuntime(runtimeDir), `${GATEWAY_PROCESS_ENTRY}.js`);
 }
 
-function connectTo(path: string, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection(path);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error("timed out"));
-    }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.removeAllListeners("error");
-      socket.on("error", () => {});
-      resolve(socket);
-    });
-    socket.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
-}
-
-/** The gateway's hello (its first line), or undefined when it sends none within 2 s. */
-function greeting(socket: Socket): Promise<Extract<FromGateway, { t: "hello" }> | undefined> {
-  return new Promise((resolve) => {
-    let buffered = "";
-    const timer = setTimeout(() => done(undefined), 2_000);
-    const onData = (chunk: Buffer) => {
-      buffered += chunk.toString("utf8");
-      const end = buffered.indexOf("\n");
-      if (end < 0) return;
-      const rest = buffered.slice(end + 1);
-      let hello: FromGateway | undefined;
-      try {
-        hello = JSON.parse(buffered.slice(0, end)) as FromGateway;
-      } catch {
-        hello = undefined;
-      }
-      // Anything after the hello is for the message reader.
-      if (rest) socket.unshift(Buffer.from(rest, "utf8"));
-      done(hello?.t === "hello" ? hello : undefined);
-    };
-    const done = (hello: Extract<FromGateway, { t: "hello" }> | undefined) => {
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.off("close", onClose);
-      socket.pause();
-      resolve(hello);
-    };
-    const onClose = () => done(undefined);
-    socket.on("data", onData);
-    socket.once("close", onClose);
-  });
+/**
+ * While a dead primary's workers may still spawn its successor: some of `orphans` is alive
+ * (pid and start time: a pid may have been reused), until `deadline`.
+ */
+export function successionPending(
+  orphans: Proc[],
+  deadline: number,
+  alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
+): () => boolean {
+  return () => Date.now() < deadline && orphans.some(alive);
 }
 
 /** SIGTERM (the gateway closes its listeners and exits), then SIGKILL after a wait. */

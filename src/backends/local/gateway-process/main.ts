@@ -4,8 +4,9 @@
  * control plane spawns it detached and adopts it like an app (client.ts); it serves what the
  * control plane last told it over the channel (protocol.ts), also while none is connected.
  *
- * A primary (primary.ts: the channel, the state, the workers) and workers (worker.ts: the
- * gateway library serving on listeners they share), through node:cluster. Tokens and
+ * A primary (primary.ts: the channel, the state, the listening sockets, the workers) and
+ * workers (worker.ts: the gateway library accepting on the sockets they share), forked with
+ * an IPC channel each; workers outlive their primary (succession.ts). Tokens and
  * session cookies are checked against the store's database itself (a verified value is
  * trusted for at most 1 s), and a login link is redeemed by a write to the same database:
  * both work without a control plane. Waking a scaled-to-zero app needs one: without it the
@@ -13,22 +14,24 @@
  *
  * Started as `node main.js` (from dist/, or from the runtime bundle when caravan runs from its
  * sources) with `CARAVAN_HOME` set, and `CARAVAN_GATEWAY_WORKERS` (default: the cores, at
- * least 2 so that one worker's crash leaves another accepting, at most 4).
+ * least 2 so that one worker's crash leaves another accepting, at most 4). The same entry is
+ * a worker with `CARAVAN_GATEWAY_WORKER` set, and a successor when spawned with an IPC channel.
  */
-import cluster from "node:cluster";
 import { availableParallelism } from "node:os";
 import { homePaths } from "../home.ts";
 import { runPrimary } from "./primary.ts";
+import { inheritance } from "./succession.ts";
+import { WORKER_ENV } from "./protocol.ts";
 import { runWorker } from "./worker.ts";
 
 const paths = homePaths(process.env.CARAVAN_HOME);
-if (cluster.isPrimary) {
+if (!process.env[WORKER_ENV]) {
   const wanted = Number(process.env.CARAVAN_GATEWAY_WORKERS);
   const workers =
     Number.isInteger(wanted) && wanted > 0
       ? Math.min(wanted, 64)
       : Math.max(2, Math.min(4, availableParallelism()));
-  await runPrimary(paths, workers);
+  await runPrimary(paths, workers, await inheritance());
 } else {
   runWorker(paths);
 }

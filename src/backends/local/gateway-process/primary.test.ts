@@ -1,4 +1,4 @@
-import cluster, { type Worker } from "node:cluster";
+import { fork, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
@@ -14,12 +14,11 @@ import { PROTOCOL, readMessages, send, socketPath, type FromGateway } from "./pr
 const dir = mkdtempSync(join(tmpdir(), "caravan-primary-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A real cluster worker that closes its channel, then lives on a little (as a dying one does). */
-function dyingWorker(): Worker {
+/** A real forked worker that closes its channel, then lives on a little (as a dying one does). */
+function dyingWorker(): ChildProcess {
   const exec = join(dir, "dying.mjs");
   writeFileSync(exec, "process.disconnect(); setTimeout(() => {}, 300);\n");
-  cluster.setupPrimary({ exec, silent: true });
-  return cluster.fork();
+  return fork(exec, [], { silent: true });
 }
 
 describe("sendToWorker", () => {
@@ -29,7 +28,7 @@ describe("sendToWorker", () => {
     worker.on("error", (e) => errors.push(e));
     const exited = new Promise((resolve) => worker.once("exit", resolve));
     await new Promise((resolve) => worker.once("disconnect", resolve));
-    expect(worker.isDead()).toBe(false); // the gap the primary used to send in
+    expect(worker.exitCode).toBe(null); // the gap the primary used to send in
     const failed: Error[] = [];
     expect(sendToWorker(worker, { t: "tokens", id: 1 }, (e) => failed.push(e))).toBe(false);
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -47,12 +46,12 @@ describe("sendToWorker", () => {
   it("hands a send that fails to its callback, not to the worker's 'error' event", () => {
     const errors: Error[] = [];
     const fake = {
-      isConnected: () => true,
+      connected: true,
       send: (_m: unknown, callback?: (e: Error | null) => void) => {
         callback?.(new Error("channel closed"));
         return false;
       },
-    } as unknown as Worker;
+    } as unknown as ChildProcess;
     expect(sendToWorker(fake, { t: "tokens", id: 1 }, (e) => errors.push(e))).toBe(true);
     expect(errors.map((e) => e.message)).toEqual(["channel closed"]);
   });

@@ -1,16 +1,18 @@
 /**
  * The gateway process's primary: it holds the channel to the control plane (protocol.ts),
- * the state the control plane gave it (routes, options, replicas), and forks the workers that
- * serve (worker.ts). node:cluster with `SCHED_NONE`: the primary binds each listening socket
+ * the state the control plane gave it (routes, options, replicas), the listening sockets
+ * (listeners.ts), and forks the workers that serve (worker.ts). It binds each listening socket
  * once and hands it to every worker, which accept for themselves (no connection passes
  * through the primary). A worker that dies costs only its own connections: the others keep
- * accepting on the same sockets, and a new worker is forked and given the whole state.
+ * accepting on the same sockets, and a new worker is forked and given the whole state. A
+ * primary that dies costs nothing: its workers serve on and see to its succession; a newer
+ * control plane has it hand over to a newer gateway (succession.ts).
  *
  * The primary passes each operation on to every worker and answers once all have; it adds up
  * their reports (aggregate.ts) and batches their spans for the control plane, and turns their
  * wake requests into one per app for the control plane.
  */
-import cluster, { type Worker } from "node:cluster";
+import { fork as forkProcess, type ChildProcess } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
@@ -18,47 +20,65 @@ import type { GatewaySpan } from "../../gateway/index.ts";
 import type { HomePaths } from "../home.ts";
 import { processStartTime } from "../os.ts";
 import { merge, retire, type Retired, type WorkerApp } from "./aggregate.ts";
+import { Listeners } from "./listeners.ts";
 import {
   MAX_SPANS_PER_REPORT,
   PROTOCOL,
+  PendingRequests,
   REPORT_EVERY_MS,
+  WORKER_ENV,
+  helloAt,
   readMessages,
   send,
   socketPath,
   type FromWorker,
-  type RouteState,
+  type Handover,
+  type Proc,
   type ToGateway,
   type ToWorker,
 } from "./protocol.ts";
+import { applyToRoutes, portsInUse, type Routes } from "./routes.ts";
+import { awaitSuccessor, clearElections, spawnSuccessor, type Succession } from "./succession.ts";
 import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 
 /** Why a request for an app with no replica gets 503 while no control plane is connected. */
 export const NO_CONTROL_PLANE =
   "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
 /** How often it checks that its home still exists (a removed one ends it). */
-const HOME_CHECK_MS = 5_000;
+export const HOME_CHECK_MS = 5_000;
 /**
  * A periodic report is skipped while this much is still unsent to the control plane (one that
  * reads slowly, or not at all): its spans are counted as dropped, the next report has the
  * figures as they are then.
  */
 export const REPORT_BACKLOG_BYTES = 1 << 20;
+/** How long a successor may take to answer on the channel socket before the handover fails. */
+const HANDOVER_TIMEOUT_MS = 15_000;
 
 type WithoutId<T> = T extends { id: number } ? Omit<T, "id"> : never;
 
 interface WorkerSlot {
-  worker: Worker;
+  worker: ChildProcess;
   /** Given the state and taking operations. */
   ready: boolean;
   startedAt: number;
   latest: Record<string, WorkerApp>;
-  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  pending: PendingRequests;
 }
 
-export async function runPrimary(paths: HomePaths, workerCount: number): Promise<void> {
+/**
+ * `inherited`: it succeeds another gateway, whose listening sockets and state it was handed.
+ */
+export async function runPrimary(
+  paths: HomePaths,
+  workerCount: number,
+  inherited?: Succession,
+): Promise<void> {
   const log = (line: string) =>
     process.stderr.write(`[gateway ${process.pid}] ${new Date().toISOString()} ${line}\n`);
-  const routes = new Map<string, RouteState>();
+  const routes: Routes = new Map();
+  const listeners = new Listeners();
+  /** By pid. */
   const slots = new Map<number, WorkerSlot>();
   /** The counters of workers that exited, per app: kept in the sum (see aggregate.ts). */
   const retired: Retired = new Map();
@@ -77,20 +97,21 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   /** A worker that dies is replaced at once; one that died young waits (the crash backoff). */
   let respawnDelay = BACKOFF_FIRST_MS;
   let exiting = false;
+  /** The channel socket is its successor's now (a handover). */
+  let handedOver = false;
 
   // --- workers ---
 
   const toWorker = (slot: WorkerSlot, m: ToWorker): boolean =>
     sendToWorker(slot.worker, m, (e) =>
-      log(`sending ${m.t} to worker ${slot.worker.process.pid}: ${e.message}`),
+      log(`sending ${m.t} to worker ${slot.worker.pid}: ${e.message}`),
     );
-  const ask = (slot: WorkerSlot, m: WithoutId<ToWorker>) =>
-    new Promise<void>((resolve, reject) => {
-      const id = nextId++;
-      // A dying worker's share goes with it, as when it exits with the operation pending.
-      if (!slot.ready || !toWorker(slot, { ...m, id } as ToWorker)) return resolve();
-      slot.pending.set(id, { resolve, reject });
-    });
+  const ask = (slot: WorkerSlot, m: WithoutId<ToWorker>): Promise<void> => {
+    const id = nextId++;
+    // A dying worker's share goes with it, as when it exits with the operation pending.
+    if (!slot.ready || !toWorker(slot, { ...m, id } as ToWorker)) return Promise.resolve();
+    return slot.pending.wait(id);
+  };
   /** An operation every ready worker does; the first error (if any) is the answer's. */
   const everyWorker = async (m: WithoutId<ToWorker>): Promise<void> => {
     const results = await Promise.allSettled(
@@ -103,68 +124,94 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     for (const s of slots.values()) if (s.ready) toWorker(s, m);
   };
 
+  /** The workers now, for the control plane: they outlive this process. */
+  const workers = (): Proc[] =>
+    [...slots.values()].flatMap((s) =>
+      s.worker.pid === undefined
+        ? []
+        : [{ pid: s.worker.pid, startTime: processStartTime(s.worker.pid) ?? "" }],
+    );
+  const workersChanged = () =>
+    controlPlane && send(controlPlane, { t: "workers", workers: workers() });
+
+  /** Resolves once the worker serves the whole state (or has exited). */
   const fork = (): Promise<void> => {
-    // Told how many they are: each sends its share of the spans a report may carry.
-    const worker = cluster.fork({ CARAVAN_GATEWAY_WORKERS: String(workerCount) });
+    const worker = forkProcess(process.argv[1] ?? "", [], {
+      // Told how many they are: each sends its share of the spans a report may carry.
+      env: { ...process.env, CARAVAN_GATEWAY_WORKERS: String(workerCount), [WORKER_ENV]: "1" },
+    });
+    if (worker.pid === undefined) return Promise.resolve(); // 'exit' follows
     const slot: WorkerSlot = {
       worker,
       ready: false,
       startedAt: Date.now(),
       latest: {},
-      pending: new Map(),
+      pending: new PendingRequests(),
     };
-    slots.set(worker.id, slot);
-    worker.on("message", (m: FromWorker) => fromWorker(slot, m));
+    slots.set(worker.pid, slot);
+    let synced = () => {};
+    const serving = new Promise<void>((resolve) => (synced = resolve));
+    worker.on("message", (m: FromWorker) => {
+      fromWorker(slot, m);
+      if (m.t !== "ready") return;
+      // The whole state first; operations after it reach it in order.
+      slot.ready = true;
+      void ask(slot, { t: "sync", routes: [...routes.values()] })
+        .catch((e: Error) => log(`worker ${worker.pid}: ${e.message}`))
+        .finally(() => {
+          synced();
+          workersChanged();
+        });
+    });
     // A send that races the channel's closing must not become an uncaught 'error' (which
     // would end the primary, and every listener with it).
-    worker.on("error", (e) => log(`worker ${worker.process.pid}: ${e.message}`));
+    worker.on("error", (e) => log(`worker ${worker.pid}: ${e.message}`));
     // Its channel closes a little before it exits: from then on it takes nothing.
     worker.on("disconnect", () => {
       slot.ready = false;
-      for (const p of slot.pending.values()) p.resolve(); // its share goes with it
-      slot.pending.clear();
+      slot.pending.gone();
     });
     worker.on("exit", (code, signal) => {
-      slots.delete(worker.id);
+      slots.delete(worker.pid!);
+      synced();
       retire(retired, slot.latest);
       slot.latest = {};
-      for (const p of slot.pending.values()) p.resolve(); // its share went with it
+      slot.pending.gone();
       for (const [app, waiters] of waking)
         waking.set(
           app,
           waiters.filter((w) => w.slot !== slot),
         );
       if (exiting) return;
+      workersChanged();
       const young = Date.now() - slot.startedAt < STABLE_AFTER_MS;
       const delay = young ? respawnDelay : 0;
       respawnDelay = young ? Math.min(BACKOFF_MAX_MS, respawnDelay * 2) : BACKOFF_FIRST_MS;
-      log(`worker ${worker.process.pid} exited (${signal ?? code}); a new one in ${delay} ms`);
+      log(`worker ${worker.pid} exited (${signal ?? code}); a new one in ${delay} ms`);
       setTimeout(() => exiting || void fork(), delay);
     });
-    return new Promise((resolve) => {
-      const check = (m: FromWorker) => {
-        if (m.t !== "ready") return;
-        worker.off("message", check);
-        resolve();
-      };
-      worker.on("message", check);
-      worker.once("exit", () => resolve());
-    });
+    return serving;
   };
 
   const fromWorker = (slot: WorkerSlot, m: FromWorker) => {
     switch (m.t) {
       case "ready":
-        // The whole state first; operations after it reach it in order.
-        slot.ready = toWorker(slot, { t: "sync", id: 0, routes: [...routes.values()] });
-        return;
-      case "done": {
-        const p = slot.pending.get(m.id);
-        slot.pending.delete(m.id);
-        if (m.error === undefined) p?.resolve();
-        else p?.reject(new Error(m.error));
+        return; // see fork
+      case "listen": {
+        let socket;
+        try {
+          socket = listeners.get(m.host, m.port);
+        } catch (e) {
+          return void toWorker(slot, { t: "listener", id: m.id, error: (e as Error).message });
+        }
+        if (slot.worker.connected)
+          slot.worker.send({ t: "listener", id: m.id }, socket as never, (e) => {
+            if (e) log(`sending a listener to worker ${slot.worker.pid}: ${e.message}`);
+          });
         return;
       }
+      case "done":
+        return slot.pending.done(m);
       case "report":
         slot.latest = m.apps;
         for (const s of m.spans)
@@ -228,53 +275,37 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
         send(socket, { t: "done", id, error: (e as Error).message });
       }
     };
-    switch (m.t) {
-      case "open": {
-        const before = routes.get(m.app);
-        routes.set(m.app, {
-          app: m.app,
-          ports: m.ports,
-          options: m.options,
-          replicas: before?.replicas ?? [],
-        });
-        return done(m.id, async () => {
-          try {
-            await everyWorker({ t: "open", app: m.app, ports: m.ports, options: m.options });
-          } catch (e) {
-            routes.delete(m.app);
-            forgetClosed();
-            await everyWorker({ t: "close", app: m.app }).catch(() => {});
-            throw e;
-          }
-        });
-      }
-      case "close":
-        routes.delete(m.app);
+    if (m.t !== "hello" && m.t !== "handover") applyToRoutes(routes, m);
+    /** Sockets no route uses any more are closed once the workers closed theirs. */
+    const released = <T>(work: Promise<T>) =>
+      work.finally(() => {
         forgetClosed();
-        return done(m.id, () => everyWorker({ t: "close", app: m.app }));
-      case "options": {
-        const route = routes.get(m.app);
-        if (route) route.options = m.options;
+        listeners.release(portsInUse(routes));
+      });
+    switch (m.t) {
+      case "open":
+        return done(m.id, () =>
+          released(
+            everyWorker({ t: "open", app: m.app, ports: m.ports, options: m.options }).catch(
+              async (e) => {
+                routes.delete(m.app);
+                await everyWorker({ t: "close", app: m.app }).catch(() => {});
+                throw e;
+              },
+            ),
+          ),
+        );
+      case "close":
+        return done(m.id, () => released(everyWorker({ t: "close", app: m.app })));
+      case "options":
+      case "replica":
         return broadcast(m);
-      }
-      case "replica": {
-        const route = routes.get(m.app);
-        if (route)
-          route.replicas = [...route.replicas.filter((r) => r.id !== m.replica.id), m.replica];
-        return broadcast(m);
-      }
-      case "drain": {
-        const route = routes.get(m.app);
-        if (route) route.replicas = route.replicas.filter((r) => r.id !== m.replica);
+      case "drain":
         return done(m.id, () =>
           everyWorker({ t: "drain", app: m.app, replica: m.replica, graceMs: m.graceMs }),
         );
-      }
       case "sync":
-        routes.clear();
-        for (const r of m.routes) routes.set(r.app, r);
-        forgetClosed();
-        return done(m.id, () => everyWorker({ t: "sync", routes: m.routes }));
+        return done(m.id, () => released(everyWorker({ t: "sync", routes: m.routes })));
       case "tokens":
         return done(m.id, () => everyWorker({ t: "tokens" }));
       case "report":
@@ -293,6 +324,7 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
         send(socket, { t: "done", id: m.id });
         return exit("told to by the control plane");
       case "hello":
+      case "handover":
         return;
     }
   };
@@ -318,10 +350,13 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
       pid: process.pid,
       startTime: processStartTime(process.pid) ?? "",
       build: dirname(process.argv[1] ?? ""),
+      workers: workers(),
     });
     let greeted = false;
     readMessages<ToGateway>(socket, (m) => {
       if (!greeted) {
+        // The stable message: understood whatever protocol the control plane speaks.
+        if (m.t === "handover") return void handOver(m);
         if (m.t !== "hello" || m.protocol !== PROTOCOL) return socket.destroy();
         greeted = true;
         // One control plane at a time: the newest (a restarted one) replaces a wedged one.
@@ -347,16 +382,18 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   // --- life cycle ---
 
   const channel: Server = createServer(connected);
-  const stopWorkers = async () => {
+  /** `how`: `exit` closes their listeners; `retire` lets their connections finish. */
+  const stopWorkers = async (how: "exit" | "retire" = "exit") => {
     exiting = true;
     await Promise.allSettled(
       [...slots.values()].map(
         (s) =>
           new Promise<void>((resolve) => {
-            if (s.worker.isDead()) return resolve();
+            if (s.worker.exitCode !== null || s.worker.signalCode !== null) return resolve();
             s.worker.once("exit", () => resolve());
-            toWorker(s, { t: "exit", id: nextId++ });
-            setTimeout(() => s.worker.process.kill("SIGKILL"), 5_000).unref();
+            toWorker(s, how === "exit" ? { t: "exit", id: nextId++ } : { t: "retire" });
+            // A retiring worker bounds its own wait (its connections' grace).
+            if (how === "exit") setTimeout(() => s.worker.kill("SIGKILL"), 5_000).unref();
           }),
       ),
     );
@@ -365,7 +402,41 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     log(`exiting: ${why}`);
     await stopWorkers();
     channel.close();
-    rmSync(socketPath(paths.home), { force: true });
+    // After a handover the socket is the successor's.
+    if (!handedOver) rmSync(socketPath(paths.home), { force: true });
+    process.exit(0);
+  };
+
+  /**
+   * A newer control plane's `Handover`: its gateway is spawned with every listening socket
+   * and the state, and once it answers on the channel socket (given up to it now), the
+   * workers here retire. If it never answers, this one exits (the control plane then starts
+   * a gateway the old way).
+   */
+  const handOver = async (m: Handover) => {
+    if (handedOver) return;
+    handedOver = true;
+    log(`handing over to ${m.command.join(" ")}`);
+    // Not awaited: that waits for every connection, and a wedged control plane keeps one.
+    channel.close();
+    rmSync(path, { force: true });
+    const child = spawnSuccessor(m.command, m.env, paths.home, listeners.all(), [
+      ...routes.values(),
+    ]);
+    let exited = false;
+    child.once("exit", () => (exited = true));
+    const deadline = Date.now() + HANDOVER_TIMEOUT_MS;
+    const hello = await awaitSuccessor(
+      () => helloAt(path),
+      process.pid,
+      () => !exited && Date.now() < deadline,
+    );
+    if (!hello) {
+      if (!exited) child.kill("SIGKILL");
+      return exit("its successor did not answer");
+    }
+    log(`its successor (pid ${hello.pid}) answers: the workers retire`);
+    await stopWorkers("retire");
     process.exit(0);
   };
 
@@ -375,10 +446,14 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
     log("another gateway already serves this home");
     process.exit(0);
   }
+  if (inherited) {
+    for (const l of inherited.listeners) listeners.adopt(l.host, l.port, l.fd);
+    for (const r of inherited.routes) routes.set(r.app, r);
+    log(`succeeding a gateway: ${inherited.listeners.length} listening sockets inherited`);
+  }
   // Each worker accepts on the shared sockets itself (round-robin through the primary would
-  // put every connection through this one process). The control plane can connect once
-  // they all take operations.
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  // put every connection through this one process). The control plane can connect (and the
+  // predecessor's workers retire) once they all serve.
   await Promise.all(Array.from({ length: workerCount }, () => fork()));
   rmSync(path, { force: true });
   const umask = process.umask(0o177); // the socket is created 0600: only the home's owner
@@ -390,25 +465,29 @@ export async function runPrimary(paths: HomePaths, workerCount: number): Promise
   } finally {
     process.umask(umask);
   }
+  if (inherited) clearElections(paths.home);
   setInterval(() => report(), REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
-  setInterval(() => existsSync(paths.home) || void exit("its home was removed"), HOME_CHECK_MS);
-  process.on("SIGTERM", () => void exit("SIGTERM"));
-  process.on("SIGINT", () => void exit("SIGINT"));
+  setInterval(
+    () => existsSync(paths.home) || handedOver || void exit("its home was removed"),
+    HOME_CHECK_MS,
+  );
+  process.on("SIGTERM", () => handedOver || void exit("SIGTERM"));
+  process.on("SIGINT", () => handedOver || void exit("SIGINT"));
   log(`listening on ${path}, ${workerCount} workers`);
 }
 
 /**
  * Sends to a worker unless its channel has closed (it is exiting: 'disconnect' comes a little
- * before 'exit', and `isDead()` is still false in between). A failed send goes to `failed`,
- * never to the worker's 'error' event. False when nothing was sent.
+ * before 'exit'). A failed send goes to `failed`, never to the worker's 'error' event. False
+ * when nothing was sent.
  */
 export function sendToWorker(
-  worker: Pick<Worker, "isConnected" | "send">,
+  worker: Pick<ChildProcess, "connected" | "send">,
   m: ToWorker,
   failed: (e: Error) => void,
 ): boolean {
-  if (!worker.isConnected()) return false;
+  if (!worker.connected) return false;
   worker.send(m, (e) => e && failed(e));
   return true;
 }

@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { socketPath } from "./protocol.ts";
+import { PendingRequests, socketPath } from "./protocol.ts";
 
 describe("socketPath", () => {
   const dirs: string[] = [];
@@ -30,5 +30,31 @@ describe("socketPath", () => {
       server.listen(path, resolve);
     });
     await new Promise((r) => server.close(r));
+  });
+});
+
+describe("PendingRequests", () => {
+  it("settles each request by the done with its id, and everything when the other side is gone", async () => {
+    const pending = new PendingRequests();
+    const settled: string[] = [];
+    const track = (name: string, p: Promise<void>) =>
+      p.then(
+        () => settled.push(`${name} ok`),
+        (e: Error) => settled.push(`${name} ${e.message}`),
+      );
+    const all = [
+      track("1", pending.wait(1)),
+      track("2", pending.wait(2)),
+      track("3", pending.wait(3)),
+    ];
+    pending.done({ id: 2, error: "port in use" });
+    pending.done({ id: 1 });
+    pending.done({ id: 9 }); // no one waits on it
+    await new Promise((r) => setImmediate(r));
+    expect(settled).toEqual(["2 port in use", "1 ok"]);
+    pending.gone();
+    await Promise.all(all);
+    expect(settled).toEqual(["2 port in use", "1 ok", "3 ok"]);
+    pending.done({ id: 3, error: "late" }); // settled already: nothing happens
   });
 });

@@ -2,18 +2,41 @@
  * The channel between the local control plane and its gateway process: newline-delimited
  * JSON over a unix socket in the caravan home (mode 0600). The gateway listens, the control
  * plane connects; each side first sends a `hello` with `PROTOCOL`. A control plane that finds
- * a gateway speaking another version replaces it (see client.ts).
+ * a gateway speaking another version asks it to hand over to its own (`handover`, the one
+ * message every version understands), or replaces it when it is too old to (see client.ts).
  */
 import { createHash } from "node:crypto";
 import { lstatSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Socket } from "node:net";
+import { createConnection, type Socket } from "node:net";
 import type { AppLoad, AppStats, GatewaySpan, Replica, RouteOptions } from "../../gateway/index.ts";
 import type { WorkerApp } from "./aggregate.ts";
 
-/** Bumped when a message changes meaning; both sides refuse to talk across versions. */
-export const PROTOCOL = 1;
+/**
+ * Bumped when a message changes meaning; both sides refuse to talk across versions, except for
+ * `Handover`. 2: the gateway hands over (`Handover`) and its workers outlive its primary.
+ */
+export const PROTOCOL = 2;
+
+/**
+ * The one stable message: every gateway from protocol 2 on understands it whatever the
+ * control plane's protocol, sent instead of a `hello`, and it must never change meaning. The
+ * gateway spawns `command` (argv, `command[0]` the executable) with `env`, hands it every
+ * listening socket and its state (succession.ts), and once it answers on the socket, its own
+ * workers stop accepting, finish what is in flight and exit: no connection is refused.
+ */
+export interface Handover {
+  t: "handover";
+  command: string[];
+  env: Record<string, string>;
+}
+
+/** A process by pid and kernel start time (a pid alone may have been reused). */
+export interface Proc {
+  pid: number;
+  startTime: string;
+}
 
 export interface Ports {
   public: number;
@@ -31,6 +54,7 @@ export interface RouteState {
 /** Control plane → gateway. Messages with an `id` are answered by a `done` with that id. */
 export type ToGateway =
   | { t: "hello"; protocol: number }
+  | Handover
   | { t: "open"; id: number; app: string; ports: Ports; options: RouteOptions }
   | { t: "close"; id: number; app: string }
   | { t: "options"; app: string; options: RouteOptions }
@@ -55,7 +79,17 @@ export interface AppReport {
 /** Gateway → control plane. */
 export type FromGateway =
   /** `build`: where its code runs from (a content-addressed runtime directory). */
-  | { t: "hello"; protocol: number; pid: number; startTime: string; build: string }
+  | {
+      t: "hello";
+      protocol: number;
+      pid: number;
+      startTime: string;
+      build: string;
+      /** Its workers: they serve on after the primary dies, until its successor answers. */
+      workers: Proc[];
+    }
+  /** Its workers changed (one died and was replaced). */
+  | { t: "workers"; workers: Proc[] }
   | { t: "done"; id: number; error?: string }
   | { t: "wake"; id: number; app: string }
   | {
@@ -70,13 +104,19 @@ export type FromGateway =
     };
 
 /**
- * Inside the gateway: its primary (which holds the channel) and its workers (which serve,
- * sharing the listeners), over node:cluster's IPC. The primary passes the control plane's
- * operations on with ids of its own.
+ * Inside the gateway: its primary (which holds the channel and the listening sockets) and its
+ * workers (which accept on those sockets), over the IPC channel of `child_process.fork`. The
+ * primary passes the control plane's operations on with ids of its own, and sends a worker
+ * the listening socket it asks for (`listener`, with the handle attached).
  */
-export type ToWorker = Exclude<ToGateway, { t: "hello" }>;
+export type ToWorker =
+  | Exclude<ToGateway, { t: "hello" } | Handover>
+  | { t: "listener"; id: number; error?: string }
+  /** A successor serves now: stop accepting, finish what is in flight, exit. */
+  | { t: "retire" };
 export type FromWorker =
   | { t: "ready" }
+  | { t: "listen"; id: number; host: string; port: number }
   | { t: "done"; id: number; error?: string }
   | { t: "wake"; id: number; app: string }
   | {
@@ -85,6 +125,9 @@ export type FromWorker =
       spans: [string, GatewaySpan][];
       spansDropped: number;
     };
+
+/** Marks a gateway worker's environment (the same entry, main.ts, runs the primary). */
+export const WORKER_ENV = "CARAVAN_GATEWAY_WORKER";
 
 /** How often the gateway pushes load, stats and spans (the autoscaler looks every 200 ms). */
 export const REPORT_EVERY_MS = 200;
@@ -145,4 +188,96 @@ export function readMessages<T>(socket: Socket, onMessage: (message: T) => void)
     }
   });
   socket.resume(); // paused by whoever read the hello
+}
+
+/** A connection to the gateway's socket at `path`, within `timeoutMs`. */
+export function connectTo(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(path);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("timed out"));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      socket.on("error", () => {});
+      resolve(socket);
+    });
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/** The gateway's hello (its first line), or undefined when it sends none within 2 s. */
+export function greeting(socket: Socket): Promise<Hello | undefined> {
+  return new Promise((resolve) => {
+    let buffered = "";
+    const timer = setTimeout(() => done(undefined), 2_000);
+    const onData = (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      const end = buffered.indexOf("\n");
+      if (end < 0) return;
+      const rest = buffered.slice(end + 1);
+      let hello: FromGateway | undefined;
+      try {
+        hello = JSON.parse(buffered.slice(0, end)) as FromGateway;
+      } catch {
+        hello = undefined;
+      }
+      // Anything after the hello is for the message reader.
+      if (rest) socket.unshift(Buffer.from(rest, "utf8"));
+      done(hello?.t === "hello" ? hello : undefined);
+    };
+    const done = (hello: Hello | undefined) => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      socket.pause();
+      resolve(hello);
+    };
+    const onClose = () => done(undefined);
+    socket.on("data", onData);
+    socket.once("close", onClose);
+  });
+}
+
+export type Hello = Extract<FromGateway, { t: "hello" }>;
+
+/** The hello of the gateway answering on `path` now (the connection is closed), if one does. */
+export async function helloAt(path: string): Promise<Hello | undefined> {
+  const socket = await connectTo(path, 1_000).catch(() => undefined);
+  if (!socket) return undefined;
+  const hello = await greeting(socket);
+  socket.destroy();
+  return hello;
+}
+
+/**
+ * Requests sent with an id, each settled by the `done` with that id (rejected with its error,
+ * if any): the control plane's to the gateway, the primary's to each worker.
+ */
+export class PendingRequests {
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+
+  /** Waits for the `done` of request `id` (sent, or about to be). */
+  wait(id: number): Promise<void> {
+    return new Promise((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+  }
+
+  /** A `done` came. */
+  done(m: { id: number; error?: string }): void {
+    const p = this.waiting.get(m.id);
+    this.waiting.delete(m.id);
+    if (m.error === undefined) p?.resolve();
+    else p?.reject(new Error(m.error));
+  }
+
+  /** The other side is gone: whatever waits on it is over (its share went with it). */
+  gone(): void {
+    for (const p of this.waiting.values()) p.resolve();
+    this.waiting.clear();
+  }
 }

@@ -1,27 +1,44 @@
 /**
  * One of the gateway's workers (primary.ts forks them): caravan's gateway library serving
- * every app, its listeners shared with the other workers (node:cluster, each worker accepting
- * for itself), doing what the primary passes on from the control plane and reporting its
+ * every app, accepting on the listening sockets the primary gives it (the other workers accept
+ * on the same ones), doing what the primary passes on from the control plane and reporting its
  * share of the traffic. Tokens and login links are checked in the store's database directly.
+ *
+ * A worker whose primary dies serves on from the state it has, and the orphans see to the
+ * primary's succession (succession.ts); each retires once the successor answers.
  */
 import Database from "better-sqlite3";
-import { statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
+import type { Server } from "node:net";
 import { Gateway, type GatewaySpan } from "../../gateway/index.ts";
 import type { HomePaths } from "../home.ts";
+import { processStartTime } from "../os.ts";
 import { TokenStore } from "../tokens.ts";
 import { snapshot, type WorkerApp } from "./aggregate.ts";
+import type { ListenHandle } from "./listeners.ts";
 import {
   MAX_SPANS_PER_REPORT,
   REPORT_EVERY_MS,
+  WORKER_ENV,
+  helloAt,
+  socketPath,
   type FromWorker,
   type RouteState,
   type ToWorker,
 } from "./protocol.ts";
+import { applyToRoutes, type Routes } from "./routes.ts";
+import { succeed } from "./succession.ts";
+import { HOME_CHECK_MS, NO_CONTROL_PLANE } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
 const TOKEN_CACHE_MS = 1_000;
 /** How often it checks that the database file is still the one it opened. */
 const DB_CHECK_MS = 1_000;
+/**
+ * How long a retiring worker lets its connections finish: an idle keep-alive one closes within
+ * 5 s; a longer exchange (a stream, a WebSocket) is cut after this.
+ */
+const RETIRE_GRACE_MS = 30_000;
 
 /** The store's database, for tokens only (the control plane owns everything else in it). */
 function openTokens(file: string): { db: Database.Database; tokens: TokenStore; ino: number } {
@@ -31,8 +48,37 @@ function openTokens(file: string): { db: Database.Database; tokens: TokenStore; 
   return { db, tokens: new TokenStore(db, { cacheMs: TOKEN_CACHE_MS }), ino: statSync(file).ino };
 }
 
+/**
+ * Sends to the primary while its channel is open; false when nothing was sent. A send that
+ * races the primary's death fails (EPIPE) into a callback, never as the process's 'error'
+ * event: uncaught, that ended the worker, and every connection it had, just as it was to
+ * serve on without its primary.
+ */
+export function tellPrimary(
+  proc: Pick<NodeJS.Process, "connected" | "send">,
+  m: FromWorker,
+): boolean {
+  if (!proc.connected || !proc.send) return false;
+  proc.send(m, undefined, undefined, () => {});
+  return true;
+}
+
 export function runWorker(paths: HomePaths): void {
-  const tell = (m: FromWorker) => process.connected && process.send!(m);
+  const log = (line: string) =>
+    process.stderr.write(`[gateway worker ${process.pid}] ${new Date().toISOString()} ${line}\n`);
+  const tell = (m: FromWorker) => tellPrimary(process, m);
+  /** The primary that forked it (process.ppid changes once it is orphaned). */
+  const primary = process.ppid;
+  /** The whole state, as the primary keeps it: for a successor, should the primary die. */
+  const routes: Routes = new Map();
+  /** The listening sockets it accepts on, by the host:port asked for. */
+  const sockets = new Map<string, { host: string; port: number; server: Server }>();
+  const listening = new Map<
+    number,
+    { server: Server; resolve: (port: number) => void; reject: (e: Error) => void }
+  >();
+  let nextListen = 1;
+  let leaving = false;
   let store = openTokens(paths.db);
   // A database removed and made again (a lost state.db, a new control plane) is reopened:
   // the old file's tokens are no one's any more.
@@ -58,20 +104,70 @@ export function runWorker(paths: HomePaths): void {
     MAX_SPANS_PER_REPORT / Math.max(1, Number(process.env.CARAVAN_GATEWAY_WORKERS) || 1),
   );
 
-  const gateway = new Gateway({
-    authorize: (token, app) => store.tokens.verify(token, app),
-    redeem: (code, app) => store.tokens.redeem(code, app),
-    wake: (app) =>
-      new Promise<void>((resolve, reject) => {
-        const id = nextWake++;
-        wakes.set(id, { resolve, reject });
-        tell({ t: "wake", id, app });
-      }),
-    recordSpan: (app, span) => {
-      if (spans.length >= maxSpans) spansDropped++;
-      else spans.push([app, span]);
+  const gateway = new Gateway(
+    {
+      authorize: (token, app) => store.tokens.verify(token, app),
+      redeem: (code, app) => store.tokens.redeem(code, app),
+      wake: (app) =>
+        new Promise<void>((resolve, reject) => {
+          const id = nextWake++;
+          // Orphaned: no primary to ask (and so no control plane) until its successor serves.
+          if (!tell({ t: "wake", id, app })) return reject(new Error(NO_CONTROL_PLANE));
+          wakes.set(id, { resolve, reject });
+        }),
+      recordSpan: (app, span) => {
+        if (spans.length >= maxSpans) spansDropped++;
+        else spans.push([app, span]);
+      },
     },
-  });
+    {
+      // On the socket the primary holds for that port: it outlives this worker.
+      listen: (server, port, host) =>
+        new Promise<number>((resolve, reject) => {
+          const id = nextListen++;
+          listening.set(id, {
+            server,
+            resolve: (actual) => {
+              const key = `${host}:${port}`;
+              sockets.set(key, { host, port, server });
+              server.once(
+                "close",
+                () => sockets.get(key)?.server === server && sockets.delete(key),
+              );
+              resolve(actual);
+            },
+            reject,
+          });
+          if (!tell({ t: "listen", id, host, port })) {
+            listening.delete(id);
+            reject(new Error("the gateway's primary is gone"));
+          }
+        }),
+    },
+  );
+  /** The primary's answer to a `listen`: the socket, which this worker listens on. */
+  const listener = (m: Extract<ToWorker, { t: "listener" }>, handle: ListenHandle | undefined) => {
+    const asked = listening.get(m.id);
+    listening.delete(m.id);
+    if (!asked) return handle?.close();
+    if (m.error !== undefined || !handle) return asked.reject(new Error(m.error ?? "no socket"));
+    asked.server.once("error", asked.reject);
+    asked.server.listen(handle, () => {
+      asked.server.off("error", asked.reject);
+      asked.resolve((asked.server.address() as { port: number }).port);
+    });
+  };
+
+  /** Another process serves now: stop accepting, let the connections finish, exit. */
+  const retire = async (why: string) => {
+    if (leaving) return;
+    leaving = true;
+    log(`retiring: ${why}`);
+    setTimeout(() => process.exit(0), RETIRE_GRACE_MS).unref();
+    await gateway.stopAccepting();
+    store.db.close();
+    process.exit(0);
+  };
 
   const report = () => {
     const out: Record<string, WorkerApp> = {};
@@ -115,7 +211,8 @@ export function runWorker(paths: HomePaths): void {
     return gateway.close(app);
   };
 
-  const handle = async (m: ToWorker): Promise<void> => {
+  const handle = async (m: ToWorker, socket?: ListenHandle): Promise<void> => {
+    applyToRoutes(routes, m);
     const done = async (id: number, work: () => Promise<void> | void) => {
       try {
         await work();
@@ -151,7 +248,12 @@ export function runWorker(paths: HomePaths): void {
         else wake?.reject(new Error(m.error));
         return;
       }
+      case "listener":
+        return listener(m, socket);
+      case "retire":
+        return retire("its primary handed over to a successor");
       case "exit":
+        leaving = true;
         await gateway.closeAll();
         tell({ t: "done", id: m.id });
         store.db.close();
@@ -159,10 +261,45 @@ export function runWorker(paths: HomePaths): void {
     }
   };
 
-  process.on("message", (m: ToWorker) => {
-    void handle(m).catch((e: Error) =>
-      process.stderr.write(`[gateway worker ${process.pid}] ${m.t}: ${e.stack ?? e.message}\n`),
-    );
+  process.on("message", (m: ToWorker, socket?: ListenHandle) => {
+    void handle(m, socket).catch((e: Error) => log(`${m.t}: ${e.stack ?? e.message}`));
+  });
+  // The primary died (it never just lets go of a worker it keeps): serve on, see to its
+  // succession, and retire once the successor answers.
+  process.on("disconnect", () => {
+    if (leaving) return;
+    for (const asked of listening.values()) asked.reject(new Error("the gateway's primary died"));
+    listening.clear();
+    for (const wake of wakes.values()) wake.reject(new Error(NO_CONTROL_PLANE));
+    wakes.clear();
+    log("its primary died: serving on until a successor answers");
+    // As its primary did: a removed home (a finished `caravan serve`'s) has nothing to serve.
+    setInterval(() => existsSync(paths.home) || process.exit(0), HOME_CHECK_MS).unref();
+    void succeed({
+      home: paths.home,
+      socket: socketPath(paths.home),
+      predecessor: primary,
+      self: { pid: process.pid, startTime: processStartTime(process.pid) ?? "" },
+      successor: () => {
+        const env = { ...process.env };
+        delete env[WORKER_ENV];
+        return {
+          command: [process.execPath, ...process.execArgv, process.argv[1] ?? ""],
+          env,
+          // A listener closing (its app closed as the primary died) is no one's to inherit.
+          listeners: [...sockets.values()]
+            .filter((s) => s.server.listening)
+            .map((s) => ({
+              host: s.host,
+              port: s.port,
+              fd: (s.server as unknown as { _handle: ListenHandle })._handle.fd,
+            })),
+          routes: [...routes.values()],
+        };
+      },
+      log,
+      probe: helloAt,
+    }).then((hello) => retire(`its successor (pid ${hello.pid}) answers`));
   });
   setInterval(report, REPORT_EVERY_MS).unref();
   // SIGTERM is for the primary (it stops the workers); a worker signalled directly obeys it.

@@ -1,0 +1,96 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { processStartTime } from "../os.ts";
+import { successionPending } from "./client.ts";
+import type { Hello, Proc } from "./protocol.ts";
+import { awaitSuccessor, candidateFile, clearElections, elect, stale } from "./succession.ts";
+
+const me: Proc = { pid: process.pid, startTime: processStartTime(process.pid)! };
+/** A process that has exited (its pid and the start time it had). */
+function deadProcess(): Proc {
+  const r = spawnSync(process.execPath, [
+    "-e",
+    "process.stdout.write(require('fs').readFileSync(`/proc/${process.pid}/stat`,'utf8'))",
+  ]);
+  const stat = r.stdout.toString();
+  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { pid: r.pid!, startTime: rest[19]! };
+}
+const hello = (pid: number): Hello => ({
+  t: "hello",
+  protocol: 2,
+  pid,
+  startTime: "1",
+  build: "",
+  workers: [],
+});
+
+describe("the election of the orphan that spawns the successor", () => {
+  let home: string;
+  beforeEach(() => (home = mkdtempSync(join(tmpdir(), "caravan-elect-"))));
+  afterEach(() => rmSync(home, { recursive: true, force: true }));
+
+  it("elects exactly one, and tells the others who", () => {
+    const other: Proc = { pid: me.pid + 1, startTime: "x" };
+    expect(elect(home, 100, 0, me)).toEqual({ elected: true });
+    expect(elect(home, 100, 0, other)).toEqual({ elected: false, holder: me });
+    // Asked again (it polls), the elected one is still it.
+    expect(elect(home, 100, 0, me)).toEqual({ elected: false, holder: me });
+    // Another primary's succession, or the next attempt, is a new election.
+    expect(elect(home, 101, 0, other)).toEqual({ elected: true });
+    expect(elect(home, 100, 1, other)).toEqual({ elected: true });
+  });
+
+  it("sees a holder that died, or whose pid was reused, as stale", () => {
+    expect(stale(me)).toBe(false);
+    expect(stale(deadProcess())).toBe(true);
+    expect(stale({ pid: me.pid, startTime: String(Number(me.startTime) + 1) })).toBe(true);
+  });
+
+  it("leaves no file but the election's; the successor clears those, never a vote being cast", () => {
+    elect(home, 100, 0, me);
+    elect(home, 100, 0, { pid: 1, startTime: "x" });
+    expect(readdirSync(home)).toEqual(["gateway.successor-100-0"]);
+    // Another orphan's vote, written but not linked yet (a successor that clears it then
+    // made that orphan's link fail, and it crashed, with its connections).
+    writeFileSync(candidateFile(home, 5), "{}");
+    clearElections(home);
+    expect(readdirSync(home).map((f) => join(home, f))).toEqual([candidateFile(home, 5)]);
+  });
+});
+
+describe("waiting for a successor", () => {
+  it("returns the successor's hello once it answers, not the predecessor's", async () => {
+    const answers = [undefined, hello(7), undefined, hello(8)];
+    let probes = 0;
+    const found = await awaitSuccessor(
+      async () => answers[probes++],
+      7,
+      () => true,
+    );
+    expect(found?.pid).toBe(8);
+    expect(probes).toBe(4);
+  });
+
+  it("stops waiting as soon as it should not (no orphan alive): the control plane spawns", async () => {
+    let probes = 0;
+    const found = await awaitSuccessor(
+      async () => (probes++, undefined),
+      7,
+      successionPending([deadProcess()], Date.now() + 60_000),
+    );
+    expect(found).toBeUndefined();
+    expect(probes).toBe(1);
+  });
+
+  it("waits while an orphan is alive, and not past the deadline", () => {
+    const alive = successionPending([deadProcess(), me], Date.now() + 60_000);
+    expect(alive()).toBe(true);
+    expect(successionPending([me], Date.now() - 1)()).toBe(false);
+    // A reused pid is no orphan.
+    expect(successionPending([{ pid: me.pid, startTime: "0" }], Date.now() + 60_000)()).toBe(false);
+  });
+});

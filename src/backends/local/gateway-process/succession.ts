@@ -1,0 +1,196 @@
+/**
+ * How a gateway is succeeded without closing a listening socket: a process that holds them
+ * spawns the successor with each socket inherited as a file descriptor (node can pass an fd to
+ * no unrelated process), and gives it the whole state over IPC; the successor's workers accept
+ * on the same sockets, and once it answers on the channel socket, the predecessor's workers
+ * stop accepting, finish what is in flight and exit. Connections that arrive in between wait
+ * in the sockets' queues: none is refused.
+ *
+ * Who spawns it: the primary itself, told to by a newer control plane (`Handover`); or, when
+ * the primary died (SIGKILL), one of its orphaned workers, elected by a lock file created
+ * exclusively in the home, one per primary and attempt (`elect`).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import {
+  closeSync,
+  linkSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { isAlive } from "../os.ts";
+import { gatewayLog, type Hello, type Proc, type RouteState } from "./protocol.ts";
+
+/** The first fd of an inherited listening socket in the successor (0–2 stdio, 3 IPC). */
+const FIRST_FD = 4;
+/** How often a process waiting for a successor looks for one on the channel socket. */
+export const POLL_MS = 20;
+
+/** What the spawner sends its successor first: the sockets (by fd) and the state to serve. */
+export interface Succession {
+  t: "succeed";
+  listeners: { host: string; port: number; fd: number }[];
+  routes: RouteState[];
+}
+
+/** Spawns `command` detached, with the listening sockets `listeners` (fds here) and `routes`. */
+export function spawnSuccessor(
+  command: string[],
+  env: NodeJS.ProcessEnv,
+  home: string,
+  listeners: { host: string; port: number; fd: number }[],
+  routes: RouteState[],
+): ChildProcess {
+  const log = openSync(gatewayLog(home), "a");
+  const [file, ...args] = command;
+  if (!file) throw new Error("no command to hand over to");
+  const child = spawn(file, args, {
+    detached: true,
+    stdio: ["ignore", log, log, "ipc", ...listeners.map((l) => l.fd)],
+    env,
+    cwd: home,
+  });
+  closeSync(log);
+  const message: Succession = {
+    t: "succeed",
+    listeners: listeners.map((l, i) => ({ host: l.host, port: l.port, fd: FIRST_FD + i })),
+    routes,
+  };
+  child.on("error", () => {});
+  child.send(message, () => {});
+  child.unref();
+  return child;
+}
+
+/** In a gateway's primary: what its spawner handed it, when it was spawned as a successor. */
+export function inheritance(): Promise<Succession | undefined> {
+  if (!process.send) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    process.once("message", (m: Succession) => {
+      // Nothing else comes over it: the spawner may exit (an orphaned worker retires). Not
+      // in this handler: node goes on using the channel after emitting a pending message.
+      setImmediate(() => process.connected && process.disconnect());
+      resolve(m.t === "succeed" ? m : undefined);
+    });
+    process.once("disconnect", () => resolve(undefined));
+  });
+}
+
+/** An election's file: `gateway.successor-<predecessor pid>-<attempt>`. */
+const electionFile = /^gateway\.successor-\d+-\d+$/;
+
+/**
+ * Whether `self` is the one to spawn the successor of the primary `predecessor` (`attempt`:
+ * 0, then one more each time the elected one died before its successor answered). The file
+ * is made whole under a name of its own, then linked to the election's name: exactly one
+ * link succeeds, and a reader never sees it half written. Otherwise: who was elected.
+ */
+export function elect(
+  home: string,
+  predecessor: number,
+  attempt: number,
+  self: Proc,
+): { elected: true } | { elected: false; holder: Proc } {
+  const file = join(home, `gateway.successor-${predecessor}-${attempt}`);
+  const mine = candidateFile(home, self.pid);
+  writeFileSync(mine, JSON.stringify(self));
+  try {
+    linkSync(mine, file);
+    return { elected: true };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    return { elected: false, holder: JSON.parse(readFileSync(file, "utf8")) as Proc };
+  } finally {
+    rmSync(mine, { force: true });
+  }
+}
+
+/**
+ * Where an orphan writes its vote before linking it: not an election's name, so that a
+ * successor clearing those leaves it to its writer (whose link would fail otherwise).
+ */
+export const candidateFile = (home: string, pid: number) => join(home, `.gateway.candidate-${pid}`);
+
+/** The elected one is gone (pid reused or not): the next attempt is open. */
+export const stale = (holder: Proc) => !isAlive(holder.pid, holder.startTime);
+
+/** Removes the election files (the successor does, once it answers). */
+export function clearElections(home: string): void {
+  for (const name of readdirSync(home))
+    if (electionFile.test(name)) rmSync(join(home, name), { force: true });
+}
+
+/**
+ * Waits for a gateway other than `predecessor` to answer (`probe`: the hello on the channel
+ * socket, if any) for as long as `keepWaiting()`; its hello, or undefined once not.
+ */
+export async function awaitSuccessor(
+  probe: () => Promise<Hello | undefined>,
+  predecessor: number,
+  keepWaiting: () => boolean,
+): Promise<Hello | undefined> {
+  for (;;) {
+    const hello = await probe();
+    if (hello && hello.pid !== predecessor) return hello;
+    if (!keepWaiting()) return undefined;
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+/** After this many successors that died before answering, orphans wait for a control plane. */
+const MAX_ATTEMPTS = 3;
+
+/**
+ * An orphaned worker (its primary died): serves on while the workers elect one of them to
+ * spawn a successor; resolves once a successor answers (the worker then retires), and never
+ * when none does (a control plane then ends the orphans and starts a gateway).
+ */
+export async function succeed(o: {
+  home: string;
+  socket: string;
+  predecessor: number;
+  self: Proc;
+  /** What to spawn, and with what, when elected: asked then (the latest state). */
+  successor: () => {
+    command: string[];
+    env: NodeJS.ProcessEnv;
+    listeners: { host: string; port: number; fd: number }[];
+    routes: RouteState[];
+  };
+  log: (line: string) => void;
+  probe: (path: string) => Promise<Hello | undefined>;
+}): Promise<Hello> {
+  let attempt = 0;
+  let spawned: { attempt: number; exited: boolean } | undefined;
+  /** Takes part in the election `attempt`, spawns if elected; the attempt to look at next. */
+  const vote = (attempt: number): number => {
+    const result = elect(o.home, o.predecessor, attempt, o.self);
+    if (result.elected && spawned?.attempt !== attempt) {
+      const s = o.successor();
+      o.log(`the primary died: spawning its successor (attempt ${attempt})`);
+      const mine = { attempt, exited: false };
+      spawned = mine;
+      const child = spawnSuccessor(s.command, s.env, o.home, s.listeners, s.routes);
+      child.once("exit", () => (mine.exited = true));
+      return attempt;
+    }
+    // Its successor died before answering, or the elected one died: the next attempt.
+    const failed = result.elected ? spawned?.exited : stale(result.holder);
+    return failed ? attempt + 1 : attempt;
+  };
+  for (;;) {
+    const hello = await o.probe(o.socket);
+    if (hello && hello.pid !== o.predecessor) return hello;
+    try {
+      if (attempt < MAX_ATTEMPTS) attempt = vote(attempt);
+    } catch (e) {
+      // The home removed (it then exits), or the election cleared under it by a successor
+      // that answers now: looked at again. An orphan must not die of it, with its connections.
+      o.log(`electing a successor: ${(e as Error).message}`);
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
