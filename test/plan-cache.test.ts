@@ -71,15 +71,20 @@ describe("an unchanged plan", () => {
     expect(loads()).toBe(2);
   });
 
-  it("gives the new plan after an edit to a module no bundler can follow, or one the config file imports", async () => {
-    // A computed import() and a config's own import: esbuild's listing of the file sees neither.
+  it("gives the new plan after an edit to a module no bundler can follow, a file such an import looked for in vain, or a module the config file imports", async () => {
+    // A computed import(), one of a file that may not exist, and a config's own import:
+    // esbuild's listing of the file sees none of them.
     main = join(dir, "computed.ts");
     writeFileSync(
       main,
       [
+        'import { appendFileSync } from "node:fs";',
         'import { TaskEnvironment } from "caravan-deploy";',
-        'const { NAME } = await import(new URL("./part.ts", import.meta.url).href);',
-        "export const part = new TaskEnvironment({ name: NAME });",
+        'if (process.env.LOADS_FILE) appendFileSync(process.env.LOADS_FILE, "loaded\\n");',
+        "const at = (file: string) => new URL(file, import.meta.url).href;",
+        'const { NAME } = await import(at("./part.ts"));',
+        'const override = await import(at("./override.ts")).catch(() => undefined);',
+        "export const part = new TaskEnvironment({ name: override?.NAME ?? NAME });",
       ].join("\n"),
     );
     writeFileSync(join(dir, "part.ts"), 'export const NAME = "first";\n');
@@ -89,10 +94,17 @@ describe("an unchanged plan", () => {
     );
     writeFileSync(join(dir, "project-name.ts"), 'export const PROJECT = "one";\n');
     expect(await plan()).toMatchObject({ project: "one", order: ["first"] });
+    expect(await plan()).toMatchObject({ project: "one", order: ["first"] });
+    expect(loads()).toBe(1); // recorded, and the record holds
     writeFileSync(join(dir, "part.ts"), 'export const NAME = "second";\n');
     expect(await plan()).toMatchObject({ project: "one", order: ["second"] });
+    writeFileSync(join(dir, "override.ts"), 'export const NAME = "third";\n');
+    expect(await plan()).toMatchObject({ project: "one", order: ["third"] });
     writeFileSync(join(dir, "project-name.ts"), 'export const PROJECT = "two";\n');
-    expect(await plan()).toMatchObject({ project: "two", order: ["second"] });
+    expect(await plan()).toMatchObject({ project: "two", order: ["third"] });
+    expect(loads()).toBe(4);
+    expect(await plan()).toMatchObject({ project: "two", order: ["third"] });
+    expect(loads()).toBe(4);
   });
 
   it("records no plan when a file it loaded is saved while it runs (the record would pair the new content with the old plan)", async () => {

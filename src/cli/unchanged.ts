@@ -6,7 +6,8 @@
  *
  * So after a run, the CLI records what its result was computed from (a `LoadRecord`): the
  * contents of every file the user's code imports (the files a code snapshot covers, and every
- * file the module hooks saw loaded: a computed `import()`, the config file's own imports), of
+ * file the ESM module hooks saw loaded or looked for in vain: a computed `import()`, the config
+ * file's own imports; a computed `require()` is not seen), of
  * the config file and of the files the user's code read with `fs` while it loaded (or that they
  * did not exist), the environment variables read while the file and the config loaded, and
  * caravan's own build. The next run with the same arguments reuses the result when all of
@@ -86,7 +87,8 @@ type RecordKind = "deploys" | "plans";
 export interface LoadReads {
   config: ResolvedConfig;
   env: Record<string, string | null>;
-  read: string[];
+  /** Undefined when not all are known (the module hooks did not answer): nothing is recorded. */
+  read: string[] | undefined;
 }
 
 /**
@@ -95,25 +97,26 @@ export interface LoadReads {
  */
 export async function loadWatched(
   args: CommandArgs,
-): Promise<{ project: LoadedProject; reads: () => LoadReads }> {
+): Promise<{ project: LoadedProject; reads: () => Promise<LoadReads> }> {
   const env = watchEnvReads();
   const files = await watchFileReads();
   const project = await loadProject(args.file, args.names, args.flags).finally(() => {
     env.stop();
     files.stop();
   });
-  // Loaded by the import itself (the loader imported the hooks' side for it).
-  const { userModulesLoaded } = await import("../sdk/user-imports.ts");
-  const modules = (await userModulesLoaded()).filter(
-    (file) => !OWN.some((d) => file.startsWith(d)),
-  );
   return {
     project,
-    reads: () => ({
-      config: project.config,
-      env: env.values(),
-      read: [...new Set([...files.paths(), ...modules])],
-    }),
+    reads: async () => {
+      // Asked when the record is written: a module the deploy itself imported counts too.
+      const { userModulesLoaded } = await import("../sdk/user-imports.ts");
+      const modules = await userModulesLoaded();
+      const own = (file: string) => OWN.some((dir) => file.startsWith(dir));
+      return {
+        config: project.config,
+        env: env.values(),
+        read: modules && [...new Set([...files.paths(), ...modules.filter((f) => !own(f))])],
+      };
+    },
   };
 }
 
@@ -286,9 +289,10 @@ async function writeRecord<R extends LoadRecord>(
     recordPath(kind, args),
     import("../sdk/stable.ts"),
   ]);
-  const { config } = loaded;
+  const { config, read } = loaded;
+  if (!read) throw new Error("the files the code loaded are not all known");
   const files: Record<string, string | null> = {};
-  for (const file of [...sources, ...(config.file ? [config.file] : []), ...loaded.read]) {
+  for (const file of [...sources, ...(config.file ? [config.file] : []), ...read]) {
     files[file] = contentHash(sha256, file);
     // Saved while this command ran: what it loaded may be older than what is hashed now, and
     // such a record would stand for the new content with the old result.
@@ -513,6 +517,12 @@ async function recordPath(
  * This caravan, as far as revisions go: its version, and when the modules that compute them
  * were built (a checkout rebuilds without a new version).
  */
+/**
+ * What a record covers, as a number: bumped whenever that changes, so that a record made by a
+ * build that covered less is not trusted by one that covers more (2: the modules the hooks saw).
+ */
+const RECORD_FORMAT = 2;
+
 function caravanBuild(): string {
   const at = (path: string) => new URL(path, import.meta.url);
   const { version } = JSON.parse(readFileSync(at("../../package.json"), "utf8")) as {
@@ -522,5 +532,5 @@ function caravanBuild(): string {
   const built = ["../api", "../plan/plan", "../sdk/environment", "../backends/snapshot"].map(
     (m) => statSync(at(`${m}${ext}`)).mtimeMs,
   );
-  return [version, ...built].join(":");
+  return [RECORD_FORMAT, version, ...built].join(":");
 }

@@ -3,8 +3,9 @@
  * `caravan` (with an `/<entry>`) resolve to the package the CLI runs from when nothing of that
  * name is installed where the importing file is — so a file outside any project, or written as
  * DESIGN shows it (`import … from "caravan"`), loads; a project that installed its own keeps
- * it. Loading: each file loaded outside node_modules is told to the main thread, which records
- * what a plan was computed from (an import esbuild cannot follow, a config's own imports).
+ * it. Loading: each file the ESM loader loads outside node_modules (or looks for in vain) is
+ * told to the main thread, which records what a plan was computed from (an import esbuild
+ * cannot follow, a config's own imports). CommonJS `require` does not pass through here.
  */
 import type { MessagePort } from "node:worker_threads";
 
@@ -36,7 +37,7 @@ export async function resolve(
   next: NextResolve,
 ): Promise<unknown> {
   const alias = /^caravan(?:-deploy)?(\/[a-z]+)?$/.exec(specifier);
-  if (!alias) return next(specifier, context);
+  if (!alias) return next(specifier, context).catch((e: unknown) => missing(e, specifier, context));
   try {
     return await next(specifier, context);
   } catch (e) {
@@ -44,4 +45,21 @@ export async function resolve(
     // Resolved from inside this package: its own name finds it (package self-reference).
     return next(`caravan-deploy${alias[1] ?? ""}`, { ...context, parentURL: self });
   }
+}
+
+/**
+ * A file a relative (or file:) import looked for and did not find is told too, and rethrown:
+ * code that catches the failure (optional overrides) depends on the file's absence.
+ */
+function missing(e: unknown, specifier: string, context: ResolveContext): never {
+  const code = (e as { code?: string }).code;
+  if (code === "ERR_MODULE_NOT_FOUND" && /^(\.{1,2}\/|\/|file:)/.test(specifier)) {
+    try {
+      const url = new URL(specifier, context.parentURL).href;
+      if (url.startsWith("file:") && !url.includes("/node_modules/")) loads?.postMessage({ url });
+    } catch {
+      // not a URL: nothing to tell
+    }
+  }
+  throw e;
 }

@@ -42,25 +42,31 @@ function compileTypeScript(): Promise<void> {
   return typescript;
 }
 
+/** How long the hooks' thread gets to confirm it told every load (it answers in microseconds). */
+const FLUSH_TIMEOUT_MS = 2_000;
+
 /**
- * Every file the user's imports loaded so far, outside node_modules (caravan's own included),
- * once the hooks have told all of them: the imports esbuild's listing cannot follow (a computed
- * `import()`, a config file's own imports) are among them.
+ * Every file the user's ESM imports loaded (or looked for and did not find) so far, outside
+ * node_modules (caravan's own included), once the hooks have told all of them: the imports
+ * esbuild's listing cannot follow (a computed `import()`, a config file's own imports) are
+ * among them. Undefined when the hooks' thread does not confirm in time: not all are known.
  */
-export async function userModulesLoaded(): Promise<string[]> {
+export async function userModulesLoaded(): Promise<string[] | undefined> {
   const port = loads;
   if (!port) return [];
   const flush = Math.random();
-  await new Promise<void>((resolve) => {
-    const done = (m: { flushed?: number }) => {
-      if (m.flushed !== flush) return;
+  const told = await new Promise<boolean>((resolve) => {
+    const finish = (ok: boolean) => {
+      clearTimeout(timer);
       port.off("message", done);
       port.unref();
-      resolve();
+      resolve(ok);
     };
+    const done = (m: { flushed?: number }) => m.flushed === flush && finish(true);
+    const timer = setTimeout(() => finish(false), FLUSH_TIMEOUT_MS);
     port.on("message", done);
     port.ref(); // until the answer is in
     port.postMessage(flush);
   });
-  return [...loaded];
+  return told ? [...loaded] : undefined;
 }

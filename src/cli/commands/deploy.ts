@@ -74,7 +74,7 @@ export function registerDeploy(program: Command, ctx: CommandContext): void {
           ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
           ...(progress ? { onEvent: progress.onEvent } : {}),
         }).finally(() => progress?.done());
-        await recordDeploy(args, reads(), deployed);
+        await recordDeploy(args, await reads(), deployed);
         result = {
           config: project.config,
           deployments: deployed.deployments.map((d) => d.toJSON()),

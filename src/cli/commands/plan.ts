@@ -45,7 +45,7 @@ export function registerPlan(program: Command, ctx: CommandContext): void {
     if (refused.length) ctx.exitCode = 1;
     const printed = planToJSON(plan);
     printPlan(printed, changes, opts.json);
-    await recordPlan(args, reads(), { planned: plan, printed }, await sources.listing);
+    await recordPlan(args, await reads(), { planned: plan, printed }, await sources.listing);
   });
 }
 
