@@ -514,15 +514,15 @@ async function recordPath(
 }
 
 /**
- * This caravan, as far as revisions go: its version, and when the modules that compute them
- * were built (a checkout rebuilds without a new version).
- */
-/**
  * What a record covers, as a number: bumped whenever that changes, so that a record made by a
  * build that covered less is not trusted by one that covers more (2: the modules the hooks saw).
  */
 const RECORD_FORMAT = 2;
 
+/**
+ * This caravan, as far as revisions go: its record format, version, and when the modules that
+ * compute them were built (a checkout rebuilds without a new version).
+ */
 function caravanBuild(): string {
   const at = (path: string) => new URL(path, import.meta.url);
   const { version } = JSON.parse(readFileSync(at("../../package.json"), "utf8")) as {

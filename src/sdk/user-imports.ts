@@ -27,7 +27,13 @@ export async function prepareUserImport(path: string): Promise<void> {
     ]);
     const channel = new MessageChannel();
     loads = channel.port1;
-    loads.on("message", (m: { url?: string }) => m.url && loaded.add(fileURLToPath(m.url)));
+    loads.on("message", (m: { url?: string }) => {
+      try {
+        if (m.url) loaded.add(fileURLToPath(m.url));
+      } catch {
+        // a file: URL with a host: not a file here
+      }
+    });
     loads.unref(); // listening keeps no process alive
     register(new URL(`./alias-hooks${extname(import.meta.url)}`, import.meta.url), {
       data: { self: import.meta.url, loads: channel.port2 },
