@@ -101,6 +101,70 @@ describe("GatewayProcess", () => {
     expect(second.running?.pid).toBe(pid);
   });
 
+  /**
+   * A stand-in gateway on the home's socket, started after `afterMs`: it greets with `protocol`
+   * (its own pid and start time), answers every request, and lists the messages it received.
+   */
+  const standInGateway = ({ afterMs = 0, protocol = PROTOCOL } = {}) => {
+    const child = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const stat = require("node:fs").readFileSync("/proc/self/stat", "utf8");
+         const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+         setTimeout(() => require("node:net").createServer((c) => {
+           c.write(JSON.stringify({ t: "hello", protocol: ${protocol}, pid: process.pid, startTime, build: "", workers: [] }) + "\\n");
+           let rest = "";
+           c.on("data", (d) => {
+             const lines = (rest + d).split("\\n");
+             rest = lines.pop();
+             for (const l of lines) {
+               const m = JSON.parse(l);
+               process.stdout.write(m.t + "\\n");
+               if (m.id !== undefined) c.write(JSON.stringify({ t: "done", id: m.id }) + "\\n");
+             }
+           });
+         }).listen(${JSON.stringify(socketPath(home))}, () => process.stdout.write("listening\\n")), ${afterMs});`,
+      ],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
+    const lines: string[] = [];
+    let rest = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      const all = (rest + d.toString()).split("\n");
+      rest = all.pop()!;
+      lines.push(...all);
+    });
+    return {
+      child,
+      /** The messages received so far, by type. */
+      received: () => lines.filter((l) => l !== "listening"),
+      listening: () => lines.includes("listening"),
+    };
+  };
+
+  it("adopts a gateway that answers on the socket though none recorded lives (brought up by orphans while no control plane ran), and keeps what it serves until recovery is done", async () => {
+    const primary = await deadProcess();
+    const worker = await deadProcess();
+    store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+    const successor = standInGateway();
+    try {
+      await until(successor.listening);
+      const gateway = new GatewayProcess(paths, store, hooks);
+      await gateway.adopt();
+      expect(gateway.running?.pid).toBe(successor.child.pid);
+      await gateway.open("p/d/first", await ports(), options);
+      // Not taken for a gateway it started: no `sync` listing only the first app re-opened.
+      expect(successor.received()).toEqual(["hello", "open"]);
+      expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
+      await gateway.reconcile();
+      expect(successor.received()).toEqual(["hello", "open", "sync"]);
+      gateway.detach();
+    } finally {
+      successor.child.kill("SIGKILL");
+    }
+  });
+
   /** A process that exited: its pid and the start time it had. */
   const deadProcess = async () => {
     const p = spawn(process.execPath, ["-e", "setTimeout(() => {}, 10_000)"], { stdio: "ignore" });

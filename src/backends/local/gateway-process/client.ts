@@ -33,6 +33,7 @@ import {
   connectTo,
   gatewayLog,
   greeting,
+  helloAt,
   readMessages,
   send,
   socketPath,
@@ -110,10 +111,11 @@ export class GatewayProcess {
 
   /**
    * Connects to the gateway a previous control plane left running, if there is one (or to
-   * the successor the workers of a dead one are bringing up).
+   * the successor the workers of a dead one are bringing up, or brought up meanwhile).
    */
   async adopt(): Promise<void> {
-    if (this.running || this.orphans().length > 0) await this.ensure();
+    if (this.running || this.orphans().length > 0 || (await this.recordAnswering()))
+      await this.ensure();
   }
 
   /** Recovery is done: the state given since is complete; the gateway drops anything else. */
@@ -252,7 +254,8 @@ export class GatewayProcess {
 
   private async connectOrSpawn(): Promise<void> {
     const path = socketPath(this.paths.home);
-    const running = this.running;
+    const running =
+      this.running ?? (this.orphans().length === 0 ? await this.recordAnswering() : undefined);
     if (running) {
       const socket = await connectTo(path, 2_000).catch(() => undefined);
       if (socket) {
@@ -283,6 +286,19 @@ export class GatewayProcess {
       }
     }
     await this.spawnGateway();
+  }
+
+  /**
+   * Records the gateway answering on the socket when none recorded lives, and returns it: the
+   * successor that the workers of a primary that died while no control plane ran brought up
+   * (it is recorded nowhere). Adopted as any running gateway: it keeps what it serves until
+   * recovery is done — not taken for one this control plane started, which it would sync.
+   */
+  private async recordAnswering(): Promise<Recorded | undefined> {
+    const hello = await helloAt(socketPath(this.paths.home));
+    if (!hello) return undefined;
+    this.record(hello);
+    return this.running;
   }
 
   /** The recorded gateway's workers still alive (of a dead primary: orphans). */
@@ -352,10 +368,11 @@ export class GatewayProcess {
       const socket = await connectTo(socketPath(this.paths.home), 1_000).catch(() => undefined);
       if (socket) {
         const hello = await greeting(socket);
-        // Another gateway of this home won a race to the socket: that one is adopted (attach).
+        // Another gateway of this home won a race to the socket: that one is adopted (attach),
+        // and keeps what it serves (only the one started here has nothing of its own).
         if (hello?.protocol === PROTOCOL) {
           this.log(`gateway started, pid ${hello.pid}`);
-          return this.attach(socket, hello, true);
+          return this.attach(socket, hello, hello.pid === recorded.pid);
         }
         if (hello && hello.pid !== recorded.pid) this.record(hello);
         socket.destroy();
