@@ -165,6 +165,28 @@ describe("GatewayProcess", () => {
     }
   });
 
+  it("stops the successor that answers while `server stop` waits for the succession", async () => {
+    const orphan = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+      stdio: "ignore",
+    });
+    const successor = standInGateway({ afterMs: 300 });
+    try {
+      const primary = await deadProcess();
+      const worker = { pid: orphan.pid!, startTime: processStartTime(orphan.pid!)! };
+      store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+      const gateway = new GatewayProcess(paths, store, hooks);
+      const adopting = gateway.adopt();
+      await gateway.stop();
+      await adopting;
+      const pid = successor.child.pid!;
+      expect(isAlive(pid, processStartTime(pid) ?? "")).toBe(false);
+      expect(successor.child.exitCode ?? successor.child.signalCode).not.toBeNull();
+    } finally {
+      orphan.kill("SIGKILL");
+      successor.child.kill("SIGKILL");
+    }
+  });
+
   /** A process that exited: its pid and the start time it had. */
   const deadProcess = async () => {
     const p = spawn(process.execPath, ["-e", "setTimeout(() => {}, 10_000)"], { stdio: "ignore" });

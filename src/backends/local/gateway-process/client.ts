@@ -394,11 +394,12 @@ export class GatewayProcess {
   }
 
   private attach(socket: Socket, hello: Hello, fresh: boolean): void {
-    // Let go of meanwhile (`detach`, `stop`): not attached; `stop` ends the process itself.
-    if (this.detached) return void socket.end();
-    // The workers now; a successor or a gateway that won a race to the socket is recorded.
+    // The workers now; a successor or a gateway that won a race to the socket is recorded —
+    // also when let go of meanwhile: `stop` ends the recorded process (a successor too).
     const recorded = this.recorded();
     this.record(recorded?.pid === hello.pid ? { ...recorded, workers: hello.workers } : hello);
+    // Let go of meanwhile (`detach`, `stop`): not attached; `stop` ends the process itself.
+    if (this.detached) return void socket.end();
     send(socket, { t: "hello", protocol: PROTOCOL });
     this.socket = socket;
     this.connectedAt = Date.now();
