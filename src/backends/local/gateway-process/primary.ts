@@ -401,9 +401,11 @@ export async function runPrimary(
   const exit = async (why: string): Promise<never> => {
     log(`exiting: ${why}`);
     await stopWorkers();
+    // Not yet listening (told to stop while starting): the socket is another gateway's, if any.
+    const listening = channel.listening;
     channel.close();
     // After a handover the socket is the successor's.
-    if (!handedOver) rmSync(socketPath(paths.home), { force: true });
+    if (listening && !handedOver) rmSync(socketPath(paths.home), { force: true });
     process.exit(0);
   };
 
@@ -441,6 +443,10 @@ export async function runPrimary(
   };
 
   const path = socketPath(paths.home);
+  // From the start: a successor stopped while it starts (its spawner's `server stop`) ends
+  // the workers it forked so far, which would otherwise serve on as orphans.
+  process.on("SIGTERM", () => handedOver || void exit("SIGTERM"));
+  process.on("SIGINT", () => handedOver || void exit("SIGINT"));
   // Never two gateways for one home: the second leaves.
   if (await answering(path)) {
     log("another gateway already serves this home");
@@ -455,6 +461,7 @@ export async function runPrimary(
   // put every connection through this one process). The control plane can connect (and the
   // predecessor's workers retire) once they all serve.
   await Promise.all(Array.from({ length: workerCount }, () => fork()));
+  if (exiting) return; // stopped while starting (`exit` ends the process)
   rmSync(path, { force: true });
   const umask = process.umask(0o177); // the socket is created 0600: only the home's owner
   try {
@@ -472,8 +479,6 @@ export async function runPrimary(
     () => existsSync(paths.home) || handedOver || void exit("its home was removed"),
     HOME_CHECK_MS,
   );
-  process.on("SIGTERM", () => handedOver || void exit("SIGTERM"));
-  process.on("SIGINT", () => handedOver || void exit("SIGINT"));
   log(`listening on ${path}, ${workerCount} workers`);
 }
 

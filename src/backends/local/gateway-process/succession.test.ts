@@ -3,10 +3,18 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { processStartTime } from "../os.ts";
+import { isAlive, processStartTime } from "../os.ts";
 import { successionPending } from "./client.ts";
 import type { Hello, Proc } from "./protocol.ts";
-import { awaitSuccessor, candidateFile, clearElections, elect, stale } from "./succession.ts";
+import {
+  awaitSuccessor,
+  candidateFile,
+  clearElections,
+  elect,
+  stale,
+  succeed,
+  type SuccessionRun,
+} from "./succession.ts";
 
 const me: Proc = { pid: process.pid, startTime: processStartTime(process.pid)! };
 /** A process that has exited (its pid and the start time it had). */
@@ -92,5 +100,50 @@ describe("waiting for a successor", () => {
     expect(successionPending([me], Date.now() - 1)()).toBe(false);
     // A reused pid is no orphan.
     expect(successionPending([{ pid: me.pid, startTime: "0" }], Date.now() + 60_000)()).toBe(false);
+  });
+});
+
+describe("an orphan's part in the succession", () => {
+  let home: string;
+  let run: SuccessionRun | undefined;
+  beforeEach(() => (home = mkdtempSync(join(tmpdir(), "caravan-succeed-"))));
+  afterEach(() => {
+    run?.end();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  /** The only orphan, whose successor runs `script` and never answers (no gateway answers). */
+  const orphan = (script: string, lines: string[]) =>
+    succeed({
+      home,
+      socket: join(home, "gateway.sock"),
+      predecessor: 1,
+      self: me,
+      successor: () => ({
+        command: [process.execPath, "-e", script],
+        env: process.env,
+        listeners: [],
+        routes: [],
+      }),
+      log: (l) => lines.push(l),
+      probe: async () => undefined,
+    });
+  const until = async (check: () => boolean) => {
+    for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(check()).toBe(true);
+  };
+  const spawnedPids = (lines: string[]) =>
+    lines.flatMap((l) => /spawned its successor, pid (\d+)/.exec(l)?.[1] ?? []).map(Number);
+
+  it("ends a successor it spawned that has not answered when it is ended itself", async () => {
+    const lines: string[] = [];
+    run = orphan("setInterval(() => {}, 1000)", lines);
+    await until(() => spawnedPids(lines).length === 1);
+    const pid = spawnedPids(lines)[0]!;
+    const successor = { pid, startTime: processStartTime(pid)! };
+    expect(isAlive(successor.pid, successor.startTime)).toBe(true);
+    run.end();
+    await until(() => !isAlive(successor.pid, successor.startTime));
+    expect(spawnedPids(lines)).toHaveLength(1);
   });
 });

@@ -143,12 +143,24 @@ export async function awaitSuccessor(
 /** After this many successors that died before answering, orphans wait for a control plane. */
 const MAX_ATTEMPTS = 3;
 
+/** An orphaned worker's part in its primary's succession (`succeed`). */
+export interface SuccessionRun {
+  /** The successor's hello, once one answers (the worker then retires); never when none does. */
+  answered: Promise<Hello>;
+  /**
+   * Stops taking part (the worker is ending: SIGTERM, from `server stop` or a control plane
+   * that gave up waiting), and ends a successor it spawned that has not answered: it would
+   * otherwise come up afterwards and serve the ports on, with no one to stop it.
+   */
+  end(): void;
+}
+
 /**
  * An orphaned worker (its primary died): serves on while the workers elect one of them to
- * spawn a successor; resolves once a successor answers (the worker then retires), and never
- * when none does (a control plane then ends the orphans and starts a gateway).
+ * spawn a successor; `answered` once a successor answers, and never when none does (a control
+ * plane then ends the orphans and starts a gateway).
  */
-export async function succeed(o: {
+export function succeed(o: {
   home: string;
   socket: string;
   predecessor: number;
@@ -162,35 +174,51 @@ export async function succeed(o: {
   };
   log: (line: string) => void;
   probe: (path: string) => Promise<Hello | undefined>;
-}): Promise<Hello> {
+}): SuccessionRun {
   let attempt = 0;
-  let spawned: { attempt: number; exited: boolean } | undefined;
+  let spawned: { attempt: number; child: ChildProcess; exited: boolean } | undefined;
+  let ended = false;
+  let answered = false;
   /** Takes part in the election `attempt`, spawns if elected; the attempt to look at next. */
   const vote = (attempt: number): number => {
     const result = elect(o.home, o.predecessor, attempt, o.self);
     if (result.elected && spawned?.attempt !== attempt) {
       const s = o.successor();
-      o.log(`the primary died: spawning its successor (attempt ${attempt})`);
-      const mine = { attempt, exited: false };
-      spawned = mine;
       const child = spawnSuccessor(s.command, s.env, o.home, s.listeners, s.routes);
+      const mine = { attempt, child, exited: false };
+      spawned = mine;
       child.once("exit", () => (mine.exited = true));
+      o.log(`the primary died: spawned its successor, pid ${child.pid} (attempt ${attempt})`);
       return attempt;
     }
     // Its successor died before answering, or the elected one died: the next attempt.
-    const failed = result.elected ? spawned?.exited : stale(result.holder);
+    const mine = result.elected;
+    const failed = mine ? spawned?.attempt === attempt && spawned.exited : stale(result.holder);
     return failed ? attempt + 1 : attempt;
   };
-  for (;;) {
-    const hello = await o.probe(o.socket);
-    if (hello && hello.pid !== o.predecessor) return hello;
-    try {
-      if (attempt < MAX_ATTEMPTS) attempt = vote(attempt);
-    } catch (e) {
-      // The home removed (it then exits), or the election cleared under it by a successor
-      // that answers now: looked at again. An orphan must not die of it, with its connections.
-      o.log(`electing a successor: ${(e as Error).message}`);
+  const run = async (): Promise<Hello> => {
+    for (;;) {
+      const hello = await o.probe(o.socket);
+      if (hello && hello.pid !== o.predecessor) {
+        answered = true;
+        return hello;
+      }
+      if (ended) return new Promise<never>(() => {});
+      try {
+        if (attempt < MAX_ATTEMPTS) attempt = vote(attempt);
+      } catch (e) {
+        // The home removed (it then exits), or the election cleared under it by a successor
+        // that answers now: looked at again. An orphan must not die of it, with its connections.
+        o.log(`electing a successor: ${(e as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
-    await new Promise((r) => setTimeout(r, POLL_MS));
-  }
+  };
+  return {
+    answered: run(),
+    end: () => {
+      ended = true;
+      if (spawned && !spawned.exited && !answered) spawned.child.kill("SIGTERM");
+    },
+  };
 }

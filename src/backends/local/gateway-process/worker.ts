@@ -27,7 +27,7 @@ import {
   type ToWorker,
 } from "./protocol.ts";
 import { applyToRoutes, type Routes } from "./routes.ts";
-import { succeed } from "./succession.ts";
+import { succeed, type SuccessionRun } from "./succession.ts";
 import { HOME_CHECK_MS, NO_CONTROL_PLANE } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
@@ -79,6 +79,8 @@ export function runWorker(paths: HomePaths): void {
   >();
   let nextListen = 1;
   let leaving = false;
+  /** Its part in its primary's succession, once orphaned. */
+  let succession: SuccessionRun | undefined;
   let store = openTokens(paths.db);
   // A database removed and made again (a lost state.db, a new control plane) is reopened:
   // the old file's tokens are no one's any more.
@@ -275,7 +277,7 @@ export function runWorker(paths: HomePaths): void {
     log("its primary died: serving on until a successor answers");
     // As its primary did: a removed home (a finished `caravan serve`'s) has nothing to serve.
     setInterval(() => existsSync(paths.home) || process.exit(0), HOME_CHECK_MS).unref();
-    void succeed({
+    succession = succeed({
       home: paths.home,
       socket: socketPath(paths.home),
       predecessor: primary,
@@ -299,10 +301,16 @@ export function runWorker(paths: HomePaths): void {
       },
       log,
       probe: helloAt,
-    }).then((hello) => retire(`its successor (pid ${hello.pid}) answers`));
+    });
+    void succession.answered.then((hello) => retire(`its successor (pid ${hello.pid}) answers`));
   });
   setInterval(report, REPORT_EVERY_MS).unref();
-  // SIGTERM is for the primary (it stops the workers); a worker signalled directly obeys it.
-  process.on("SIGTERM", () => process.exit(0));
+  // SIGTERM is for the primary (it stops the workers); a worker signalled directly obeys it
+  // (an orphan: `server stop`, or a control plane that gave up on the succession), and ends a
+  // successor it spawned that has not answered yet: none comes up after it.
+  process.on("SIGTERM", () => {
+    succession?.end();
+    process.exit(0);
+  });
   tell({ t: "ready" });
 }
