@@ -135,6 +135,15 @@ describe("an orphan's part in the succession", () => {
   const spawnedPids = (lines: string[]) =>
     lines.flatMap((l) => /spawned its successor, pid (\d+)/.exec(l)?.[1] ?? []).map(Number);
 
+  it("spawns another successor when the one it spawned dies before answering, up to 3", async () => {
+    const lines: string[] = [];
+    run = orphan("process.exit(1)", lines);
+    await until(() => lines.some((l) => l.includes("(attempt 2)")));
+    // Then it waits for a control plane: no fourth.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(spawnedPids(lines)).toHaveLength(3);
+  });
+
   it("ends a successor it spawned that has not answered when it is ended itself", async () => {
     const lines: string[] = [];
     run = orphan("setInterval(() => {}, 1000)", lines);

@@ -176,24 +176,28 @@ export function succeed(o: {
   probe: (path: string) => Promise<Hello | undefined>;
 }): SuccessionRun {
   let attempt = 0;
-  let spawned: { attempt: number; child: ChildProcess; exited: boolean } | undefined;
+  let spawned: { attempt: number; child?: ChildProcess; exited: boolean } | undefined;
   let ended = false;
   let answered = false;
   /** Takes part in the election `attempt`, spawns if elected; the attempt to look at next. */
   const vote = (attempt: number): number => {
     const result = elect(o.home, o.predecessor, attempt, o.self);
     if (result.elected && spawned?.attempt !== attempt) {
+      // Counted as a successor that died until spawned: a spawn that throws opens the next attempt.
+      const mine: NonNullable<typeof spawned> = { attempt, exited: true };
+      spawned = mine;
       const s = o.successor();
       const child = spawnSuccessor(s.command, s.env, o.home, s.listeners, s.routes);
-      const mine = { attempt, child, exited: false };
-      spawned = mine;
+      mine.child = child;
+      mine.exited = false;
       child.once("exit", () => (mine.exited = true));
       o.log(`the primary died: spawned its successor, pid ${child.pid} (attempt ${attempt})`);
       return attempt;
     }
-    // Its successor died before answering, or the elected one died: the next attempt.
-    const mine = result.elected;
-    const failed = mine ? spawned?.attempt === attempt && spawned.exited : stale(result.holder);
+    // Its own successor died before answering, or the elected one died: the next attempt.
+    // (Polled again, the election names this worker as its holder: never stale to itself.)
+    const own = result.elected || result.holder.pid === o.self.pid;
+    const failed = own ? spawned?.attempt === attempt && spawned.exited : stale(result.holder);
     return failed ? attempt + 1 : attempt;
   };
   const run = async (): Promise<Hello> => {
@@ -218,7 +222,7 @@ export function succeed(o: {
     answered: run(),
     end: () => {
       ended = true;
-      if (spawned && !spawned.exited && !answered) spawned.child.kill("SIGTERM");
+      if (spawned && !spawned.exited && !answered) spawned.child?.kill("SIGTERM");
     },
   };
 }
