@@ -79,6 +79,11 @@ export function runWorker(paths: HomePaths): void {
   >();
   let nextListen = 1;
   let leaving = false;
+  /**
+   * Its first `sync` (the whole state) is done: until then it has nothing, or part, of what the
+   * gateway serves, and must not be the one to hand that on to a successor.
+   */
+  let hasState = false;
   /** Its part in its primary's succession, once orphaned. */
   let succession: SuccessionRun | undefined;
   let store = openTokens(paths.db);
@@ -238,7 +243,9 @@ export function runWorker(paths: HomePaths): void {
       case "drain":
         return done(m.id, () => gateway.drain(m.app, m.replica, m.graceMs));
       case "sync":
-        return done(m.id, () => sync(m.routes));
+        await done(m.id, () => sync(m.routes));
+        hasState = true;
+        return;
       case "tokens":
         return done(m.id, () => store.tokens.forgetCached());
       case "report":
@@ -274,6 +281,9 @@ export function runWorker(paths: HomePaths): void {
     listening.clear();
     for (const wake of wakes.values()) wake.reject(new Error(NO_CONTROL_PLANE));
     wakes.clear();
+    // Forked just before (a respawn) and not given the state yet: a successor it spawned
+    // would serve nothing and close every app; its siblings, if any, see to the succession.
+    if (!hasState) return void retire("its primary died before it was given the state");
     log("its primary died: serving on until a successor answers");
     // As its primary did: a removed home (a finished `caravan serve`'s) has nothing to serve.
     setInterval(() => existsSync(paths.home) || process.exit(0), HOME_CHECK_MS).unref();
