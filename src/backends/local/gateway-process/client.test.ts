@@ -187,6 +187,38 @@ describe("GatewayProcess", () => {
     }
   });
 
+  it("waits for the orphans' successor after killing a wedged primary, instead of starting a second gateway", async () => {
+    // A wedged primary: it does not answer on the socket and ignores SIGTERM (so is killed).
+    const wedged = spawn(
+      process.execPath,
+      ["-e", `process.on("SIGTERM", () => {}); setInterval(() => {}, 1000); console.log("up");`],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
+    const orphan = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+      stdio: "ignore",
+    });
+    // Its workers, orphaned by the kill, bring up a successor.
+    let successor: ReturnType<typeof standInGateway> | undefined;
+    wedged.once("exit", () => (successor = standInGateway()));
+    try {
+      await new Promise((r) => wedged.stdout!.once("data", r));
+      const worker = { pid: orphan.pid!, startTime: processStartTime(orphan.pid!)! };
+      const primary = { pid: wedged.pid!, startTime: processStartTime(wedged.pid!)! };
+      store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+      const lines: string[] = [];
+      const gateway = new GatewayProcess(paths, store, { ...hooks, log: (l) => lines.push(l) });
+      planes.push(gateway);
+      await gateway.adopt();
+      expect(lines).toContain(`gateway pid ${primary.pid} does not answer on its socket: replacing it`);
+      expect(lines).toContain(`gateway pid ${successor?.child.pid} succeeded pid ${primary.pid}`);
+      expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
+    } finally {
+      wedged.kill("SIGKILL");
+      orphan.kill("SIGKILL");
+      successor?.child.kill("SIGKILL");
+    }
+  }, 30_000);
+
   /** A process that exited: its pid and the start time it had. */
   const deadProcess = async () => {
     const p = spawn(process.execPath, ["-e", "setTimeout(() => {}, 10_000)"], { stdio: "ignore" });

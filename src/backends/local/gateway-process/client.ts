@@ -271,19 +271,20 @@ export class GatewayProcess {
         }
       } else this.log(`gateway pid ${running.pid} does not answer on its socket: replacing it`);
       await stopProcess(running);
-    } else {
-      // Its primary died, and its workers hold the listening sockets: their successor serves.
-      const orphans = this.orphans();
-      if (orphans.length > 0) {
-        const dead = this.recorded()!.pid;
-        this.log(`gateway pid ${dead} died; its workers serve on: waiting for their successor`);
-        const deadline = Date.now() + SUCCESSION_WAIT_MS;
-        const waiting = successionPending(orphans, deadline);
-        if (await this.adoptSuccessor(dead, waiting)) return;
-        // None answered: the orphans, still holding the ports, go for a new gateway.
-        this.log(`no successor answered: ending the gateway's workers and starting a new one`);
-        await Promise.all(this.orphans().map((w) => stopProcess(w)));
-      }
+    }
+    // Its primary died (or was just killed: a wedged one ignores SIGTERM), and its workers
+    // hold the listening sockets: their successor serves. Spawning one now would race it
+    // for the socket and the ports.
+    const orphans = this.orphans();
+    if (orphans.length > 0) {
+      const dead = this.recorded()!.pid;
+      this.log(`gateway pid ${dead} died; its workers serve on: waiting for their successor`);
+      const deadline = Date.now() + SUCCESSION_WAIT_MS;
+      const waiting = successionPending(orphans, deadline);
+      if (await this.adoptSuccessor(dead, waiting)) return;
+      // None answered: the orphans, still holding the ports, go for a new gateway.
+      this.log(`no successor answered: ending the gateway's workers and starting a new one`);
+      await Promise.all(this.orphans().map((w) => stopProcess(w)));
     }
     await this.spawnGateway();
   }
