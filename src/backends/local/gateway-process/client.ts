@@ -350,13 +350,17 @@ export class GatewayProcess {
   private async spawnGateway(): Promise<void> {
     const { command, env } = await this.gatewayCommand();
     const log = openSync(gatewayLog(this.paths.home), "a");
-    const child = spawn(command[0]!, command.slice(1), {
-      detached: true,
-      stdio: ["ignore", log, log],
-      env,
-      cwd: this.paths.home,
-    });
-    closeSync(log);
+    let child;
+    try {
+      child = spawn(command[0]!, command.slice(1), {
+        detached: true,
+        stdio: ["ignore", log, log],
+        env,
+        cwd: this.paths.home,
+      });
+    } finally {
+      closeSync(log); // the child has its own copy
+    }
     child.unref();
     let exited = false;
     child.once("exit", () => (exited = true));

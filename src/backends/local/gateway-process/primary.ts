@@ -356,7 +356,10 @@ export async function runPrimary(
     readMessages<ToGateway>(socket, (m) => {
       if (!greeted) {
         // The stable message: understood whatever protocol the control plane speaks.
-        if (m.t === "handover") return void handOver(m);
+        // A handover that fails to start (a removed home, a command that cannot be spawned)
+        // must not end this primary on an unhandled rejection: it exits the way a failed one does.
+        if (m.t === "handover")
+          return void handOver(m).catch((e: Error) => exit(`the handover failed: ${e.message}`));
         if (m.t !== "hello" || m.protocol !== PROTOCOL) return socket.destroy();
         greeted = true;
         // One control plane at a time: the newest (a restarted one) replaces a wedged one.

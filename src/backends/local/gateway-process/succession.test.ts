@@ -12,6 +12,7 @@ import {
   clearElections,
   elect,
   stale,
+  spawnSuccessor,
   succeed,
   type SuccessionRun,
 } from "./succession.ts";
@@ -142,6 +143,13 @@ describe("an orphan's part in the succession", () => {
     // Then it waits for a control plane: no fourth.
     await new Promise((r) => setTimeout(r, 300));
     expect(spawnedPids(lines)).toHaveLength(3);
+  });
+
+  it("leaks no file descriptor (the log's) when the successor cannot be spawned", () => {
+    const open = () => readdirSync("/proc/self/fd").length;
+    const before = open();
+    expect(() => spawnSuccessor(["no\0such"], {}, home, [], [])).toThrow();
+    expect(open()).toBe(before);
   });
 
   it("ends a successor it spawned that has not answered when it is ended itself", async () => {

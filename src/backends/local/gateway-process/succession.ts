@@ -44,16 +44,20 @@ export function spawnSuccessor(
   listeners: { host: string; port: number; fd: number }[],
   routes: RouteState[],
 ): ChildProcess {
-  const log = openSync(gatewayLog(home), "a");
   const [file, ...args] = command;
   if (!file) throw new Error("no command to hand over to");
-  const child = spawn(file, args, {
-    detached: true,
-    stdio: ["ignore", log, log, "ipc", ...listeners.map((l) => l.fd)],
-    env,
-    cwd: home,
-  });
-  closeSync(log);
+  const log = openSync(gatewayLog(home), "a");
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, {
+      detached: true,
+      stdio: ["ignore", log, log, "ipc", ...listeners.map((l) => l.fd)],
+      env,
+      cwd: home,
+    });
+  } finally {
+    closeSync(log); // the child has its own copy; one that was never spawned must not leak it
+  }
   const message: Succession = {
     t: "succeed",
     listeners: listeners.map((l, i) => ({ host: l.host, port: l.port, fd: FIRST_FD + i })),
