@@ -475,7 +475,9 @@ export async function runPrimary(
   } finally {
     process.umask(umask);
   }
-  if (inherited) clearElections(paths.home);
+  // Its own succession's, and any an earlier one left (orphans a control plane ended before
+  // their successor answered): left, they would count against a reused pid's attempts.
+  clearElections(paths.home);
   setInterval(() => report(), REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
   setInterval(
