@@ -44,6 +44,12 @@ import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-back
 /** Why a request for an app with no replica gets 503 while no control plane is connected. */
 export const NO_CONTROL_PLANE =
   "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
+/**
+ * Why a request for an app with no replica gets 503 while its worker is orphaned (the primary
+ * died; its successor, which asks the control plane, answers within about half a second).
+ */
+export const SUCCESSION_PENDING =
+  "the gateway is restarting (its primary exited) and cannot start the app right now: try again in a moment";
 /** How often it checks that its home still exists (a removed one ends it). */
 export const HOME_CHECK_MS = 5_000;
 /**

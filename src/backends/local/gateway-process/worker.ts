@@ -28,7 +28,7 @@ import {
 } from "./protocol.ts";
 import { applyToRoutes, type Routes } from "./routes.ts";
 import { succeed, type SuccessionRun } from "./succession.ts";
-import { HOME_CHECK_MS, NO_CONTROL_PLANE } from "./primary.ts";
+import { HOME_CHECK_MS, SUCCESSION_PENDING } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
 const TOKEN_CACHE_MS = 1_000;
@@ -119,7 +119,7 @@ export function runWorker(paths: HomePaths): void {
         new Promise<void>((resolve, reject) => {
           const id = nextWake++;
           // Orphaned: no primary to ask (and so no control plane) until its successor serves.
-          if (!tell({ t: "wake", id, app })) return reject(new Error(NO_CONTROL_PLANE));
+          if (!tell({ t: "wake", id, app })) return reject(new Error(SUCCESSION_PENDING));
           wakes.set(id, { resolve, reject });
         }),
       recordSpan: (app, span) => {
@@ -279,7 +279,7 @@ export function runWorker(paths: HomePaths): void {
     if (leaving) return;
     for (const asked of listening.values()) asked.reject(new Error("the gateway's primary died"));
     listening.clear();
-    for (const wake of wakes.values()) wake.reject(new Error(NO_CONTROL_PLANE));
+    for (const wake of wakes.values()) wake.reject(new Error(SUCCESSION_PENDING));
     wakes.clear();
     // Forked just before (a respawn) and not given the state yet: a successor it spawned
     // would serve nothing and close every app; its siblings, if any, see to the succession.
