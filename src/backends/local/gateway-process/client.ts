@@ -320,21 +320,32 @@ export class GatewayProcess {
     return this.adoptSuccessor(hello.pid, () => Date.now() < deadline);
   }
 
-  /** Connects to the successor of the gateway `predecessor` once it answers, while `keepWaiting()`. */
+  /**
+   * Connects to the successor of the gateway `predecessor` once it answers, while
+   * `keepWaiting()`. One of another protocol (orphans of an older gateway spawn an older one)
+   * is asked to hand over in turn.
+   */
   private async adoptSuccessor(predecessor: number, keepWaiting: () => boolean): Promise<boolean> {
     let found: Socket | undefined;
     const probe = async () => {
       const socket = await connectTo(socketPath(this.paths.home), 1_000).catch(() => undefined);
       const hello = socket && (await greeting(socket));
-      if (hello && hello.pid !== predecessor && hello.protocol === PROTOCOL) found = socket;
+      if (hello && hello.pid !== predecessor) found = socket;
       else socket?.destroy();
       return hello;
     };
     const hello = await awaitSuccessor(probe, predecessor, keepWaiting);
     if (!hello || !found) return false;
     this.log(`gateway pid ${hello.pid} succeeded pid ${predecessor}`);
-    this.attach(found, hello, false);
-    return true;
+    if (hello.protocol === PROTOCOL) {
+      this.attach(found, hello, false);
+      return true;
+    }
+    // Recorded: if it does not hand over, it is the one replaced.
+    this.record(hello);
+    if (hello.protocol >= HANDOVER_SINCE) return this.handOver(found, hello);
+    found.destroy();
+    return false;
   }
 
   /** How this caravan starts its gateway process. */
