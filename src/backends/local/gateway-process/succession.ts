@@ -24,12 +24,18 @@ import { join } from "node:path";
 import { isAlive } from "../os.ts";
 import { gatewayLog, type Hello, type Proc, type RouteState } from "./protocol.ts";
 
-/** The first fd of an inherited listening socket in the successor (0–2 stdio, 3 IPC). */
+/**
+ * The first fd of an inherited listening socket in the successor (0–2 stdio, 3 IPC). Stable
+ * across versions, as `Succession` is: the successor may be of another one (see `Handover`).
+ */
 const FIRST_FD = 4;
 /** How often a process waiting for a successor looks for one on the channel socket. */
 export const POLL_MS = 20;
 
-/** What the spawner sends its successor first: the sockets (by fd) and the state to serve. */
+/**
+ * What the spawner sends its successor first: the sockets (by fd) and the state to serve.
+ * Stable across versions (see `Handover`): fields may be added, none removed or changed.
+ */
 export interface Succession {
   t: "succeed";
   listeners: { host: string; port: number; fd: number }[];
