@@ -38,7 +38,13 @@ import {
   type ToWorker,
 } from "./protocol.ts";
 import { applyToRoutes, portsInUse, type Routes } from "./routes.ts";
-import { awaitSuccessor, clearElections, spawnSuccessor, type Succession } from "./succession.ts";
+import {
+  PRIMARY_SINCE_ENV,
+  awaitSuccessor,
+  clearElections,
+  spawnSuccessor,
+  type Succession,
+} from "./succession.ts";
 import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 
 /** Why a request for an app with no replica gets 503 while no control plane is connected. */
@@ -80,6 +86,7 @@ export async function runPrimary(
   workerCount: number,
   inherited?: Succession,
 ): Promise<void> {
+  const startedAt = Date.now();
   const log = (line: string) =>
     process.stderr.write(`[gateway ${process.pid}] ${new Date().toISOString()} ${line}\n`);
   const routes: Routes = new Map();
@@ -144,7 +151,13 @@ export async function runPrimary(
   const fork = (): Promise<void> => {
     const worker = forkProcess(process.argv[1] ?? "", [], {
       // Told how many they are: each sends its share of the spans a report may carry.
-      env: { ...process.env, CARAVAN_GATEWAY_WORKERS: String(workerCount), [WORKER_ENV]: "1" },
+      // And when it started: should it die young, they throttle its succession.
+      env: {
+        ...process.env,
+        CARAVAN_GATEWAY_WORKERS: String(workerCount),
+        [WORKER_ENV]: "1",
+        [PRIMARY_SINCE_ENV]: String(startedAt),
+      },
     });
     if (worker.pid === undefined) return Promise.resolve(); // 'exit' follows
     const slot: WorkerSlot = {

@@ -12,8 +12,11 @@ import {
   clearElections,
   elect,
   stale,
+  PRIMARY_SINCE_ENV,
+  SUCCESSION_BACKOFF_ENV,
   spawnSuccessor,
   succeed,
+  successionBackoff,
   type SuccessionRun,
 } from "./succession.ts";
 
@@ -114,8 +117,9 @@ describe("an orphan's part in the succession", () => {
   });
 
   /** The only orphan, whose successor runs `script` and never answers (no gateway answers). */
-  const orphan = (script: string, lines: string[]) =>
+  const orphan = (script: string, lines: string[], delayMs?: number) =>
     succeed({
+      delayMs,
       home,
       socket: join(home, "gateway.sock"),
       predecessor: 1,
@@ -145,6 +149,14 @@ describe("an orphan's part in the succession", () => {
     expect(spawnedPids(lines)).toHaveLength(3);
   });
 
+  it("does not elect before its wait (a primary that died young): no successor meanwhile", async () => {
+    const lines: string[] = [];
+    run = orphan("setInterval(() => {}, 1000)", lines, 60_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(spawnedPids(lines)).toEqual([]);
+    expect(readdirSync(home)).toEqual([]); // no vote cast
+  });
+
   it("leaks no file descriptor (the log's) when the successor cannot be spawned", () => {
     const open = () => readdirSync("/proc/self/fd").length;
     const before = open();
@@ -162,5 +174,27 @@ describe("an orphan's part in the succession", () => {
     run.end();
     await until(() => !isAlive(successor.pid, successor.startTime));
     expect(spawnedPids(lines)).toHaveLength(1);
+  });
+});
+
+describe("the succession's crash backoff", () => {
+  const now = 1_000_000;
+  it("waits and hands on a doubled wait when the primary died young, up to 30 s", () => {
+    const young = { [PRIMARY_SINCE_ENV]: String(now - 1_000) };
+    expect(successionBackoff(young, now)).toEqual({ delayMs: 250, next: "500" });
+    expect(successionBackoff({ ...young, [SUCCESSION_BACKOFF_ENV]: "500" }, now)).toEqual({
+      delayMs: 500,
+      next: "1000",
+    });
+    expect(successionBackoff({ ...young, [SUCCESSION_BACKOFF_ENV]: "30000" }, now)).toEqual({
+      delayMs: 30_000,
+      next: "30000",
+    });
+  });
+
+  it("does not wait, and starts the count again, after a primary that was up 30 s (or of unknown age)", () => {
+    const stable = { [PRIMARY_SINCE_ENV]: String(now - 30_000), [SUCCESSION_BACKOFF_ENV]: "8000" };
+    expect(successionBackoff(stable, now)).toEqual({ delayMs: 0, next: undefined });
+    expect(successionBackoff({}, now)).toEqual({ delayMs: 0, next: undefined });
   });
 });

@@ -21,6 +21,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 import { isAlive } from "../os.ts";
 import { gatewayLog, type Hello, type Proc, type RouteState } from "./protocol.ts";
 
@@ -150,6 +151,26 @@ export async function awaitSuccessor(
   }
 }
 
+/** Set by a primary for its workers: when it started (ms since the epoch). */
+export const PRIMARY_SINCE_ENV = "CARAVAN_GATEWAY_PRIMARY_SINCE";
+/** Handed by orphans to the successor of a primary that died young: the next such wait. */
+export const SUCCESSION_BACKOFF_ENV = "CARAVAN_GATEWAY_SUCCESSION_BACKOFF_MS";
+
+/**
+ * The crash backoff, for successions (a primary that keeps dying soon after it answers must
+ * not be succeeded every half second): how long orphans wait before they elect, from how long
+ * their primary lived (`env`: a worker's), and the wait to hand its successor (undefined: none).
+ */
+export function successionBackoff(
+  env: NodeJS.ProcessEnv,
+  now: number,
+): { delayMs: number; next: string | undefined } {
+  const lived = now - Number(env[PRIMARY_SINCE_ENV]);
+  if (!(lived < STABLE_AFTER_MS)) return { delayMs: 0, next: undefined }; // stable, or unknown
+  const delayMs = Number(env[SUCCESSION_BACKOFF_ENV]) || BACKOFF_FIRST_MS;
+  return { delayMs, next: String(Math.min(BACKOFF_MAX_MS, delayMs * 2)) };
+}
+
 /** After this many successors that died before answering, orphans wait for a control plane. */
 const MAX_ATTEMPTS = 3;
 
@@ -184,7 +205,10 @@ export function succeed(o: {
   };
   log: (line: string) => void;
   probe: (path: string) => Promise<Hello | undefined>;
+  /** How long to serve on before electing (`successionBackoff`). */
+  delayMs?: number;
 }): SuccessionRun {
+  const electFrom = Date.now() + (o.delayMs ?? 0);
   let attempt = 0;
   let spawned: { attempt: number; child?: ChildProcess; exited: boolean } | undefined;
   let ended = false;
@@ -219,7 +243,7 @@ export function succeed(o: {
       }
       if (ended) return new Promise<never>(() => {});
       try {
-        if (attempt < MAX_ATTEMPTS) attempt = vote(attempt);
+        if (attempt < MAX_ATTEMPTS && Date.now() >= electFrom) attempt = vote(attempt);
       } catch (e) {
         // The home removed (it then exits), or the election cleared under it by a successor
         // that answers now: looked at again. An orphan must not die of it, with its connections.

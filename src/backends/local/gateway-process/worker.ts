@@ -27,7 +27,13 @@ import {
   type ToWorker,
 } from "./protocol.ts";
 import { applyToRoutes, type Routes } from "./routes.ts";
-import { succeed, type SuccessionRun } from "./succession.ts";
+import {
+  PRIMARY_SINCE_ENV,
+  SUCCESSION_BACKOFF_ENV,
+  succeed,
+  successionBackoff,
+  type SuccessionRun,
+} from "./succession.ts";
 import { HOME_CHECK_MS, SUCCESSION_PENDING } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
@@ -284,7 +290,11 @@ export function runWorker(paths: HomePaths): void {
     // Forked just before (a respawn) and not given the state yet: a successor it spawned
     // would serve nothing and close every app; its siblings, if any, see to the succession.
     if (!hasState) return void retire("its primary died before it was given the state");
-    log("its primary died: serving on until a successor answers");
+    const backoff = successionBackoff(process.env, Date.now());
+    log(
+      `its primary died: serving on until a successor answers` +
+        (backoff.delayMs ? ` (it died young: electing one in ${backoff.delayMs} ms)` : ""),
+    );
     // As its primary did: a removed home (a finished `caravan serve`'s) has nothing to serve.
     setInterval(() => existsSync(paths.home) || process.exit(0), HOME_CHECK_MS).unref();
     succession = succeed({
@@ -295,6 +305,9 @@ export function runWorker(paths: HomePaths): void {
       successor: () => {
         const env = { ...process.env };
         delete env[WORKER_ENV];
+        delete env[PRIMARY_SINCE_ENV];
+        if (backoff.next === undefined) delete env[SUCCESSION_BACKOFF_ENV];
+        else env[SUCCESSION_BACKOFF_ENV] = backoff.next;
         return {
           command: [process.execPath, ...process.execArgv, process.argv[1] ?? ""],
           env,
@@ -311,6 +324,7 @@ export function runWorker(paths: HomePaths): void {
       },
       log,
       probe: helloAt,
+      delayMs: backoff.delayMs,
     });
     void succession.answered.then((hello) => retire(`its successor (pid ${hello.pid}) answers`));
   });
