@@ -154,7 +154,8 @@ describe("GatewayProcess", () => {
       received: () => lines.filter((l) => l !== "listening" && !l.startsWith("successor ")),
       listening: () => lines.includes("listening"),
       /** The pid of the successor it spawned when asked to hand over. */
-      successor: () => Number(lines.find((l) => l.startsWith("successor "))?.slice(10)) || undefined,
+      successor: () =>
+        Number(lines.find((l) => l.startsWith("successor "))?.slice(10)) || undefined,
     };
   };
 
@@ -251,7 +252,9 @@ describe("GatewayProcess", () => {
       const gateway = new GatewayProcess(paths, store, { ...hooks, log: (l) => lines.push(l) });
       planes.push(gateway);
       await gateway.adopt();
-      expect(lines).toContain(`gateway pid ${primary.pid} does not answer on its socket: replacing it`);
+      expect(lines).toContain(
+        `gateway pid ${primary.pid} does not answer on its socket: replacing it`,
+      );
       expect(lines).toContain(`gateway pid ${successor?.child.pid} succeeded pid ${primary.pid}`);
       expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
     } finally {
