@@ -101,6 +101,169 @@ describe("GatewayProcess", () => {
     expect(second.running?.pid).toBe(pid);
   });
 
+  /**
+   * The script of a stand-in gateway on the home's socket, started after `afterMs`: it greets
+   * with `protocol` (its own pid and start time), answers every request, and prints the type of
+   * each message received. Asked to hand over, it spawns `successor` (a script too) and exits.
+   */
+  const standInScript = (protocol: number, afterMs: number, successor?: string) =>
+    `const stat = require("node:fs").readFileSync("/proc/self/stat", "utf8");
+     const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+     const path = ${JSON.stringify(socketPath(home))};
+     setTimeout(() => {
+       const server = require("node:net").createServer((c) => {
+         c.write(JSON.stringify({ t: "hello", protocol: ${protocol}, pid: process.pid, startTime, build: "", workers: [] }) + "\\n");
+         let rest = "";
+         c.on("data", (d) => {
+           const lines = (rest + d).split("\\n");
+           rest = lines.pop();
+           for (const l of lines) {
+             const m = JSON.parse(l);
+             process.stdout.write(m.t + "\\n");
+             if (m.id !== undefined) c.write(JSON.stringify({ t: "done", id: m.id }) + "\\n");
+             if (m.t === "handover" && ${JSON.stringify(successor ?? "")}) {
+               server.close();
+               const next = require("node:child_process").spawn(process.execPath, ["-e", ${JSON.stringify(successor ?? "")}], { detached: true, stdio: "ignore" });
+               process.stdout.write("successor " + next.pid + "\\n", () => process.exit(0));
+             }
+           }
+         });
+       });
+       server.listen(path, () => process.stdout.write("listening\\n"));
+     }, ${afterMs});`;
+
+  /** A stand-in gateway (`standInScript`), and what it printed. */
+  const standInGateway = ({
+    afterMs = 0,
+    protocol = PROTOCOL,
+    successor,
+  }: { afterMs?: number; protocol?: number; successor?: string } = {}) => {
+    const child = spawn(process.execPath, ["-e", standInScript(protocol, afterMs, successor)], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const lines: string[] = [];
+    let rest = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      const all = (rest + d.toString()).split("\n");
+      rest = all.pop()!;
+      lines.push(...all);
+    });
+    return {
+      child,
+      /** The messages received so far, by type. */
+      received: () => lines.filter((l) => l !== "listening" && !l.startsWith("successor ")),
+      listening: () => lines.includes("listening"),
+      /** The pid of the successor it spawned when asked to hand over. */
+      successor: () =>
+        Number(lines.find((l) => l.startsWith("successor "))?.slice(10)) || undefined,
+    };
+  };
+
+  it("asks a successor of another protocol, brought up by an older gateway's orphans, to hand over", async () => {
+    const orphan = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+      stdio: "ignore",
+    });
+    const older = standInGateway({
+      afterMs: 300,
+      protocol: PROTOCOL + 1,
+      successor: standInScript(PROTOCOL, 0),
+    });
+    try {
+      const primary = await deadProcess();
+      const worker = { pid: orphan.pid!, startTime: processStartTime(orphan.pid!)! };
+      store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+      const gateway = new GatewayProcess(paths, store, hooks);
+      planes.push(gateway);
+      await gateway.adopt();
+      expect(older.received()).toEqual(["handover"]);
+      expect(gateway.running?.pid).toBe(older.successor());
+      expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
+    } finally {
+      orphan.kill("SIGKILL");
+      older.child.kill("SIGKILL");
+      const next = older.successor();
+      if (next) process.kill(next, "SIGKILL");
+    }
+  }, 30_000);
+
+  it("adopts a gateway that answers on the socket though none recorded lives (brought up by orphans while no control plane ran), and keeps what it serves until recovery is done", async () => {
+    const primary = await deadProcess();
+    const worker = await deadProcess();
+    store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+    const successor = standInGateway();
+    try {
+      await until(successor.listening);
+      const gateway = new GatewayProcess(paths, store, hooks);
+      await gateway.adopt();
+      expect(gateway.running?.pid).toBe(successor.child.pid);
+      await gateway.open("p/d/first", await ports(), options);
+      // Not taken for a gateway it started: no `sync` listing only the first app re-opened.
+      expect(successor.received()).toEqual(["hello", "open"]);
+      expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
+      await gateway.reconcile();
+      expect(successor.received()).toEqual(["hello", "open", "sync"]);
+      gateway.detach();
+    } finally {
+      successor.child.kill("SIGKILL");
+    }
+  });
+
+  it("stops the successor that answers while `server stop` waits for the succession", async () => {
+    const orphan = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+      stdio: "ignore",
+    });
+    const successor = standInGateway({ afterMs: 300 });
+    try {
+      const primary = await deadProcess();
+      const worker = { pid: orphan.pid!, startTime: processStartTime(orphan.pid!)! };
+      store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+      const gateway = new GatewayProcess(paths, store, hooks);
+      const adopting = gateway.adopt();
+      await gateway.stop();
+      await adopting;
+      const pid = successor.child.pid!;
+      expect(isAlive(pid, processStartTime(pid) ?? "")).toBe(false);
+      expect(successor.child.exitCode ?? successor.child.signalCode).not.toBeNull();
+    } finally {
+      orphan.kill("SIGKILL");
+      successor.child.kill("SIGKILL");
+    }
+  });
+
+  it("waits for the orphans' successor after killing a wedged primary, instead of starting a second gateway", async () => {
+    // A wedged primary: it does not answer on the socket and ignores SIGTERM (so is killed).
+    const wedged = spawn(
+      process.execPath,
+      ["-e", `process.on("SIGTERM", () => {}); setInterval(() => {}, 1000); console.log("up");`],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
+    const orphan = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], {
+      stdio: "ignore",
+    });
+    // Its workers, orphaned by the kill, bring up a successor.
+    let successor: ReturnType<typeof standInGateway> | undefined;
+    wedged.once("exit", () => (successor = standInGateway()));
+    try {
+      await new Promise((r) => wedged.stdout!.once("data", r));
+      const worker = { pid: orphan.pid!, startTime: processStartTime(orphan.pid!)! };
+      const primary = { pid: wedged.pid!, startTime: processStartTime(wedged.pid!)! };
+      store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+      const lines: string[] = [];
+      const gateway = new GatewayProcess(paths, store, { ...hooks, log: (l) => lines.push(l) });
+      planes.push(gateway);
+      await gateway.adopt();
+      expect(lines).toContain(
+        `gateway pid ${primary.pid} does not answer on its socket: replacing it`,
+      );
+      expect(lines).toContain(`gateway pid ${successor?.child.pid} succeeded pid ${primary.pid}`);
+      expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
+    } finally {
+      wedged.kill("SIGKILL");
+      orphan.kill("SIGKILL");
+      successor?.child.kill("SIGKILL");
+    }
+  }, 30_000);
+
   /** A process that exited: its pid and the start time it had. */
   const deadProcess = async () => {
     const p = spawn(process.execPath, ["-e", "setTimeout(() => {}, 10_000)"], { stdio: "ignore" });

@@ -33,6 +33,7 @@ import {
   connectTo,
   gatewayLog,
   greeting,
+  helloAt,
   readMessages,
   send,
   socketPath,
@@ -110,10 +111,11 @@ export class GatewayProcess {
 
   /**
    * Connects to the gateway a previous control plane left running, if there is one (or to
-   * the successor the workers of a dead one are bringing up).
+   * the successor the workers of a dead one are bringing up, or brought up meanwhile).
    */
   async adopt(): Promise<void> {
-    if (this.running || this.orphans().length > 0) await this.ensure();
+    if (this.running || this.orphans().length > 0 || (await this.recordAnswering()))
+      await this.ensure();
   }
 
   /** Recovery is done: the state given since is complete; the gateway drops anything else. */
@@ -252,7 +254,8 @@ export class GatewayProcess {
 
   private async connectOrSpawn(): Promise<void> {
     const path = socketPath(this.paths.home);
-    const running = this.running;
+    const running =
+      this.running ?? (this.orphans().length === 0 ? await this.recordAnswering() : undefined);
     if (running) {
       const socket = await connectTo(path, 2_000).catch(() => undefined);
       if (socket) {
@@ -268,21 +271,35 @@ export class GatewayProcess {
         }
       } else this.log(`gateway pid ${running.pid} does not answer on its socket: replacing it`);
       await stopProcess(running);
-    } else {
-      // Its primary died, and its workers hold the listening sockets: their successor serves.
-      const orphans = this.orphans();
-      if (orphans.length > 0) {
-        const dead = this.recorded()!.pid;
-        this.log(`gateway pid ${dead} died; its workers serve on: waiting for their successor`);
-        const deadline = Date.now() + SUCCESSION_WAIT_MS;
-        const waiting = successionPending(orphans, deadline);
-        if (await this.adoptSuccessor(dead, waiting)) return;
-        // None answered: the orphans, still holding the ports, go for a new gateway.
-        this.log(`no successor answered: ending the gateway's workers and starting a new one`);
-        await Promise.all(this.orphans().map((w) => stopProcess(w)));
-      }
+    }
+    // Its primary died (or was just killed: a wedged one ignores SIGTERM), and its workers
+    // hold the listening sockets: their successor serves. Spawning one now would race it
+    // for the socket and the ports.
+    const orphans = this.orphans();
+    if (orphans.length > 0) {
+      const dead = this.recorded()!.pid;
+      this.log(`gateway pid ${dead} died; its workers serve on: waiting for their successor`);
+      const deadline = Date.now() + SUCCESSION_WAIT_MS;
+      const waiting = successionPending(orphans, deadline);
+      if (await this.adoptSuccessor(dead, waiting)) return;
+      // None answered: the orphans, still holding the ports, go for a new gateway.
+      this.log(`no successor answered: ending the gateway's workers and starting a new one`);
+      await Promise.all(this.orphans().map((w) => stopProcess(w)));
     }
     await this.spawnGateway();
+  }
+
+  /**
+   * Records the gateway answering on the socket when none recorded lives, and returns it: the
+   * successor that the workers of a primary that died while no control plane ran brought up
+   * (it is recorded nowhere). Adopted as any running gateway: it keeps what it serves until
+   * recovery is done — not taken for one this control plane started, which it would sync.
+   */
+  private async recordAnswering(): Promise<Recorded | undefined> {
+    const hello = await helloAt(socketPath(this.paths.home));
+    if (!hello) return undefined;
+    this.record(hello);
+    return this.running;
   }
 
   /** The recorded gateway's workers still alive (of a dead primary: orphans). */
@@ -303,21 +320,32 @@ export class GatewayProcess {
     return this.adoptSuccessor(hello.pid, () => Date.now() < deadline);
   }
 
-  /** Connects to the successor of the gateway `predecessor` once it answers, while `keepWaiting()`. */
+  /**
+   * Connects to the successor of the gateway `predecessor` once it answers, while
+   * `keepWaiting()`. One of another protocol (orphans of an older gateway spawn an older one)
+   * is asked to hand over in turn.
+   */
   private async adoptSuccessor(predecessor: number, keepWaiting: () => boolean): Promise<boolean> {
     let found: Socket | undefined;
     const probe = async () => {
       const socket = await connectTo(socketPath(this.paths.home), 1_000).catch(() => undefined);
       const hello = socket && (await greeting(socket));
-      if (hello && hello.pid !== predecessor && hello.protocol === PROTOCOL) found = socket;
+      if (hello && hello.pid !== predecessor) found = socket;
       else socket?.destroy();
       return hello;
     };
     const hello = await awaitSuccessor(probe, predecessor, keepWaiting);
     if (!hello || !found) return false;
     this.log(`gateway pid ${hello.pid} succeeded pid ${predecessor}`);
-    this.attach(found, hello, false);
-    return true;
+    if (hello.protocol === PROTOCOL) {
+      this.attach(found, hello, false);
+      return true;
+    }
+    // Recorded: if it does not hand over, it is the one replaced.
+    this.record(hello);
+    if (hello.protocol >= HANDOVER_SINCE) return this.handOver(found, hello);
+    found.destroy();
+    return false;
   }
 
   /** How this caravan starts its gateway process. */
@@ -333,13 +361,17 @@ export class GatewayProcess {
   private async spawnGateway(): Promise<void> {
     const { command, env } = await this.gatewayCommand();
     const log = openSync(gatewayLog(this.paths.home), "a");
-    const child = spawn(command[0]!, command.slice(1), {
-      detached: true,
-      stdio: ["ignore", log, log],
-      env,
-      cwd: this.paths.home,
-    });
-    closeSync(log);
+    let child;
+    try {
+      child = spawn(command[0]!, command.slice(1), {
+        detached: true,
+        stdio: ["ignore", log, log],
+        env,
+        cwd: this.paths.home,
+      });
+    } finally {
+      closeSync(log); // the child has its own copy
+    }
     child.unref();
     let exited = false;
     child.once("exit", () => (exited = true));
@@ -352,10 +384,11 @@ export class GatewayProcess {
       const socket = await connectTo(socketPath(this.paths.home), 1_000).catch(() => undefined);
       if (socket) {
         const hello = await greeting(socket);
-        // Another gateway of this home won a race to the socket: that one is adopted (attach).
+        // Another gateway of this home won a race to the socket: that one is adopted (attach),
+        // and keeps what it serves (only the one started here has nothing of its own).
         if (hello?.protocol === PROTOCOL) {
           this.log(`gateway started, pid ${hello.pid}`);
-          return this.attach(socket, hello, true);
+          return this.attach(socket, hello, hello.pid === recorded.pid);
         }
         if (hello && hello.pid !== recorded.pid) this.record(hello);
         socket.destroy();
@@ -377,11 +410,12 @@ export class GatewayProcess {
   }
 
   private attach(socket: Socket, hello: Hello, fresh: boolean): void {
-    // Let go of meanwhile (`detach`, `stop`): not attached; `stop` ends the process itself.
-    if (this.detached) return void socket.end();
-    // The workers now; a successor or a gateway that won a race to the socket is recorded.
+    // The workers now; a successor or a gateway that won a race to the socket is recorded —
+    // also when let go of meanwhile: `stop` ends the recorded process (a successor too).
     const recorded = this.recorded();
     this.record(recorded?.pid === hello.pid ? { ...recorded, workers: hello.workers } : hello);
+    // Let go of meanwhile (`detach`, `stop`): not attached; `stop` ends the process itself.
+    if (this.detached) return void socket.end();
     send(socket, { t: "hello", protocol: PROTOCOL });
     this.socket = socket;
     this.connectedAt = Date.now();

@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -111,6 +111,32 @@ describe("the primary's wakes (the real gateway process)", () => {
     } finally {
       aborts.abort();
       await second.stop();
+      store.close();
+      rmSync(home, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe("a gateway's start (the real gateway process)", () => {
+  it("clears the election files an earlier succession left", async () => {
+    const home = mkdtempSync(join(tmpdir(), "caravan-gwstart-"));
+    const store = new Store(homePaths(home).db);
+    // Orphans a control plane ended before their successor answered leave theirs behind.
+    writeFileSync(join(home, "gateway.successor-123-0"), "{}");
+    writeFileSync(join(home, "gateway.successor-123-1"), "{}");
+    const gateway = new GatewayProcess(homePaths(home), store, {
+      wake: async () => {},
+      recordSpan: () => {},
+    });
+    try {
+      const taken = new Set<number>();
+      const pub = await freePort(taken);
+      taken.add(pub);
+      const ports = { public: pub, internal: await freePort(taken) };
+      await gateway.open("p/d/app", ports, { requiresAuth: false, requestTimeoutMs: 0 });
+      expect(readdirSync(home).filter((f) => f.startsWith("gateway.successor-"))).toEqual([]);
+    } finally {
+      await gateway.stop();
       store.close();
       rmSync(home, { recursive: true, force: true });
     }

@@ -38,12 +38,24 @@ import {
   type ToWorker,
 } from "./protocol.ts";
 import { applyToRoutes, portsInUse, type Routes } from "./routes.ts";
-import { awaitSuccessor, clearElections, spawnSuccessor, type Succession } from "./succession.ts";
+import {
+  PRIMARY_SINCE_ENV,
+  awaitSuccessor,
+  clearElections,
+  spawnSuccessor,
+  type Succession,
+} from "./succession.ts";
 import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 
 /** Why a request for an app with no replica gets 503 while no control plane is connected. */
 export const NO_CONTROL_PLANE =
   "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
+/**
+ * Why a request for an app with no replica gets 503 while its worker is orphaned (the primary
+ * died; its successor, which asks the control plane, answers within about half a second).
+ */
+export const SUCCESSION_PENDING =
+  "the gateway is restarting (its primary exited) and cannot start the app right now: try again in a moment";
 /** How often it checks that its home still exists (a removed one ends it). */
 export const HOME_CHECK_MS = 5_000;
 /**
@@ -74,6 +86,7 @@ export async function runPrimary(
   workerCount: number,
   inherited?: Succession,
 ): Promise<void> {
+  const startedAt = Date.now();
   const log = (line: string) =>
     process.stderr.write(`[gateway ${process.pid}] ${new Date().toISOString()} ${line}\n`);
   const routes: Routes = new Map();
@@ -138,7 +151,13 @@ export async function runPrimary(
   const fork = (): Promise<void> => {
     const worker = forkProcess(process.argv[1] ?? "", [], {
       // Told how many they are: each sends its share of the spans a report may carry.
-      env: { ...process.env, CARAVAN_GATEWAY_WORKERS: String(workerCount), [WORKER_ENV]: "1" },
+      // And when it started: should it die young, they throttle its succession.
+      env: {
+        ...process.env,
+        CARAVAN_GATEWAY_WORKERS: String(workerCount),
+        [WORKER_ENV]: "1",
+        [PRIMARY_SINCE_ENV]: String(startedAt),
+      },
     });
     if (worker.pid === undefined) return Promise.resolve(); // 'exit' follows
     const slot: WorkerSlot = {
@@ -356,7 +375,10 @@ export async function runPrimary(
     readMessages<ToGateway>(socket, (m) => {
       if (!greeted) {
         // The stable message: understood whatever protocol the control plane speaks.
-        if (m.t === "handover") return void handOver(m);
+        // A handover that fails to start (a removed home, a command that cannot be spawned)
+        // must not end this primary on an unhandled rejection: it exits the way a failed one does.
+        if (m.t === "handover")
+          return void handOver(m).catch((e: Error) => exit(`the handover failed: ${e.message}`));
         if (m.t !== "hello" || m.protocol !== PROTOCOL) return socket.destroy();
         greeted = true;
         // One control plane at a time: the newest (a restarted one) replaces a wedged one.
@@ -401,9 +423,11 @@ export async function runPrimary(
   const exit = async (why: string): Promise<never> => {
     log(`exiting: ${why}`);
     await stopWorkers();
+    // Not yet listening (told to stop while starting): the socket is another gateway's, if any.
+    const listening = channel.listening;
     channel.close();
     // After a handover the socket is the successor's.
-    if (!handedOver) rmSync(socketPath(paths.home), { force: true });
+    if (listening && !handedOver) rmSync(socketPath(paths.home), { force: true });
     process.exit(0);
   };
 
@@ -441,6 +465,10 @@ export async function runPrimary(
   };
 
   const path = socketPath(paths.home);
+  // From the start: a successor stopped while it starts (its spawner's `server stop`) ends
+  // the workers it forked so far, which would otherwise serve on as orphans.
+  process.on("SIGTERM", () => handedOver || void exit("SIGTERM"));
+  process.on("SIGINT", () => handedOver || void exit("SIGINT"));
   // Never two gateways for one home: the second leaves.
   if (await answering(path)) {
     log("another gateway already serves this home");
@@ -455,6 +483,7 @@ export async function runPrimary(
   // put every connection through this one process). The control plane can connect (and the
   // predecessor's workers retire) once they all serve.
   await Promise.all(Array.from({ length: workerCount }, () => fork()));
+  if (exiting) return; // stopped while starting (`exit` ends the process)
   rmSync(path, { force: true });
   const umask = process.umask(0o177); // the socket is created 0600: only the home's owner
   try {
@@ -465,15 +494,15 @@ export async function runPrimary(
   } finally {
     process.umask(umask);
   }
-  if (inherited) clearElections(paths.home);
+  // Its own succession's, and any an earlier one left (orphans a control plane ended before
+  // their successor answered): left, they would count against a reused pid's attempts.
+  clearElections(paths.home);
   setInterval(() => report(), REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
   setInterval(
     () => existsSync(paths.home) || handedOver || void exit("its home was removed"),
     HOME_CHECK_MS,
   );
-  process.on("SIGTERM", () => handedOver || void exit("SIGTERM"));
-  process.on("SIGINT", () => handedOver || void exit("SIGINT"));
   log(`listening on ${path}, ${workerCount} workers`);
 }
 

@@ -25,6 +25,11 @@ export const PROTOCOL = 2;
  * gateway spawns `command` (argv, `command[0]` the executable) with `env`, hands it every
  * listening socket and its state (succession.ts), and once it answers on the socket, its own
  * workers stop accepting, finish what is in flight and exit: no connection is refused.
+ *
+ * What a gateway hands its successor is just as stable, since the successor may be of any
+ * later version: the inherited listening sockets as fds 4, 5, … and the `succeed` message
+ * (succession.ts: `Succession`, with `RouteState` and the `RouteOptions` in it) — fields may
+ * be added (a successor defaults what an older gateway leaves out), none removed or changed.
  */
 export interface Handover {
   t: "handover";
@@ -43,7 +48,10 @@ export interface Ports {
   internal: number;
 }
 
-/** One app as the control plane wants it served (a whole-state `sync` lists every one). */
+/**
+ * One app as the control plane wants it served (a whole-state `sync` lists every one). Also in
+ * a `succeed` message to a successor of another version: only to be added to (see `Handover`).
+ */
 export interface RouteState {
   app: string;
   ports: Ports;

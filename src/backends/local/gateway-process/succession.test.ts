@@ -3,10 +3,22 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { processStartTime } from "../os.ts";
+import { isAlive, processStartTime } from "../os.ts";
 import { successionPending } from "./client.ts";
 import type { Hello, Proc } from "./protocol.ts";
-import { awaitSuccessor, candidateFile, clearElections, elect, stale } from "./succession.ts";
+import {
+  awaitSuccessor,
+  candidateFile,
+  clearElections,
+  elect,
+  stale,
+  PRIMARY_SINCE_ENV,
+  SUCCESSION_BACKOFF_ENV,
+  spawnSuccessor,
+  succeed,
+  successionBackoff,
+  type SuccessionRun,
+} from "./succession.ts";
 
 const me: Proc = { pid: process.pid, startTime: processStartTime(process.pid)! };
 /** A process that has exited (its pid and the start time it had). */
@@ -92,5 +104,97 @@ describe("waiting for a successor", () => {
     expect(successionPending([me], Date.now() - 1)()).toBe(false);
     // A reused pid is no orphan.
     expect(successionPending([{ pid: me.pid, startTime: "0" }], Date.now() + 60_000)()).toBe(false);
+  });
+});
+
+describe("an orphan's part in the succession", () => {
+  let home: string;
+  let run: SuccessionRun | undefined;
+  beforeEach(() => (home = mkdtempSync(join(tmpdir(), "caravan-succeed-"))));
+  afterEach(() => {
+    run?.end();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  /** The only orphan, whose successor runs `script` and never answers (no gateway answers). */
+  const orphan = (script: string, lines: string[], delayMs?: number) =>
+    succeed({
+      delayMs,
+      home,
+      socket: join(home, "gateway.sock"),
+      predecessor: 1,
+      self: me,
+      successor: () => ({
+        command: [process.execPath, "-e", script],
+        env: process.env,
+        listeners: [],
+        routes: [],
+      }),
+      log: (l) => lines.push(l),
+      probe: async () => undefined,
+    });
+  const until = async (check: () => boolean) => {
+    for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(check()).toBe(true);
+  };
+  const spawnedPids = (lines: string[]) =>
+    lines.flatMap((l) => /spawned its successor, pid (\d+)/.exec(l)?.[1] ?? []).map(Number);
+
+  it("spawns another successor when the one it spawned dies before answering, up to 3", async () => {
+    const lines: string[] = [];
+    run = orphan("process.exit(1)", lines);
+    await until(() => lines.some((l) => l.includes("(attempt 2)")));
+    // Then it waits for a control plane: no fourth.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(spawnedPids(lines)).toHaveLength(3);
+  });
+
+  it("does not elect before its wait (a primary that died young): no successor meanwhile", async () => {
+    const lines: string[] = [];
+    run = orphan("setInterval(() => {}, 1000)", lines, 60_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(spawnedPids(lines)).toEqual([]);
+    expect(readdirSync(home)).toEqual([]); // no vote cast
+  });
+
+  it("leaks no file descriptor (the log's) when the successor cannot be spawned", () => {
+    const open = () => readdirSync("/proc/self/fd").length;
+    const before = open();
+    expect(() => spawnSuccessor(["no\0such"], {}, home, [], [])).toThrow();
+    expect(open()).toBe(before);
+  });
+
+  it("ends a successor it spawned that has not answered when it is ended itself", async () => {
+    const lines: string[] = [];
+    run = orphan("setInterval(() => {}, 1000)", lines);
+    await until(() => spawnedPids(lines).length === 1);
+    const pid = spawnedPids(lines)[0]!;
+    const successor = { pid, startTime: processStartTime(pid)! };
+    expect(isAlive(successor.pid, successor.startTime)).toBe(true);
+    run.end();
+    await until(() => !isAlive(successor.pid, successor.startTime));
+    expect(spawnedPids(lines)).toHaveLength(1);
+  });
+});
+
+describe("the succession's crash backoff", () => {
+  const now = 1_000_000;
+  it("waits and hands on a doubled wait when the primary died young, up to 30 s", () => {
+    const young = { [PRIMARY_SINCE_ENV]: String(now - 1_000) };
+    expect(successionBackoff(young, now)).toEqual({ delayMs: 250, next: "500" });
+    expect(successionBackoff({ ...young, [SUCCESSION_BACKOFF_ENV]: "500" }, now)).toEqual({
+      delayMs: 500,
+      next: "1000",
+    });
+    expect(successionBackoff({ ...young, [SUCCESSION_BACKOFF_ENV]: "30000" }, now)).toEqual({
+      delayMs: 30_000,
+      next: "30000",
+    });
+  });
+
+  it("does not wait, and starts the count again, after a primary that was up 30 s (or of unknown age)", () => {
+    const stable = { [PRIMARY_SINCE_ENV]: String(now - 30_000), [SUCCESSION_BACKOFF_ENV]: "8000" };
+    expect(successionBackoff(stable, now)).toEqual({ delayMs: 0, next: undefined });
+    expect(successionBackoff({}, now)).toEqual({ delayMs: 0, next: undefined });
   });
 });

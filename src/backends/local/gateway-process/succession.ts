@@ -21,15 +21,22 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS, STABLE_AFTER_MS } from "../crash-backoff.ts";
 import { isAlive } from "../os.ts";
 import { gatewayLog, type Hello, type Proc, type RouteState } from "./protocol.ts";
 
-/** The first fd of an inherited listening socket in the successor (0–2 stdio, 3 IPC). */
+/**
+ * The first fd of an inherited listening socket in the successor (0–2 stdio, 3 IPC). Stable
+ * across versions, as `Succession` is: the successor may be of another one (see `Handover`).
+ */
 const FIRST_FD = 4;
 /** How often a process waiting for a successor looks for one on the channel socket. */
 export const POLL_MS = 20;
 
-/** What the spawner sends its successor first: the sockets (by fd) and the state to serve. */
+/**
+ * What the spawner sends its successor first: the sockets (by fd) and the state to serve.
+ * Stable across versions (see `Handover`): fields may be added, none removed or changed.
+ */
 export interface Succession {
   t: "succeed";
   listeners: { host: string; port: number; fd: number }[];
@@ -44,16 +51,20 @@ export function spawnSuccessor(
   listeners: { host: string; port: number; fd: number }[],
   routes: RouteState[],
 ): ChildProcess {
-  const log = openSync(gatewayLog(home), "a");
   const [file, ...args] = command;
   if (!file) throw new Error("no command to hand over to");
-  const child = spawn(file, args, {
-    detached: true,
-    stdio: ["ignore", log, log, "ipc", ...listeners.map((l) => l.fd)],
-    env,
-    cwd: home,
-  });
-  closeSync(log);
+  const log = openSync(gatewayLog(home), "a");
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, {
+      detached: true,
+      stdio: ["ignore", log, log, "ipc", ...listeners.map((l) => l.fd)],
+      env,
+      cwd: home,
+    });
+  } finally {
+    closeSync(log); // the child has its own copy; one that was never spawned must not leak it
+  }
   const message: Succession = {
     t: "succeed",
     listeners: listeners.map((l, i) => ({ host: l.host, port: l.port, fd: FIRST_FD + i })),
@@ -140,15 +151,47 @@ export async function awaitSuccessor(
   }
 }
 
+/** Set by a primary for its workers: when it started (ms since the epoch). */
+export const PRIMARY_SINCE_ENV = "CARAVAN_GATEWAY_PRIMARY_SINCE";
+/** Handed by orphans to the successor of a primary that died young: the next such wait. */
+export const SUCCESSION_BACKOFF_ENV = "CARAVAN_GATEWAY_SUCCESSION_BACKOFF_MS";
+
+/**
+ * The crash backoff, for successions (a primary that keeps dying soon after it answers must
+ * not be succeeded every half second): how long orphans wait before they elect, from how long
+ * their primary lived (`env`: a worker's), and the wait to hand its successor (undefined: none).
+ */
+export function successionBackoff(
+  env: NodeJS.ProcessEnv,
+  now: number,
+): { delayMs: number; next: string | undefined } {
+  const lived = now - Number(env[PRIMARY_SINCE_ENV]);
+  if (!(lived < STABLE_AFTER_MS)) return { delayMs: 0, next: undefined }; // stable, or unknown
+  const delayMs = Number(env[SUCCESSION_BACKOFF_ENV]) || BACKOFF_FIRST_MS;
+  return { delayMs, next: String(Math.min(BACKOFF_MAX_MS, delayMs * 2)) };
+}
+
 /** After this many successors that died before answering, orphans wait for a control plane. */
 const MAX_ATTEMPTS = 3;
 
+/** An orphaned worker's part in its primary's succession (`succeed`). */
+export interface SuccessionRun {
+  /** The successor's hello, once one answers (the worker then retires); never when none does. */
+  answered: Promise<Hello>;
+  /**
+   * Stops taking part (the worker is ending: SIGTERM, from `server stop` or a control plane
+   * that gave up waiting), and ends a successor it spawned that has not answered: it would
+   * otherwise come up afterwards and serve the ports on, with no one to stop it.
+   */
+  end(): void;
+}
+
 /**
  * An orphaned worker (its primary died): serves on while the workers elect one of them to
- * spawn a successor; resolves once a successor answers (the worker then retires), and never
- * when none does (a control plane then ends the orphans and starts a gateway).
+ * spawn a successor; `answered` once a successor answers, and never when none does (a control
+ * plane then ends the orphans and starts a gateway).
  */
-export async function succeed(o: {
+export function succeed(o: {
   home: string;
   socket: string;
   predecessor: number;
@@ -162,35 +205,58 @@ export async function succeed(o: {
   };
   log: (line: string) => void;
   probe: (path: string) => Promise<Hello | undefined>;
-}): Promise<Hello> {
+  /** How long to serve on before electing (`successionBackoff`). */
+  delayMs?: number;
+}): SuccessionRun {
+  const electFrom = Date.now() + (o.delayMs ?? 0);
   let attempt = 0;
-  let spawned: { attempt: number; exited: boolean } | undefined;
+  let spawned: { attempt: number; child?: ChildProcess; exited: boolean } | undefined;
+  let ended = false;
+  let answered = false;
   /** Takes part in the election `attempt`, spawns if elected; the attempt to look at next. */
   const vote = (attempt: number): number => {
     const result = elect(o.home, o.predecessor, attempt, o.self);
     if (result.elected && spawned?.attempt !== attempt) {
-      const s = o.successor();
-      o.log(`the primary died: spawning its successor (attempt ${attempt})`);
-      const mine = { attempt, exited: false };
+      // Counted as a successor that died until spawned: a spawn that throws opens the next attempt.
+      const mine: NonNullable<typeof spawned> = { attempt, exited: true };
       spawned = mine;
+      const s = o.successor();
       const child = spawnSuccessor(s.command, s.env, o.home, s.listeners, s.routes);
+      mine.child = child;
+      mine.exited = false;
       child.once("exit", () => (mine.exited = true));
+      o.log(`the primary died: spawned its successor, pid ${child.pid} (attempt ${attempt})`);
       return attempt;
     }
-    // Its successor died before answering, or the elected one died: the next attempt.
-    const failed = result.elected ? spawned?.exited : stale(result.holder);
+    // Its own successor died before answering, or the elected one died: the next attempt.
+    // (Polled again, the election names this worker as its holder: never stale to itself.)
+    const own = result.elected || result.holder.pid === o.self.pid;
+    const failed = own ? spawned?.attempt === attempt && spawned.exited : stale(result.holder);
     return failed ? attempt + 1 : attempt;
   };
-  for (;;) {
-    const hello = await o.probe(o.socket);
-    if (hello && hello.pid !== o.predecessor) return hello;
-    try {
-      if (attempt < MAX_ATTEMPTS) attempt = vote(attempt);
-    } catch (e) {
-      // The home removed (it then exits), or the election cleared under it by a successor
-      // that answers now: looked at again. An orphan must not die of it, with its connections.
-      o.log(`electing a successor: ${(e as Error).message}`);
+  const run = async (): Promise<Hello> => {
+    for (;;) {
+      const hello = await o.probe(o.socket);
+      if (hello && hello.pid !== o.predecessor) {
+        answered = true;
+        return hello;
+      }
+      if (ended) return new Promise<never>(() => {});
+      try {
+        if (attempt < MAX_ATTEMPTS && Date.now() >= electFrom) attempt = vote(attempt);
+      } catch (e) {
+        // The home removed (it then exits), or the election cleared under it by a successor
+        // that answers now: looked at again. An orphan must not die of it, with its connections.
+        o.log(`electing a successor: ${(e as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
-    await new Promise((r) => setTimeout(r, POLL_MS));
-  }
+  };
+  return {
+    answered: run(),
+    end: () => {
+      ended = true;
+      if (spawned && !spawned.exited && !answered) spawned.child?.kill("SIGTERM");
+    },
+  };
 }

@@ -1,5 +1,14 @@
+import { fork } from "node:child_process";
 import { EventEmitter } from "node:events";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { buildRuntime } from "../../runtime-build.ts";
+import { homePaths } from "../home.ts";
+import { Store } from "../store.ts";
+import { GATEWAY_PROCESS_ENTRY } from "./entry.ts";
+import { WORKER_ENV, helloAt, socketPath } from "./protocol.ts";
 import { tellPrimary } from "./worker.ts";
 
 /** A worker's `process` whose channel to a primary just died: a send fails as node's does. */
@@ -35,4 +44,37 @@ describe("tellPrimary", () => {
     expect(tellPrimary(proc, { t: "ready" })).toBe(false);
     expect(proc.sent).toBe(0);
   });
+});
+
+describe("a worker whose primary dies before it was given the state", () => {
+  it("retires instead of spawning a successor that would serve nothing", async () => {
+    const home = mkdtempSync(join(tmpdir(), "caravan-worker-"));
+    const paths = homePaths(home);
+    new Store(paths.db).close(); // the database a worker opens for tokens
+    const entry = join(await buildRuntime(paths.runtime), `${GATEWAY_PROCESS_ENTRY}.js`);
+    // This test is its primary: it forks it, and dies (disconnects) before any `sync`.
+    const worker = fork(entry, [], {
+      env: { ...process.env, CARAVAN_HOME: home, [WORKER_ENV]: "1" },
+      stdio: ["ignore", "ignore", "pipe", "ipc"],
+    });
+    let output = "";
+    worker.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    try {
+      await new Promise<void>((resolve) =>
+        worker.on("message", (m: { t: string }) => m.t === "ready" && resolve()),
+      );
+      worker.disconnect();
+      await exited;
+      expect(output).toContain("retiring: its primary died before it was given the state");
+      // No election held, no successor spawned (its output would go to gateway.log).
+      expect(readdirSync(home).filter((f) => f.startsWith("gateway."))).toEqual([]);
+    } finally {
+      worker.kill("SIGKILL");
+      // Without the fix, the successor it spawned answers on the socket: ended here.
+      const successor = await helloAt(socketPath(home));
+      if (successor) process.kill(successor.pid, "SIGTERM");
+      rmSync(home, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

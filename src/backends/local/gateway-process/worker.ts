@@ -27,8 +27,14 @@ import {
   type ToWorker,
 } from "./protocol.ts";
 import { applyToRoutes, type Routes } from "./routes.ts";
-import { succeed } from "./succession.ts";
-import { HOME_CHECK_MS, NO_CONTROL_PLANE } from "./primary.ts";
+import {
+  PRIMARY_SINCE_ENV,
+  SUCCESSION_BACKOFF_ENV,
+  succeed,
+  successionBackoff,
+  type SuccessionRun,
+} from "./succession.ts";
+import { HOME_CHECK_MS, SUCCESSION_PENDING } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
 const TOKEN_CACHE_MS = 1_000;
@@ -79,6 +85,13 @@ export function runWorker(paths: HomePaths): void {
   >();
   let nextListen = 1;
   let leaving = false;
+  /**
+   * Its first `sync` (the whole state) is done: until then it has nothing, or part, of what the
+   * gateway serves, and must not be the one to hand that on to a successor.
+   */
+  let hasState = false;
+  /** Its part in its primary's succession, once orphaned. */
+  let succession: SuccessionRun | undefined;
   let store = openTokens(paths.db);
   // A database removed and made again (a lost state.db, a new control plane) is reopened:
   // the old file's tokens are no one's any more.
@@ -112,7 +125,7 @@ export function runWorker(paths: HomePaths): void {
         new Promise<void>((resolve, reject) => {
           const id = nextWake++;
           // Orphaned: no primary to ask (and so no control plane) until its successor serves.
-          if (!tell({ t: "wake", id, app })) return reject(new Error(NO_CONTROL_PLANE));
+          if (!tell({ t: "wake", id, app })) return reject(new Error(SUCCESSION_PENDING));
           wakes.set(id, { resolve, reject });
         }),
       recordSpan: (app, span) => {
@@ -236,7 +249,9 @@ export function runWorker(paths: HomePaths): void {
       case "drain":
         return done(m.id, () => gateway.drain(m.app, m.replica, m.graceMs));
       case "sync":
-        return done(m.id, () => sync(m.routes));
+        await done(m.id, () => sync(m.routes));
+        hasState = true;
+        return;
       case "tokens":
         return done(m.id, () => store.tokens.forgetCached());
       case "report":
@@ -270,12 +285,19 @@ export function runWorker(paths: HomePaths): void {
     if (leaving) return;
     for (const asked of listening.values()) asked.reject(new Error("the gateway's primary died"));
     listening.clear();
-    for (const wake of wakes.values()) wake.reject(new Error(NO_CONTROL_PLANE));
+    for (const wake of wakes.values()) wake.reject(new Error(SUCCESSION_PENDING));
     wakes.clear();
-    log("its primary died: serving on until a successor answers");
+    // Forked just before (a respawn) and not given the state yet: a successor it spawned
+    // would serve nothing and close every app; its siblings, if any, see to the succession.
+    if (!hasState) return void retire("its primary died before it was given the state");
+    const backoff = successionBackoff(process.env, Date.now());
+    log(
+      `its primary died: serving on until a successor answers` +
+        (backoff.delayMs ? ` (it died young: electing one in ${backoff.delayMs} ms)` : ""),
+    );
     // As its primary did: a removed home (a finished `caravan serve`'s) has nothing to serve.
     setInterval(() => existsSync(paths.home) || process.exit(0), HOME_CHECK_MS).unref();
-    void succeed({
+    succession = succeed({
       home: paths.home,
       socket: socketPath(paths.home),
       predecessor: primary,
@@ -283,6 +305,9 @@ export function runWorker(paths: HomePaths): void {
       successor: () => {
         const env = { ...process.env };
         delete env[WORKER_ENV];
+        delete env[PRIMARY_SINCE_ENV];
+        if (backoff.next === undefined) delete env[SUCCESSION_BACKOFF_ENV];
+        else env[SUCCESSION_BACKOFF_ENV] = backoff.next;
         return {
           command: [process.execPath, ...process.execArgv, process.argv[1] ?? ""],
           env,
@@ -299,10 +324,17 @@ export function runWorker(paths: HomePaths): void {
       },
       log,
       probe: helloAt,
-    }).then((hello) => retire(`its successor (pid ${hello.pid}) answers`));
+      delayMs: backoff.delayMs,
+    });
+    void succession.answered.then((hello) => retire(`its successor (pid ${hello.pid}) answers`));
   });
   setInterval(report, REPORT_EVERY_MS).unref();
-  // SIGTERM is for the primary (it stops the workers); a worker signalled directly obeys it.
-  process.on("SIGTERM", () => process.exit(0));
+  // SIGTERM is for the primary (it stops the workers); a worker signalled directly obeys it
+  // (an orphan: `server stop`, or a control plane that gave up on the succession), and ends a
+  // successor it spawned that has not answered yet: none comes up after it.
+  process.on("SIGTERM", () => {
+    succession?.end();
+    process.exit(0);
+  });
   tell({ t: "ready" });
 }
