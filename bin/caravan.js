@@ -10,7 +10,8 @@ for (const stream of [process.stdout, process.stderr]) {
     throw e;
   });
 }
-const main = new URL("../dist/cli/main.js", import.meta.url);
+// One file: the CLI's entry with what a status run needs (scripts/bundle-cli.mjs).
+const main = new URL("../dist/cli/entry.js", import.meta.url);
 if (!existsSync(main)) {
   process.stderr.write(
     "caravan is not built: run `npm run build` in its checkout (npm ci and npm install do it)\n",

@@ -44,6 +44,11 @@ export default function setup(): void {
       stdio: "inherit",
     },
   );
+  // The CLI's entry bundles modules tsc may just have rewritten.
+  execFileSync(process.execPath, [join(ROOT, "scripts/bundle-cli.mjs")], {
+    cwd: ROOT,
+    stdio: "inherit",
+  });
   // An incremental build that changed nothing leaves its stamp as it was.
   const now = new Date();
   utimesSync(STAMP, now, now);
