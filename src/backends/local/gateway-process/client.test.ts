@@ -223,9 +223,27 @@ describe("GatewayProcess", () => {
       await adopting;
       const pid = successor.child.pid!;
       expect(isAlive(pid, processStartTime(pid) ?? "")).toBe(false);
-      expect(successor.child.exitCode ?? successor.child.signalCode).not.toBeNull();
+      // Its exit reaches this process a moment after it is gone.
+      await until(() => (successor.child.exitCode ?? successor.child.signalCode) !== null);
     } finally {
       orphan.kill("SIGKILL");
+      successor.child.kill("SIGKILL");
+    }
+  });
+
+  it("stops the successor that answers though none recorded lives (brought up by the orphans while the control plane waited to restart the gateway)", async () => {
+    const primary = await deadProcess();
+    const worker = await deadProcess(); // retired once their successor answered
+    store.setMeta(GATEWAY_META, JSON.stringify({ ...primary, workers: [worker] }));
+    const successor = standInGateway();
+    try {
+      await until(successor.listening);
+      const gateway = new GatewayProcess(paths, store, hooks);
+      await gateway.stop();
+      const pid = successor.child.pid!;
+      await until(() => successor.child.exitCode !== null || successor.child.signalCode !== null);
+      expect(isAlive(pid, processStartTime(pid) ?? "")).toBe(false);
+    } finally {
       successor.child.kill("SIGKILL");
     }
   });

@@ -234,7 +234,9 @@ export class GatewayProcess {
     clearTimeout(this.restartTimer);
     // A gateway being started now would otherwise come up after the stop, on the ports.
     await this.starting?.catch(() => {});
-    const proc = this.running;
+    // None recorded lives: a dead primary's successor may answer, which its orphans brought up
+    // while this control plane waited out its restart backoff (recorded nowhere yet).
+    const proc = this.running ?? (await this.recordAnswering());
     if (this.socket) await this.request({ t: "exit" }).catch(() => {});
     if (proc) await stopProcess(proc);
     // Workers of a primary that died (and whose successor has not answered yet).
