@@ -178,6 +178,8 @@ export async function runPrimary(
       void ask(slot, { t: "sync", routes: [...routes.values()] })
         .catch((e: Error) => log(`worker ${worker.pid}: ${e.message}`))
         .finally(() => {
+          // After the sync, in order: a respawned worker of a primary that serves.
+          if (channel.listening) toWorker(slot, { t: "serving" });
           synced();
           workersChanged();
         });
@@ -484,6 +486,9 @@ export async function runPrimary(
   // predecessor's workers retire) once they all serve.
   await Promise.all(Array.from({ length: workerCount }, () => fork()));
   if (exiting) return; // stopped while starting (`exit` ends the process)
+  // Asked again just before taking the socket: another successor (of another election) may
+  // have started meanwhile. Its workers, forked here, end with their listeners' copies.
+  if (await answering(path)) return void exit("another gateway already serves this home");
   rmSync(path, { force: true });
   const umask = process.umask(0o177); // the socket is created 0600: only the home's owner
   try {
@@ -497,6 +502,7 @@ export async function runPrimary(
   // Its own succession's, and any an earlier one left (orphans a control plane ended before
   // their successor answered): left, they would count against a reused pid's attempts.
   clearElections(paths.home);
+  broadcast({ t: "serving" });
   setInterval(() => report(), REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
   setInterval(

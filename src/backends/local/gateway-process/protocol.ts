@@ -121,7 +121,12 @@ export type ToWorker =
   | Exclude<ToGateway, { t: "hello" } | Handover>
   | { t: "listener"; id: number; error?: string }
   /** A successor serves now: stop accepting, finish what is in flight, exit. */
-  | { t: "retire" };
+  | { t: "retire" }
+  /**
+   * Its primary answers on the channel socket: only then may the worker, orphaned, see to a
+   * succession (one that died before would race its own spawner's next attempt).
+   */
+  | { t: "serving" };
 export type FromWorker =
   | { t: "ready" }
   | { t: "listen"; id: number; host: string; port: number }

@@ -175,6 +175,40 @@ describe("an orphan's part in the succession", () => {
     await until(() => !isAlive(successor.pid, successor.startTime));
     expect(spawnedPids(lines)).toHaveLength(1);
   });
+
+  it("ends the successor it spawned when another gateway answers (another election's), and keeps one that is the gateway answering", async () => {
+    for (const answering of ["other", "own"] as const) {
+      const lines: string[] = [];
+      let answers: number | undefined;
+      run = succeed({
+        home,
+        socket: join(home, "gateway.sock"),
+        predecessor: 1,
+        self: me,
+        successor: () => ({
+          command: [process.execPath, "-e", "setInterval(() => {}, 1000)"],
+          env: process.env,
+          listeners: [],
+          routes: [],
+        }),
+        log: (l) => lines.push(l),
+        probe: async () => (answers === undefined ? undefined : hello(answers)),
+      });
+      await until(() => spawnedPids(lines).length === 1);
+      const pid = spawnedPids(lines)[0]!;
+      const child = { pid, startTime: processStartTime(pid)! };
+      try {
+        answers = answering === "own" ? pid : deadProcess().pid;
+        await run.answered;
+        if (answering === "other") await until(() => !isAlive(child.pid, child.startTime));
+        else expect(isAlive(child.pid, child.startTime)).toBe(true);
+      } finally {
+        if (isAlive(child.pid, child.startTime)) process.kill(pid, "SIGKILL");
+      }
+      await until(() => !isAlive(child.pid, child.startTime));
+      rmSync(join(home, "gateway.successor-1-0"), { force: true });
+    }
+  });
 });
 
 describe("the succession's crash backoff", () => {

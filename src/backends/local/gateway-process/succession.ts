@@ -180,8 +180,7 @@ export interface SuccessionRun {
   answered: Promise<Hello>;
   /**
    * Stops taking part (the worker is ending: SIGTERM, from `server stop` or a control plane
-   * that gave up waiting), and ends a successor it spawned that has not answered: it would
-   * otherwise come up afterwards and serve the ports on, with no one to stop it.
+   * that gave up waiting), and ends a successor it spawned that is not the one answering.
    */
   end(): void;
 }
@@ -212,7 +211,17 @@ export function succeed(o: {
   let attempt = 0;
   let spawned: { attempt: number; child?: ChildProcess; exited: boolean } | undefined;
   let ended = false;
-  let answered = false;
+  /** The pid of the gateway that answered, once one has. */
+  let answeredBy: number | undefined;
+  /**
+   * Ends the successor it spawned unless that is the gateway answering: one that has not
+   * answered would otherwise come up afterwards (or beside another) and serve the ports on,
+   * with no one to stop it.
+   */
+  const endOwn = () => {
+    if (spawned && !spawned.exited && spawned.child?.pid !== answeredBy)
+      spawned.child?.kill("SIGTERM");
+  };
   /** Takes part in the election `attempt`, spawns if elected; the attempt to look at next. */
   const vote = (attempt: number): number => {
     const result = elect(o.home, o.predecessor, attempt, o.self);
@@ -238,7 +247,9 @@ export function succeed(o: {
     for (;;) {
       const hello = await o.probe(o.socket);
       if (hello && hello.pid !== o.predecessor) {
-        answered = true;
+        // Another gateway may have answered first (a second election's successor).
+        answeredBy = hello.pid;
+        endOwn();
         return hello;
       }
       if (ended) return new Promise<never>(() => {});
@@ -256,7 +267,7 @@ export function succeed(o: {
     answered: run(),
     end: () => {
       ended = true;
-      if (spawned && !spawned.exited && !answered) spawned.child?.kill("SIGTERM");
+      endOwn();
     },
   };
 }

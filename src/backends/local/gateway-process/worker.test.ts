@@ -46,13 +46,13 @@ describe("tellPrimary", () => {
   });
 });
 
-describe("a worker whose primary dies before it was given the state", () => {
-  it("retires instead of spawning a successor that would serve nothing", async () => {
+describe("a worker whose primary dies before it serves", () => {
+  /** This test is its primary: it forks it, `sends` it these, and dies (disconnects). */
+  const orphanedAfter = async (sends: { t: string; id?: number; routes?: [] }[]) => {
     const home = mkdtempSync(join(tmpdir(), "caravan-worker-"));
     const paths = homePaths(home);
     new Store(paths.db).close(); // the database a worker opens for tokens
     const entry = join(await buildRuntime(paths.runtime), `${GATEWAY_PROCESS_ENTRY}.js`);
-    // This test is its primary: it forks it, and dies (disconnects) before any `sync`.
     const worker = fork(entry, [], {
       env: { ...process.env, CARAVAN_HOME: home, [WORKER_ENV]: "1" },
       stdio: ["ignore", "ignore", "pipe", "ipc"],
@@ -64,11 +64,18 @@ describe("a worker whose primary dies before it was given the state", () => {
       await new Promise<void>((resolve) =>
         worker.on("message", (m: { t: string }) => m.t === "ready" && resolve()),
       );
+      for (const m of sends) {
+        const done = new Promise<void>((resolve) =>
+          worker.on("message", (r: { t: string; id?: number }) => r.id === m.id && resolve()),
+        );
+        worker.send(m);
+        if (m.id !== undefined) await done;
+      }
       worker.disconnect();
       await exited;
-      expect(output).toContain("retiring: its primary died before it was given the state");
       // No election held, no successor spawned (its output would go to gateway.log).
-      expect(readdirSync(home).filter((f) => f.startsWith("gateway."))).toEqual([]);
+      const elections = readdirSync(home).filter((f) => f.startsWith("gateway."));
+      return { output, elections };
     } finally {
       worker.kill("SIGKILL");
       // Without the fix, the successor it spawned answers on the socket: ended here.
@@ -76,5 +83,17 @@ describe("a worker whose primary dies before it was given the state", () => {
       if (successor) process.kill(successor.pid, "SIGTERM");
       rmSync(home, { recursive: true, force: true });
     }
+  };
+
+  it("retires before it was given the state, instead of spawning a successor that would serve nothing", async () => {
+    const { output, elections } = await orphanedAfter([]);
+    expect(output).toContain("retiring: its primary died before it was given the state");
+    expect(elections).toEqual([]);
+  }, 30_000);
+
+  it("retires when its primary had not answered yet (a successor that died starting: its spawner tries again), instead of an election of its own", async () => {
+    const { output, elections } = await orphanedAfter([{ t: "sync", id: 1, routes: [] }]);
+    expect(output).toContain("retiring: its primary died before it answered");
+    expect(elections).toEqual([]);
   }, 30_000);
 });

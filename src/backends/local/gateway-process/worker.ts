@@ -90,6 +90,8 @@ export function runWorker(paths: HomePaths): void {
    * gateway serves, and must not be the one to hand that on to a successor.
    */
   let hasState = false;
+  /** Its primary answers on the channel socket (`serving`): a gateway the control plane finds. */
+  let primaryServes = false;
   /** Its part in its primary's succession, once orphaned. */
   let succession: SuccessionRun | undefined;
   let store = openTokens(paths.db);
@@ -267,6 +269,9 @@ export function runWorker(paths: HomePaths): void {
         return listener(m, socket);
       case "retire":
         return retire("its primary handed over to a successor");
+      case "serving":
+        primaryServes = true;
+        return;
       case "exit":
         leaving = true;
         await gateway.closeAll();
@@ -290,6 +295,9 @@ export function runWorker(paths: HomePaths): void {
     // Forked just before (a respawn) and not given the state yet: a successor it spawned
     // would serve nothing and close every app; its siblings, if any, see to the succession.
     if (!hasState) return void retire("its primary died before it was given the state");
+    // A successor that died before it answered: its spawner's next attempt succeeds it, not
+    // an election of these workers (two successors then, one recorded nowhere).
+    if (!primaryServes) return void retire("its primary died before it answered");
     const backoff = successionBackoff(process.env, Date.now());
     log(
       `its primary died: serving on until a successor answers` +
