@@ -111,8 +111,8 @@ describe("an orphan's part in the succession", () => {
   let home: string;
   let run: SuccessionRun | undefined;
   beforeEach(() => (home = mkdtempSync(join(tmpdir(), "caravan-succeed-"))));
-  afterEach(() => {
-    run?.end();
+  afterEach(async () => {
+    await run?.end();
     rmSync(home, { recursive: true, force: true });
   });
 
@@ -164,15 +164,16 @@ describe("an orphan's part in the succession", () => {
     expect(open()).toBe(before);
   });
 
-  it("ends a successor it spawned that has not answered when it is ended itself", async () => {
+  it("ends a successor it spawned that has not answered when it is ended itself, and waits until it is gone", async () => {
     const lines: string[] = [];
     run = orphan("setInterval(() => {}, 1000)", lines);
     await until(() => spawnedPids(lines).length === 1);
     const pid = spawnedPids(lines)[0]!;
     const successor = { pid, startTime: processStartTime(pid)! };
     expect(isAlive(successor.pid, successor.startTime)).toBe(true);
-    run.end();
-    await until(() => !isAlive(successor.pid, successor.startTime));
+    // Gone once end() is done: the worker exits only then (its successor held the ports).
+    await run.end();
+    expect(isAlive(successor.pid, successor.startTime)).toBe(false);
     expect(spawnedPids(lines)).toHaveLength(1);
   });
 

@@ -171,6 +171,13 @@ export function successionBackoff(
   return { delayMs, next: String(Math.min(BACKOFF_MAX_MS, delayMs * 2)) };
 }
 
+/**
+ * How long a successor told to stop (SIGTERM) may take to exit before its orphan kills it:
+ * under the 5 s a control plane gives the orphan itself (client.ts, EXIT_WAIT_MS).
+ */
+const SUCCESSOR_EXIT_WAIT_MS = 4_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** After this many successors that died before answering, orphans wait for a control plane. */
 const MAX_ATTEMPTS = 3;
 
@@ -180,9 +187,10 @@ export interface SuccessionRun {
   answered: Promise<Hello>;
   /**
    * Stops taking part (the worker is ending: SIGTERM, from `server stop` or a control plane
-   * that gave up waiting), and ends a successor it spawned that is not the one answering.
+   * that gave up waiting), and ends a successor it spawned that is not the one answering;
+   * resolves once that is gone (the worker exits then, not before).
    */
-  end(): void;
+  end(): Promise<void>;
 }
 
 /**
@@ -216,11 +224,17 @@ export function succeed(o: {
   /**
    * Ends the successor it spawned unless that is the gateway answering: one that has not
    * answered would otherwise come up afterwards (or beside another) and serve the ports on,
-   * with no one to stop it.
+   * with no one to stop it. Resolves once it is gone: until then it (and its workers) hold the
+   * listening sockets, which a gateway the control plane starts next must bind.
    */
-  const endOwn = () => {
-    if (spawned && !spawned.exited && spawned.child?.pid !== answeredBy)
-      spawned.child?.kill("SIGTERM");
+  const endOwn = async () => {
+    const own = spawned;
+    if (!own?.child || own.exited || own.child.pid === answeredBy) return;
+    own.child.kill("SIGTERM");
+    const deadline = Date.now() + SUCCESSOR_EXIT_WAIT_MS;
+    while (!own.exited && Date.now() < deadline) await sleep(POLL_MS);
+    if (!own.exited) own.child.kill("SIGKILL");
+    while (!own.exited) await sleep(POLL_MS);
   };
   /** Takes part in the election `attempt`, spawns if elected; the attempt to look at next. */
   const vote = (attempt: number): number => {
@@ -249,7 +263,7 @@ export function succeed(o: {
       if (hello && hello.pid !== o.predecessor) {
         // Another gateway may have answered first (a second election's successor).
         answeredBy = hello.pid;
-        endOwn();
+        await endOwn();
         return hello;
       }
       if (ended) return new Promise<never>(() => {});
@@ -260,14 +274,14 @@ export function succeed(o: {
         // that answers now: looked at again. An orphan must not die of it, with its connections.
         o.log(`electing a successor: ${(e as Error).message}`);
       }
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await sleep(POLL_MS);
     }
   };
   return {
     answered: run(),
     end: () => {
       ended = true;
-      endOwn();
+      return endOwn();
     },
   };
 }

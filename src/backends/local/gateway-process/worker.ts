@@ -339,10 +339,10 @@ export function runWorker(paths: HomePaths): void {
   setInterval(report, REPORT_EVERY_MS).unref();
   // SIGTERM is for the primary (it stops the workers); a worker signalled directly obeys it
   // (an orphan: `server stop`, or a control plane that gave up on the succession), and ends a
-  // successor it spawned that has not answered yet: none comes up after it.
+  // successor it spawned that has not answered yet: none comes up after it, and none holds the
+  // ports once this one has exited (the control plane may start a gateway then).
   process.on("SIGTERM", () => {
-    succession?.end();
-    process.exit(0);
+    void (succession?.end() ?? Promise.resolve()).finally(() => process.exit(0));
   });
   tell({ t: "ready" });
 }
