@@ -104,7 +104,8 @@ describe("GatewayProcess", () => {
   /**
    * The script of a stand-in gateway on the home's socket, started after `afterMs`: it greets
    * with `protocol` (its own pid and start time), answers every request, and prints the type of
-   * each message received. Asked to hand over, it spawns `successor` (a script too) and exits.
+   * each message received. Asked to hand over, it spawns `successor` (a script too), and exits
+   * once that answers or has exited.
    */
   const standInScript = (protocol: number, afterMs: number, successor?: string) =>
     `const stat = require("node:fs").readFileSync("/proc/self/stat", "utf8");
@@ -124,7 +125,14 @@ describe("GatewayProcess", () => {
              if (m.t === "handover" && ${JSON.stringify(successor ?? "")}) {
                server.close();
                const next = require("node:child_process").spawn(process.execPath, ["-e", ${JSON.stringify(successor ?? "")}], { detached: true, stdio: "ignore" });
-               process.stdout.write("successor " + next.pid + "\\n", () => process.exit(0));
+               process.stdout.write("successor " + next.pid + "\\n");
+               // As a gateway does: it exits once its successor answers, or has exited.
+               let gone = false;
+               next.once("exit", () => (gone = true));
+               const exitOnce = () => require("node:net").createConnection(path)
+                 .once("connect", () => process.exit(0))
+                 .once("error", () => (gone ? process.exit(0) : setTimeout(exitOnce, 20)));
+               exitOnce();
              }
            }
          });

@@ -319,7 +319,7 @@ export class GatewayProcess {
     send(socket, { t: "handover", command, env });
     socket.end();
     const deadline = Date.now() + START_TIMEOUT_MS;
-    return this.adoptSuccessor(hello.pid, () => Date.now() < deadline);
+    return this.adoptSuccessor(hello.pid, handoverPending(hello, deadline));
   }
 
   /**
@@ -547,6 +547,26 @@ export function successionPending(
   alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
 ): () => boolean {
   return () => Date.now() < deadline && orphans.some(alive);
+}
+
+/**
+ * While a gateway asked to hand over (`predecessor`) may still bring up its successor: it is
+ * alive (it exits when the successor failed to start: nothing is left to wait for), until
+ * `deadline`. Once more after it is gone: it also exits once its successor answers.
+ */
+export function handoverPending(
+  predecessor: Proc,
+  deadline: number,
+  alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
+): () => boolean {
+  let lastLook = true;
+  return () => {
+    if (Date.now() >= deadline) return false;
+    if (alive(predecessor)) return true;
+    const again = lastLook;
+    lastLook = false;
+    return again;
+  };
 }
 
 /** SIGTERM (the gateway closes its listeners and exits), then SIGKILL after a wait. */

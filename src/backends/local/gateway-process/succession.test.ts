@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isAlive, processStartTime } from "../os.ts";
-import { successionPending } from "./client.ts";
+import { handoverPending, successionPending } from "./client.ts";
 import type { Hello, Proc } from "./protocol.ts";
 import {
   awaitSuccessor,
@@ -104,6 +104,19 @@ describe("waiting for a successor", () => {
     expect(successionPending([me], Date.now() - 1)()).toBe(false);
     // A reused pid is no orphan.
     expect(successionPending([{ pid: me.pid, startTime: "0" }], Date.now() + 60_000)()).toBe(false);
+  });
+});
+
+describe("the control plane's wait for a handover", () => {
+  it("waits while the gateway handing over lives, and not past the deadline", () => {
+    expect(handoverPending(me, Date.now() + 60_000)()).toBe(true);
+    expect(handoverPending(me, Date.now() - 1)()).toBe(false);
+  });
+
+  it("stops waiting once it is gone (its successor failed to start), after one more look", () => {
+    const waiting = handoverPending(deadProcess(), Date.now() + 60_000);
+    expect(waiting()).toBe(true); // a successor that answered just before it exited
+    expect(waiting()).toBe(false);
   });
 });
 
