@@ -234,13 +234,18 @@ export class GatewayProcess {
     clearTimeout(this.restartTimer);
     // A gateway being started now would otherwise come up after the stop, on the ports.
     await this.starting?.catch(() => {});
+    // Workers of a primary that died (and whose successor has not answered yet): they end the
+    // successor they spawned that has not answered.
+    const orphans = this.orphans();
     // None recorded lives: a dead primary's successor may answer, which its orphans brought up
     // while this control plane waited out its restart backoff (recorded nowhere yet).
     const proc = this.running ?? (await this.recordAnswering());
     if (this.socket) await this.request({ t: "exit" }).catch(() => {});
     if (proc) await stopProcess(proc);
-    // Workers of a primary that died (and whose successor has not answered yet).
-    await Promise.all(this.orphans().map((w) => stopProcess(w)));
+    await Promise.all(orphans.map((w) => stopProcess(w)));
+    // A successor that answered just as its orphans were stopped: they leave it serving.
+    const late = await this.recordAnswering();
+    if (late) await stopProcess(late);
     this.socket?.destroy();
     this.socket = undefined;
     this.settleAll();
@@ -283,11 +288,14 @@ export class GatewayProcess {
       this.log(`gateway pid ${dead} died; its workers serve on: waiting for their successor`);
       const deadline = Date.now() + SUCCESSION_WAIT_MS;
       const waiting = successionPending(orphans, deadline);
-      if (await this.adoptSuccessor(dead, waiting)) return;
+      // Not while the control plane stops (`stop` ends the orphans, and their successor).
+      if (await this.adoptSuccessor(dead, () => !this.detached && waiting())) return;
+      if (this.detached) throw new Error("the control plane is stopping");
       // None answered: the orphans, still holding the ports, go for a new gateway.
       this.log(`no successor answered: ending the gateway's workers and starting a new one`);
       await Promise.all(this.orphans().map((w) => stopProcess(w)));
     }
+    if (this.detached) throw new Error("the control plane is stopping");
     await this.spawnGateway();
   }
 
