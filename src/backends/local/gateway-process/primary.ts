@@ -52,7 +52,8 @@ export const NO_CONTROL_PLANE =
   "the control plane is not running, and only it starts apps: any caravan command (e.g. caravan server start) starts it";
 /**
  * Why a request for an app with no replica gets 503 while its worker is orphaned (the primary
- * died; its successor, which asks the control plane, answers within about half a second).
+ * died; its successor, which asks the control plane, answers within about half a second, or
+ * up to 30 s when primaries keep dying young: `successionBackoff`).
  */
 export const SUCCESSION_PENDING =
   "the gateway is restarting (its primary exited) and cannot start the app right now: try again in a moment";
