@@ -560,20 +560,21 @@ export function successionPending(
 /**
  * While a gateway asked to hand over (`predecessor`) may still bring up its successor: it is
  * alive (it exits when the successor failed to start: nothing is left to wait for), until
- * `deadline`. Once more after it is gone: it also exits once its successor answers.
+ * `deadline`; and `graceMs` after it is seen gone: it also exits once its successor answers.
  */
 export function handoverPending(
   predecessor: Proc,
   deadline: number,
   alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
+  graceMs = 1_000,
 ): () => boolean {
-  let lastLook = true;
+  let goneAt: number | undefined;
   return () => {
-    if (Date.now() >= deadline) return false;
+    const now = Date.now();
+    if (now >= deadline) return false;
     if (alive(predecessor)) return true;
-    const again = lastLook;
-    lastLook = false;
-    return again;
+    goneAt ??= now;
+    return now - goneAt <= graceMs;
   };
 }
 

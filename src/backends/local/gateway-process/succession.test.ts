@@ -113,9 +113,10 @@ describe("the control plane's wait for a handover", () => {
     expect(handoverPending(me, Date.now() - 1)()).toBe(false);
   });
 
-  it("stops waiting once it is gone (its successor failed to start), after one more look", () => {
-    const waiting = handoverPending(deadProcess(), Date.now() + 60_000);
-    expect(waiting()).toBe(true); // a successor that answered just before it exited
+  it("stops waiting once it is gone (its successor failed to start), after a grace for one that answered as it exited", async () => {
+    const waiting = handoverPending(deadProcess(), Date.now() + 60_000, undefined, 0);
+    expect(waiting()).toBe(true);
+    await new Promise((r) => setTimeout(r, 5));
     expect(waiting()).toBe(false);
   });
 });
