@@ -37,6 +37,10 @@ export interface RunOptions {
 
 /** How long one request may hold for a run to finish before the client asks again. */
 const WAIT_MS = 25_000;
+/** How often a waiting run looks for the control plane again when it is unreachable. */
+const RECONNECTS = 3;
+/** The pause before the second look, doubled before the third. */
+const RECONNECT_PAUSE_MS = 250;
 
 /**
  * Runs a task on the control plane and returns its output. A failure throws `TASK_FAILED`
@@ -106,14 +110,19 @@ export async function runTask(
     requestId: randomUUID(),
   };
   // The control plane this process knew may have gone (restarted, or stopped): find the
-  // current one once, starting it if need be, and ask again.
+  // current one, starting it if need be, and ask again. One dying under the call still looks
+  // alive for a moment and its port may still take a connection (then resets it): so looked
+  // up again a few times, a moment apart, before giving up.
   const retried = async <T>(call: (b: Backend) => Promise<T>): Promise<T> => {
-    try {
-      return await call(backend);
-    } catch (e) {
-      if (!connection.reconnect || (e as CaravanError).code !== "SERVER_UNREACHABLE") throw e;
-      backend = await connection.reconnect();
-      return call(backend);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call(backend);
+      } catch (e) {
+        const unreachable = (e as CaravanError).code === "SERVER_UNREACHABLE";
+        if (!connection.reconnect || !unreachable || attempt === RECONNECTS) throw e;
+        if (attempt > 0) await new Promise((r) => setTimeout(r, RECONNECT_PAUSE_MS * attempt));
+        backend = await connection.reconnect();
+      }
     }
   };
   try {
