@@ -184,6 +184,7 @@ describe("GatewayProcess", () => {
       const gateway = new GatewayProcess(paths, store, hooks);
       planes.push(gateway);
       await gateway.adopt();
+      await until(() => older.received().includes("handover"));
       expect(older.received()).toEqual(["handover"]);
       expect(gateway.running?.pid).toBe(older.successor());
       expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
@@ -207,9 +208,12 @@ describe("GatewayProcess", () => {
       expect(gateway.running?.pid).toBe(successor.child.pid);
       await gateway.open("p/d/first", await ports(), options);
       // Not taken for a gateway it started: no `sync` listing only the first app re-opened.
+      // (The stand-in prints what it received: its line may come after its answer.)
+      await until(() => successor.received().includes("open"));
       expect(successor.received()).toEqual(["hello", "open"]);
       expect(existsSync(gatewayLog(home))).toBe(false); // no gateway was spawned
       await gateway.reconcile();
+      await until(() => successor.received().includes("sync"));
       expect(successor.received()).toEqual(["hello", "open", "sync"]);
       gateway.detach();
     } finally {
