@@ -13,13 +13,13 @@
  * request gets 503.
  *
  * Started as `node main.js` (from dist/, or from the runtime bundle when caravan runs from its
- * sources) with `CARAVAN_HOME` set, and `CARAVAN_GATEWAY_WORKERS` (default: the cores, at
- * least 2 so that one worker's crash leaves another accepting, at most 4). The same entry is
- * a worker with `CARAVAN_GATEWAY_WORKER` set, and a successor when spawned with an IPC channel.
+ * sources) with `CARAVAN_HOME` set, and `CARAVAN_GATEWAY_WORKERS` (default: `defaultWorkers`).
+ * The same entry is a worker with `CARAVAN_GATEWAY_WORKER` set, and a successor when spawned
+ * with an IPC channel.
  */
 import { availableParallelism } from "node:os";
 import { homePaths } from "../home.ts";
-import { runPrimary } from "./primary.ts";
+import { defaultWorkers, runPrimary } from "./primary.ts";
 import { inheritance } from "./succession.ts";
 import { WORKER_ENV } from "./protocol.ts";
 import { runWorker } from "./worker.ts";
@@ -30,7 +30,7 @@ if (!process.env[WORKER_ENV]) {
   const workers =
     Number.isInteger(wanted) && wanted > 0
       ? Math.min(wanted, 64)
-      : Math.max(2, Math.min(4, availableParallelism()));
+      : defaultWorkers(availableParallelism());
   await runPrimary(paths, workers, await inheritance());
 } else {
   runWorker(paths);

@@ -68,6 +68,18 @@ export const REPORT_BACKLOG_BYTES = 1 << 20;
 /** How long a successor may take to answer on the channel socket before the handover fails. */
 const HANDOVER_TIMEOUT_MS = 15_000;
 
+/**
+ * Workers when `CARAVAN_GATEWAY_WORKERS` does not say: one core is left to the apps behind the
+ * gateway and whatever calls them (at most 4 workers). On 2 cores two workers competing with
+ * the app and the load for the same cores cost ~30 % more CPU per request and ~1.5× the p99 of
+ * one (bench/RESULTS.md, "One gateway worker on two cores"). A single worker's crash loses
+ * what it had in flight; new connections wait in the listening socket's queue (the primary
+ * holds it) until its replacement accepts, they are not refused.
+ */
+export function defaultWorkers(cores: number): number {
+  return Math.max(1, Math.min(4, cores - 1));
+}
+
 type WithoutId<T> = T extends { id: number } ? Omit<T, "id"> : never;
 
 interface WorkerSlot {
