@@ -117,7 +117,7 @@ export class ClientConnection implements ClientSide {
       pub,
       route.ports.internal,
       sessionCookie(route.ports.public),
-      route.traced,
+      route.traceNext(),
     );
     if (
       head.body !== BODY_NONE ||

@@ -942,6 +942,31 @@ describe("Gateway: traces", () => {
     expect(off.spans).toHaveLength(1);
   });
 
+  it("past the span budget (traceable: false) a request is forwarded untraced, on both client paths", async () => {
+    let budget = 1;
+    const asked: number[] = [];
+    const { gw, internal, pub, spans, replicaPort } = await traced(OPEN, {
+      traceable: () => {
+        asked.push(budget);
+        return budget-- > 0;
+      },
+    });
+    gw.addReplica("app", { id: "r1", port: replicaPort });
+    const traceparent = `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01`;
+    const first = await call(internal, "/", { headers: { traceparent } });
+    expect(TRACEPARENT.exec(first.body)![2]).not.toBe(CLIENT_SPAN);
+    // Over budget: the header as it came, no ids made, no span.
+    expect((await call(internal, "/", { headers: { traceparent } })).body).toBe(traceparent);
+    expect((await call(internal)).body).toBe("none");
+    const post = await call(pub, "/", { method: "POST", headers: { traceparent }, body: "b" });
+    expect(post.body).toBe(traceparent);
+    await until(() => spans.length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(spans).toHaveLength(1);
+    // Asked once per request, as its head was read.
+    expect(asked).toHaveLength(4);
+  });
+
   it("a request that waited for a wake-up says how long; 5xx answers are errors", async () => {
     const started = deferred();
     const { gw, internal, spans, replicaPort } = await traced(OPEN, {

@@ -78,6 +78,12 @@ export interface GatewayHooks extends AuthHooks {
    * the gateway neither records spans nor touches `traceparent` (no cost).
    */
   recordSpan?: RecordSpan;
+  /**
+   * Asked as a traced app's request is read: false forwards it untraced (no ids, its
+   * `traceparent` as it came, no span). A budget of spans decided before any work is done
+   * for them, rather than spans made and then dropped; absent, every request is traced.
+   */
+  traceable?(): boolean;
 }
 
 export interface AppLoad {
@@ -130,7 +136,7 @@ export class Gateway {
         old.servers = [];
       })();
     } else {
-      route = new Route(app, ports, options, this.hooks.wake, this.hooks.recordSpan);
+      route = new Route(app, ports, options, this.hooks);
       this.routes.set(app, route);
       // Idle upstream connections past their keep-alive time are closed once a second.
       this.sweeper ??= setInterval(() => this.sweep(), 1000).unref();
@@ -427,7 +433,7 @@ export class Gateway {
     const client = req.socket.remoteAddress ?? "";
     const session = sessionCookie(route.ports.public);
     // An upgrade (a WebSocket) is not traced: its tunnel has no response to end a span.
-    const traced = !upgrade && route.traced;
+    const traced = !upgrade && route.traceNext();
     return requestHead(req, client, upgrade, pub, route.ports.internal, session, traced);
   }
 }

@@ -20,6 +20,14 @@ export interface RouteOptions {
 /** Starts an app with no ready replica (see `GatewayHooks.wake`). */
 export type Wake = (app: string) => Promise<void>;
 
+/** What a route takes of the gateway's hooks (`GatewayHooks`, which say what each does). */
+export interface RouteHooks {
+  wake?: Wake;
+  /** Where the spans of its requests go (none: the gateway records none). */
+  recordSpan?: RecordSpan;
+  traceable?(): boolean;
+}
+
 export class ReplicaState {
   readonly pool: Pool;
   inFlight = 0;
@@ -69,22 +77,31 @@ export class Route {
   waking = false;
   lastActiveAt = Date.now();
   readonly traffic = new Traffic();
+  private readonly wake: Wake | undefined;
+  readonly recordSpan: RecordSpan | undefined;
+  private readonly traceable: (() => boolean) | undefined;
 
   constructor(
     readonly app: string,
     ports: { public: number; internal: number },
     options: RouteOptions,
-    private readonly wake: Wake | undefined,
-    /** Where the spans of its requests go (none: the gateway records none). */
-    readonly recordSpan: RecordSpan | undefined,
+    hooks: RouteHooks,
   ) {
     this.requested = { ...ports };
     this.options = { ...options };
+    this.wake = hooks.wake;
+    this.recordSpan = hooks.recordSpan;
+    this.traceable = hooks.traceable?.bind(hooks);
   }
 
   /** Its requests take part in traces (see `trace.ts`). */
   get traced(): boolean {
     return this.recordSpan !== undefined && this.options.tracing !== false;
+  }
+
+  /** The request being read takes part in its trace: traced, and within the span budget. */
+  traceNext(): boolean {
+    return this.traced && (this.traceable === undefined || this.traceable());
   }
 
   /** Least outstanding requests; ties go round robin, starting after the last pick. */

@@ -148,7 +148,7 @@ export const REPORT_EVERY_MS = 200;
  * At most this many spans per report (2,500 a second): the telemetry writer keeps no more
  * than that anyway, and serialising every span at saturation would cost both processes.
  */
-export const MAX_SPANS_PER_REPORT = 500;
+export const MAX_SPANS_PER_REPORT = 100;
 
 /** The longest path a unix socket can have on Linux (`sun_path`: 108 bytes with its NUL). */
 const MAX_SOCKET_PATH = 107;

@@ -114,6 +114,8 @@ export function runWorker(paths: HomePaths): void {
   const apps = new Set<string>();
   let spans: [string, GatewaySpan][] = [];
   let spansDropped = 0;
+  /** Requests traced since the last report. */
+  let traced = 0;
   // Its share of what one report may carry: what the primary would drop is never serialised.
   const maxSpans = Math.ceil(
     MAX_SPANS_PER_REPORT / Math.max(1, Number(process.env.CARAVAN_GATEWAY_WORKERS) || 1),
@@ -133,6 +135,15 @@ export function runWorker(paths: HomePaths): void {
       recordSpan: (app, span) => {
         if (spans.length >= maxSpans) spansDropped++;
         else spans.push([app, span]);
+      },
+      // The budget is spent as requests are read: past it, a request costs no span work.
+      traceable: () => {
+        if (traced >= maxSpans) {
+          spansDropped++;
+          return false;
+        }
+        traced++;
+        return true;
       },
     },
     {
@@ -197,6 +208,7 @@ export function runWorker(paths: HomePaths): void {
     tell({ t: "report", apps: out, spans, spansDropped });
     spans = [];
     spansDropped = 0;
+    traced = 0;
   };
 
   /** Serves exactly `routes`: others close; replicas no longer listed drain. */
