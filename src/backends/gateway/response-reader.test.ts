@@ -190,6 +190,31 @@ describe("the response reader", () => {
     );
   });
 
+  it("keeps nothing of a chunk after read returns: bytes come through one reused buffer", () => {
+    fc.assert(
+      fc.property(response, fc.integer({ min: 1, max: 64 }), (r, size) => {
+        const bytes = encode(r);
+        // As an upstream connection reads: every chunk in the same buffer, overwritten next.
+        const shared = Buffer.alloc(size);
+        const kept: Buffer[] = [];
+        const { t, reader, sink } = harness();
+        const onBody = sink.onBody.bind(sink);
+        const onEnd = sink.onEnd.bind(sink);
+        // A sink that holds on to what it is given (as a socket write still queued does).
+        sink.onBody = (data) => (kept.push(data), onBody(Buffer.alloc(0)));
+        sink.onEnd = (last) => (last && kept.push(last), onEnd(undefined));
+        for (let at = 0; at < bytes.length && reader.sink !== undefined; at += size) {
+          const n = bytes.copy(shared, 0, at, at + size);
+          reader.read(shared.subarray(0, n));
+          shared.fill(0x58);
+        }
+        t.body = Buffer.concat(kept);
+        expect(t).toEqual(read([bytes]));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
   it("reads response after response on one connection (a keep-alive reader is reused)", () => {
     fc.assert(
       fc.property(

@@ -5,6 +5,8 @@
  * `read`, the response goes to the exchange's `ResponseSink`, and what concerns the connection
  * (pause, complete, invalid, drop) to its `ConnectionEvents` — so it can be tested alone.
  * The apps behind it are caravan's own processes; anything unexpected from them is invalid.
+ * A chunk given to `read` is used during the call only (upstream connections read into one
+ * shared buffer): what the reader keeps or hands to its sink is a copy.
  */
 import { DROP_RESPONSE, hopTokens } from "./hop-by-hop.ts";
 
@@ -112,7 +114,7 @@ export class ResponseReader {
           const end = chunk.indexOf(CRLFCRLF, i);
           if (end < 0) {
             if (n - i > MAX_HEAD) return this.conn.invalid("response head too large");
-            this.partial = chunk.subarray(i);
+            this.partial = Buffer.from(chunk.subarray(i));
             return;
           }
           const headStart = i;
@@ -129,7 +131,7 @@ export class ResponseReader {
         case CHUNK_DATA: {
           const available = n - i;
           const take = available < this.remaining ? available : this.remaining;
-          const data = take === n ? chunk : chunk.subarray(i, i + take);
+          const data = Buffer.from(take === n ? chunk : chunk.subarray(i, i + take));
           i += take;
           this.remaining -= take;
           if (this.remaining > 0 || this.state === CHUNK_DATA) {
@@ -171,7 +173,7 @@ export class ResponseReader {
           break;
         }
         case UNTIL_CLOSE: {
-          if (!sink.onBody(i === 0 ? chunk : chunk.subarray(i))) this.conn.pause();
+          if (!sink.onBody(Buffer.from(i === 0 ? chunk : chunk.subarray(i)))) this.conn.pause();
           return;
         }
         default:

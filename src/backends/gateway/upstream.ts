@@ -8,6 +8,13 @@ import type { Socket } from "node:net";
 import { ResponseReader, type ConnectionEvents, type ResponseSink } from "./response-reader.ts";
 
 const IDLE_MAX = 256;
+/**
+ * What every upstream connection reads into (`onread`): without it node allocates a 64 KiB
+ * buffer for each read and shrinks it to the bytes read (malloc, copy, free and a stream push
+ * per read). One buffer serves all: a read's bytes are handled before the next read starts,
+ * and the response reader copies whatever it keeps or hands on.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 export class UpstreamError extends Error {
   constructor(
@@ -90,9 +97,20 @@ export class Conn implements ConnectionEvents {
   private received = false;
 
   constructor(private readonly pool: Pool) {
-    const socket = connect({ host: pool.host, port: pool.port, noDelay: true });
+    const socket = connect({
+      host: pool.host,
+      port: pool.port,
+      noDelay: true,
+      onread: {
+        buffer: READ_BUFFER,
+        // Pausing is the reader's to ask for (`pause`), not the callback's answer.
+        callback: (n: number, buffer: Uint8Array) => {
+          this.onData((buffer as Buffer).subarray(0, n));
+          return true;
+        },
+      },
+    });
     this.socket = socket;
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err: NodeJS.ErrnoException) => this.fail(err));
     socket.on("close", () => this.onClose());
   }
@@ -119,6 +137,7 @@ export class Conn implements ConnectionEvents {
     this.sending = false;
   }
 
+  /** `chunk` is a view of the shared read buffer: valid during this call only. */
   private onData(chunk: Buffer): void {
     if (this.reader.sink === undefined) {
       // Bytes nobody asked for: the connection is out of step.
