@@ -26,6 +26,7 @@ import {
   PROTOCOL,
   PendingRequests,
   REPORT_EVERY_MS,
+  STANDBY_ENV,
   WORKER_ENV,
   helloAt,
   readMessages,
@@ -72,9 +73,9 @@ const HANDOVER_TIMEOUT_MS = 15_000;
  * Workers when `CARAVAN_GATEWAY_WORKERS` does not say: one core is left to the apps behind the
  * gateway and whatever calls them (at most 4 workers). On 2 cores two workers competing with
  * the app and the load for the same cores cost ~30 % more CPU per request and ~1.5× the p99 of
- * one (bench/RESULTS.md, "One gateway worker on two cores"). A single worker's crash loses
- * what it had in flight; new connections wait in the listening socket's queue (the primary
- * holds it) until its replacement accepts, they are not refused.
+ * one (bench/RESULTS.md, "One gateway worker on two cores"). A single worker has a standby
+ * (`STANDBY_ENV`: it costs memory, no CPU): should it die, the standby accepts at once,
+ * instead of new connections waiting in the sockets' queues for a new process to start.
  */
 export function defaultWorkers(cores: number): number {
   return Math.max(1, Math.min(4, cores - 1));
@@ -89,6 +90,8 @@ interface WorkerSlot {
   startedAt: number;
   latest: Record<string, WorkerApp>;
   pending: PendingRequests;
+  /** Synced, holding the sockets, accepting on none until told (`accept`). */
+  standby: boolean;
 }
 
 /**
@@ -161,17 +164,18 @@ export async function runPrimary(
     controlPlane && send(controlPlane, { t: "workers", workers: workers() });
 
   /** Resolves once the worker serves the whole state (or has exited). */
-  const fork = (): Promise<void> => {
-    const worker = forkProcess(process.argv[1] ?? "", [], {
+  const fork = (standby = false): Promise<void> => {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
       // Told how many they are: each sends its share of the spans a report may carry.
       // And when it started: should it die young, they throttle its succession.
-      env: {
-        ...process.env,
-        CARAVAN_GATEWAY_WORKERS: String(workerCount),
-        [WORKER_ENV]: "1",
-        [PRIMARY_SINCE_ENV]: String(startedAt),
-      },
-    });
+      CARAVAN_GATEWAY_WORKERS: String(workerCount),
+      [WORKER_ENV]: "1",
+      [PRIMARY_SINCE_ENV]: String(startedAt),
+    };
+    if (standby) env[STANDBY_ENV] = "1";
+    else delete env[STANDBY_ENV];
+    const worker = forkProcess(process.argv[1] ?? "", [], { env });
     if (worker.pid === undefined) return Promise.resolve(); // 'exit' follows
     const slot: WorkerSlot = {
       worker,
@@ -179,6 +183,7 @@ export async function runPrimary(
       startedAt: Date.now(),
       latest: {},
       pending: new PendingRequests(),
+      standby,
     };
     slots.set(worker.pid, slot);
     let synced = () => {};
@@ -218,11 +223,21 @@ export async function runPrimary(
         );
       if (exiting) return;
       workersChanged();
+      // A standby takes the dead worker's place at once; the new one stands by instead.
+      let replacement = slot.standby ? "standby" : "worker";
+      const spare = slot.standby
+        ? undefined
+        : [...slots.values()].find((s) => s.standby && s.ready);
+      if (spare && toWorker(spare, { t: "accept" })) {
+        spare.standby = false;
+        replacement = "standby";
+        log(`worker ${worker.pid} exited: its standby ${spare.worker.pid} accepts`);
+      }
       const young = Date.now() - slot.startedAt < STABLE_AFTER_MS;
       const delay = young ? respawnDelay : 0;
       respawnDelay = young ? Math.min(BACKOFF_MAX_MS, respawnDelay * 2) : BACKOFF_FIRST_MS;
-      log(`worker ${worker.pid} exited (${signal ?? code}); a new one in ${delay} ms`);
-      setTimeout(() => exiting || void fork(), delay);
+      log(`worker ${worker.pid} exited (${signal ?? code}); a new ${replacement} in ${delay} ms`);
+      setTimeout(() => exiting || void fork(replacement === "standby"), delay);
     });
     return serving;
   };
@@ -516,6 +531,8 @@ export async function runPrimary(
   // their successor answered): left, they would count against a reused pid's attempts.
   clearElections(paths.home);
   broadcast({ t: "serving" });
+  // Forked once this gateway serves, so that it does not slow its start.
+  if (workerCount === 1) void fork(true);
   setInterval(() => report(), REPORT_EVERY_MS);
   // A removed home (a finished `caravan serve`, a test's temporary home): nothing to serve.
   setInterval(

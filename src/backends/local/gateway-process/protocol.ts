@@ -126,7 +126,9 @@ export type ToWorker =
    * Its primary answers on the channel socket: only then may the worker, orphaned, see to a
    * succession (one that died before would race its own spawner's next attempt).
    */
-  | { t: "serving" };
+  | { t: "serving" }
+  /** A standby (`STANDBY_ENV`) starts accepting: the worker it stood by for died. */
+  | { t: "accept" };
 export type FromWorker =
   | { t: "ready" }
   | { t: "listen"; id: number; host: string; port: number }
@@ -141,12 +143,20 @@ export type FromWorker =
 
 /** Marks a gateway worker's environment (the same entry, main.ts, runs the primary). */
 export const WORKER_ENV = "CARAVAN_GATEWAY_WORKER";
+/**
+ * Marks a standby worker: it keeps the whole state and a copy of every listening socket but
+ * accepts on none until its primary says `accept` — when the one worker that did dies.
+ */
+export const STANDBY_ENV = "CARAVAN_GATEWAY_STANDBY";
 
 /** How often the gateway pushes load, stats and spans (the autoscaler looks every 200 ms). */
 export const REPORT_EVERY_MS = 200;
 /**
- * At most this many spans per report (2,500 a second): the telemetry writer keeps no more
- * than that anyway, and serialising every span at saturation would cost both processes.
+ * At most this many spans per report (500 a second), the workers' budget shared among them
+ * and spent as requests are read (`GatewayHooks.traceable`): a fifth of what the telemetry
+ * writer keeps (2,500 a second), the rest left to the apps' own spans of those traces. At
+ * saturation 2,500 gateway spans a second cost ~4 µs of CPU a request (made, serialised twice,
+ * stored) and doubled the p99 (bench/RESULTS.md, "One gateway worker on two cores").
  */
 export const MAX_SPANS_PER_REPORT = 100;
 

@@ -19,6 +19,7 @@ import type { ListenHandle } from "./listeners.ts";
 import {
   MAX_SPANS_PER_REPORT,
   REPORT_EVERY_MS,
+  STANDBY_ENV,
   WORKER_ENV,
   helloAt,
   socketPath,
@@ -81,8 +82,11 @@ export function runWorker(paths: HomePaths): void {
   const sockets = new Map<string, { host: string; port: number; server: Server }>();
   const listening = new Map<
     number,
-    { server: Server; resolve: (port: number) => void; reject: (e: Error) => void }
+    { server: Server; port: number; resolve: (port: number) => void; reject: (e: Error) => void }
   >();
+  /** A standby accepts on no socket until `accept`; meanwhile it holds them here. */
+  let standby = process.env[STANDBY_ENV] === "1";
+  const held = new Map<Server, { port: number; handle: ListenHandle }>();
   let nextListen = 1;
   let leaving = false;
   /**
@@ -153,6 +157,7 @@ export function runWorker(paths: HomePaths): void {
           const id = nextListen++;
           listening.set(id, {
             server,
+            port,
             resolve: (actual) => {
               const key = `${host}:${port}`;
               sockets.set(key, { host, port, server });
@@ -177,11 +182,37 @@ export function runWorker(paths: HomePaths): void {
     listening.delete(m.id);
     if (!asked) return handle?.close();
     if (m.error !== undefined || !handle) return asked.reject(new Error(m.error ?? "no socket"));
+    // A port asked for as 0 is only known once listened on: that one a standby accepts on.
+    if (standby && asked.port !== 0) {
+      held.set(asked.server, { port: asked.port, handle });
+      return asked.resolve(asked.port);
+    }
     asked.server.once("error", asked.reject);
     asked.server.listen(handle, () => {
       asked.server.off("error", asked.reject);
       asked.resolve((asked.server.address() as { port: number }).port);
     });
+  };
+
+  /** A standby takes over: it accepts on the sockets of the routes it serves now. */
+  const accept = (why: string) => {
+    if (!standby) return;
+    standby = false;
+    const inUse = new Set([...routes.values()].flatMap((r) => [r.ports.public, r.ports.internal]));
+    let count = 0;
+    for (const [server, { port, handle }] of held) {
+      // One whose route closed or moved since (never listened on, its close did nothing).
+      const current = [...sockets.values()].some((s) => s.server === server);
+      if (!current || !inUse.has(port)) {
+        handle.close();
+        continue;
+      }
+      count++;
+      server.listen(handle);
+      server.once("error", (e) => log(`accepting on port ${port}: ${e.message}`));
+    }
+    held.clear();
+    log(`accepting on ${count} sockets: ${why}`);
   };
 
   /** Another process serves now: stop accepting, let the connections finish, exit. */
@@ -284,6 +315,8 @@ export function runWorker(paths: HomePaths): void {
       case "serving":
         primaryServes = true;
         return;
+      case "accept":
+        return accept("the worker it stood by for died");
       case "exit":
         leaving = true;
         await gateway.closeAll();
@@ -310,6 +343,8 @@ export function runWorker(paths: HomePaths): void {
     // A successor that died before it answered: its spawner's next attempt succeeds it, not
     // an election of these workers (two successors then, one recorded nowhere).
     if (!primaryServes) return void retire("its primary died before it answered");
+    // Orphaned, it serves (and may see to the succession) as any worker does.
+    accept("its primary died");
     const backoff = successionBackoff(process.env, Date.now());
     log(
       `its primary died: serving on until a successor answers` +
