@@ -356,6 +356,17 @@ describe("GatewayProcess", () => {
     expect(await (await fetch(`http://127.0.0.1:${p.internal}/`)).text()).toBe("from the app");
   });
 
+  it("starts no gateway for a home removed meanwhile, and does not make it again", async () => {
+    const gateway = new GatewayProcess(paths, store, hooks);
+    planes.push(gateway);
+    rmSync(home, { recursive: true, force: true });
+    await expect(gateway.open("p/d/app", await ports(), options)).rejects.toThrow(
+      `${home} was removed: no gateway is started for it`,
+    );
+    expect(gateway.running).toBeUndefined();
+    expect(existsSync(home)).toBe(false);
+  });
+
   it("drops the channel to a gateway that does not answer a request (stuck), instead of waiting for ever", async () => {
     // A stand-in gateway that greets with the current protocol, then never answers.
     const stuck = spawn(

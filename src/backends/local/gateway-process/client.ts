@@ -369,6 +369,11 @@ export class GatewayProcess {
   }
 
   private async spawnGateway(): Promise<void> {
+    // A home removed under this control plane (a finished `caravan serve`'s, a test's): a
+    // gateway started now would make parts of it again (its runtime copy, its log) and so
+    // never see it gone, serving on for no one.
+    if (!existsSync(this.paths.db))
+      throw new Error(`${this.paths.home} was removed: no gateway is started for it`);
     const { command, env } = await this.gatewayCommand();
     const log = openSync(gatewayLog(this.paths.home), "a");
     let child;
