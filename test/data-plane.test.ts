@@ -105,7 +105,7 @@ const standbyPids = (sb: Sandbox) =>
 const allWorkers = (sb: Sandbox, count: number) =>
   eventually(() => {
     const pids = gatewayPids(sb, true);
-    return pids.length === count + (count === 1 ? 1 : 0) && pids;
+    return pids.length === count + (count === 1 ? 1 : 0) ? pids : undefined;
   });
 
 /** The gateway's pid the control plane recorded (the one it adopted or started). */
@@ -334,6 +334,9 @@ describe("the data plane outlives the control plane", () => {
       const standby = standbyPids(sb);
       expect(standby).toHaveLength(count === 1 ? 1 : 0);
       const victim = workers.find((pid) => !standby.includes(pid))!;
+      const said = () => readFileSync(join(sb.home, "gateway.log"), "utf8");
+      // Given the whole state (and so the sockets) before the kill.
+      if (count === 1) await eventually(() => said().includes(`standby ${standby[0]} synced`));
       const clients = 4;
       const load = traffic(targets, clients);
       await load.more();
@@ -347,7 +350,6 @@ describe("the data plane outlives the control plane", () => {
       // for a new process). Then a new worker (or standby) takes its place; the primary (and
       // so the adopted gateway) is the same.
       if (count === 1) {
-        const said = () => readFileSync(join(sb.home, "gateway.log"), "utf8");
         await eventually(() => said().includes(`its standby ${standby[0]} accepts`));
         expect(said()).toMatch(
           new RegExp(`gateway worker ${standby[0]}\\] \\S+ accepting on 4 sockets`),

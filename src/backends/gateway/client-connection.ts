@@ -126,11 +126,15 @@ export class ClientConnection implements ClientSide {
       refusal(route.app, pub, pub ? route.ports.public : route.ports.internal, head) ||
       !authorized(hooks, route, pub, head)
     ) {
+      route.untrace(head); // node's path asks again
       return this.handOver();
     }
     const replica = route.pick();
     // Waiting for a replica (a wake-up) is node's path's: this connection serves only now.
-    if (replica === undefined) return this.handOver();
+    if (replica === undefined) {
+      route.untrace(head);
+      return this.handOver();
+    }
     this.buffered = end + 4 < bytes.length ? bytes.subarray(end + 4) : undefined;
     if (this.socket.isPaused()) this.socket.resume();
     this.pending = "";

@@ -942,29 +942,52 @@ describe("Gateway: traces", () => {
     expect(off.spans).toHaveLength(1);
   });
 
-  it("past the span budget (traceable: false) a request is forwarded untraced, on both client paths", async () => {
-    let budget = 1;
-    const asked: number[] = [];
-    const { gw, internal, pub, spans, replicaPort } = await traced(OPEN, {
-      traceable: () => {
-        asked.push(budget);
-        return budget-- > 0;
+  it("spends the span budget as requests are read: past it a request goes untraced; one not forwarded (a 401) gives its share back", async () => {
+    let left = 1;
+    const asked: string[] = [];
+    const spanBudget = {
+      take: () => {
+        const ok = left > 0;
+        if (ok) left--;
+        asked.push(`take:${ok}`);
+        return ok;
       },
-    });
+      give: (wasTraced: boolean) => {
+        asked.push(`give:${wasTraced}`);
+        if (wasTraced) left++;
+      },
+    };
+    const { gw, internal, pub, spans, replicaPort } = await traced(
+      { requiresAuth: true, requestTimeoutMs: 0 },
+      { spanBudget, authorize: (token) => token === "good" },
+    );
     gw.addReplica("app", { id: "r1", port: replicaPort });
     const traceparent = `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01`;
+    // Refused on the fast path, then by node's: each gives back what it took.
+    expect((await call(pub, "/", { headers: { traceparent } })).status).toBe(401);
     const first = await call(internal, "/", { headers: { traceparent } });
     expect(TRACEPARENT.exec(first.body)![2]).not.toBe(CLIENT_SPAN);
-    // Over budget: the header as it came, no ids made, no span.
+    // Over budget: the header as it came, no ids made, no span, on both client paths.
     expect((await call(internal, "/", { headers: { traceparent } })).body).toBe(traceparent);
     expect((await call(internal)).body).toBe("none");
-    const post = await call(pub, "/", { method: "POST", headers: { traceparent }, body: "b" });
+    const post = await call(pub, "/", {
+      method: "POST",
+      headers: { traceparent, authorization: "Bearer good" },
+      body: "b",
+    });
     expect(post.body).toBe(traceparent);
+    expect((await call(pub)).status).toBe(401);
     await until(() => spans.length === 1);
     await new Promise((r) => setTimeout(r, 50));
     expect(spans).toHaveLength(1);
-    // Asked once per request, as its head was read.
-    expect(asked).toHaveLength(4);
+    expect(asked).toEqual([
+      ...["take:true", "give:true", "take:true", "give:true"],
+      "take:true",
+      "take:false",
+      "take:false",
+      "take:false",
+      ...["take:false", "give:false", "take:false", "give:false"],
+    ]);
   });
 
   it("a request that waited for a wake-up says how long; 5xx answers are errors", async () => {

@@ -79,11 +79,13 @@ export interface GatewayHooks extends AuthHooks {
    */
   recordSpan?: RecordSpan;
   /**
-   * Asked as a traced app's request is read: false forwards it untraced (no ids, its
-   * `traceparent` as it came, no span). A budget of spans decided before any work is done
-   * for them, rather than spans made and then dropped; absent, every request is traced.
+   * A budget of spans, spent before any work is done for them rather than spans made and then
+   * dropped; absent, every request of a traced app is traced. `take` is asked as a traced
+   * app's request is read: false forwards it untraced (no ids, its `traceparent` as it came, no
+   * span). `give` undoes that ask for a request not forwarded after all (refused, 401, or
+   * handed to node's http server, which asks again): `wasTraced`, what `take` answered.
    */
-  traceable?(): boolean;
+  spanBudget?: { take(): boolean; give(wasTraced: boolean): void };
 }
 
 export interface AppLoad {
@@ -370,6 +372,7 @@ export class Gateway {
     const head = this.head(route, req, false, pub);
     const refused = refusal(route.app, pub, pub ? route.ports.public : route.ports.internal, head);
     if (refused) {
+      route.untrace(head);
       const body = refusalBody(refused[1]);
       res.writeHead(refused[0], {
         "content-type": "application/json; charset=utf-8",
@@ -380,6 +383,7 @@ export class Gateway {
       return;
     }
     if (!authorized(this.hooks, route, pub, head)) {
+      route.untrace(head);
       const body = unauthorizedBody(route.app);
       res.writeHead(401, {
         "content-type": "application/json; charset=utf-8",

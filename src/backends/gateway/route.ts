@@ -25,7 +25,7 @@ export interface RouteHooks {
   wake?: Wake;
   /** Where the spans of its requests go (none: the gateway records none). */
   recordSpan?: RecordSpan;
-  traceable?(): boolean;
+  spanBudget?: { take(): boolean; give(wasTraced: boolean): void };
 }
 
 export class ReplicaState {
@@ -79,7 +79,7 @@ export class Route {
   readonly traffic = new Traffic();
   private readonly wake: Wake | undefined;
   readonly recordSpan: RecordSpan | undefined;
-  private readonly traceable: (() => boolean) | undefined;
+  private readonly spanBudget: RouteHooks["spanBudget"];
 
   constructor(
     readonly app: string,
@@ -91,7 +91,7 @@ export class Route {
     this.options = { ...options };
     this.wake = hooks.wake;
     this.recordSpan = hooks.recordSpan;
-    this.traceable = hooks.traceable?.bind(hooks);
+    this.spanBudget = hooks.spanBudget;
   }
 
   /** Its requests take part in traces (see `trace.ts`). */
@@ -101,7 +101,12 @@ export class Route {
 
   /** The request being read takes part in its trace: traced, and within the span budget. */
   traceNext(): boolean {
-    return this.traced && (this.traceable === undefined || this.traceable());
+    return this.traced && (this.spanBudget === undefined || this.spanBudget.take());
+  }
+
+  /** A request whose head was made (`traceNext` asked) is not forwarded after all. */
+  untrace(head: { trace?: unknown }): void {
+    if (this.traced) this.spanBudget?.give(head.trace !== undefined);
   }
 
   /** Least outstanding requests; ties go round robin, starting after the last pick. */

@@ -4,8 +4,9 @@
  * version is replaced, a second control plane adopts the running one (never two).
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -354,6 +355,32 @@ describe("GatewayProcess", () => {
     expect(lines.filter((l) => l.includes("waiting for their successor"))).toEqual([]);
     expect(gateway.running?.pid).not.toBe(primary.pid);
     expect(await (await fetch(`http://127.0.0.1:${p.internal}/`)).text()).toBe("from the app");
+  });
+
+  it("with a single worker and its standby, an app closed and opened again gets its own ports back (the standby holds no socket of a closed app)", async () => {
+    const before = process.env.CARAVAN_GATEWAY_WORKERS;
+    process.env.CARAVAN_GATEWAY_WORKERS = "1";
+    try {
+      const gateway = new GatewayProcess(paths, store, hooks);
+      planes.push(gateway);
+      const p = await ports();
+      await gateway.open("p/d/app", p, options);
+      gateway.addReplica("p/d/app", replica());
+      await until(() => /standby \d+ synced/.test(readFileSync(gatewayLog(home), "utf8")));
+      await gateway.close("p/d/app");
+      // Closed: refused (a socket still held would take the connection and leave it hanging).
+      await expect(
+        new Promise((resolve, reject) =>
+          connect(p.internal, "127.0.0.1").on("connect", resolve).on("error", reject),
+        ),
+      ).rejects.toThrow(/ECONNREFUSED/);
+      await gateway.open("p/d/app", p, options);
+      gateway.addReplica("p/d/app", replica());
+      expect(await (await fetch(`http://127.0.0.1:${p.internal}/`)).text()).toBe("from the app");
+    } finally {
+      if (before === undefined) delete process.env.CARAVAN_GATEWAY_WORKERS;
+      else process.env.CARAVAN_GATEWAY_WORKERS = before;
+    }
   });
 
   it("starts no gateway for a home removed meanwhile, and does not make it again", async () => {

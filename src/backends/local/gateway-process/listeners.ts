@@ -12,6 +12,8 @@ import { getSystemErrorName } from "node:util";
 export interface ListenHandle {
   readonly fd: number;
   close(): void;
+  /** Fills `out` with the bound address; an error code (negative) if the bind failed. */
+  getsockname(out: { port?: number }): number;
 }
 
 /** node's (undocumented, stable since node 0.x) constructor of a server's handle, as node:cluster binds with. */
@@ -41,6 +43,15 @@ export class Listeners {
     const handle = createServerHandle(host, port, net.isIPv6(host) ? 6 : 4);
     if (typeof handle === "number") {
       const code = getSystemErrorName(handle);
+      throw Object.assign(new Error(`listen ${code}: ${host}:${port}`), { code });
+    }
+    // libuv keeps a TCP bind's failure (a port in use) for the listen, which a worker does on
+    // its copy of the socket: there, unbound, it would listen on a port of the kernel's choice.
+    const bound: { port?: number } = {};
+    const failed = handle.getsockname(bound);
+    if (failed !== 0 || (port !== 0 && bound.port !== port)) {
+      handle.close();
+      const code = failed !== 0 ? getSystemErrorName(failed) : "EADDRINUSE";
       throw Object.assign(new Error(`listen ${code}: ${host}:${port}`), { code });
     }
     this.handles.set(key(host, port), { host, port, handle });

@@ -4,7 +4,8 @@
  * (listeners.ts), and forks the workers that serve (worker.ts). It binds each listening socket
  * once and hands it to every worker, which accept for themselves (no connection passes
  * through the primary). A worker that dies costs only its own connections: the others keep
- * accepting on the same sockets, and a new worker is forked and given the whole state. A
+ * accepting on the same sockets (a single worker's standby starts to), and a new worker is
+ * forked and given the whole state. A
  * primary that dies costs nothing: its workers serve on and see to its succession; a newer
  * control plane has it hand over to a newer gateway (succession.ts).
  *
@@ -176,7 +177,10 @@ export async function runPrimary(
     if (standby) env[STANDBY_ENV] = "1";
     else delete env[STANDBY_ENV];
     const worker = forkProcess(process.argv[1] ?? "", [], { env });
-    if (worker.pid === undefined) return Promise.resolve(); // 'exit' follows
+    // A send that races the channel's closing, or a fork that failed, must not become an
+    // uncaught 'error' (which would end the primary, and every listener with it).
+    worker.on("error", (e) => log(`worker ${worker.pid ?? "(not started)"}: ${e.message}`));
+    if (worker.pid === undefined) return Promise.resolve();
     const slot: WorkerSlot = {
       worker,
       ready: false,
@@ -198,13 +202,11 @@ export async function runPrimary(
         .finally(() => {
           // After the sync, in order: a respawned worker of a primary that serves.
           if (channel.listening) toWorker(slot, { t: "serving" });
+          if (slot.standby) log(`standby ${worker.pid} synced`);
           synced();
           workersChanged();
         });
     });
-    // A send that races the channel's closing must not become an uncaught 'error' (which
-    // would end the primary, and every listener with it).
-    worker.on("error", (e) => log(`worker ${worker.pid}: ${e.message}`));
     // Its channel closes a little before it exits: from then on it takes nothing.
     worker.on("disconnect", () => {
       slot.ready = false;
@@ -230,6 +232,7 @@ export async function runPrimary(
         : [...slots.values()].find((s) => s.standby && s.ready);
       if (spare && toWorker(spare, { t: "accept" })) {
         spare.standby = false;
+        spare.startedAt = Date.now(); // a crash soon after it took over is a young one's
         replacement = "standby";
         log(`worker ${worker.pid} exited: its standby ${spare.worker.pid} accepts`);
       }

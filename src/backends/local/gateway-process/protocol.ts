@@ -153,7 +153,7 @@ export const STANDBY_ENV = "CARAVAN_GATEWAY_STANDBY";
 export const REPORT_EVERY_MS = 200;
 /**
  * At most this many spans per report (500 a second), the workers' budget shared among them
- * and spent as requests are read (`GatewayHooks.traceable`): a fifth of what the telemetry
+ * and spent as requests are read (`GatewayHooks.spanBudget`): a fifth of what the telemetry
  * writer keeps (2,500 a second), the rest left to the apps' own spans of those traces. At
  * saturation 2,500 gateway spans a second cost ~4 µs of CPU a request (made, serialised twice,
  * stored) and doubled the p99 (bench/RESULTS.md, "One gateway worker on two cores").

@@ -5,7 +5,9 @@
  * share of the traffic. Tokens and login links are checked in the store's database directly.
  *
  * A worker whose primary dies serves on from the state it has, and the orphans see to the
- * primary's succession (succession.ts); each retires once the successor answers.
+ * primary's succession (succession.ts); each retires once the successor answers. A standby
+ * (`STANDBY_ENV`, beside a single worker) is given the state and the sockets like any worker
+ * but accepts on none until its primary says `accept` (or dies).
  */
 import Database from "better-sqlite3";
 import { existsSync, statSync } from "node:fs";
@@ -27,7 +29,7 @@ import {
   type RouteState,
   type ToWorker,
 } from "./protocol.ts";
-import { applyToRoutes, type Routes } from "./routes.ts";
+import { applyToRoutes, portsInUse, type Routes } from "./routes.ts";
 import {
   PRIMARY_SINCE_ENV,
   SUCCESSION_BACKOFF_ENV,
@@ -141,13 +143,19 @@ export function runWorker(paths: HomePaths): void {
         else spans.push([app, span]);
       },
       // The budget is spent as requests are read: past it, a request costs no span work.
-      traceable: () => {
-        if (traced >= maxSpans) {
-          spansDropped++;
-          return false;
-        }
-        traced++;
-        return true;
+      spanBudget: {
+        take: () => {
+          if (traced >= maxSpans) {
+            spansDropped++;
+            return false;
+          }
+          traced++;
+          return true;
+        },
+        give: (wasTraced) => {
+          if (wasTraced) traced = Math.max(0, traced - 1);
+          else spansDropped = Math.max(0, spansDropped - 1);
+        },
       },
     },
     {
@@ -194,25 +202,33 @@ export function runWorker(paths: HomePaths): void {
     });
   };
 
+  /**
+   * Closes the held sockets of routes closed or moved since (a close of a server never
+   * listened on does nothing): kept open, a port would still take connections no one serves,
+   * and the primary could not bind it again for the app's next start.
+   */
+  const releaseHeld = () => {
+    if (held.size === 0) return;
+    const inUse = portsInUse(routes);
+    for (const [server, { port, handle }] of held) {
+      const current = [...sockets.values()].some((s) => s.server === server);
+      if (current && inUse.has(port)) continue;
+      handle.close();
+      held.delete(server);
+    }
+  };
+
   /** A standby takes over: it accepts on the sockets of the routes it serves now. */
   const accept = (why: string) => {
     if (!standby) return;
     standby = false;
-    const inUse = new Set([...routes.values()].flatMap((r) => [r.ports.public, r.ports.internal]));
-    let count = 0;
+    releaseHeld();
     for (const [server, { port, handle }] of held) {
-      // One whose route closed or moved since (never listened on, its close did nothing).
-      const current = [...sockets.values()].some((s) => s.server === server);
-      if (!current || !inUse.has(port)) {
-        handle.close();
-        continue;
-      }
-      count++;
-      server.listen(handle);
       server.once("error", (e) => log(`accepting on port ${port}: ${e.message}`));
+      server.listen(handle);
     }
+    log(`accepting on ${held.size} sockets: ${why}`);
     held.clear();
-    log(`accepting on ${count} sockets: ${why}`);
   };
 
   /** Another process serves now: stop accepting, let the connections finish, exit. */
@@ -226,7 +242,8 @@ export function runWorker(paths: HomePaths): void {
     process.exit(0);
   };
 
-  const report = () => {
+  /** `periodic`: the 200 ms report, which also renews the span budget (a `status` does not). */
+  const report = (periodic: boolean) => {
     const out: Record<string, WorkerApp> = {};
     for (const g of gateway.gauges())
       out[g.app] = {
@@ -239,7 +256,7 @@ export function runWorker(paths: HomePaths): void {
     tell({ t: "report", apps: out, spans, spansDropped });
     spans = [];
     spansDropped = 0;
-    traced = 0;
+    if (periodic) traced = 0;
   };
 
   /** Serves exactly `routes`: others close; replicas no longer listed drain. */
@@ -284,9 +301,13 @@ export function runWorker(paths: HomePaths): void {
         return done(m.id, async () => {
           await gateway.open(m.app, m.ports, m.options);
           apps.add(m.app);
+          releaseHeld(); // its ports moved
         });
       case "close":
-        return done(m.id, () => close(m.app));
+        return done(m.id, async () => {
+          await close(m.app);
+          releaseHeld();
+        });
       case "options":
         return gateway.setOptions(m.app, m.options);
       case "replica":
@@ -294,13 +315,16 @@ export function runWorker(paths: HomePaths): void {
       case "drain":
         return done(m.id, () => gateway.drain(m.app, m.replica, m.graceMs));
       case "sync":
-        await done(m.id, () => sync(m.routes));
+        await done(m.id, async () => {
+          await sync(m.routes);
+          releaseHeld();
+        });
         hasState = true;
         return;
       case "tokens":
         return done(m.id, () => store.tokens.forgetCached());
       case "report":
-        return done(m.id, report);
+        return done(m.id, () => report(false));
       case "woken": {
         const wake = wakes.get(m.id);
         wakes.delete(m.id);
@@ -360,6 +384,7 @@ export function runWorker(paths: HomePaths): void {
       successor: () => {
         const env = { ...process.env };
         delete env[WORKER_ENV];
+        delete env[STANDBY_ENV];
         delete env[PRIMARY_SINCE_ENV];
         if (backoff.next === undefined) delete env[SUCCESSION_BACKOFF_ENV];
         else env[SUCCESSION_BACKOFF_ENV] = backoff.next;
@@ -383,7 +408,7 @@ export function runWorker(paths: HomePaths): void {
     });
     void succession.answered.then((hello) => retire(`its successor (pid ${hello.pid}) answers`));
   });
-  setInterval(report, REPORT_EVERY_MS).unref();
+  setInterval(() => report(true), REPORT_EVERY_MS).unref();
   // SIGTERM is for the primary (it stops the workers); a worker signalled directly obeys it
   // (an orphan: `server stop`, or a control plane that gave up on the succession), and ends a
   // successor it spawned that has not answered yet: none comes up after it, and none holds the
