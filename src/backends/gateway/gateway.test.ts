@@ -836,6 +836,21 @@ describe("Gateway: stats and metrics", () => {
     expect(text).toContain("# TYPE caravan_gateway_request_duration_seconds histogram");
   });
 
+  it("closes a listener that was never listened on (a standby worker's) too: its owner hears 'close'", async () => {
+    const held: Server[] = [];
+    // As a standby worker's hook does: the server is given its port, but does not listen yet.
+    const gw = new Gateway(
+      { authorize: () => false },
+      { listen: (server, port) => (held.push(server), Promise.resolve(port)) },
+    );
+    gateways.push(gw);
+    await gw.open("app", { public: 41001, internal: 41002 }, OPEN);
+    expect(held.map((s) => s.listening)).toEqual([false, false]);
+    const closed = held.map((s) => new Promise<void>((r) => s.once("close", () => r())));
+    await gw.close("app");
+    await Promise.all(closed);
+  });
+
   it("open is idempotent for the same ports and close stops listening", async () => {
     const { gw, pub, internal } = await gateway();
     gw.addReplica("app", { id: "a", port: (await upstream(hello("a"))).port });

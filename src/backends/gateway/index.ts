@@ -468,7 +468,7 @@ function closeServers(servers: Server[], clients: Set<Socket>): Promise<void> {
     servers.map(
       (s) =>
         new Promise<void>((resolve) => {
-          if (!s.listening) return resolve();
+          // Also one never listened on (a standby worker's): its 'close' tells its owner.
           s.close(() => resolve());
           s.closeAllConnections();
         }),

@@ -388,7 +388,7 @@ describe("GatewayProcess", () => {
     planes.push(gateway);
     rmSync(home, { recursive: true, force: true });
     await expect(gateway.open("p/d/app", await ports(), options)).rejects.toThrow(
-      `${home} was removed: no gateway is started for it`,
+      `${paths.db} is gone (its home removed): no gateway is started for it`,
     );
     expect(gateway.running).toBeUndefined();
     expect(existsSync(home)).toBe(false);

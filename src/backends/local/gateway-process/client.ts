@@ -373,7 +373,7 @@ export class GatewayProcess {
     // gateway started now would make parts of it again (its runtime copy, its log) and so
     // never see it gone, serving on for no one.
     if (!existsSync(this.paths.db))
-      throw new Error(`${this.paths.home} was removed: no gateway is started for it`);
+      throw new Error(`${this.paths.db} is gone (its home removed): no gateway is started for it`);
     const { command, env } = await this.gatewayCommand();
     const log = openSync(gatewayLog(this.paths.home), "a");
     let child;

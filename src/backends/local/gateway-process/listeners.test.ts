@@ -17,7 +17,7 @@ describe("Listeners", () => {
     expect(() => listeners.get("127.0.0.1", port)).toThrow(
       expect.objectContaining({ code: "EADDRINUSE" }),
     );
-    // A free port is bound, and held: asked again, the same socket.
+    // A free port is bound and held (until no route uses it).
     const free = listeners.get("127.0.0.1", 0);
     expect(listeners.all()).toHaveLength(1);
     expect(listeners.all()[0]!.fd).toBe(free.fd);

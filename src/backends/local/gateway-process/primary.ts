@@ -180,7 +180,13 @@ export async function runPrimary(
     // A send that races the channel's closing, or a fork that failed, must not become an
     // uncaught 'error' (which would end the primary, and every listener with it).
     worker.on("error", (e) => log(`worker ${worker.pid ?? "(not started)"}: ${e.message}`));
-    if (worker.pid === undefined) return Promise.resolve();
+    if (worker.pid === undefined) {
+      // No 'exit' need follow a fork that failed (EAGAIN, EMFILE): tried again, backing off.
+      const delay = respawnDelay;
+      respawnDelay = Math.min(BACKOFF_MAX_MS, respawnDelay * 2);
+      setTimeout(() => exiting || void fork(standby), delay);
+      return Promise.resolve();
+    }
     const slot: WorkerSlot = {
       worker,
       ready: false,
@@ -198,11 +204,11 @@ export async function runPrimary(
       // The whole state first; operations after it reach it in order.
       slot.ready = true;
       void ask(slot, { t: "sync", routes: [...routes.values()] })
+        .then(() => slot.standby && log(`standby ${worker.pid} synced`))
         .catch((e: Error) => log(`worker ${worker.pid}: ${e.message}`))
         .finally(() => {
           // After the sync, in order: a respawned worker of a primary that serves.
           if (channel.listening) toWorker(slot, { t: "serving" });
-          if (slot.standby) log(`standby ${worker.pid} synced`);
           synced();
           workersChanged();
         });

@@ -297,17 +297,19 @@ export function runWorker(paths: HomePaths): void {
       }
     };
     switch (m.t) {
+      // Held sockets released before the answer, failed or not: the primary then closes its
+      // copies of the ports no route uses.
       case "open":
         return done(m.id, async () => {
-          await gateway.open(m.app, m.ports, m.options);
-          apps.add(m.app);
-          releaseHeld(); // its ports moved
+          try {
+            await gateway.open(m.app, m.ports, m.options);
+            apps.add(m.app);
+          } finally {
+            releaseHeld(); // its ports moved
+          }
         });
       case "close":
-        return done(m.id, async () => {
-          await close(m.app);
-          releaseHeld();
-        });
+        return done(m.id, () => close(m.app).finally(releaseHeld));
       case "options":
         return gateway.setOptions(m.app, m.options);
       case "replica":
@@ -315,10 +317,7 @@ export function runWorker(paths: HomePaths): void {
       case "drain":
         return done(m.id, () => gateway.drain(m.app, m.replica, m.graceMs));
       case "sync":
-        await done(m.id, async () => {
-          await sync(m.routes);
-          releaseHeld();
-        });
+        await done(m.id, () => sync(m.routes).finally(releaseHeld));
         hasState = true;
         return;
       case "tokens":
