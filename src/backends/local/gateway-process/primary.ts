@@ -5,9 +5,9 @@
  * once and hands it to every worker, which accept for themselves (no connection passes
  * through the primary). A worker that dies costs only its own connections: the others keep
  * accepting on the same sockets (a single worker's standby starts to), and a new worker is
- * forked and given the whole state. A
- * primary that dies costs nothing: its workers serve on and see to its succession; a newer
- * control plane has it hand over to a newer gateway (succession.ts).
+ * forked and given the whole state. A primary that dies costs nothing: its workers serve on
+ * and see to its succession; a newer control plane has it hand over to a newer gateway
+ * (succession.ts).
  *
  * The primary passes each operation on to every worker and answers once all have; it adds up
  * their reports (aggregate.ts) and batches their spans for the control plane, and turns their

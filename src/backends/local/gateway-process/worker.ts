@@ -203,9 +203,10 @@ export function runWorker(paths: HomePaths): void {
   };
 
   /**
-   * Closes the held sockets of routes closed or moved since (a close of a server never
-   * listened on does nothing): kept open, a port would still take connections no one serves,
-   * and the primary could not bind it again for the app's next start.
+   * Closes the held sockets of routes closed or moved since (the gateway's close of a server
+   * never listened on leaves the socket, which is not the server's yet, to its holder): kept
+   * open, a port would still take connections no one serves, and the primary could not bind
+   * it again for the app's next start.
    */
   const releaseHeld = () => {
     if (held.size === 0) return;
