@@ -2,7 +2,7 @@
  * The local control plane keeps apps running: a crashed app is restarted, and a control plane
  * that dies (SIGKILL) loses neither apps nor state: the next one adopts the running processes.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { eventually, type Sandbox, useSandbox } from "./helpers.ts";
 import { appProcesses, deploy, fixture, get, isRunning, json, status } from "./support.ts";
@@ -48,6 +48,19 @@ describe("supervision", () => {
     expect(after.endpoint).toBe(endpoint);
     expect(await get(`${endpoint}/pid`)).toEqual({ status: 200, body: String(after.pids[0]) });
     expect(appProcesses(sb, "sturdy")).toEqual(after.pids);
+  });
+
+  it("stops, with its apps and its gateway, when its home is removed under it", async () => {
+    const r = await deploy(sb, [APPS]);
+    expect(r.code, r.stderr).toBe(0);
+    const before = await status(sb);
+    const daemon = await serverStatus(sb);
+    const apps = ["sturdy", "leaning"].flatMap((name) => before[name]!.pids);
+    expect(apps.length).toBeGreaterThan(0);
+    rmSync(sb.home, { recursive: true, force: true });
+    // Nothing can reach them any more: the control plane stops them, and itself.
+    await eventually(() => sb.processes().length === 0, 30_000);
+    for (const pid of [daemon.pid!, ...apps]) expect(isRunning(pid)).toBe(false);
   });
 
   it("loses no app and no state when the control plane is SIGKILLed; the next one adopts them", async () => {

@@ -24,6 +24,13 @@ export function homePaths(home = caravanHome()) {
 
 export type HomePaths = ReturnType<typeof homePaths>;
 
+/**
+ * How often the processes that live on their own (the control plane, the gateway) check that
+ * their home still exists: one removed under them (a finished `caravan serve`'s, a test's
+ * temporary home, removed by hand) leaves nothing that can reach them, and they end.
+ */
+export const HOME_CHECK_MS = 5_000;
+
 /** One directory per scope, so the same app name in two domains never shares a file. */
 export function logFile(paths: HomePaths, project: string, domain: string, name: string): string {
   const dir = join(paths.logs, project, domain);

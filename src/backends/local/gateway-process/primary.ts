@@ -18,7 +18,7 @@ import { existsSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { GatewaySpan } from "../../gateway/index.ts";
-import type { HomePaths } from "../home.ts";
+import { HOME_CHECK_MS, type HomePaths } from "../home.ts";
 import { processStartTime } from "../os.ts";
 import { merge, retire, type Retired, type WorkerApp } from "./aggregate.ts";
 import { Listeners } from "./listeners.ts";
@@ -59,8 +59,6 @@ export const NO_CONTROL_PLANE =
  */
 export const SUCCESSION_PENDING =
   "the gateway is restarting (its primary exited) and cannot start the app right now: try again in a moment";
-/** How often it checks that its home still exists (a removed one ends it). */
-export const HOME_CHECK_MS = 5_000;
 /**
  * A periodic report is skipped while this much is still unsent to the control plane (one that
  * reads slowly, or not at all): its spans are counted as dropped, the next report has the

@@ -13,7 +13,7 @@ import Database from "better-sqlite3";
 import { existsSync, statSync } from "node:fs";
 import type { Server } from "node:net";
 import { Gateway, type GatewaySpan } from "../../gateway/index.ts";
-import type { HomePaths } from "../home.ts";
+import { HOME_CHECK_MS, type HomePaths } from "../home.ts";
 import { processStartTime } from "../os.ts";
 import { TokenStore } from "../tokens.ts";
 import { snapshot, type WorkerApp } from "./aggregate.ts";
@@ -37,7 +37,7 @@ import {
   successionBackoff,
   type SuccessionRun,
 } from "./succession.ts";
-import { HOME_CHECK_MS, SUCCESSION_PENDING } from "./primary.ts";
+import { SUCCESSION_PENDING } from "./primary.ts";
 
 /** How long a verified token or session is trusted before the database is asked again. */
 const TOKEN_CACHE_MS = 1_000;

@@ -3,10 +3,10 @@
  * control plane's API on 127.0.0.1. Clients find and start it with `../daemon.ts`; kept
  * apart so that clients never load the API server or the store.
  */
-import { rmSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { ControlPlane } from "../control-plane.ts";
 import { ensureToken, lockHeld, readInfo, type DaemonInfo } from "../daemon.ts";
-import { homePaths, type HomePaths } from "../home.ts";
+import { HOME_CHECK_MS, homePaths, type HomePaths } from "../home.ts";
 import { processStartTime } from "../os.ts";
 import { buildApi } from "./api.ts";
 
@@ -70,6 +70,13 @@ export async function runDaemon(paths = homePaths()): Promise<void> {
   // What `caravan server stop` sends when it cannot use the API (the token file was lost):
   // stop with the apps. Only the daemon's owner (or root) can send it.
   process.on("SIGUSR2", () => void stop(true));
+  // Its state removed under it: no command can reach this control plane or its apps any
+  // more (a new one would start from nothing beside them), so it stops, with them.
+  setInterval(() => {
+    if (existsSync(paths.db)) return;
+    process.stderr.write(`${paths.db} is gone (its home removed): stopping, with the apps\n`);
+    void stop(true);
+  }, HOME_CHECK_MS).unref();
   process.stderr.write(`caravan control plane ${url} pid ${process.pid}\n`);
 }
 
