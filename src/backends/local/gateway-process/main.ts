@@ -17,13 +17,19 @@
  * The same entry is a worker with `CARAVAN_GATEWAY_WORKER` set, and a successor when spawned
  * with an IPC channel.
  */
+import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { join } from "node:path";
+import { caravanHome } from "../../home.ts";
 import { homePaths } from "../home.ts";
 import { defaultWorkers, runPrimary } from "./primary.ts";
 import { inheritance } from "./succession.ts";
 import { WORKER_ENV } from "./protocol.ts";
 import { runWorker } from "./worker.ts";
 
+// A home removed as this process started (a worker forked just then): nothing to serve, and
+// homePaths would make the home again, where its control plane would then not see it gone.
+if (!existsSync(join(caravanHome(), "state.db"))) process.exit(0);
 const paths = homePaths(process.env.CARAVAN_HOME);
 if (!process.env[WORKER_ENV]) {
   const wanted = Number(process.env.CARAVAN_GATEWAY_WORKERS);
