@@ -34,7 +34,7 @@ import { Exchange, NodeClient } from "./exchange.ts";
 import { exposition, type AppStats, type Gauges } from "./metrics.ts";
 import { requestHead } from "./request-head.ts";
 import { ReplicaState, Route, type RouteOptions } from "./route.ts";
-import type { RecordSpan } from "./trace.ts";
+import type { RecordSpan, SpanBudget } from "./trace.ts";
 import { Tunnel, rawReply } from "./tunnel.ts";
 
 export { LOGIN_PATH, SESSION_COOKIE, sessionCookie } from "./auth.ts";
@@ -85,7 +85,7 @@ export interface GatewayHooks extends AuthHooks {
    * span). `give` undoes that ask for a request not forwarded after all (refused, 401, or
    * handed to node's http server, which asks again): `wasTraced`, what `take` answered.
    */
-  spanBudget?: { take(): boolean; give(wasTraced: boolean): void };
+  spanBudget?: SpanBudget;
 }
 
 export interface AppLoad {

@@ -6,7 +6,7 @@
 import type { Server } from "node:http";
 import type { Socket } from "node:net";
 import { Traffic } from "./metrics.ts";
-import type { RecordSpan } from "./trace.ts";
+import type { RecordSpan, SpanBudget } from "./trace.ts";
 import { Pool } from "./upstream.ts";
 
 export interface RouteOptions {
@@ -25,7 +25,7 @@ export interface RouteHooks {
   wake?: Wake;
   /** Where the spans of its requests go (none: the gateway records none). */
   recordSpan?: RecordSpan;
-  spanBudget?: { take(): boolean; give(wasTraced: boolean): void };
+  spanBudget?: SpanBudget;
 }
 
 export class ReplicaState {
@@ -79,7 +79,7 @@ export class Route {
   readonly traffic = new Traffic();
   private readonly wake: Wake | undefined;
   readonly recordSpan: RecordSpan | undefined;
-  private readonly spanBudget: RouteHooks["spanBudget"];
+  private readonly spanBudget: SpanBudget | undefined;
 
   constructor(
     readonly app: string,

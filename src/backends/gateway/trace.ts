@@ -37,6 +37,12 @@ export interface GatewaySpan {
 /** Takes the spans of an app's requests (`app`: the name the gateway opened it with). */
 export type RecordSpan = (app: string, span: GatewaySpan) => void;
 
+/** How many requests may be traced (`GatewayHooks.spanBudget` says how it is used). */
+export interface SpanBudget {
+  take(): boolean;
+  give(wasTraced: boolean): void;
+}
+
 /** What became of a forwarded request, as the exchange saw it. */
 export interface HopOutcome {
   method: string;

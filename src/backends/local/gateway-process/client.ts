@@ -45,7 +45,7 @@ import {
   type RouteState,
   type ToGateway,
 } from "./protocol.ts";
-import { awaitSuccessor } from "./succession.ts";
+import { awaitSuccessor, handoverPending, successionPending } from "./succession.ts";
 
 /** How long a spawned gateway may take to listen on its socket. */
 const START_TIMEOUT_MS = 15_000;
@@ -548,39 +548,6 @@ async function gatewayMain(runtimeDir: string): Promise<string> {
   const compiled = fileURLToPath(new URL("./main.js", import.meta.url));
   if (import.meta.url.endsWith(".js") && existsSync(compiled)) return compiled;
   return join(await buildRuntime(runtimeDir), `${GATEWAY_PROCESS_ENTRY}.js`);
-}
-
-/**
- * While a dead primary's workers may still spawn its successor: some of `orphans` is alive
- * (pid and start time: a pid may have been reused), until `deadline`.
- */
-export function successionPending(
-  orphans: Proc[],
-  deadline: number,
-  alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
-): () => boolean {
-  return () => Date.now() < deadline && orphans.some(alive);
-}
-
-/**
- * While a gateway asked to hand over (`predecessor`) may still bring up its successor: it is
- * alive (it exits when the successor failed to start: nothing is left to wait for), until
- * `deadline`; and `graceMs` after it is seen gone: it also exits once its successor answers.
- */
-export function handoverPending(
-  predecessor: Proc,
-  deadline: number,
-  alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
-  graceMs = 1_000,
-): () => boolean {
-  let goneAt: number | undefined;
-  return () => {
-    const now = Date.now();
-    if (now >= deadline) return false;
-    if (alive(predecessor)) return true;
-    goneAt ??= now;
-    return now - goneAt <= graceMs;
-  };
 }
 
 /** SIGTERM (the gateway closes its listeners and exits), then SIGKILL after a wait. */

@@ -4,19 +4,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isAlive, processStartTime } from "../os.ts";
-import { handoverPending, successionPending } from "./client.ts";
 import type { Hello, Proc } from "./protocol.ts";
 import {
   awaitSuccessor,
   candidateFile,
   clearElections,
   elect,
+  handoverPending,
   stale,
   PRIMARY_SINCE_ENV,
   SUCCESSION_BACKOFF_ENV,
   spawnSuccessor,
   succeed,
   successionBackoff,
+  successionPending,
   type SuccessionRun,
 } from "./succession.ts";
 

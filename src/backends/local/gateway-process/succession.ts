@@ -135,6 +135,39 @@ export function clearElections(home: string): void {
 }
 
 /**
+ * While a dead primary's workers may still spawn its successor: some of `orphans` is alive
+ * (pid and start time: a pid may have been reused), until `deadline`.
+ */
+export function successionPending(
+  orphans: Proc[],
+  deadline: number,
+  alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
+): () => boolean {
+  return () => Date.now() < deadline && orphans.some(alive);
+}
+
+/**
+ * While a gateway asked to hand over (`predecessor`) may still bring up its successor: it is
+ * alive (it exits when the successor failed to start: nothing is left to wait for), until
+ * `deadline`; and `graceMs` after it is seen gone: it also exits once its successor answers.
+ */
+export function handoverPending(
+  predecessor: Proc,
+  deadline: number,
+  alive: (p: Proc) => boolean = (p) => isAlive(p.pid, p.startTime),
+  graceMs = 1_000,
+): () => boolean {
+  let goneAt: number | undefined;
+  return () => {
+    const now = Date.now();
+    if (now >= deadline) return false;
+    if (alive(predecessor)) return true;
+    goneAt ??= now;
+    return now - goneAt <= graceMs;
+  };
+}
+
+/**
  * Waits for a gateway other than `predecessor` to answer (`probe`: the hello on the channel
  * socket, if any) for as long as `keepWaiting()`; its hello, or undefined once not.
  */
